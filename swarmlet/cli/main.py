@@ -1,0 +1,24 @@
+"""The `swarmlet` command. Each role's commands live in their own module and are
+registered here; the CLI talks to a cluster only through the manager API."""
+from __future__ import annotations
+
+import click
+
+from swarmlet.cli.stack import stack
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="swarmlet")
+def cli() -> None:
+    """swarmlet: run Compose stacks on a cluster of hosts."""
+
+
+cli.add_command(stack)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()
