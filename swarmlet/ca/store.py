@@ -1,0 +1,65 @@
+"""A node's identity on disk: the root CA certificate, its own certificate and key.
+
+File names follow Docker Swarm's (swarm-root-ca.crt, swarm-node.crt, swarm-node.key).
+Every write goes to a temporary file in the same directory and is renamed into place,
+so a reader never sees a half-written file."""
+
+import os
+from pathlib import Path
+
+from .errors import CertificateError
+from .identity import load_certificate
+from .keys import key_matches_certificate
+
+PRIVATE_FILE_MODE = 0o600
+PUBLIC_FILE_MODE = 0o644
+PRIVATE_DIR_MODE = 0o700
+
+
+def write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Write `data` to `path` with `mode` from the first byte on (no window in which
+    a private key sits in a world-readable file), then rename over the old file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        # os.open's mode is filtered by the umask; make the intended mode explicit.
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "wb", closefd=False) as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, path)
+
+
+class NodeCertStore:
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.ca_path = self.directory / "swarm-root-ca.crt"
+        self.cert_path = self.directory / "swarm-node.crt"
+        self.key_path = self.directory / "swarm-node.key"
+
+    def exists(self) -> bool:
+        return all(path.exists() for path in (self.ca_path, self.cert_path, self.key_path))
+
+    def save(self, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        certificate = load_certificate(cert_pem)
+        if not key_matches_certificate(key_pem, certificate):
+            raise CertificateError("refusing to save a key that does not match its certificate")
+        self.directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+        write_atomically(self.ca_path, ca_pem, PUBLIC_FILE_MODE)
+        # Key before certificate: after a crash in between, load() reports the
+        # mismatch instead of silently pairing a new certificate with an old key.
+        write_atomically(self.key_path, key_pem, PRIVATE_FILE_MODE)
+        write_atomically(self.cert_path, cert_pem, PUBLIC_FILE_MODE)
+
+    def load(self) -> tuple[bytes, bytes, bytes]:
+        """(ca_pem, cert_pem, key_pem); FileNotFoundError if no identity is stored,
+        CertificateError if the stored key and certificate do not belong together."""
+        ca_pem = self.ca_path.read_bytes()
+        cert_pem = self.cert_path.read_bytes()
+        key_pem = self.key_path.read_bytes()
+        if not key_matches_certificate(key_pem, load_certificate(cert_pem)):
+            raise CertificateError(f"{self.key_path} does not match {self.cert_path}")
+        return ca_pem, cert_pem, key_pem

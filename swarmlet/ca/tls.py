@@ -1,0 +1,81 @@
+"""TLS contexts for mutual authentication inside the cluster (stdlib ssl).
+
+Peers are verified against the cluster's root CA only. Hostname checking is off:
+nodes are identified by node ID, not DNS name, so after the handshake a caller checks
+`identity_of(sslobject.getpeercert(binary_form=True))` itself.
+
+Key loading: ssl can only read a certificate chain from files. Each context builder
+copies the PEM it is given into a fresh private directory (mode 0700, in RAM under
+/dev/shm when available), as 0600 files, loads them and deletes the directory before
+returning, so no private key is ever world-readable or left behind. A caller that
+already keeps its key on disk (NodeCertStore) can equally call
+`context.load_cert_chain(store.cert_path, store.key_path)`."""
+
+import os
+import ssl
+import tempfile
+from pathlib import Path
+
+from .store import PRIVATE_FILE_MODE, write_atomically
+
+MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
+RAM_BACKED_TMP = "/dev/shm"
+
+
+def private_tmp_root() -> str | None:
+    """Where to create the throw-away key directory; None means the system default."""
+    if os.path.isdir(RAM_BACKED_TMP) and os.access(RAM_BACKED_TMP, os.W_OK):
+        return RAM_BACKED_TMP
+    return None
+
+
+def load_cert_chain_from_memory(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    # mkdtemp creates the directory with mode 0700, readable by this user only.
+    with tempfile.TemporaryDirectory(prefix="swarmlet-tls-", dir=private_tmp_root()) as directory:
+        cert_path = Path(directory) / "cert.pem"
+        key_path = Path(directory) / "key.pem"
+        write_atomically(cert_path, cert_pem, PRIVATE_FILE_MODE)
+        write_atomically(key_path, key_pem, PRIVATE_FILE_MODE)
+        context.load_cert_chain(cert_path, key_path)
+
+
+def trust_only(context: ssl.SSLContext, ca_pem: bytes) -> None:
+    """Trust the cluster's root CA and nothing else (no system CAs)."""
+    context.minimum_version = MINIMUM_TLS_VERSION
+    context.load_verify_locations(cadata=ca_pem.decode("ascii"))
+
+
+def server_context(ca_pem: bytes, cert_pem: bytes, key_pem: bytes,
+                   require_client_cert: bool = True) -> ssl.SSLContext:
+    """Without `require_client_cert` (the join endpoint, where new nodes have no
+    certificate yet) a client certificate is still verified if one is presented."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    trust_only(context, ca_pem)
+    context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    load_cert_chain_from_memory(context, cert_pem, key_pem)
+    return context
+
+
+def client_context(ca_pem: bytes, cert_pem: bytes | None = None,
+                   key_pem: bytes | None = None) -> ssl.SSLContext:
+    """Verifies the server against the CA; presents a client certificate if given one."""
+    if (cert_pem is None) != (key_pem is None):
+        raise ValueError("give both cert_pem and key_pem, or neither")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    trust_only(context, ca_pem)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_REQUIRED
+    if cert_pem is not None:
+        load_cert_chain_from_memory(context, cert_pem, key_pem)
+    return context
+
+
+def insecure_fetch_context() -> ssl.SSLContext:
+    """For the one join-time request that fetches the root CA certificate before it
+    can be trusted. The caller MUST then check the fetched certificate's digest
+    against the join token's before using it for anything."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = MINIMUM_TLS_VERSION
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
