@@ -1,0 +1,322 @@
+"""Typed specs: the shared vocabulary of swarmlet.
+
+The Compose loader produces these, the store keeps them as plain dicts (`to_dict()`,
+msgpack-able), and the orchestrators, scheduler and agent read them back with
+`from_dict()`. Shapes follow SwarmKit's api/specs.proto, simplified.
+
+Units everywhere: durations are float seconds, memory and sizes int bytes, CPUs float.
+Every default lives in the constants below (Docker Swarm's defaults).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+# --- defaults (Docker Swarm's) -------------------------------------------------------
+
+DEFAULT_SERVICE_MODE = "replicated"
+DEFAULT_REPLICAS = 1
+DEFAULT_ENDPOINT_MODE = "vip"
+DEFAULT_PORT_PROTOCOL = "tcp"
+DEFAULT_PUBLISH_MODE = "ingress"
+
+DEFAULT_RESTART_CONDITION = "any"
+DEFAULT_RESTART_DELAY = 5.0
+DEFAULT_RESTART_MAX_ATTEMPTS = 0  # 0 = unlimited
+DEFAULT_RESTART_WINDOW = 0.0
+
+DEFAULT_UPDATE_PARALLELISM = 1
+DEFAULT_UPDATE_DELAY = 0.0
+DEFAULT_UPDATE_FAILURE_ACTION = "pause"
+DEFAULT_UPDATE_MONITOR = 5.0
+DEFAULT_UPDATE_MAX_FAILURE_RATIO = 0.0
+DEFAULT_UPDATE_ORDER = "stop-first"
+
+DEFAULT_MAX_REPLICAS_PER_NODE = 0  # 0 = no limit
+DEFAULT_STOP_GRACE_PERIOD = 10.0
+
+DEFAULT_HEALTHCHECK_INTERVAL = 30.0
+DEFAULT_HEALTHCHECK_TIMEOUT = 30.0
+DEFAULT_HEALTHCHECK_RETRIES = 3
+DEFAULT_HEALTHCHECK_START_PERIOD = 0.0
+
+DEFAULT_NETWORK_DRIVER = "overlay"
+DEFAULT_VOLUME_DRIVER = "local"
+DEFAULT_NETWORK_NAME = "default"
+
+DEFAULT_FILE_UID = "0"
+DEFAULT_FILE_GID = "0"
+DEFAULT_FILE_MODE = 0o444
+SECRETS_DIR = "/run/secrets"
+
+DEFAULT_DEPENDENCY_CONDITION = "service_started"
+
+# --- allowed values ------------------------------------------------------------------
+
+SERVICE_MODES = ("replicated", "global", "replicated-job", "global-job")
+ENDPOINT_MODES = ("vip", "dnsrr")
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+PUBLISH_MODES = ("ingress", "host")
+RESTART_CONDITIONS = ("none", "on-failure", "any")
+UPDATE_FAILURE_ACTIONS = ("continue", "pause", "rollback")
+ROLLBACK_FAILURE_ACTIONS = ("continue", "pause")
+UPDATE_ORDERS = ("stop-first", "start-first")
+MOUNT_TYPES = ("bind", "volume", "tmpfs")
+DEPENDENCY_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+
+
+# --- plain-dict conversion -------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class SpecBase:
+    """Gives every spec `to_dict()` and `from_dict()` driven by its type hints."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        hints = _field_types(cls)
+        return cls(**{name: _from_plain(hints[name], value) for name, value in data.items()})
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, SpecBase):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        # Sorted so that equal specs always serialise to identical bytes.
+        return {k: _to_plain(value[k]) for k in sorted(value)}
+    return value
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _from_plain(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _from_plain(inner[0], value)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return [_from_plain(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        return {k: _from_plain(item, v) for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, SpecBase):
+        return hint.from_dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+# --- specs -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Resources(SpecBase):
+    cpus: float | None = None
+    memory: int | None = None
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class ResourceRequirements(SpecBase):
+    limits: Resources = field(default_factory=Resources)
+    reservations: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class RestartPolicy(SpecBase):
+    condition: str = DEFAULT_RESTART_CONDITION
+    delay: float = DEFAULT_RESTART_DELAY
+    max_attempts: int = DEFAULT_RESTART_MAX_ATTEMPTS
+    window: float = DEFAULT_RESTART_WINDOW
+
+
+@dataclass(frozen=True)
+class UpdateConfig(SpecBase):
+    parallelism: int = DEFAULT_UPDATE_PARALLELISM
+    delay: float = DEFAULT_UPDATE_DELAY
+    failure_action: str = DEFAULT_UPDATE_FAILURE_ACTION
+    monitor: float = DEFAULT_UPDATE_MONITOR
+    max_failure_ratio: float = DEFAULT_UPDATE_MAX_FAILURE_RATIO
+    order: str = DEFAULT_UPDATE_ORDER
+
+
+@dataclass(frozen=True)
+class Placement(SpecBase):
+    constraints: list[str] = field(default_factory=list)  # "node.role==manager"
+    preferences: list[str] = field(default_factory=list)  # spread descriptors, "node.labels.zone"
+    max_replicas_per_node: int = DEFAULT_MAX_REPLICAS_PER_NODE
+
+
+@dataclass(frozen=True)
+class PortConfig(SpecBase):
+    target: int
+    published: int | None = None  # None: the cluster picks one
+    protocol: str = DEFAULT_PORT_PROTOCOL
+    mode: str = DEFAULT_PUBLISH_MODE
+
+
+@dataclass(frozen=True)
+class EndpointSpec(SpecBase):
+    mode: str = DEFAULT_ENDPOINT_MODE
+    ports: list[PortConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NetworkAttachment(SpecBase):
+    name: str
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Mount(SpecBase):
+    type: str
+    target: str
+    source: str | None = None  # absolute host path (bind), volume name, or None
+    read_only: bool = False
+    volume_nocopy: bool = False
+    bind_propagation: str | None = None
+    tmpfs_size: int | None = None
+    tmpfs_mode: int | None = None
+
+
+@dataclass(frozen=True)
+class FileRef(SpecBase):
+    """A secret or config made visible inside the container as a file."""
+    source: str
+    target: str
+    uid: str = DEFAULT_FILE_UID
+    gid: str = DEFAULT_FILE_GID
+    mode: int = DEFAULT_FILE_MODE
+
+
+@dataclass(frozen=True)
+class HealthCheck(SpecBase):
+    test: list[str]  # ["CMD", …], ["CMD-SHELL", "…"] or ["NONE"]
+    interval: float = DEFAULT_HEALTHCHECK_INTERVAL
+    timeout: float = DEFAULT_HEALTHCHECK_TIMEOUT
+    retries: int = DEFAULT_HEALTHCHECK_RETRIES
+    start_period: float = DEFAULT_HEALTHCHECK_START_PERIOD
+
+
+@dataclass(frozen=True)
+class Ulimit(SpecBase):
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class LogDriver(SpecBase):
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerSpec(SpecBase):
+    image: str
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    hostname: str | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    stop_grace_period: float = DEFAULT_STOP_GRACE_PERIOD
+    stop_signal: str | None = None
+    init: bool | None = None
+    read_only: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    ulimits: dict[str, Ulimit] = field(default_factory=dict)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    extra_hosts: list[str] = field(default_factory=list)  # "hostname:ip"
+    dns: list[str] = field(default_factory=list)
+    tmpfs: list[str] = field(default_factory=list)
+    healthcheck: HealthCheck | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    secrets: list[FileRef] = field(default_factory=list)
+    configs: list[FileRef] = field(default_factory=list)
+    logging: LogDriver | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSpec(SpecBase):
+    name: str
+    container: ContainerSpec
+    labels: dict[str, str] = field(default_factory=dict)
+    mode: str = DEFAULT_SERVICE_MODE
+    replicas: int | None = DEFAULT_REPLICAS  # None for global modes
+    resources: ResourceRequirements = field(default_factory=ResourceRequirements)
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    placement: Placement = field(default_factory=Placement)
+    networks: list[NetworkAttachment] = field(default_factory=list)
+    endpoint: EndpointSpec = field(default_factory=EndpointSpec)
+    update_config: UpdateConfig = field(default_factory=UpdateConfig)
+    rollback_config: UpdateConfig = field(default_factory=UpdateConfig)
+    depends_on: dict[str, str] = field(default_factory=dict)  # service -> condition
+
+
+@dataclass(frozen=True)
+class StoredFileSpec(SpecBase):
+    """Common shape of secrets and configs: content from a file, or already in the cluster."""
+    name: str
+    file: str | None = None  # absolute path
+    external: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+    cluster_name: str | None = None  # explicit `name:`; otherwise deploy derives one
+
+
+@dataclass(frozen=True)
+class SecretSpec(StoredFileSpec):
+    pass
+
+
+@dataclass(frozen=True)
+class ConfigSpec(StoredFileSpec):
+    pass
+
+
+@dataclass(frozen=True)
+class NetworkSpec(SpecBase):
+    name: str
+    driver: str = DEFAULT_NETWORK_DRIVER
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    external: bool = False
+    attachable: bool = False
+    internal: bool = False
+    cluster_name: str | None = None
+
+
+@dataclass(frozen=True)
+class VolumeSpec(SpecBase):
+    name: str
+    driver: str = DEFAULT_VOLUME_DRIVER
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    external: bool = False
+    cluster_name: str | None = None
+
+
+@dataclass(frozen=True)
+class StackSpec(SpecBase):
+    name: str | None = None
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    networks: dict[str, NetworkSpec] = field(default_factory=dict)
+    volumes: dict[str, VolumeSpec] = field(default_factory=dict)
+    secrets: dict[str, SecretSpec] = field(default_factory=dict)
+    configs: dict[str, ConfigSpec] = field(default_factory=dict)
