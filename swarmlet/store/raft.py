@@ -1,0 +1,193 @@
+"""pysyncobj, wrapped around the hazards measured in ../shared/notes/pysyncobj.md.
+
+- One replicated entry point, ``apply(command: bytes)``: replicated methods are
+  identified by their sorted position, so adding another one would silently replay old
+  journals into the wrong method.
+- Snapshots are written by our own serializer, as msgpack, synchronously on the Raft
+  thread: no ``fork()`` (whose child inherits and holds the node's listening ports
+  after a crash) and no pickle in the snapshot file a follower receives.
+- Raft connections are TLS with manager certificates (see transport.py) *and*
+  Fernet-encrypted with the cluster key.
+- A leader-side watchdog forces a snapshot when a connected follower stops advancing
+  (the livelock of a restarted ex-leader behind a later leader).
+
+Everything here runs on pysyncobj's own thread; ``store.py`` is the asyncio face.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import msgpack
+from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
+
+from swarmlet.store.state import Applied, StoreState
+from swarmlet.store.transport import TlsPolicy, TlsTransport
+
+log = logging.getLogger("swarmlet.raft")
+
+
+@dataclass
+class RaftSettings:
+    """Raft timings. The defaults are tuned for fast failover on a LAN (measured in
+    docs/performance.md); every one can be overridden from the node's config."""
+
+    election_timeout_min: float = 0.3
+    election_timeout_max: float = 0.6
+    heartbeat_period: float = 0.05
+    # A leader that has not heard from a majority for this long steps down (fencing).
+    leader_fallback_timeout: float = 1.0
+    connection_timeout: float = 1.5
+    connection_retry: float = 0.5
+    snapshot_every_entries: int = 10_000
+    snapshot_min_interval: float = 300.0
+    # The livelock watchdog: a connected follower whose match index has not moved
+    # for this long while the leader has newer entries gets a snapshot.
+    stalled_follower_timeout: float = 2.0
+    extra: dict = field(default_factory=dict)
+
+    def to_conf(self, bind_address: str, data_dir: str, password: str, serializer, deserializer,
+                on_state_changed=None) -> SyncObjConf:
+        return SyncObjConf(
+            password=password,
+            bindAddress=bind_address,
+            raftMinTimeout=self.election_timeout_min,
+            raftMaxTimeout=self.election_timeout_max,
+            appendEntriesPeriod=self.heartbeat_period,
+            leaderFallbackTimeout=self.leader_fallback_timeout,
+            connectionTimeout=self.connection_timeout,
+            connectionRetryTime=self.connection_retry,
+            # Batching trades ~100 ms of latency per write for throughput; off, a write
+            # commits in about a millisecond and pipelined writes still reach thousands/s.
+            appendEntriesUseBatch=False,
+            commandsWaitLeader=False,
+            dynamicMembershipChange=True,
+            logCompactionMinEntries=self.snapshot_every_entries,
+            logCompactionMinTime=self.snapshot_min_interval,
+            journalFile=os.path.join(data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
+            serializer=serializer,
+            deserializer=deserializer,
+            onStateChanged=on_state_changed,
+            bindRetryTime=0.2,
+            **self.extra,
+        )
+
+
+@dataclass
+class RaftView:
+    """A consistent picture of this manager's Raft state, taken on the Raft thread."""
+
+    self_address: str
+    leader: str | None
+    is_leader: bool
+    has_quorum: bool
+    term: int
+    commit_index: int
+    last_applied: int
+    peers: dict  # address -> {"connected": bool, "match_index": int|None}
+    taken_at: float
+
+
+class ReplicatedStore(SyncObj):
+    """The SyncObj. Attributes assigned before ``super().__init__`` are not part of
+    pysyncobj's own snapshot; ours are written by the custom serializer anyway."""
+
+    def __init__(self, self_address: str, peers: list[str], data_dir: str, password: str,
+                 tls_policy: TlsPolicy, settings: RaftSettings,
+                 on_applied: Callable[[Applied], None], on_reset: Callable[[], None],
+                 on_view: Callable[[RaftView], None], bind_address: str | None = None):
+        self.tls_policy = tls_policy  # read by TlsTransport while SyncObj.__init__ runs
+        self.state = StoreState()
+        self.state_lock = threading.Lock()
+        self._settings = settings
+        self._on_applied = on_applied
+        self._on_reset = on_reset
+        self._on_view = on_view
+        self._self_address = self_address
+        self._follower_progress: dict[str, tuple[int, float]] = {}
+        self._last_view_at = 0.0
+        self._last_watchdog_at = 0.0
+        os.makedirs(data_dir, exist_ok=True)
+        conf = settings.to_conf(bind_address or self_address, data_dir, password,
+                                self._write_snapshot, self._read_snapshot)
+        super().__init__(self_address, [p for p in peers if p != self_address], conf,
+                         transportClass=TlsTransport)
+        self.addOnTickCallback(self._on_tick)
+
+    # -- the single replicated entry point ----------------------------------------------
+    @replicated
+    def apply(self, command: bytes) -> dict:
+        with self.state_lock:
+            applied = self.state.apply(command)
+        self._on_applied(applied)
+        return applied.result
+
+    # -- snapshots: msgpack, written synchronously, no fork ------------------------------
+    def _write_snapshot(self, filename: str, raft_data) -> None:
+        last_entry, previous_entry, cluster = raft_data
+        with self.state_lock:
+            payload = msgpack.packb({
+                "state": self.state.snapshot(),
+                "last": list(last_entry), "previous": list(previous_entry),
+                "cluster": sorted(node.address for node in cluster),
+            }, use_bin_type=True)
+        with open(filename, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read_snapshot(self, filename: str):
+        with open(filename, "rb") as f:
+            data = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+        restored = StoreState.from_snapshot(data["state"])
+        with self.state_lock:
+            self.state = restored
+        self._on_reset()
+        return tuple(data["last"]), tuple(data["previous"]), [TCPNode(a) for a in data["cluster"]]
+
+    # -- per tick: publish a view, heal stalled followers ------------------------------------
+    def _on_tick(self) -> None:
+        now = time.monotonic()
+        if now - self._last_view_at < 0.02:
+            return
+        self._last_view_at = now
+        status = self.getStatus()
+        peers = {}
+        for node in self.otherNodes:
+            peers[node.address] = {
+                "connected": status.get(f"partner_node_status_server_{node.id}") == 2,
+                "match_index": status.get(f"match_idx_server_{node.id}"),
+            }
+        is_leader = self._isLeader()
+        view = RaftView(
+            self_address=self._self_address,
+            leader=str(status["leader"]) if status["leader"] is not None else None,
+            is_leader=is_leader, has_quorum=bool(status["has_quorum"]),
+            term=status["raft_term"], commit_index=status["commit_idx"],
+            last_applied=status["last_applied"], peers=peers, taken_at=now)
+        if is_leader and now - self._last_watchdog_at > 0.25:
+            self._last_watchdog_at = now
+            self._heal_stalled_followers(view, now)
+        self._on_view(view)
+
+    def _heal_stalled_followers(self, view: RaftView, now: float) -> None:
+        for address, peer in view.peers.items():
+            match = peer["match_index"] or 0
+            previous = self._follower_progress.get(address)
+            if not peer["connected"] or match >= view.commit_index:
+                self._follower_progress[address] = (match, now)
+                continue
+            if previous is None or previous[0] != match:
+                self._follower_progress[address] = (match, now)
+                continue
+            if now - previous[1] > self._settings.stalled_follower_timeout:
+                log.warning("raft: follower %s stuck at index %d behind commit %d; sending it a snapshot",
+                            address, match, view.commit_index)
+                self.forceLogCompaction()
+                self._follower_progress[address] = (match, now)

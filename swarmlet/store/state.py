@@ -1,0 +1,197 @@
+"""The replicated state machine, as pure code: no Raft, no threads, no I/O.
+
+Every change to the cluster is a *transaction*: a msgpack-encoded batch of
+create/update/delete operations, each stating the object version it expects. The
+whole batch applies or none of it does. Applying is deterministic: it reads nothing
+but the command bytes and the current state (the proposer stamps the time into the
+command), so every manager that applies the same log reaches the same state.
+
+An object is a plain dict::
+
+    {"id", "kind", "version", "created_at", "updated_at", "spec": {...}, "status": {...}}
+
+``version`` is the store index of the transaction that last wrote it, as in
+SwarmKit's ``Meta.Version``. An update or delete must name the version it read; a
+stale one is refused (``conflict``), never silently overwritten.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import msgpack
+
+KINDS = ("cluster", "node", "service", "task", "secret", "config", "network")
+
+# Results of applied request IDs are remembered so that a client retrying a write
+# whose outcome it never learnt (a timeout, a leader change) cannot apply it twice.
+# Eviction is by insertion order, which is the same on every manager.
+REMEMBERED_REQUESTS = 20_000
+
+
+class TransactionError(Exception):
+    """A transaction refused as a whole. ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Change:
+    """One object changed by an applied transaction, as delivered to watchers."""
+
+    action: str  # "create" | "update" | "delete"
+    kind: str
+    id: str
+    object: dict  # the new object; for a delete, the object as it was
+
+
+@dataclass
+class Applied:
+    """The outcome of applying one command."""
+
+    index: int
+    result: dict
+    changes: list[Change] = field(default_factory=list)
+
+
+def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> bytes:
+    """Build the command bytes for a transaction. Each op is a dict:
+
+    ``{"op": "create", "kind", "id", "spec", "status"}``,
+    ``{"op": "update", "kind", "id", "version", "spec"?, "status"?}`` (a field left
+    out keeps its value) or ``{"op": "delete", "kind", "id", "version"}``.
+    """
+    return msgpack.packb({"rid": request_id, "ts": timestamp, "ops": ops}, use_bin_type=True)
+
+
+def decode_transaction(command: bytes) -> dict:
+    txn = msgpack.unpackb(command, raw=False)
+    if not isinstance(txn, dict) or not isinstance(txn.get("ops"), list):
+        raise TransactionError("invalid", "malformed transaction")
+    return txn
+
+
+class StoreState:
+    """All objects of the cluster, by kind and ID, plus the applied index."""
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.objects: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
+        self.requests: collections.OrderedDict[str, dict] = collections.OrderedDict()
+
+    # -- reads ---------------------------------------------------------------
+    def get(self, kind: str, object_id: str) -> dict | None:
+        return self.objects[kind].get(object_id)
+
+    def list(self, kind: str) -> list[dict]:
+        return list(self.objects[kind].values())
+
+    # -- the one write path ------------------------------------------------------
+    def apply(self, command: bytes) -> Applied:
+        """Apply one command. A refused transaction still consumes an index, so
+        that the index stays a pure function of the log."""
+        self.index += 1
+        try:
+            txn = decode_transaction(command)
+        except TransactionError as err:
+            return Applied(self.index, {"ok": False, "code": err.code, "error": str(err)})
+        except Exception as err:  # msgpack errors come in many types
+            return Applied(self.index, {"ok": False, "code": "invalid", "error": f"malformed transaction: {err}"})
+
+        request_id = txn.get("rid")
+        if request_id and request_id in self.requests:
+            return Applied(self.index, dict(self.requests[request_id], duplicate=True))
+
+        try:
+            changes = self._apply_ops(txn["ops"], float(txn.get("ts") or 0.0))
+            result = {"ok": True, "index": self.index,
+                      "versions": {c.id: c.object["version"] for c in changes if c.action != "delete"}}
+        except TransactionError as err:
+            changes = []
+            result = {"ok": False, "code": err.code, "error": str(err)}
+
+        if request_id:
+            self.requests[request_id] = result
+            while len(self.requests) > REMEMBERED_REQUESTS:
+                self.requests.popitem(last=False)
+        return Applied(self.index, result, changes)
+
+    def _apply_ops(self, ops: list[dict], timestamp: float) -> list[Change]:
+        # Validate every op against the state as it would be after the previous ops
+        # of the same batch, then commit them all: all or nothing.
+        staged: dict[tuple[str, str], dict | None] = {}
+        changes: list[Change] = []
+
+        def current(kind: str, object_id: str) -> dict | None:
+            key = (kind, object_id)
+            return staged[key] if key in staged else self.objects[kind].get(object_id)
+
+        for position, op in enumerate(ops):
+            kind, object_id, action = _op_fields(op, position)
+            existing = current(kind, object_id)
+            if action == "create":
+                if existing is not None:
+                    raise TransactionError("exists", f"{kind} {object_id} already exists")
+                obj = {"id": object_id, "kind": kind, "version": self.index,
+                       "created_at": timestamp, "updated_at": timestamp,
+                       "spec": op.get("spec") or {}, "status": op.get("status") or {}}
+            else:
+                if existing is None:
+                    raise TransactionError("not_found", f"{kind} {object_id} does not exist")
+                expected = op.get("version")
+                if expected != existing["version"]:
+                    raise TransactionError(
+                        "conflict",
+                        f"{kind} {object_id} is at version {existing['version']}, "
+                        f"the {action} expected version {expected}")
+                if action == "delete":
+                    staged[(kind, object_id)] = None
+                    changes.append(Change("delete", kind, object_id, existing))
+                    continue
+                obj = dict(existing, version=self.index, updated_at=timestamp)
+                if "spec" in op:
+                    obj["spec"] = op["spec"]
+                if "status" in op:
+                    obj["status"] = op["status"]
+            staged[(kind, object_id)] = obj
+            changes.append(Change(action, kind, object_id, obj))
+
+        for (kind, object_id), obj in staged.items():
+            if obj is None:
+                self.objects[kind].pop(object_id, None)
+            else:
+                self.objects[kind][object_id] = obj
+        return changes
+
+    # -- snapshots -----------------------------------------------------------------
+    def snapshot(self) -> dict:
+        return {"index": self.index, "objects": self.objects, "requests": list(self.requests.items())}
+
+    @classmethod
+    def from_snapshot(cls, data: dict) -> "StoreState":
+        state = cls()
+        state.index = data["index"]
+        for kind in KINDS:
+            state.objects[kind] = dict(data["objects"].get(kind, {}))
+        state.requests = collections.OrderedDict((k, v) for k, v in data["requests"])
+        return state
+
+
+def _op_fields(op: Any, position: int) -> tuple[str, str, str]:
+    if not isinstance(op, dict):
+        raise TransactionError("invalid", f"operation {position} is not a map")
+    action, kind, object_id = op.get("op"), op.get("kind"), op.get("id")
+    if action not in ("create", "update", "delete"):
+        raise TransactionError("invalid", f"operation {position}: unknown op {action!r}")
+    if kind not in KINDS:
+        raise TransactionError("invalid", f"operation {position}: unknown kind {kind!r}")
+    if not isinstance(object_id, str) or not object_id:
+        raise TransactionError("invalid", f"operation {position}: id must be a non-empty string")
+    return kind, object_id, action
+
+
+def ops_touching(changes: Iterable[Change], kind: str) -> list[Change]:
+    return [c for c in changes if c.kind == kind]

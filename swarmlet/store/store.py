@@ -1,0 +1,310 @@
+"""The cluster store as the manager's asyncio code sees it.
+
+Reads are local (any manager answers them, possibly a little behind the leader).
+Writes are transactions committed through Raft: ``await store.commit(ops)`` returns
+once the transaction is applied on *this* manager, or raises:
+
+- :class:`NoQuorum` when no leader could be reached within the deadline (the write was
+  not committed unless the error says the outcome is unknown),
+- :class:`CommitTimeout` when a leader took the write but did not confirm it in time:
+  the outcome is unknown, and retrying with the same request ID is safe because the
+  state machine remembers applied request IDs,
+- :class:`Conflict`, :class:`NotFound`, :class:`AlreadyExists`, :class:`InvalidTransaction`
+  when the state machine refused the transaction (then nothing of it was applied).
+
+Every applied transaction is delivered, in order, to the subscribers on the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from pysyncobj import FAIL_REASON
+
+from swarmlet.store.raft import RaftSettings, RaftView, ReplicatedStore
+from swarmlet.store.state import Applied, Change, encode_transaction
+from swarmlet.store.transport import TlsPolicy
+
+log = logging.getLogger("swarmlet.store")
+
+DEFAULT_WRITE_TIMEOUT = 5.0
+
+
+class StoreError(Exception):
+    code = "error"
+
+
+class NoQuorum(StoreError):
+    code = "no_quorum"
+
+
+class CommitTimeout(StoreError):
+    code = "timeout"
+
+
+class Conflict(StoreError):
+    code = "conflict"
+
+
+class NotFound(StoreError):
+    code = "not_found"
+
+
+class AlreadyExists(StoreError):
+    code = "exists"
+
+
+class InvalidTransaction(StoreError):
+    code = "invalid"
+
+
+_REFUSALS = {cls.code: cls for cls in (Conflict, NotFound, AlreadyExists, InvalidTransaction)}
+_RETRYABLE = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER, FAIL_REASON.LEADER_CHANGED,
+              FAIL_REASON.DISCARDED, FAIL_REASON.QUEUE_FULL, FAIL_REASON.REQUEST_DENIED}
+
+
+@dataclass
+class StoreEvent:
+    """What subscribers receive: the changes of one applied transaction, or
+    ``reset=True`` when the whole state was replaced by a snapshot (re-read it all)."""
+
+    index: int
+    changes: list[Change]
+    reset: bool = False
+
+
+def new_request_id() -> str:
+    return secrets.token_hex(12)
+
+
+class ClusterStore:
+    def __init__(self, *, self_address: str, peers: list[str], data_dir: str, cluster_key: str,
+                 tls_policy: TlsPolicy, settings: RaftSettings | None = None,
+                 bind_address: str | None = None,
+                 on_members_changed: Callable[[list[str]], None] | None = None):
+        self.self_address = self_address
+        self.settings = settings or RaftSettings()
+        self._initial_peers = list(peers)
+        self._data_dir = data_dir
+        self._cluster_key = cluster_key
+        self._tls_policy = tls_policy
+        self._bind_address = bind_address
+        self._on_members_changed = on_members_changed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._raft: ReplicatedStore | None = None
+        self._subscribers: list[asyncio.Queue] = []
+        self._view: RaftView | None = None
+        self._members: list[str] = sorted(set(peers) | {self_address})
+        self._leadership_listeners: list[Callable[[bool], Awaitable[None] | None]] = []
+        self._was_leader = False
+        self._view_changed = asyncio.Event()
+
+    # -- life cycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start Raft. Call from the thread that runs the loop and lives as long as the
+        node (the main thread): pysyncobj's tick thread ends with its creator."""
+        self._loop = asyncio.get_running_loop()
+        self._raft = ReplicatedStore(
+            self.self_address, self._initial_peers, self._data_dir, self._cluster_key,
+            self._tls_policy, self.settings,
+            on_applied=self._from_raft_applied, on_reset=self._from_raft_reset,
+            on_view=self._from_raft_view, bind_address=self._bind_address)
+
+    def close(self) -> None:
+        if self._raft is not None:
+            self._raft.destroy()
+            self._raft = None
+
+    # -- reads -------------------------------------------------------------------------------
+    def get(self, kind: str, object_id: str) -> dict | None:
+        with self._raft.state_lock:
+            return self._raft.state.get(kind, object_id)
+
+    def list(self, kind: str) -> list[dict]:
+        with self._raft.state_lock:
+            return self._raft.state.list(kind)
+
+    @property
+    def index(self) -> int:
+        return self._raft.state.index
+
+    # -- writes --------------------------------------------------------------------------------
+    async def commit(self, ops: list[dict], request_id: str | None = None,
+                     timeout: float = DEFAULT_WRITE_TIMEOUT) -> dict:
+        request_id = request_id or new_request_id()
+        command = encode_transaction(request_id, time.time(), ops)
+        result = await self._replicate(lambda cb: self._raft.apply(command, callback=cb),
+                                       f"request {request_id}", timeout)
+        if not result.get("ok"):
+            raise _REFUSALS.get(result.get("code"), StoreError)(result.get("error", "refused"))
+        return result
+
+    async def add_member(self, address: str, timeout: float = 10.0) -> None:
+        """Add a manager to the Raft configuration (it should be running already)."""
+        if address in self.members:
+            return
+        await self._replicate(lambda cb: self._raft.addNodeToCluster(address, callback=cb),
+                              f"adding manager {address}", timeout)
+
+    async def remove_member(self, address: str, timeout: float = 10.0) -> None:
+        if address not in self.members:
+            return
+        await self._replicate(lambda cb: self._raft.removeNodeFromCluster(address, callback=cb),
+                              f"removing manager {address}", timeout)
+
+    async def transfer_leadership(self, timeout: float = 5.0) -> None:
+        """Hand leadership to the most caught-up follower and wait until it has it."""
+        deadline = self._loop.time() + timeout
+        while self.is_leader:
+            done = self._loop.create_future()
+            self._raft.transferLeadership(
+                callback=lambda res, err: self._loop.call_soon_threadsafe(_settle, done, (res, err)))
+            await asyncio.wait_for(done, max(0.01, deadline - self._loop.time()))
+            await self.wait_for(lambda: not self.is_leader, min(1.0, max(0.01, deadline - self._loop.time())),
+                                raise_on_timeout=False)
+            if self._loop.time() > deadline:
+                raise CommitTimeout(f"leadership transfer did not complete within {timeout:.1f}s")
+
+    async def _replicate(self, submit: Callable, what: str, timeout: float):
+        """Submit to Raft until it succeeds or the deadline passes. Retrying is safe:
+        transactions carry request IDs and membership changes are idempotent."""
+        deadline = self._loop.time() + timeout
+        maybe_sent = False
+        last_failure = "no attempt"
+        while True:
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                raise self._deadline_error(what, timeout, maybe_sent, last_failure)
+            done = self._loop.create_future()
+            submit(lambda res, err: self._loop.call_soon_threadsafe(_settle, done, (res, err)))
+            try:
+                result, error = await asyncio.wait_for(asyncio.shield(done), remaining)
+            except asyncio.TimeoutError:
+                raise self._deadline_error(what, timeout, True, "no answer from the leader") from None
+            if error == FAIL_REASON.SUCCESS:
+                return result if result is not None else {"ok": True}
+            if error not in _RETRYABLE:
+                raise StoreError(f"{what} failed: {_reason(error)}")
+            if error != FAIL_REASON.MISSING_LEADER:
+                maybe_sent = True
+            last_failure = _reason(error)
+            await asyncio.sleep(min(0.05, max(0.0, deadline - self._loop.time())))
+
+    def _deadline_error(self, what: str, timeout: float, maybe_sent: bool, last_failure: str) -> StoreError:
+        view = self._view
+        reachable = 1 + sum(1 for p in (view.peers.values() if view else []) if p["connected"])
+        total = len(self.members)
+        outcome = ("outcome unknown: it may still commit; retrying with the same request ID is safe"
+                   if maybe_sent else "not committed")
+        if view is None or not view.has_quorum or view.leader is None:
+            return NoQuorum(f"no quorum: this manager reaches {reachable} of {total} managers and no leader "
+                            f"is elected; {what} {outcome} (gave up after {timeout:.1f}s; last: {last_failure})")
+        return CommitTimeout(f"timed out after {timeout:.1f}s, {outcome} ({what}; last: {last_failure})")
+
+    # -- watching ----------------------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue:
+        """A queue of :class:`StoreEvent`, from now on, in commit order."""
+        queue: asyncio.Queue = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        if queue in self._subscribers:
+            self._subscribers.remove(queue)
+
+    def _from_raft_applied(self, applied: Applied) -> None:  # Raft thread
+        if applied.changes and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._publish, StoreEvent(applied.index, applied.changes))
+
+    def _from_raft_reset(self) -> None:  # Raft thread
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._publish, StoreEvent(self._raft.state.index, [], reset=True))
+
+    def _publish(self, event: StoreEvent) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    # -- leadership and health -------------------------------------------------------------------------
+    def _from_raft_view(self, view: RaftView) -> None:  # Raft thread
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._set_view, view)
+
+    def _set_view(self, view: RaftView) -> None:
+        self._view = view
+        members = sorted(set(view.peers) | {self.self_address})
+        if members != self._members:
+            self._members = members
+            if self._on_members_changed:
+                self._on_members_changed(members)
+        leading = self.is_leader
+        if leading != self._was_leader:
+            self._was_leader = leading
+            log.info("this manager %s leader", "became" if leading else "is no longer")
+            for listener in list(self._leadership_listeners):
+                outcome = listener(leading)
+                if asyncio.iscoroutine(outcome):
+                    asyncio.ensure_future(outcome)
+        self._view_changed.set()
+        self._view_changed = asyncio.Event()
+
+    @property
+    def view(self) -> RaftView | None:
+        return self._view
+
+    @property
+    def members(self) -> list[str]:
+        return list(self._members)
+
+    @property
+    def is_leader(self) -> bool:
+        """Fenced leadership: Raft says leader, a majority is connected, and the Raft
+        thread reported so recently. Leader-only work must check this before acting."""
+        view = self._view
+        return bool(view and view.is_leader and view.has_quorum
+                    and time.monotonic() - view.taken_at < self.settings.leader_fallback_timeout)
+
+    @property
+    def leader_address(self) -> str | None:
+        view = self._view
+        if view is None:
+            return None
+        return self.self_address if self.is_leader else view.leader
+
+    def on_leadership_change(self, listener: Callable[[bool], Awaitable[None] | None]) -> None:
+        self._leadership_listeners.append(listener)
+
+    @property
+    def ready(self) -> bool:
+        """True once this manager has applied what the leader had committed when it
+        joined (pysyncobj's onReady)."""
+        return bool(self._raft and self._raft.isReady())
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float, raise_on_timeout: bool = True) -> bool:
+        """Wait until ``predicate()`` holds, re-checking on every Raft view."""
+        deadline = self._loop.time() + timeout
+        while not predicate():
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                if raise_on_timeout:
+                    raise CommitTimeout(f"condition not reached within {timeout:.1f}s")
+                return False
+            try:
+                await asyncio.wait_for(self._view_changed.wait(), min(remaining, 0.1))
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+
+def _settle(future: asyncio.Future, value) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _reason(error) -> str:
+    names = {value: name.lower().replace("_", " ") for name, value in vars(FAIL_REASON).items()
+             if not name.startswith("_")}
+    return names.get(error, f"error {error}")

@@ -1,0 +1,106 @@
+"""The pure state machine: transactions, versions, request IDs, snapshots."""
+import msgpack
+
+from swarmlet.store.state import StoreState, encode_transaction
+
+
+def create(kind, object_id, spec=None):
+    return {"op": "create", "kind": kind, "id": object_id, "spec": spec or {}}
+
+
+def update(kind, object_id, version, **fields):
+    return {"op": "update", "kind": kind, "id": object_id, "version": version, **fields}
+
+
+def apply(state, ops, rid=None, ts=100.0):
+    return state.apply(encode_transaction(rid or "", ts, ops))
+
+
+def test_create_sets_version_to_index_and_timestamps_from_the_command():
+    state = StoreState()
+    applied = apply(state, [create("config", "c1", {"data": b"x"})], ts=42.0)
+    obj = state.get("config", "c1")
+    assert applied.result["ok"] and obj["version"] == applied.index == 1
+    assert obj["created_at"] == obj["updated_at"] == 42.0
+    assert [c.action for c in applied.changes] == ["create"]
+
+
+def test_stale_update_is_refused_and_changes_nothing():
+    state = StoreState()
+    apply(state, [create("node", "n1", {"labels": {}})])
+    apply(state, [update("node", "n1", 1, spec={"labels": {"a": "1"}})])
+    stale = apply(state, [update("node", "n1", 1, spec={"labels": {"b": "2"}})])
+    assert stale.result == {"ok": False, "code": "conflict",
+                            "error": "node n1 is at version 2, the update expected version 1"}
+    assert state.get("node", "n1")["spec"] == {"labels": {"a": "1"}}
+    assert stale.changes == []
+
+
+def test_update_keeps_fields_it_does_not_name():
+    state = StoreState()
+    apply(state, [{"op": "create", "kind": "node", "id": "n", "spec": {"s": 1}, "status": {"t": 1}}])
+    apply(state, [update("node", "n", 1, status={"t": 2})])
+    assert state.get("node", "n")["spec"] == {"s": 1} and state.get("node", "n")["status"] == {"t": 2}
+
+
+def test_a_transaction_applies_all_or_nothing():
+    state = StoreState()
+    apply(state, [create("service", "s1")])
+    refused = apply(state, [create("task", "t1"), create("service", "s1")])
+    assert refused.result["code"] == "exists"
+    assert state.get("task", "t1") is None
+
+
+def test_ops_in_one_batch_see_each_other():
+    state = StoreState()
+    result = apply(state, [create("task", "t"), update("task", "t", 1, status={"state": "new"})])
+    # the create stamps version 1 (this index), so the update in the same batch expects 1
+    assert result.result["ok"], result.result
+    assert state.get("task", "t")["status"] == {"state": "new"}
+
+
+def test_delete_needs_the_current_version():
+    state = StoreState()
+    apply(state, [create("secret", "s")])
+    assert apply(state, [{"op": "delete", "kind": "secret", "id": "s", "version": 7}]).result["code"] == "conflict"
+    deleted = apply(state, [{"op": "delete", "kind": "secret", "id": "s", "version": 1}])
+    assert deleted.result["ok"] and state.get("secret", "s") is None
+    assert deleted.changes[0].action == "delete" and deleted.changes[0].object["id"] == "s"
+
+
+def test_a_retried_request_id_applies_once():
+    state = StoreState()
+    first = apply(state, [create("config", "c")], rid="req-1")
+    again = apply(state, [create("config", "c")], rid="req-1")
+    assert first.result["ok"] and again.result["ok"] and again.result.get("duplicate")
+    assert again.changes == []
+    assert len(state.list("config")) == 1
+
+
+def test_malformed_commands_are_refused_not_raised():
+    state = StoreState()
+    for command in (b"\xc1garbage", msgpack.packb([1, 2]), encode_transaction("", 0, [{"op": "drop"}]),
+                    encode_transaction("", 0, [{"op": "create", "kind": "weird", "id": "x"}]),
+                    encode_transaction("", 0, [{"op": "create", "kind": "node", "id": ""}])):
+        applied = state.apply(command)
+        assert applied.result["ok"] is False and applied.result["code"] == "invalid"
+    assert state.index == 5  # each still consumed an index: the index is a function of the log
+
+
+def test_snapshot_round_trip_is_exact():
+    state = StoreState()
+    apply(state, [create("node", "n1", {"x": [1, 2]}), create("config", "c", {"data": b"\x00\x01"})], rid="r")
+    data = msgpack.unpackb(msgpack.packb(state.snapshot(), use_bin_type=True), raw=False)
+    restored = StoreState.from_snapshot(data)
+    assert restored.objects == state.objects and restored.index == state.index
+    assert apply(restored, [create("config", "c2")], rid="r").result.get("duplicate")
+
+
+def test_same_log_same_state():
+    log = [encode_transaction(f"r{i}", float(i), [create("config", f"c{i}")]) for i in range(50)]
+    log.append(encode_transaction("x", 1.0, [update("config", "c3", 4, spec={"v": 1})]))
+    a, b = StoreState(), StoreState()
+    for command in log:
+        a.apply(command)
+        b.apply(command)
+    assert a.snapshot() == b.snapshot()
