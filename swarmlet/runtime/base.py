@@ -1,0 +1,282 @@
+"""The narrow interface between the worker agent and whatever runs its tasks.
+
+Shaped like SwarmKit's `agent/exec.Controller`: the agent maps a task's service spec to a
+`ContainerConfig`, then drives one task through prepare -> start -> wait -> shutdown -> remove
+and never learns which runtime it talks to. A runtime instance belongs to exactly one node:
+it only ever sees and touches containers/processes labelled with that node's ID, because
+several nodes may share one Docker daemon (or one machine) in development and tests.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Label keys every runtime writes on what it creates; `list_owned` reads them back.
+LABEL_TASK_ID = "swarmlet.task.id"
+LABEL_SERVICE_ID = "swarmlet.service.id"
+LABEL_SERVICE_NAME = "swarmlet.service.name"
+LABEL_NODE_ID = "swarmlet.node.id"
+LABEL_STACK_NAMESPACE = "swarmlet.stack.namespace"
+LABEL_NETWORK = "swarmlet.network"
+
+DEFAULT_STOP_SIGNAL = "SIGTERM"
+DEFAULT_STOP_GRACE_PERIOD = 10.0  # seconds, as in Docker Swarm
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+
+class TaskRuntimeError(Exception):
+    """Base of every error a runtime raises on purpose."""
+
+
+class ImageNotFoundError(TaskRuntimeError):
+    """The task's image is neither present on the node nor pullable."""
+
+
+class TaskNotFoundError(TaskRuntimeError):
+    """No container/process for this task exists on this node."""
+
+
+class SecretStorageError(TaskRuntimeError):
+    """Secrets could not be kept off the node's disk (no tmpfs where they would go)."""
+
+
+@dataclass(frozen=True)
+class Mount:
+    type: str  # "bind" | "volume" | "tmpfs"
+    target: str
+    source: str | None = None  # host path (bind), volume name (volume), unused for tmpfs
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class PublishedPort:
+    """A host-mode port: `published` on the node forwards to `target` in the task."""
+
+    target: int
+    published: int | None = None  # None: the engine picks a free host port
+    protocol: str = "tcp"  # "tcp" | "udp" | "sctp"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float | None = None  # 1.5 = one and a half cores
+    memory: int | None = None  # bytes
+    pids: int | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """Docker's HEALTHCHECK: `test` is ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]."""
+
+    test: list[str]
+    interval: float = 30.0  # seconds
+    timeout: float = 30.0
+    retries: int = 3
+    start_period: float = 0.0
+
+
+@dataclass(frozen=True)
+class NetworkAttachment:
+    name: str
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FileReference:
+    """A secret or config as the task sees it: bytes placed read-only at `target`."""
+
+    name: str
+    data: bytes
+    target: str | None = None  # secrets: default /run/secrets/<name>; configs: /<name>
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o444
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str  # "nofile", "nproc", …
+    soft: int
+    hard: int
+
+
+@dataclass
+class ContainerConfig:
+    """Everything one task needs at run time, already resolved by the agent."""
+
+    # Identity: written as labels, read back by list_owned() for adoption.
+    task_id: str
+    service_id: str
+    service_name: str
+    node_id: str
+    image: str
+    stack_namespace: str = ""
+
+    command: list[str] | None = None  # None: the image's CMD
+    entrypoint: list[str] | None = None  # None: the image's ENTRYPOINT
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)  # user labels, besides identity
+    hostname: str | None = None
+    user: str | None = None
+    working_dir: str | None = None
+    stop_signal: str | None = None  # None: the image's, else SIGTERM
+    stop_grace_period: float = DEFAULT_STOP_GRACE_PERIOD
+    init: bool = False
+    read_only: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    ulimits: list[Ulimit] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    extra_hosts: dict[str, str] = field(default_factory=dict)  # hostname -> address
+    dns: list[str] = field(default_factory=list)
+    tmpfs: dict[str, str] = field(default_factory=dict)  # target -> mount options ("size=64m")
+    healthcheck: HealthCheck | None = None
+    mounts: list[Mount] = field(default_factory=list)
+    ports: list[PublishedPort] = field(default_factory=list)
+    resources: Resources = field(default_factory=Resources)
+    networks: list[NetworkAttachment] = field(default_factory=list)
+    secrets: list[FileReference] = field(default_factory=list)
+    configs: list[FileReference] = field(default_factory=list)
+
+    def identity_labels(self) -> dict[str, str]:
+        return {
+            LABEL_TASK_ID: self.task_id,
+            LABEL_SERVICE_ID: self.service_id,
+            LABEL_SERVICE_NAME: self.service_name,
+            LABEL_NODE_ID: self.node_id,
+            LABEL_STACK_NAMESPACE: self.stack_namespace,
+        }
+
+    def all_labels(self) -> dict[str, str]:
+        # Identity last, so a user label can never impersonate another task or node.
+        return {**self.labels, **self.identity_labels()}
+
+
+class TaskState(str, enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+class HealthStatus(str, enum.Enum):
+    NONE = "none"  # no health check configured
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    exit_code: int
+    oom_killed: bool = False
+    error: str | None = None  # None when the task exited cleanly (code 0, not OOM-killed)
+
+
+@dataclass(frozen=True)
+class TaskRuntimeState:
+    task_id: str
+    state: TaskState
+    health: HealthStatus = HealthStatus.NONE
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class OwnedTask:
+    """A task this node's runtime finds on the machine, e.g. after an agent restart."""
+
+    task_id: str
+    service_id: str
+    service_name: str
+    stack_namespace: str
+    state: TaskState
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class EventKind(str, enum.Enum):
+    STARTED = "started"
+    EXITED = "exited"
+    OOM = "oom"
+    HEALTH = "health"
+
+
+@dataclass(frozen=True)
+class RuntimeEvent:
+    task_id: str
+    kind: EventKind
+    # exited: the exit message ("exit code 1"); health: "healthy", "starting" or
+    # "container unhealthy: <last check output>"; oom/started: a short description.
+    detail: str = ""
+    exit_code: int | None = None  # set on exited events
+
+
+def describe_exit(exit_code: int, oom_killed: bool = False, unhealthy_output: str | None = None) -> str | None:
+    """The one wording of a task's end that users see, shared by every runtime."""
+    if oom_killed:
+        return f"exit code {exit_code} (OOM killed)"
+    if unhealthy_output is not None:
+        return describe_unhealthy(unhealthy_output)
+    if exit_code != 0:
+        return f"exit code {exit_code}"
+    return None
+
+
+def describe_unhealthy(last_output: str) -> str:
+    return f"container unhealthy: {last_output.strip()}"
+
+
+class Runtime(abc.ABC):
+    """What the agent drives; one instance per node. Tasks are addressed by task ID."""
+
+    node_id: str
+
+    @abc.abstractmethod
+    async def prepare(self, config: ContainerConfig) -> None:
+        """Check the image, set up networks/secrets, create the task without starting it.
+        Idempotent: a task already prepared on this node is left as it is."""
+
+    @abc.abstractmethod
+    async def start(self, task_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def wait(self, task_id: str) -> ExitStatus:
+        """Return once the task has exited (at once if it already has)."""
+
+    @abc.abstractmethod
+    async def shutdown(self, task_id: str, grace: float | None = None) -> None:
+        """Send the stop signal, then kill after `grace` seconds (None: the task's own
+        stop_grace_period). Returns once the task has exited; no-op if it is not running."""
+
+    @abc.abstractmethod
+    async def remove(self, task_id: str) -> None:
+        """Remove the task and everything made for it (secrets included). No-op if gone."""
+
+    @abc.abstractmethod
+    async def inspect(self, task_id: str) -> TaskRuntimeState | None: ...
+
+    @abc.abstractmethod
+    def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
+        """The task's output, one line at a time (no trailing newline); stdout and stderr
+        interleaved. With `follow`, keeps going until the task exits."""
+
+    @abc.abstractmethod
+    async def list_owned(self) -> list[OwnedTask]: ...
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[RuntimeEvent]:
+        """Every event of this node's tasks from now on, until close()."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
