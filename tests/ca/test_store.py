@@ -1,0 +1,55 @@
+import stat
+
+import pytest
+
+from swarmlet.ca import CertificateError, NodeCertStore
+
+
+def mode_of(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_save_then_load_round_trips(tmp_path, cluster_ca, worker):
+    store = NodeCertStore(tmp_path / "certificates")
+    assert not store.exists()
+    store.save(cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
+    assert store.exists()
+    assert store.load() == (cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
+
+
+def test_key_file_is_private_and_directory_too(tmp_path, cluster_ca, worker):
+    store = NodeCertStore(tmp_path / "certificates")
+    store.save(cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
+    assert mode_of(store.key_path) == 0o600
+    assert mode_of(store.directory) == 0o700
+    assert mode_of(store.cert_path) == 0o644
+
+
+def test_saving_again_replaces_files_and_leaves_no_temporaries(tmp_path, cluster_ca, worker, manager):
+    store = NodeCertStore(tmp_path)
+    store.save(cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
+    store.save(cluster_ca.cert_pem, manager.cert_pem, manager.key_pem)
+    assert store.load()[1:] == (manager.cert_pem, manager.key_pem)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "swarm-node.crt", "swarm-node.key", "swarm-root-ca.crt"]
+    assert mode_of(store.key_path) == 0o600
+
+
+def test_save_refuses_a_key_that_does_not_match(tmp_path, cluster_ca, worker, manager):
+    store = NodeCertStore(tmp_path)
+    with pytest.raises(CertificateError, match="does not match"):
+        store.save(cluster_ca.cert_pem, worker.cert_pem, manager.key_pem)
+    assert not store.exists()
+
+
+def test_load_detects_a_mismatched_pair_on_disk(tmp_path, cluster_ca, worker, manager):
+    store = NodeCertStore(tmp_path)
+    store.save(cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
+    store.key_path.write_bytes(manager.key_pem)
+    with pytest.raises(CertificateError, match="does not match"):
+        store.load()
+
+
+def test_load_without_an_identity_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        NodeCertStore(tmp_path).load()
