@@ -55,19 +55,12 @@ def extended_key_usages(role: str) -> list[x509.ObjectIdentifier]:
     return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
-def leaf_key_usage() -> x509.KeyUsage:
+def key_usage(*, is_ca: bool) -> x509.KeyUsage:
+    # ECDSA keys sign (and agree on keys); they never encipher. Only the CA signs certificates.
     return x509.KeyUsage(
         digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=True, key_cert_sign=False,
-        crl_sign=False, encipher_only=False, decipher_only=False,
-    )
-
-
-def ca_key_usage() -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=True,
-        crl_sign=True, encipher_only=False, decipher_only=False,
+        data_encipherment=False, key_agreement=not is_ca, key_cert_sign=is_ca,
+        crl_sign=is_ca, encipher_only=False, decipher_only=False,
     )
 
 
@@ -106,7 +99,7 @@ class RootCA:
             .not_valid_after(now + validity)
             # path_length=0: the root signs node certificates directly, no intermediates.
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(ca_key_usage(), critical=True)
+            .add_extension(key_usage(is_ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
@@ -161,7 +154,7 @@ class RootCA:
             # A certificate never outlives the CA that signed it.
             .not_valid_after(min(now + validity, ca_certificate.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(leaf_key_usage(), critical=True)
+            .add_extension(key_usage(is_ca=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(extended_key_usages(role)), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(csr.public_key()), critical=False)
             .add_extension(
