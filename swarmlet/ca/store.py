@@ -5,6 +5,7 @@ Every write goes to a temporary file in the same directory and is renamed into p
 so a reader never sees a half-written file."""
 
 import os
+import tempfile
 from pathlib import Path
 
 from .errors import CertificateError
@@ -17,20 +18,20 @@ PRIVATE_DIR_MODE = 0o700
 
 
 def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` with `mode` from the first byte on (no window in which
-    a private key sits in a world-readable file), then rename over the old file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write `data` to `path` with `mode`, then rename over the old file. mkstemp
+    creates the temporary file 0600 with a unique name, so a private key is never
+    world-readable and concurrent writers do not collide."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # os.open's mode is filtered by the umask; make the intended mode explicit.
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "wb", closefd=False) as file:
+        with os.fdopen(descriptor, "wb") as file:
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class NodeCertStore:
