@@ -2,12 +2,12 @@ import pytest
 
 from swarmlet.manager.scheduler import NodeInfo, Resources, TaskRequest, parse_constraint
 from swarmlet.manager.scheduler.filters import (
+    CPU_FILTER,
+    MEMORY_FILTER,
     AvailabilityFilter,
     ConstraintFilter,
-    CpuFilter,
     HostPortFilter,
     MaxReplicasFilter,
-    MemoryFilter,
     PlatformFilter,
     ReadyFilter,
     filters_for,
@@ -30,14 +30,14 @@ def test_availability_filter(availability, accepted):
 
 def test_cpu_filter_counts_what_is_already_reserved():
     node = NodeInfo("n", capacity=Resources.from_cpus(2, 0), reserved=Resources.from_cpus(1.5, 0))
-    assert CpuFilter().accepts(node, TaskRequest("t", "s", reservations=Resources.from_cpus(0.5))) is True
-    assert CpuFilter().accepts(node, TaskRequest("t", "s", reservations=Resources.from_cpus(0.6))) is False
+    assert CPU_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources.from_cpus(0.5))) is True
+    assert CPU_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources.from_cpus(0.6))) is False
 
 
 def test_memory_filter_counts_what_is_already_reserved():
     node = NodeInfo("n", capacity=Resources(0, 4 * GIB), reserved=Resources(0, 3 * GIB))
-    assert MemoryFilter().accepts(node, TaskRequest("t", "s", reservations=Resources(0, GIB))) is True
-    assert MemoryFilter().accepts(node, TaskRequest("t", "s", reservations=Resources(0, GIB + 1))) is False
+    assert MEMORY_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources(0, GIB))) is True
+    assert MEMORY_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources(0, GIB + 1))) is False
 
 
 def test_constraint_filter():
@@ -80,8 +80,8 @@ def test_max_replicas_filter_counts_tasks_of_the_same_service():
     [
         (ReadyFilter(), 1, "node not ready on 1 node"),
         (AvailabilityFilter(), 2, "node paused or drained on 2 nodes"),
-        (CpuFilter(), 3, "insufficient cpu on 3 nodes"),
-        (MemoryFilter(), 2, "insufficient memory on 2 nodes"),
+        (CPU_FILTER, 3, "insufficient cpu on 3 nodes"),
+        (MEMORY_FILTER, 2, "insufficient memory on 2 nodes"),
         (ConstraintFilter(parse_constraint("node.labels.zone==a")), 3, "constraint node.labels.zone==a unmet on 3 nodes"),
         (PlatformFilter(), 4, "unsupported platform on 4 nodes"),
         (HostPortFilter(), 1, "host-mode published port in use on 1 node"),

@@ -50,22 +50,23 @@ class AvailabilityFilter(Filter):
         return node.availability == "active"
 
 
-class CpuFilter(Filter):
-    name = "cpu"
-    reason = "insufficient cpu"
+class ResourceFilter(Filter):
+    """Rejects a node whose free amount (capacity minus reserved) of one resource is too small."""
+
     changes_as_node_fills = True
 
-    def accepts(self, node, task):
-        return task.reservations.nano_cpus <= node.capacity.nano_cpus - node.reserved.nano_cpus
-
-
-class MemoryFilter(Filter):
-    name = "memory"
-    reason = "insufficient memory"
-    changes_as_node_fills = True
+    def __init__(self, name: str, resource: str):
+        self.name = name
+        self.reason = f"insufficient {name}"
+        self.resource = resource  # a field of Resources
 
     def accepts(self, node, task):
-        return task.reservations.memory_bytes <= node.capacity.memory_bytes - node.reserved.memory_bytes
+        free = getattr(node.capacity, self.resource) - getattr(node.reserved, self.resource)
+        return getattr(task.reservations, self.resource) <= free
+
+
+CPU_FILTER = ResourceFilter("cpu", "nano_cpus")
+MEMORY_FILTER = ResourceFilter("memory", "memory_bytes")
 
 
 class ConstraintFilter(Filter):
@@ -125,8 +126,6 @@ class MaxReplicasFilter(Filter):
 
 _READY = ReadyFilter()
 _AVAILABILITY = AvailabilityFilter()
-_CPU = CpuFilter()
-_MEMORY = MemoryFilter()
 _PLATFORM = PlatformFilter()
 _HOST_PORT = HostPortFilter()
 
@@ -135,9 +134,9 @@ def filters_for(task: TaskRequest) -> tuple[Filter, ...]:
     """The filters that apply to `task`, in reporting order (as in Swarm's pipeline)."""
     filters: list[Filter] = [_READY, _AVAILABILITY]
     if task.reservations.nano_cpus:
-        filters.append(_CPU)
+        filters.append(CPU_FILTER)
     if task.reservations.memory_bytes:
-        filters.append(_MEMORY)
+        filters.append(MEMORY_FILTER)
     filters.extend(ConstraintFilter(constraint) for constraint in task.parsed_constraints)
     if task.platforms:
         filters.append(_PLATFORM)
