@@ -2,7 +2,7 @@ import random
 from collections import Counter
 from copy import deepcopy
 
-from swarmlet.manager.scheduler import NodeInfo, Resources, TaskRequest, plan, schedule
+from swarmlet.manager.scheduler import NodeInfo, Placement, Resources, TaskRequest, plan, schedule
 
 GIB = 1 << 30
 
@@ -132,7 +132,7 @@ def test_down_paused_and_drained_nodes_get_no_tasks(roomy_node, replicas):
 def test_unmet_constraint_is_explained(roomy_node, replicas):
     nodes = [roomy_node("n1", labels={"zone": "b"}), roomy_node("n2", labels={"zone": "c"}), roomy_node("n3")]
     placements = schedule(nodes, replicas(1, constraints=["node.labels.zone==a"]))
-    assert placements == [type(placements[0])("t00", None, "no suitable node: constraint node.labels.zone==a unmet on 3 nodes")]
+    assert placements == [Placement("t00", None, "no suitable node: constraint node.labels.zone==a unmet on 3 nodes")]
 
 
 def test_global_task_goes_only_to_its_node(roomy_node):
