@@ -1,0 +1,663 @@
+"""Runs tasks as Docker containers (the model: SwarmKit's agent/exec/dockerapi).
+
+The docker SDK is blocking, so every call runs in a bounded thread pool on one shared
+client, and Docker's event stream is read by a thread of its own that hands events to the
+event loop: state changes arrive as events, nothing polls. Everything this runtime creates
+carries the node's label and every lookup filters by it, because several swarmlet nodes may
+share one Docker daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+
+from swarmlet.runtime.base import (
+    DEFAULT_STOP_GRACE_PERIOD,
+    DEFAULT_STOP_SIGNAL,
+    LABEL_NETWORK,
+    LABEL_NODE_ID,
+    LABEL_SERVICE_ID,
+    LABEL_SERVICE_NAME,
+    LABEL_STACK_NAMESPACE,
+    LABEL_TASK_ID,
+    ContainerConfig,
+    EventKind,
+    ExitStatus,
+    HealthCheck,
+    HealthStatus,
+    ImageNotFoundError,
+    OwnedTask,
+    Runtime,
+    RuntimeEvent,
+    TaskNotFoundError,
+    TaskRuntimeError,
+    TaskRuntimeState,
+    TaskState,
+    describe_exit,
+    describe_unhealthy,
+)
+from swarmlet.runtime.events import EventHub, EventSubscription
+from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT, TaskFileStore
+
+log = logging.getLogger(__name__)
+
+# Private: remembered on the container so shutdown() knows it even after an agent restart
+# (Docker's own StopTimeout only holds whole seconds).
+_LABEL_STOP_GRACE = "swarmlet.stop.grace-period"
+_WATCHED_ACTIONS = ["start", "die", "oom", "health_status"]
+_CONTAINER_STATES = {
+    "created": TaskState.CREATED,
+    "running": TaskState.RUNNING,
+    "paused": TaskState.RUNNING,
+    "restarting": TaskState.RUNNING,
+    "removing": TaskState.EXITED,
+    "exited": TaskState.EXITED,
+    "dead": TaskState.EXITED,
+}
+_DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+_SIGKILL_DEADLINE = 30.0  # seconds to wait for the engine to report a SIGKILLed container dead
+
+
+def container_name(config: ContainerConfig) -> str:
+    return f"{config.service_name}.{config.task_id[:12]}"
+
+
+def _docker_timestamp(time_ns: int) -> str:
+    """The engine's `since` format, exact to the nanosecond (a float is not)."""
+    return f"{time_ns // 1_000_000_000}.{time_ns % 1_000_000_000:09d}"
+
+
+def _seconds_to_ns(seconds: float) -> int:
+    return int(seconds * 1_000_000_000)
+
+
+def _docker_healthcheck(check: HealthCheck) -> dict:
+    return {
+        "test": check.test,
+        "interval": _seconds_to_ns(check.interval),
+        "timeout": _seconds_to_ns(check.timeout),
+        "retries": check.retries,
+        "start_period": _seconds_to_ns(check.start_period),
+    }
+
+
+def _parse_docker_time(value: str | None) -> datetime | None:
+    # Docker reports "0001-01-01T00:00:00Z" for "never", and nanoseconds Python can't parse.
+    match = _DOCKER_TIME.match(value or "")
+    if match is None or value.startswith("0001-"):
+        return None
+    seconds, fraction, zone = match.groups()
+    zone = "+00:00" if zone == "Z" else zone
+    return datetime.fromisoformat(f"{seconds}.{(fraction or '0')[:6]:0<6}{zone}")
+
+
+def _last_health_output(state: dict) -> str:
+    health_log = (state.get("Health") or {}).get("Log") or []
+    return health_log[-1].get("Output", "") if health_log else ""
+
+
+def exit_status_from_state(state: dict) -> ExitStatus:
+    """Map a container's State (from inspect) to the task's exit status."""
+    exit_code = int(state.get("ExitCode", -1))
+    oom_killed = bool(state.get("OOMKilled"))
+    unhealthy = (state.get("Health") or {}).get("Status") == "unhealthy"
+    error = state.get("Error") or describe_exit(
+        exit_code, oom_killed, _last_health_output(state) if unhealthy else None
+    )
+    return ExitStatus(exit_code=exit_code, oom_killed=oom_killed, error=error)
+
+
+class _StreamPump:
+    """Reads a blocking SDK stream in its own thread and hands items to the event loop.
+
+    A dedicated thread rather than the pool: a followed stream blocks for as long as the
+    container lives and must not starve ordinary calls.
+    """
+
+    _END = object()
+
+    def __init__(self, open_stream: Callable[[], Any], loop: asyncio.AbstractEventLoop):
+        self._open_stream = open_stream
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._stream = None
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="docker-stream", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._stream = self._open_stream()
+            if self._closed.is_set():
+                self._stream.close()
+            for item in self._stream:
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except Exception as exc:  # handed to the reader, raised there
+            if not self._closed.is_set():
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
+        finally:
+            try:
+                self._loop.call_soon_threadsafe(self._queue.put_nowait, self._END)
+            except RuntimeError:  # the loop is already closed
+                pass
+
+    async def items(self) -> AsyncIterator[Any]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is self._END:
+                    return
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._stream is not None:
+            self._stream.close()
+
+
+class DockerRuntime(Runtime):
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        base_url: str | None = None,
+        task_files_root: Path | str = DEFAULT_TASK_FILES_ROOT,
+        max_workers: int = 16,
+        call_timeout: float = 60.0,
+        pull_timeout: float = 300.0,
+    ):
+        """`base_url` None: the engine from the environment (DOCKER_HOST or the local socket).
+        The API version is negotiated: pinning a newer one fails on older engines."""
+        self.node_id = node_id
+        self._client = self._make_client(base_url, timeout=call_timeout)
+        # Followed logs can stay silent for longer than any sensible call timeout.
+        self._stream_client = self._make_client(base_url, timeout=None)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"docker-{node_id}")
+        self._task_files = TaskFileStore(node_id, task_files_root)
+        self._pull_timeout = pull_timeout
+        self._container_ids: dict[str, str] = {}
+        self._network_locks: dict[str, asyncio.Lock] = {}
+        self._exit_waiters: dict[str, set[asyncio.Future]] = {}
+        self._hub = EventHub()
+        self._event_pump: _StreamPump | None = None
+        self._event_consumer: asyncio.Task | None = None
+        self._closed = False
+
+    @staticmethod
+    def _make_client(base_url: str | None, timeout: float | None) -> docker.DockerClient:
+        if base_url is None:
+            return docker.from_env(version="auto", timeout=timeout)
+        return docker.DockerClient(base_url=base_url, version="auto", timeout=timeout)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    async def _call(self, fn: Callable, *args, **kwargs):
+        if self._closed:
+            raise TaskRuntimeError("runtime is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
+
+    def _node_filter(self, **extra_labels: str) -> dict:
+        labels = [f"{LABEL_NODE_ID}={self.node_id}"] + [f"{k}={v}" for k, v in extra_labels.items()]
+        return {"label": labels}
+
+    async def _find_container(self, task_id: str) -> str | None:
+        if task_id in self._container_ids:
+            return self._container_ids[task_id]
+        found = await self._call(
+            self._client.api.containers, all=True, filters=self._node_filter(**{LABEL_TASK_ID: task_id})
+        )
+        if not found:
+            return None
+        self._container_ids[task_id] = found[0]["Id"]
+        return found[0]["Id"]
+
+    async def _require_container(self, task_id: str) -> str:
+        container_id = await self._find_container(task_id)
+        if container_id is None:
+            raise TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
+        return container_id
+
+    async def _inspect_raw(self, task_id: str) -> dict | None:
+        container_id = await self._find_container(task_id)
+        if container_id is None:
+            return None
+        try:
+            return await self._call(self._client.api.inspect_container, container_id)
+        except docker.errors.NotFound:
+            self._container_ids.pop(task_id, None)  # removed behind our back
+            return None
+
+    # -- events ---------------------------------------------------------------------
+
+    def _ensure_watching(self) -> None:
+        """Start reading Docker's events the first time the runtime is used on a loop."""
+        if self._event_pump is not None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        # Replaying from this moment means no event is lost while the stream connects.
+        since = _docker_timestamp(time.time_ns())
+        self._event_pump = _StreamPump(lambda: self._events_since(since), loop)
+        self._event_consumer = loop.create_task(self._consume_events(), name=f"docker-events-{self.node_id}")
+
+    def _events_since(self, since: str) -> Iterator[dict]:
+        """Docker's event stream for this node, reconnecting after the engine drops it."""
+        return _ReconnectingEvents(self._stream_client, since, self._event_filters())
+
+    def _event_filters(self) -> dict:
+        return {"type": ["container"], "event": _WATCHED_ACTIONS, **self._node_filter()}
+
+    async def _consume_events(self) -> None:
+        # One consumer, in order: an `oom` must reach subscribers before its `die`.
+        try:
+            async for event in self._event_pump.items():
+                try:
+                    await self._handle_event(event)
+                except Exception:
+                    log.exception("cannot handle docker event %r", event)
+        finally:
+            self._hub.close()
+
+    async def _handle_event(self, event: dict) -> None:
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        task_id = attributes.get(LABEL_TASK_ID)
+        if not task_id or attributes.get(LABEL_NODE_ID) != self.node_id:
+            return
+        action = event.get("Action", "")
+        if action == "start":
+            self._hub.publish(RuntimeEvent(task_id, EventKind.STARTED, "container started"))
+        elif action == "oom":
+            self._hub.publish(RuntimeEvent(task_id, EventKind.OOM, "container ran out of memory"))
+        elif action == "die":
+            status = await self._exit_status_after_die(task_id, attributes)
+            for waiter in self._exit_waiters.pop(task_id, set()):
+                if not waiter.done():
+                    waiter.set_result(status)
+            self._hub.publish(
+                RuntimeEvent(
+                    task_id,
+                    EventKind.EXITED,
+                    status.error or f"exit code {status.exit_code}",
+                    exit_code=status.exit_code,
+                )
+            )
+        elif action.startswith("health_status"):
+            health = action.partition(":")[2].strip()
+            detail = health
+            if health == HealthStatus.UNHEALTHY.value:
+                raw = await self._inspect_raw(task_id)
+                detail = describe_unhealthy(_last_health_output(raw["State"]) if raw else "")
+            self._hub.publish(RuntimeEvent(task_id, EventKind.HEALTH, detail))
+
+    async def _exit_status_after_die(self, task_id: str, attributes: dict) -> ExitStatus:
+        raw = await self._inspect_raw(task_id)
+        if raw is not None:
+            return exit_status_from_state(raw["State"])
+        # Already removed (e.g. `docker rm -f`): the event still carries the exit code.
+        exit_code = int(attributes.get("exitCode", -1))
+        return ExitStatus(exit_code=exit_code, error=describe_exit(exit_code))
+
+    def _exit_waiter(self, task_id: str) -> asyncio.Future:
+        waiter = asyncio.get_running_loop().create_future()
+        self._exit_waiters.setdefault(task_id, set()).add(waiter)
+        return waiter
+
+    def _forget_waiter(self, task_id: str, waiter: asyncio.Future) -> None:
+        waiters = self._exit_waiters.get(task_id)
+        if waiters is not None:
+            waiters.discard(waiter)
+            if not waiters:
+                del self._exit_waiters[task_id]
+
+    def events(self) -> EventSubscription:
+        subscription = self._hub.subscribe()
+        self._ensure_watching()
+        return subscription
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def prepare(self, config: ContainerConfig) -> None:
+        if config.node_id != self.node_id:
+            raise TaskRuntimeError(f"task {config.task_id} is for node {config.node_id}, not {self.node_id}")
+        self._ensure_watching()
+        if await self._find_container(config.task_id) is not None:
+            return
+        await self._ensure_image(config.image)
+        for attachment in config.networks:
+            await self._ensure_network(attachment.name, config.stack_namespace)
+        task_files = self._task_files.write(config)
+        try:
+            container_id = await self._create_container(config, task_files)
+        except BaseException:
+            self._task_files.remove(config.task_id)
+            raise
+        self._container_ids[config.task_id] = container_id
+
+    async def _ensure_image(self, image: str) -> None:
+        try:
+            await self._call(self._client.api.inspect_image, image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        try:
+            await asyncio.wait_for(self._call(self._client.api.pull, image), self._pull_timeout)
+            await self._call(self._client.api.inspect_image, image)
+        except (docker.errors.APIError, TimeoutError) as exc:
+            reason = getattr(exc, "explanation", None) or str(exc) or "pull timed out"
+            raise ImageNotFoundError(
+                f'image "{image}" not found on this node and could not be pulled: {reason}'
+            ) from exc
+
+    async def _ensure_network(self, name: str, stack_namespace: str) -> None:
+        # One create at a time per name from this runtime; other runtimes sharing the
+        # engine may still race us, which the conflict branch below tolerates.
+        lock = self._network_locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            if await self._network_exists(name):
+                return
+            try:
+                await self._call(
+                    self._client.api.create_network,
+                    name,
+                    driver="bridge",
+                    check_duplicate=True,
+                    labels={LABEL_NETWORK: name, LABEL_STACK_NAMESPACE: stack_namespace},
+                )
+                log.info("created network %s", name)
+            except docker.errors.APIError as exc:
+                if not (exc.status_code == 409 and await self._network_exists(name)):
+                    raise TaskRuntimeError(f"cannot create network {name}: {exc.explanation or exc}") from exc
+
+    async def _network_exists(self, name: str) -> bool:
+        # The engine's name filter matches substrings; only an exact name counts.
+        found = await self._call(self._client.api.networks, names=[name])
+        return any(network["Name"] == name for network in found)
+
+    async def _create_container(self, config: ContainerConfig, task_files) -> str:
+        api = self._client.api
+        mounts = [
+            docker.types.Mount(
+                target=mount.target,
+                source=mount.source,
+                type=mount.type,
+                read_only=mount.read_only,
+            )
+            for mount in config.mounts
+        ]
+        mounts += [
+            docker.types.Mount(target=file.target, source=str(file.host_path), type="bind", read_only=True)
+            for file in task_files
+        ]
+        resources = config.resources
+        first_network = config.networks[0] if config.networks else None
+        host_config = api.create_host_config(
+            mounts=mounts,
+            port_bindings={f"{port.target}/{port.protocol}": port.published for port in config.ports} or None,
+            nano_cpus=int(resources.cpus * 1e9) if resources.cpus else None,
+            mem_limit=resources.memory,
+            pids_limit=resources.pids,
+            init=config.init or None,
+            read_only=config.read_only or None,
+            cap_add=config.cap_add or None,
+            cap_drop=config.cap_drop or None,
+            ulimits=[docker.types.Ulimit(name=u.name, soft=u.soft, hard=u.hard) for u in config.ulimits] or None,
+            sysctls=config.sysctls or None,
+            extra_hosts=config.extra_hosts or None,
+            dns=config.dns or None,
+            tmpfs=config.tmpfs or None,
+            network_mode=first_network.name if first_network else None,
+        )
+        networking_config = None
+        if first_network:
+            networking_config = api.create_networking_config(
+                {first_network.name: api.create_endpoint_config(aliases=first_network.aliases or None)}
+            )
+        labels = {**config.all_labels(), _LABEL_STOP_GRACE: repr(float(config.stop_grace_period))}
+        try:
+            created = await self._call(
+                api.create_container,
+                config.image,
+                command=config.command,
+                entrypoint=config.entrypoint,
+                environment=config.env or None,
+                labels=labels,
+                hostname=config.hostname,
+                user=config.user,
+                working_dir=config.working_dir,
+                stop_signal=config.stop_signal,
+                stop_timeout=math.ceil(config.stop_grace_period),
+                healthcheck=_docker_healthcheck(config.healthcheck) if config.healthcheck else None,
+                ports=[(port.target, port.protocol) for port in config.ports] or None,
+                name=container_name(config),
+                host_config=host_config,
+                networking_config=networking_config,
+            )
+        except docker.errors.APIError as exc:
+            raise TaskRuntimeError(f"cannot create container for task {config.task_id}: {exc.explanation or exc}") from exc
+        container_id = created["Id"]
+        try:
+            for attachment in config.networks[1:]:
+                await self._call(
+                    api.connect_container_to_network, container_id, attachment.name, aliases=attachment.aliases or None
+                )
+        except docker.errors.APIError as exc:
+            await self._call(api.remove_container, container_id, force=True)
+            raise TaskRuntimeError(f"cannot attach task {config.task_id} to its networks: {exc.explanation or exc}") from exc
+        return container_id
+
+    async def start(self, task_id: str) -> None:
+        self._ensure_watching()
+        container_id = await self._require_container(task_id)
+        try:
+            await self._call(self._client.api.start, container_id)
+        except docker.errors.APIError as exc:
+            raise TaskRuntimeError(f"cannot start task {task_id}: {exc.explanation or exc}") from exc
+
+    async def wait(self, task_id: str) -> ExitStatus:
+        self._ensure_watching()
+        # Registered before looking, so an exit between the look and the wait is not missed.
+        waiter = self._exit_waiter(task_id)
+        try:
+            raw = await self._inspect_raw(task_id)
+            if raw is None:
+                raise TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
+            if raw["State"]["Status"] in ("exited", "dead"):
+                return exit_status_from_state(raw["State"])
+            return await waiter
+        finally:
+            self._forget_waiter(task_id, waiter)
+
+    async def shutdown(self, task_id: str, grace: float | None = None) -> None:
+        self._ensure_watching()
+        waiter = self._exit_waiter(task_id)
+        try:
+            raw = await self._inspect_raw(task_id)
+            if raw is None:
+                raise TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
+            if not raw["State"]["Running"]:
+                return
+            if grace is None:
+                grace = float(raw["Config"]["Labels"].get(_LABEL_STOP_GRACE, DEFAULT_STOP_GRACE_PERIOD))
+            stop_signal = raw["Config"].get("StopSignal") or DEFAULT_STOP_SIGNAL
+            if not await self._signal(raw["Id"], stop_signal):
+                return
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), grace)
+                return
+            except TimeoutError:
+                log.info("task %s ignored %s for %.1fs; killing it", task_id, stop_signal, grace)
+            if await self._signal(raw["Id"], "SIGKILL"):
+                await asyncio.wait_for(waiter, _SIGKILL_DEADLINE)
+        finally:
+            self._forget_waiter(task_id, waiter)
+
+    async def _signal(self, container_id: str, signal: str) -> bool:
+        """Send a signal; False when the container is not running (any more)."""
+        try:
+            await self._call(self._client.api.kill, container_id, signal=signal)
+            return True
+        except docker.errors.APIError as exc:
+            if exc.status_code in (404, 409):
+                return False
+            raise
+
+    async def remove(self, task_id: str) -> None:
+        container_id = await self._find_container(task_id)
+        if container_id is not None:
+            try:
+                # v=True: anonymous volumes die with the task, as with `docker rm -v`.
+                await self._call(self._client.api.remove_container, container_id, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+        self._container_ids.pop(task_id, None)
+        self._task_files.remove(task_id)
+
+    async def inspect(self, task_id: str) -> TaskRuntimeState | None:
+        raw = await self._inspect_raw(task_id)
+        if raw is None:
+            return None
+        state = raw["State"]
+        task_state = _CONTAINER_STATES.get(state["Status"], TaskState.EXITED)
+        health_status = (state.get("Health") or {}).get("Status")
+        health = HealthStatus(health_status) if health_status else HealthStatus.NONE
+        if task_state is TaskState.EXITED:
+            error = exit_status_from_state(state).error
+        elif health is HealthStatus.UNHEALTHY:
+            error = describe_unhealthy(_last_health_output(state))
+        else:
+            error = state.get("Error") or None
+        return TaskRuntimeState(
+            task_id=task_id,
+            state=task_state,
+            health=health,
+            exit_code=state.get("ExitCode") if task_state is TaskState.EXITED else None,
+            started_at=_parse_docker_time(state.get("StartedAt")),
+            finished_at=_parse_docker_time(state.get("FinishedAt")) if task_state is TaskState.EXITED else None,
+            error=error,
+        )
+
+    async def logs(self, task_id: str, follow: bool = False, tail: int | None = None) -> AsyncIterator[str]:
+        container_id = await self._require_container(task_id)
+        open_stream = functools.partial(
+            self._stream_client.api.logs,
+            container_id,
+            stream=True,
+            follow=follow,
+            tail="all" if tail is None else tail,
+        )
+        pump = _StreamPump(open_stream, asyncio.get_running_loop())
+        pending = b""
+        try:
+            async for chunk in pump.items():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    yield line.decode("utf-8", errors="replace")
+            if pending:
+                yield pending.decode("utf-8", errors="replace")
+        finally:
+            pump.close()  # the reader may stop early; don't leave the thread following
+
+    async def list_owned(self) -> list[OwnedTask]:
+        found = await self._call(self._client.api.containers, all=True, filters=self._node_filter())
+        owned = []
+        for container in found:
+            labels = container.get("Labels") or {}
+            task_id = labels.get(LABEL_TASK_ID)
+            if not task_id:
+                continue
+            self._container_ids[task_id] = container["Id"]
+            owned.append(
+                OwnedTask(
+                    task_id=task_id,
+                    service_id=labels.get(LABEL_SERVICE_ID, ""),
+                    service_name=labels.get(LABEL_SERVICE_NAME, ""),
+                    stack_namespace=labels.get(LABEL_STACK_NAMESPACE, ""),
+                    state=_CONTAINER_STATES.get(container.get("State", ""), TaskState.EXITED),
+                    labels=labels,
+                )
+            )
+        return owned
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._event_pump is not None:
+            self._event_pump.close()
+        if self._event_consumer is not None:
+            self._event_consumer.cancel()
+            try:
+                await self._event_consumer
+            except asyncio.CancelledError:
+                pass
+        self._hub.close()
+        for waiters in self._exit_waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(TaskRuntimeError("runtime closed"))
+        self._exit_waiters.clear()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+        self._stream_client.close()
+
+
+class _ReconnectingEvents:
+    """Docker's event stream as one endless iterator: after the engine drops the connection
+    (a restart, say), it reconnects and replays from the last event it saw."""
+
+    def __init__(self, client: docker.DockerClient, since: str, filters: dict):
+        self._client = client
+        self._since = since
+        self._filters = filters
+        self._stream = None
+        self._closed = threading.Event()
+        self._last_seen: set[tuple] = set()
+
+    def __iter__(self) -> Iterator[dict]:
+        while not self._closed.is_set():
+            try:
+                self._stream = self._client.api.events(since=self._since, filters=self._filters, decode=True)
+                if self._closed.is_set():
+                    self._stream.close()
+                for event in self._stream:
+                    key = (event.get("timeNano"), event.get("id"), event.get("Action"))
+                    if key in self._last_seen:  # replayed after a reconnect
+                        continue
+                    if event.get("timeNano"):
+                        since = _docker_timestamp(event["timeNano"])
+                        if since != self._since:
+                            self._last_seen.clear()
+                        self._since = since
+                    self._last_seen.add(key)
+                    yield event
+            except docker.errors.DockerException as exc:
+                log.warning("docker event stream failed: %s; reconnecting", exc)
+            except OSError as exc:
+                log.warning("docker event stream failed: %s; reconnecting", exc)
+            # Back off before reconnecting; close() cuts the wait short.
+            self._closed.wait(1.0)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._stream is not None:
+            self._stream.close()
