@@ -54,6 +54,7 @@ DEFAULT_FILE_MODE = 0o444
 SECRETS_DIR = "/run/secrets"
 
 DEFAULT_DEPENDENCY_CONDITION = "service_started"
+DEFAULT_LOG_DRIVER = "json-file"
 
 # --- allowed values ------------------------------------------------------------------
 
