@@ -51,7 +51,7 @@ def _stored_file(kind: str) -> f.Handler:
         _external_alone(ctx, path, entry, {"external", "name"})
         if not entry.get("external") and "file" not in entry:
             ctx.error(path, f"a {kind} needs file: or external: true")
-        if "file" in entry:
+        if "file" in entry and not entry.get("external"):
             entry["file"] = ctx.resolve_path(entry["file"])
             if not ctx.sources.is_file(Path(entry["file"])):
                 ctx.error(path + ("file",), expected("an existing file", entry["file"]))

@@ -85,7 +85,8 @@ def load_stack(files: list[Path], env_files: list[Path] | None = None,
     merged = merge_documents(documents)
     issues += fold_env_files(merged, origins, lookup, sources)
     add_default_network(merged)
-    issues += check_stack(merged, origins)
+    if merged.get("services") or not issues:  # "no services" adds nothing to an earlier error
+        issues += check_stack(merged, origins)
     if issues:
         raise ComposeError(issues)
     warnings += [f'variable "{name}" is not set; using an empty string' for name in unset]

@@ -53,11 +53,13 @@ class _Converter:
         return self.flattened[id(node)]
 
     def mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any] | None:
+        merge_keys = [key for key, _ in node.value if key.tag == _MERGE]  # flatten removes them
         try:
             entries, merged = self.flatten(node)
         except yaml.MarkedYAMLError as exc:
-            self.error(path, _line(exc, node), exc.problem or "invalid merge key")
-            return None
+            line = merge_keys[0].start_mark.line + 1 if merge_keys else _line(exc, node)
+            self.error(path, line, f"invalid merge key <<: {exc.problem}")
+            entries, merged = [(k, v) for k, v in node.value if k.tag != _MERGE], 0
         result: dict[str, Any] = {}
         own_keys: set[str] = set()
         for index, (key_node, value_node) in enumerate(entries):
