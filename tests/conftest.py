@@ -27,6 +27,11 @@ def docker_unavailable(reason: str):
 
 
 @pytest.fixture(scope="session")
+def docker_test_labels() -> dict[str, str]:
+    return {DOCKER_TEST_LABEL: "1"}
+
+
+@pytest.fixture(scope="session")
 def docker_client():
     """A docker SDK client for a Docker engine that answers (API version negotiated)."""
     import docker

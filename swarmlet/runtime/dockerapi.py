@@ -131,13 +131,13 @@ class _StreamPump:
 
     _END = object()
 
-    def __init__(self, open_stream: Callable[[], Any], loop: asyncio.AbstractEventLoop):
+    def __init__(self, open_stream: Callable[[], Any], loop: asyncio.AbstractEventLoop, thread_name: str):
         self._open_stream = open_stream
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
         self._stream = None
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="docker-stream", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -256,7 +256,7 @@ class DockerRuntime(Runtime):
         loop = asyncio.get_running_loop()
         # Replaying from this moment means no event is lost while the stream connects.
         since = _docker_timestamp(time.time_ns())
-        self._event_pump = _StreamPump(lambda: self._events_since(since), loop)
+        self._event_pump = _StreamPump(lambda: self._events_since(since), loop, f"docker-events-{self.node_id}")
         self._event_consumer = loop.create_task(self._consume_events(), name=f"docker-events-{self.node_id}")
 
     def _events_since(self, since: str) -> Iterator[dict]:
@@ -342,11 +342,10 @@ class DockerRuntime(Runtime):
         if await self._find_container(config.task_id) is not None:
             return
         await self._ensure_image(config.image)
-        for attachment in config.networks:
-            await self._ensure_network(attachment.name, config.stack_namespace)
+        network_ids = [await self._ensure_network(a.name, config.stack_namespace) for a in config.networks]
         task_files = self._task_files.write(config)
         try:
-            container_id = await self._create_container(config, task_files)
+            container_id = await self._create_container(config, task_files, network_ids)
         except BaseException:
             self._task_files.remove(config.task_id)
             raise
@@ -367,32 +366,46 @@ class DockerRuntime(Runtime):
                 f'image "{image}" not found on this node and could not be pulled: {reason}'
             ) from exc
 
-    async def _ensure_network(self, name: str, stack_namespace: str) -> None:
-        # One create at a time per name from this runtime; other runtimes sharing the
-        # engine may still race us, which the conflict branch below tolerates.
+    async def _ensure_network(self, name: str, stack_namespace: str) -> str:
+        """The ID of the bridge network called `name`, created if missing.
+
+        Tasks attach by ID: the engine's duplicate-name check is not atomic, so runtimes
+        sharing it can race to create the same name. Every racer then settles on the oldest
+        network of that name and removes its own extra one.
+        """
         lock = self._network_locks.setdefault(name, asyncio.Lock())
         async with lock:
-            if await self._network_exists(name):
-                return
+            existing = await self._networks_named(name)
+            if existing:
+                return existing[0]["Id"]
             try:
-                await self._call(
+                created = await self._call(
                     self._client.api.create_network,
                     name,
                     driver="bridge",
                     check_duplicate=True,
                     labels={LABEL_NETWORK: name, LABEL_STACK_NAMESPACE: stack_namespace},
                 )
-                log.info("created network %s", name)
             except docker.errors.APIError as exc:
-                if not (exc.status_code == 409 and await self._network_exists(name)):
-                    raise TaskRuntimeError(f"cannot create network {name}: {exc.explanation or exc}") from exc
+                existing = await self._networks_named(name)
+                if exc.status_code == 409 and existing:
+                    return existing[0]["Id"]
+                raise TaskRuntimeError(f"cannot create network {name}: {exc.explanation or exc}") from exc
+            winner = (await self._networks_named(name))[0]["Id"]
+            if winner != created["Id"]:
+                log.info("network %s was created concurrently; dropping our duplicate", name)
+                try:
+                    await self._call(self._client.api.remove_network, created["Id"])
+                except docker.errors.APIError as exc:
+                    log.warning("cannot remove duplicate network %s (%s): %s", name, created["Id"], exc)
+            return winner
 
-    async def _network_exists(self, name: str) -> bool:
-        # The engine's name filter matches substrings; only an exact name counts.
+    async def _networks_named(self, name: str) -> list[dict]:
+        """Networks with exactly this name (the engine's filter matches substrings), oldest first."""
         found = await self._call(self._client.api.networks, names=[name])
-        return any(network["Name"] == name for network in found)
+        return sorted((n for n in found if n["Name"] == name), key=lambda n: (n["Created"], n["Id"]))
 
-    async def _create_container(self, config: ContainerConfig, task_files) -> str:
+    async def _create_container(self, config: ContainerConfig, task_files, network_ids: list[str]) -> str:
         api = self._client.api
         mounts = [
             docker.types.Mount(
@@ -408,7 +421,7 @@ class DockerRuntime(Runtime):
             for file in task_files
         ]
         resources = config.resources
-        first_network = config.networks[0] if config.networks else None
+        attachments = list(zip(network_ids, config.networks))
         host_config = api.create_host_config(
             mounts=mounts,
             port_bindings={f"{port.target}/{port.protocol}": port.published for port in config.ports} or None,
@@ -424,12 +437,13 @@ class DockerRuntime(Runtime):
             extra_hosts=config.extra_hosts or None,
             dns=config.dns or None,
             tmpfs=config.tmpfs or None,
-            network_mode=first_network.name if first_network else None,
+            network_mode=attachments[0][0] if attachments else None,
         )
         networking_config = None
-        if first_network:
+        if attachments:
+            first_id, first = attachments[0]
             networking_config = api.create_networking_config(
-                {first_network.name: api.create_endpoint_config(aliases=first_network.aliases or None)}
+                {first_id: api.create_endpoint_config(aliases=first.aliases or None)}
             )
         labels = {**config.all_labels(), _LABEL_STOP_GRACE: repr(float(config.stop_grace_period))}
         try:
@@ -455,9 +469,9 @@ class DockerRuntime(Runtime):
             raise TaskRuntimeError(f"cannot create container for task {config.task_id}: {exc.explanation or exc}") from exc
         container_id = created["Id"]
         try:
-            for attachment in config.networks[1:]:
+            for network_id, attachment in attachments[1:]:
                 await self._call(
-                    api.connect_container_to_network, container_id, attachment.name, aliases=attachment.aliases or None
+                    api.connect_container_to_network, container_id, network_id, aliases=attachment.aliases or None
                 )
         except docker.errors.APIError as exc:
             await self._call(api.remove_container, container_id, force=True)
@@ -564,7 +578,7 @@ class DockerRuntime(Runtime):
             follow=follow,
             tail="all" if tail is None else tail,
         )
-        pump = _StreamPump(open_stream, asyncio.get_running_loop())
+        pump = _StreamPump(open_stream, asyncio.get_running_loop(), f"docker-logs-{task_id[:12]}")
         pending = b""
         try:
             async for chunk in pump.items():
