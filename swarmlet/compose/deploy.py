@@ -27,13 +27,7 @@ def constraint(ctx: FileContext, path: Path_, value: Any) -> str | None:
     return f"{match[1]}{match[2]}{match[3]}" if match else None
 
 
-def _spread(ctx: FileContext, path: Path_, value: Any) -> str | None:
-    text = f.string(ctx, path, value)
-    if text is not None and not _SPREAD.match(text):
-        ctx.error(path, expected("a label descriptor such as node.labels.zone", value))
-        return None
-    return text
-
+_spread = f.matching(_SPREAD, "a label descriptor such as node.labels.zone")
 
 _preference = f.section({"spread": _spread})
 

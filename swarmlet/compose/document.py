@@ -19,12 +19,7 @@ _VOLUME = {"driver": f.string, "driver_opts": f.string_map(), "labels": f.string
 _STORED_FILE = {"file": f.string, "external": f.boolean, "name": f.string, "labels": f.string_map()}
 
 
-def _stack_name(ctx: FileContext, path: Path_, value: Any) -> str | None:
-    text = f.string(ctx, path, value)
-    if text is not None and not STACK_NAME.match(text):
-        ctx.error(path, expected("a name of lowercase letters, digits, _ and -", value))
-        return None
-    return text
+_stack_name = f.matching(STACK_NAME, "a name of lowercase letters, digits, _ and -")
 
 
 def _external_alone(ctx: FileContext, path: Path_, entry: dict, allowed: set[str]) -> None:

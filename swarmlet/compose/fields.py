@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from typing import Any, Callable
 
 from swarmlet.compose import units
@@ -121,20 +122,29 @@ def ip_address(ctx: FileContext, path: Path_, value: Any) -> str | None:
         return None
 
 
-def mapping(ctx: FileContext, path: Path_, value: Any) -> dict | None:
-    if isinstance(value, dict):
-        return value
-    if value is not None:
-        ctx.error(path, expected("a mapping", value))
-    return None
+def _of_type(kind: type, what: str) -> Handler:
+    def handler(ctx: FileContext, path: Path_, value: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        if value is not None:
+            ctx.error(path, expected(what, value))
+        return None
+    return handler
 
 
-def sequence(ctx: FileContext, path: Path_, value: Any) -> list | None:
-    if isinstance(value, list):
-        return value
-    if value is not None:
-        ctx.error(path, expected("a list", value))
-    return None
+mapping = _of_type(dict, "a mapping")
+sequence = _of_type(list, "a list")
+
+
+def matching(pattern: re.Pattern[str], what: str) -> Handler:
+    """A string that must match `pattern`."""
+    def handler(ctx: FileContext, path: Path_, value: Any) -> str | None:
+        text = string(ctx, path, value)
+        if text is not None and not pattern.match(text):
+            ctx.error(path, expected(what, value))
+            return None
+        return text
+    return handler
 
 
 def list_of(item: Handler, single_string: bool = False) -> Handler:
