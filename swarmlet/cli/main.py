@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from swarmlet.cli.local import local
+from swarmlet.cli.nodes import COMMANDS as NODE_COMMANDS
 from swarmlet.cli.stack import stack
 
 
@@ -13,7 +15,8 @@ def cli() -> None:
     """swarmlet: run Compose stacks on a cluster of hosts."""
 
 
-cli.add_command(stack)
+for command in [*NODE_COMMANDS, local, stack]:
+    cli.add_command(command)
 
 
 def main() -> None:

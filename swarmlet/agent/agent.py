@@ -1,0 +1,151 @@
+"""The node side of the dispatcher session: find the leader, say hello, heartbeat,
+renew the certificate before it expires, and notice when the cluster wants this node
+in another role.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import random
+from datetime import datetime, timezone
+from typing import Callable
+
+import aiohttp
+
+from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
+from swarmlet.manager.dispatcher.dispatcher import pack, unpack
+from swarmlet.node.config import DataDir, NodeConfig
+from swarmlet.node.identity import NodeTls
+from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
+
+log = logging.getLogger("swarmlet.agent")
+
+RECONNECT_DELAY = 0.2
+
+
+def describe_node(config: NodeConfig) -> dict:
+    """What the scheduler needs to know about this node."""
+    memory = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return {"hostname": config.hostname, "platform": {"os": platform.system().lower(), "arch": platform.machine()},
+            "resources": {"nano_cpus": (os.cpu_count() or 1) * 1_000_000_000, "memory_bytes": memory},
+            "runtime": config.runtime, "engine_labels": {}}
+
+
+class Agent:
+    def __init__(self, data_dir: DataDir, config: NodeConfig, tls: NodeTls,
+                 on_role_change: Callable[[str], None]):
+        self.data_dir = data_dir
+        self.config = config
+        self.tls = tls
+        self._on_role_change = on_role_change
+        self._leader_hint: str | None = None
+        self.connected = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.ensure_future(self._session_loop()), asyncio.ensure_future(self._renewal_loop())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- the session ---------------------------------------------------------------------------------
+    def _candidates(self) -> list[str]:
+        managers = list(self.config.managers)
+        random.shuffle(managers)  # spread first contact over managers
+        if self._leader_hint:
+            managers = [self._leader_hint] + [m for m in managers if m != self._leader_hint]
+        return managers
+
+    async def _session_loop(self) -> None:
+        while True:
+            for address in self._candidates():
+                try:
+                    await self._run_session(address)
+                except CALL_ERRORS as err:
+                    log.debug("session with %s ended: %s", address, err)
+                except ValueError as err:
+                    log.warning("session with %s: malformed message (%s)", address, err)
+                self.connected.clear()
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _run_session(self, address: str) -> None:
+        timeout = aiohttp.ClientTimeout(total=None, connect=3, sock_connect=3)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            async with http.ws_connect(f"https://{address}/v1/dispatcher/session", ssl=self.tls.client_context(),
+                                       max_msg_size=16 * 1024 * 1024) as ws:
+                await ws.send_bytes(pack({"type": "hello", "description": describe_node(self.config)}))
+                first = unpack(await ws.receive_bytes(timeout=10))
+                if first["type"] == "redirect":
+                    self._leader_hint = first.get("leader")
+                    if self._leader_hint and self._leader_hint != address:
+                        await self._run_session(self._leader_hint)
+                    return
+                self._leader_hint = address
+                self._apply_welcome(first)
+                self.connected.set()
+                log.info("session established with leader %s", address)
+                period = float(first.get("heartbeat_period", 1.0))
+                while True:
+                    await ws.send_bytes(pack({"type": "heartbeat"}))
+                    reply = await ws.receive(timeout=period * 3)
+                    if reply.type != aiohttp.WSMsgType.BINARY:
+                        return
+                    message = unpack(reply.data)
+                    if message["type"] == "heartbeat_ack":
+                        self._apply_welcome(message)
+                        period = float(message.get("heartbeat_period", period))
+                    await asyncio.sleep(period)
+
+    def _apply_welcome(self, message: dict) -> None:
+        managers = message.get("managers") or []
+        if managers and sorted(managers) != sorted(self.config.managers):
+            self.config.managers = sorted(managers)
+            self.data_dir.save(self.config)
+        node = message.get("node")
+        if node and node["spec"]["role"] != self.tls.identity.role:
+            self._on_role_change(node["spec"]["role"])
+
+    # -- certificate renewal ------------------------------------------------------------------------------
+    async def _renewal_loop(self) -> None:
+        while True:
+            identity = self.tls.identity
+            delay = renewal_delay(identity.not_before, identity.not_after, datetime.now(timezone.utc))
+            await asyncio.sleep(delay)
+            try:
+                await self.renew_certificate()
+            except (ApiCallError, *CALL_ERRORS) as err:
+                log.warning("certificate renewal failed (%s); retrying", err)
+                await asyncio.sleep(min(30.0, max(1.0, delay / 10)))
+
+    async def renew_certificate(self) -> None:
+        """Get a new certificate (in the role the cluster now assigns) from any manager."""
+        key = generate_key_pem()
+        body = {"csr": make_csr(key).decode(), "api_port": self.config.api_port, "raft_port": self.config.raft_port}
+        last_error: Exception | None = None
+        for address in self._candidates():
+            try:
+                answer = await api_call(self.tls.client_context(), address, "POST", "/v1/node/renew", body, timeout=10)
+            except (ApiCallError, *CALL_ERRORS) as err:
+                last_error = err
+                continue
+            if answer.get("cluster_key"):  # promoted: the manager-only secrets come with the certificate
+                self.data_dir.write_cluster_key(answer["cluster_key"])
+                self.config.raft_members = answer["raft_members"]
+                self.data_dir.save(self.config)
+            self.tls.replace(answer["cert"].encode(), key)
+            log.info("certificate renewed: valid until %s, role %s", self.tls.identity.not_after,
+                     self.tls.identity.role)
+            return
+        raise last_error or ApiCallError(503, "no manager known")
+

@@ -1,0 +1,103 @@
+"""How the CLI reaches a cluster.
+
+Managers come from ``--host`` / ``SWARMLET_HOST`` (comma-separated), else from the
+context directory's ``hosts`` file; the admin certificate from the context directory
+(``--context`` / ``SWARMLET_CONTEXT``, default ``~/.config/swarmlet``), laid out as a
+node's certs (swarm-root-ca.crt, swarm-node.crt, swarm-node.key). Given several
+managers, a call that cannot reach one tries the next, so the CLI keeps working
+while any manager is up.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+from pathlib import Path
+
+import click
+
+from swarmlet.ca import NodeCertStore, client_context
+from swarmlet.node.config import DEFAULT_API_PORT, split_address
+
+DEFAULT_CONTEXT = Path.home() / ".config" / "swarmlet"
+
+
+class ClusterUnreachable(click.ClickException):
+    pass
+
+
+class ApiError(click.ClickException):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Client:
+    def __init__(self, hosts: list[str], context_dir: Path, timeout: float = 10.0):
+        if not hosts:
+            raise click.UsageError("no manager to talk to: pass --host, set SWARMLET_HOST, or put a 'hosts' file in "
+                                   f"the context directory ({context_dir})")
+        self.hosts = hosts
+        self.timeout = timeout
+        certs = NodeCertStore(context_dir)
+        try:
+            ca, cert, key = certs.load()
+        except FileNotFoundError:
+            raise click.UsageError(f"no admin certificate in {context_dir}: point --context/SWARMLET_CONTEXT at the "
+                                   "admin directory that `swarmlet init` created") from None
+        self._ssl = client_context(ca, cert, key)
+
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
+        errors = []
+        for host in self.hosts:
+            ip, port = split_address(host, DEFAULT_API_PORT)
+            connection = http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout or self.timeout)
+            try:
+                payload = json.dumps(body).encode() if body is not None else None
+                connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                raw = response.read()
+            except (OSError, socket.timeout, ssl.SSLError, http.client.HTTPException) as err:
+                errors.append(f"{host}: {err}")
+                continue
+            finally:
+                connection.close()
+            data = json.loads(raw) if raw else None
+            if response.status >= 400:
+                message = (data or {}).get("error", f"HTTP {response.status}")
+                if response.status in (502, 503) and "not yet received" in message:
+                    errors.append(f"{host}: {message}")
+                    continue
+                raise ApiError(response.status, message)
+            return data
+        raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
+
+
+def resolve_hosts(host_option: str | None, context_dir: Path) -> list[str]:
+    raw = host_option or os.environ.get("SWARMLET_HOST")
+    if not raw and (context_dir / "hosts").exists():
+        raw = ",".join((context_dir / "hosts").read_text().split())
+    return [h.strip() for h in (raw or "").split(",") if h.strip()]
+
+
+def resolve_context(context_option: str | None) -> Path:
+    return Path(context_option or os.environ.get("SWARMLET_CONTEXT") or DEFAULT_CONTEXT)
+
+
+pass_client = click.make_pass_decorator(Client)
+
+
+def client_options(command):
+    """--host/--context on every command that talks to a cluster."""
+    command = click.option("--context", "context_dir", envvar="SWARMLET_CONTEXT", default=None,
+                           help="Directory with the admin certificate (and a 'hosts' file).")(command)
+    command = click.option("--host", "-H", envvar="SWARMLET_HOST", default=None,
+                           help="Manager API addresses, comma-separated (IP[:PORT]).")(command)
+    return command
+
+
+def make_client(host: str | None, context_dir: str | None) -> Client:
+    context = resolve_context(context_dir)
+    return Client(resolve_hosts(host, context), context)

@@ -1,0 +1,369 @@
+"""Node life cycle and cluster commands: init, join, agent, leave, join-token,
+cluster status, node …, config …"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from swarmlet.api.objects import DEFAULT_HEARTBEAT_PERIOD
+from swarmlet.cli.client import client_options, make_client
+from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
+from swarmlet.node.bootstrap import JoinError, init_cluster, join_cluster
+from swarmlet.node.config import DataDir
+from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
+
+DEFAULT_DATA_DIR = "/var/lib/swarmlet" if os.geteuid() == 0 else str(Path.home() / ".local/share/swarmlet")
+DETACH_TIMEOUT = 60.0
+
+data_dir_option = click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True,
+                               type=click.Path(file_okay=False), help="Where the node keeps its state.")
+log_level_option = click.option("--log-level", default="INFO", show_default=True,
+                                type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+
+
+def parse_duration(text: str) -> float:
+    """'90d', '12h', '5m', '30s' or plain seconds."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    text = text.strip()
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration (e.g. 90d, 12h, 5m, 30s)") from None
+
+
+def start_detached(data_dir: DataDir, log_level: str) -> int:
+    """Start `swarmlet agent` for this data dir in the background and wait until the
+    node says it is ready. Returns its PID."""
+    data_dir.ready_path.unlink(missing_ok=True)
+    with open(data_dir.log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "swarmlet.cli.main", "agent", "--data-dir", str(data_dir.path),
+             "--log-level", log_level],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True)
+    deadline = time.monotonic() + DETACH_TIMEOUT
+    while time.monotonic() < deadline:
+        if data_dir.ready_path.exists():
+            return process.pid
+        if process.poll() is not None:
+            raise click.ClickException(f"the node exited (code {process.returncode}) before it was ready; "
+                                       f"see {data_dir.log_path}:\n{_tail(data_dir.log_path)}")
+        time.sleep(0.05)
+    raise click.ClickException(f"the node (PID {process.pid}) was not ready within {DETACH_TIMEOUT:.0f}s; "
+                               f"see {data_dir.log_path}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_or_detach(data_dir: DataDir, detach: bool, log_level: str) -> None:
+    if detach:
+        pid = start_detached(data_dir, log_level)
+        click.echo(f"node running in the background (PID {pid}); log: {data_dir.log_path}")
+        return
+    from swarmlet.node.run import serve
+
+    serve(data_dir, log_level)
+
+
+def raft_overrides(election_timeout: tuple[float, float] | None) -> dict:
+    if not election_timeout:
+        return {}
+    low, high = election_timeout
+    return {"election_timeout_min": low, "election_timeout_max": high}
+
+
+@click.command()
+@click.option("--advertise-addr", help="IP[:PORT] other nodes reach this manager at (API port; Raft is PORT+1).")
+@click.option("--listen-addr", help="IP to bind (default: the advertise address; nothing binds 0.0.0.0 unless asked).")
+@click.option("--hostname", help="Node hostname (default: this machine's).")
+@click.option("--cert-expiry", default="90d", show_default=True, help="Validity of node certificates.")
+@click.option("--heartbeat-period", default=DEFAULT_HEARTBEAT_PERIOD, show_default=True, type=float,
+              help="Seconds between node heartbeats; a node is down after 3 missed.")
+@click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
+@click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
+@data_dir_option
+@click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
+@log_level_option
+def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, runtime, data_dir,
+         detach, log_level):
+    """Create a new cluster with this node as its first manager."""
+    directory = DataDir(data_dir)
+    try:
+        config = init_cluster(directory, advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname,
+                              cert_expiry=parse_duration(cert_expiry), heartbeat_period=heartbeat_period,
+                              raft_settings=raft_overrides(election_timeout), runtime=runtime)
+    except JoinError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")
+    click.echo(f"Admin certificate for the CLI: {directory.admin_dir}")
+    click.echo(f"  export SWARMLET_HOST={config.api_address} SWARMLET_CONTEXT={directory.admin_dir}")
+    click.echo("Then `swarmlet join-token worker` (or manager) prints the command that adds a node.")
+    run_or_detach(directory, detach, log_level)
+
+
+@click.command()
+@click.option("--token", required=True, help="A worker or manager join token (SWMTKN-1-…).")
+@click.argument("manager_addr")
+@click.option("--advertise-addr", help="IP[:PORT] other nodes reach this node at.")
+@click.option("--listen-addr", help="IP to bind (default: the advertise address).")
+@click.option("--hostname", help="Node hostname (default: this machine's).")
+@click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True,
+              help="How this node runs tasks: Docker containers, or local process groups.")
+@data_dir_option
+@click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
+@log_level_option
+def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, data_dir, detach, log_level):
+    """Join the cluster that MANAGER_ADDR belongs to."""
+    directory = DataDir(data_dir)
+    try:
+        config = asyncio.run(join_cluster(directory, token=token, manager=manager_addr, advertise_addr=advertise_addr,
+                                          listen_addr=listen_addr, hostname=hostname, runtime=runtime))
+    except JoinError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"This node joined the cluster as a {config.role} (node {config.node_id}).")
+    run_or_detach(directory, detach, log_level)
+
+
+@click.command()
+@data_dir_option
+@click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
+@log_level_option
+def agent(data_dir, detach, log_level):
+    """Run a node that already belongs to a cluster (after a restart)."""
+    directory = DataDir(data_dir)
+    if not directory.exists():
+        raise click.ClickException(f"{directory.path} holds no swarmlet node (no node.json)")
+    run_or_detach(directory, detach, log_level)
+
+
+@click.command()
+@click.option("--force", "-f", is_flag=True, help="Leave even if this is a manager (it is removed from Raft).")
+@data_dir_option
+def leave(force, data_dir):
+    """Leave the cluster: tell the managers, stop the node, delete its state."""
+    directory = DataDir(data_dir)
+    config = directory.load()
+    from swarmlet.node.identity import NodeTls
+
+    tls = NodeTls(directory.certs)
+    if config.role == "manager" and not force:
+        raise click.ClickException("this node is a manager: demote it first (`swarmlet node demote`), or use --force "
+                                   "(it leaves Raft; the remaining managers must still hold a majority)")
+    told = False
+    for address in config.managers:
+        if address == config.api_address:
+            continue
+        try:
+            if config.role == "manager":
+                asyncio.run(api_call(tls.client_context(), address, "POST", "/v1/raft/leave",
+                                     {"raft_address": config.raft_address}, timeout=15))
+            asyncio.run(api_call(tls.client_context(), address, "POST", "/v1/node/leave", {}, timeout=10))
+            told = True
+            break
+        except (ApiCallError, *CALL_ERRORS) as err:
+            click.echo(f"warning: {address}: {err}", err=True)
+    _stop_process(directory)
+    import shutil
+
+    shutil.rmtree(directory.path, ignore_errors=True)
+    click.echo("Node left the cluster." if told else "Node stopped and its state removed (no manager was told).")
+
+
+def _stop_process(directory: DataDir, timeout: float = 15.0) -> None:
+    try:
+        pid = int(directory.pid_path.read_text())
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+
+
+@click.command("join-token")
+@click.argument("role", type=click.Choice(["worker", "manager"]))
+@click.option("--rotate", is_flag=True, help="Replace the token; the old one admits no one from now on.")
+@click.option("--quiet", "-q", is_flag=True, help="Print the token only.")
+@client_options
+def join_token(role, rotate, quiet, host, context_dir):
+    """Print (or rotate) the token that adds a worker or a manager."""
+    client = make_client(host, context_dir)
+    tokens = client.call("POST", f"/v1/join-tokens/{role}/rotate") if rotate else client.call("GET", "/v1/join-tokens")
+    if quiet:
+        click.echo(tokens[role])
+        return
+    if rotate:
+        click.echo(f"Rotated the {role} join token.")
+    click.echo(f"To add a {role} to this cluster, run:\n\n    swarmlet join --token {tokens[role]} {client.hosts[0]}\n")
+
+
+@click.group()
+def cluster():
+    """The cluster as a whole."""
+
+
+@cluster.command("status")
+@FORMAT_OPTION
+@client_options
+def cluster_status(output_format, host, context_dir):
+    """Leader, term, commit index, and each manager's reachability and log lag."""
+    status = make_client(host, context_dir).call("GET", "/v1/cluster/status")
+    if output_format == "json":
+        emit_json(status)
+        return
+    click.echo(f"Leader: {status['leader'] or '(none)'}   term {status['term']}   commit index {status['commit_index']}")
+    emit("table", status["managers"], ["MANAGER ID", "HOSTNAME", "RAFT ADDRESS", "LEADER", "REACHABLE", "LAG"],
+         lambda m: [m["id"], m.get("hostname"), m["address"], "yes" if m["leader"] else "",
+                    "yes" if m["reachable"] else "NO", "?" if m["lag"] is None else m["lag"]])
+
+
+@click.group()
+def node():
+    """Manage the cluster's nodes."""
+
+
+def _node_row(n: dict) -> list:
+    manager = n.get("manager_status")
+    manager_text = ("Leader" if manager["leader"] else manager["reachability"].capitalize()) if manager else ""
+    return [n["id"], n["status"].get("hostname"), n["status"].get("state", "").capitalize(),
+            n["spec"]["availability"].capitalize(), manager_text, n["status"].get("addr")]
+
+
+@node.command("ls")
+@FORMAT_OPTION
+@client_options
+def node_ls(output_format, host, context_dir):
+    """List nodes."""
+    nodes = make_client(host, context_dir).call("GET", "/v1/nodes")
+    emit(output_format, nodes, ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ADDRESS"], _node_row)
+
+
+@node.command("inspect")
+@click.argument("refs", nargs=-1, required=True)
+@client_options
+def node_inspect(refs, host, context_dir):
+    """Show nodes in full (JSON)."""
+    client = make_client(host, context_dir)
+    emit_json([client.call("GET", f"/v1/nodes/{ref}") for ref in refs])
+
+
+@node.command("update")
+@click.argument("ref")
+@click.option("--availability", type=click.Choice(["active", "pause", "drain"]))
+@click.option("--label-add", multiple=True, help="key=value; repeatable.")
+@click.option("--label-rm", multiple=True, help="key; repeatable.")
+@client_options
+def node_update(ref, availability, label_add, label_rm, host, context_dir):
+    """Change a node's availability or labels."""
+    labels = {}
+    for item in label_add:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise click.BadParameter(f"{item!r}: expected key=value", param_hint="--label-add")
+        labels[key] = value
+    updated = make_client(host, context_dir).call("POST", f"/v1/nodes/{ref}/update", {
+        "availability": availability, "label_add": labels, "label_rm": list(label_rm)})
+    click.echo(updated["id"])
+
+
+@node.command("promote")
+@click.argument("refs", nargs=-1, required=True)
+@client_options
+def node_promote(refs, host, context_dir):
+    """Make workers managers."""
+    client = make_client(host, context_dir)
+    for ref in refs:
+        answer = client.call("POST", f"/v1/nodes/{ref}/promote", {}, timeout=60)
+        click.echo(f"Node {answer['id']} promoted to a manager.")
+
+
+@node.command("demote")
+@click.argument("refs", nargs=-1, required=True)
+@client_options
+def node_demote(refs, host, context_dir):
+    """Make managers workers."""
+    client = make_client(host, context_dir)
+    for ref in refs:
+        answer = client.call("POST", f"/v1/nodes/{ref}/demote", {}, timeout=60)
+        click.echo(f"Manager {answer['id']} demoted to a worker.")
+
+
+@node.command("rm")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--force", "-f", is_flag=True, help="Remove a node that is still up.")
+@client_options
+def node_rm(refs, force, host, context_dir):
+    """Remove nodes from the cluster and revoke their certificates."""
+    client = make_client(host, context_dir)
+    for ref in refs:
+        client.call("DELETE", f"/v1/nodes/{ref}" + ("?force=1" if force else ""))
+        click.echo(ref)
+
+
+@click.group()
+def config():
+    """Manage configs (small files stored in the cluster)."""
+
+
+@config.command("create")
+@click.argument("name")
+@click.argument("file", type=click.File("rb"))
+@click.option("--label", "-l", multiple=True, help="key=value; repeatable.")
+@client_options
+def config_create(name, file, label, host, context_dir):
+    """Create a config from FILE ('-' for standard input)."""
+    labels = dict(item.partition("=")[::2] for item in label)
+    created = make_client(host, context_dir).call("POST", "/v1/configs", {
+        "name": name, "data": base64.b64encode(file.read()).decode(), "labels": labels})
+    click.echo(created["id"])
+
+
+@config.command("ls")
+@FORMAT_OPTION
+@client_options
+def config_ls(output_format, host, context_dir):
+    """List configs."""
+    configs = make_client(host, context_dir).call("GET", "/v1/configs")
+    emit(output_format, configs, ["ID", "NAME", "VERSION", "SIZE"],
+         lambda c: [c["id"], c["name"], c["version"], len(base64.b64decode(c["data"]))])
+
+
+@config.command("inspect")
+@click.argument("ref")
+@client_options
+def config_inspect(ref, host, context_dir):
+    """Show a config (its data base64-encoded)."""
+    emit_json(make_client(host, context_dir).call("GET", f"/v1/configs/{ref}"))
+
+
+@config.command("rm")
+@click.argument("refs", nargs=-1, required=True)
+@client_options
+def config_rm(refs, host, context_dir):
+    """Remove configs."""
+    client = make_client(host, context_dir)
+    for ref in refs:
+        client.call("DELETE", f"/v1/configs/{ref}")
+        click.echo(ref)
+
+
+COMMANDS = [init, join, agent, leave, join_token, cluster, node, config]

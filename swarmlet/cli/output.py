@@ -1,0 +1,32 @@
+"""Output for people (tables) and for scripts (``--format json``)."""
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+FORMAT_OPTION = click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
+                             show_default=True, help="table for people, json for scripts")
+
+
+def emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def emit_table(columns: list[str], rows: Iterable[Iterable]) -> None:
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["" if cell is None else str(cell) for cell in row])
+    Console(soft_wrap=True).print(table)
+
+
+def emit(output_format: str, data, columns: list[str], row: Callable[[dict], list]) -> None:
+    if output_format == "json":
+        emit_json(data)
+    else:
+        emit_table(columns, (row(item) for item in data))

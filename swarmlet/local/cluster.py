@@ -1,0 +1,231 @@
+"""A whole cluster on one machine: every node its own background process on its own
+loopback address (127.0.0.2, 127.0.0.3, …), formed through the real ``init`` and
+``join`` commands with real tokens. The cluster's directory holds each node's data
+dir, a copy of the admin certificate, and ``cluster.json`` naming the nodes.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from swarmlet.ca import NodeCertStore
+from swarmlet.node.config import DEFAULT_API_PORT, DataDir
+
+DEFAULT_LOCAL_DIR = Path.home() / ".swarmlet-local"
+DEFAULT_FIRST_ADDRESS = "127.0.0.2"
+STOP_TIMEOUT = 10.0
+
+
+class LocalClusterError(Exception):
+    pass
+
+
+@dataclass
+class LocalNode:
+    name: str
+    role: str  # the role it was started in; node.json has the current one
+    address: str
+    data_dir: str
+    id: str = ""
+
+
+def process_state(pid: int | None) -> str:
+    """running | stopped (SIGSTOP) | dead."""
+    if not pid:
+        return "dead"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "dead"
+    if state in ("Z", "X"):
+        return "dead"
+    return "stopped" if state in ("T", "t") else "running"
+
+
+class LocalCluster:
+    def __init__(self, directory: str | os.PathLike | None = None):
+        self.directory = Path(directory or DEFAULT_LOCAL_DIR).resolve()
+        self.state_path = self.directory / "cluster.json"
+        self.admin_dir = self.directory / "admin"
+
+    # -- state ---------------------------------------------------------------------------------------
+    def load(self) -> tuple[list[LocalNode], int]:
+        if not self.state_path.exists():
+            raise LocalClusterError(f"no local cluster in {self.directory}: run `swarmlet local up` first")
+        data = json.loads(self.state_path.read_text())
+        return [LocalNode(**n) for n in data["nodes"]], data["port"]
+
+    def _save(self, nodes: list[LocalNode], port: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.state_path.write_text(json.dumps({"nodes": [asdict(n) for n in nodes], "port": port}, indent=2))
+
+    def find(self, ref: str) -> LocalNode:
+        nodes, _ = self.load()
+        for node in nodes:
+            if ref in (node.name, node.id, node.address) or (len(ref) >= 4 and node.id.startswith(ref)):
+                return node
+        raise LocalClusterError(f"no node {ref!r} in the local cluster ({', '.join(n.name for n in nodes)})")
+
+    @staticmethod
+    def pid_of(node: LocalNode) -> int | None:
+        try:
+            return int(DataDir(node.data_dir).pid_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def status(self) -> list[dict]:
+        nodes, _ = self.load()
+        rows = []
+        for node in nodes:
+            pid = self.pid_of(node)
+            state = process_state(pid)
+            try:
+                role = DataDir(node.data_dir).load().role
+            except (OSError, ValueError):
+                role = node.role
+            rows.append({"name": node.name, "id": node.id, "role": role, "address": node.address, "pid": pid,
+                         "data_dir": node.data_dir, "alive": state == "running", "state": state})
+        return rows
+
+    def hosts(self) -> list[str]:
+        nodes, port = self.load()
+        managers = []
+        for node in nodes:
+            try:
+                role = DataDir(node.data_dir).load().role
+            except (OSError, ValueError):
+                role = node.role
+            if role == "manager":
+                managers.append(f"{node.address}:{port}")
+        return managers
+
+    def env(self) -> dict[str, str]:
+        return {"SWARMLET_HOST": ",".join(self.hosts()), "SWARMLET_CONTEXT": str(self.admin_dir)}
+
+    # -- up ---------------------------------------------------------------------------------------------
+    def up(self, managers: int = 3, workers: int = 2, first_address: str = DEFAULT_FIRST_ADDRESS,
+           port: int = DEFAULT_API_PORT, node_args: list[str] | None = None, log=print) -> list[LocalNode]:
+        if managers < 1:
+            raise LocalClusterError("a cluster needs at least one manager")
+        if self.state_path.exists():
+            if any(row["state"] != "dead" for row in self.status()):
+                raise LocalClusterError(f"a local cluster already runs in {self.directory}; "
+                                        "`swarmlet local down` first")
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+        base = ipaddress.IPv4Address(first_address)
+        nodes = [LocalNode(f"manager-{i + 1}", "manager", str(base + i), str(self.directory / f"manager-{i + 1}"))
+                 for i in range(managers)]
+        nodes += [LocalNode(f"worker-{i + 1}", "worker", str(base + managers + i),
+                            str(self.directory / f"worker-{i + 1}")) for i in range(workers)]
+        self._save(nodes, port)
+        extra = list(node_args or [])
+        first = nodes[0]
+        log(f"starting {first.name} at {first.address}:{port} (init)")
+        _swarmlet("init", "--advertise-addr", f"{first.address}:{port}", "--data-dir", first.data_dir,
+                  "--hostname", first.name, "--detach", *extra)
+        shutil.copytree(DataDir(first.data_dir).admin_dir, self.admin_dir)
+        first.id = DataDir(first.data_dir).load().node_id
+        self._save(nodes, port)
+        manager_token = self._token("manager", first, port)
+        worker_token = self._token("worker", first, port)
+        join_args = [a for a in extra if a.startswith("--runtime") or a in ("process", "docker")]
+        # Managers join one at a time: Raft changes its membership one node at a time.
+        for node in nodes[1:managers]:
+            log(f"starting {node.name} at {node.address}:{port} (join as manager)")
+            self._join(node, manager_token, first, port, join_args)
+            self._save(nodes, port)
+        # Workers are not Raft members: they join together.
+        pending = [(node, self._join(node, worker_token, first, port, join_args, wait=False))
+                   for node in nodes[managers:]]
+        for node, process in pending:
+            log(f"starting {node.name} at {node.address}:{port} (join as worker)")
+            _wait_command(process, f"join of {node.name}")
+            node.id = DataDir(node.data_dir).load().node_id
+        self._save(nodes, port)
+        (self.admin_dir / "hosts").write_text("\n".join(self.hosts()) + "\n")
+        return nodes
+
+    def _token(self, role: str, first: LocalNode, port: int) -> str:
+        out = _swarmlet("join-token", role, "-q", "--host", f"{first.address}:{port}", "--context", str(self.admin_dir),
+                        capture=True)
+        return out.strip()
+
+    def _join(self, node: LocalNode, token: str, first: LocalNode, port: int, extra: list[str], wait: bool = True):
+        args = ["join", "--token", token, f"{first.address}:{port}", "--advertise-addr", f"{node.address}:{port}",
+                "--data-dir", node.data_dir, "--hostname", node.name, "--detach", *extra]
+        if not wait:
+            return _spawn(*args)
+        _swarmlet(*args)
+        node.id = DataDir(node.data_dir).load().node_id
+        return None
+
+    # -- kill, start, down ----------------------------------------------------------------------------------
+    def kill(self, ref: str, signame: str = "KILL") -> LocalNode:
+        node = self.find(ref)
+        pid = self.pid_of(node)
+        if process_state(pid) == "dead":
+            raise LocalClusterError(f"{node.name} is not running")
+        os.kill(pid, getattr(signal, f"SIG{signame.upper()}"))
+        return node
+
+    def start(self, ref: str) -> LocalNode:
+        node = self.find(ref)
+        state = process_state(self.pid_of(node))
+        if state == "stopped":
+            os.kill(self.pid_of(node), signal.SIGCONT)
+            return node
+        if state == "running":
+            raise LocalClusterError(f"{node.name} is already running")
+        _swarmlet("agent", "--data-dir", node.data_dir, "--detach")
+        return node
+
+    def down(self) -> None:
+        nodes, _ = self.load()
+        pids = [p for p in (self.pid_of(n) for n in nodes) if process_state(p) != "dead"]
+        for pid in pids:
+            for signum in (signal.SIGCONT, signal.SIGTERM):
+                try:
+                    os.kill(pid, signum)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and any(process_state(p) != "dead" for p in pids):
+            time.sleep(0.05)
+        for pid in pids:
+            if process_state(pid) != "dead":
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "swarmlet.cli.main", *args]
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_command(process: subprocess.Popen, what: str) -> str:
+    out, err = process.communicate()
+    if process.returncode != 0:
+        raise LocalClusterError(f"{what} failed:\n{err.strip() or out.strip()}")
+    return out
+
+
+def _swarmlet(*args: str, capture: bool = False) -> str:
+    return _wait_command(_spawn(*args), " ".join(args[:1]))
+
+
+def admin_certs(cluster: LocalCluster) -> NodeCertStore:
+    return NodeCertStore(cluster.admin_dir)

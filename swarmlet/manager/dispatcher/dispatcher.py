@@ -1,0 +1,179 @@
+"""The dispatcher: every node (workers and managers alike) holds one session with the
+leader, a WebSocket over mutual TLS carrying msgpack messages.
+
+- node -> leader: ``hello`` (the node's description), then ``heartbeat`` every period.
+- leader -> node: ``welcome`` (heartbeat period, managers), ``heartbeat_ack`` (the
+  node's current spec and the managers, so nodes learn of role changes and new
+  managers), or ``redirect`` when this manager is not the leader.
+
+Heartbeats are kept in memory, as in SwarmKit: only a change of a node's state
+(ready <-> down) is written to the store. A new leader gives every node a full grace
+period before declaring it down, so a failover alone never marks nodes down.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import msgpack
+from aiohttp import WSMsgType, web
+
+from swarmlet.api.objects import (CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, NODE_DOWN,
+                                  NODE_READY, manager_api_addresses)
+from swarmlet.store import StoreError
+
+if TYPE_CHECKING:
+    from swarmlet.manager.manager import Manager
+
+log = logging.getLogger("swarmlet.dispatcher")
+
+HELLO_TIMEOUT = 10.0
+
+
+def pack(message: dict) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def unpack(data: bytes) -> dict:
+    message = msgpack.unpackb(data, raw=False)
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ValueError("a session message must be a map with a 'type'")
+    return message
+
+
+def nodes_to_mark_down(nodes: list[dict], last_seen: dict[str, float], now: float, grace: float) -> list[dict]:
+    """Ready nodes whose last heartbeat is older than the grace period."""
+    return [n for n in nodes
+            if n["status"].get("state") != NODE_DOWN and now - last_seen.get(n["id"], now) > grace]
+
+
+class Dispatcher:
+    def __init__(self, manager: "Manager"):
+        self.manager = manager
+        self.store = manager.store
+        self._sessions: dict[str, web.WebSocketResponse] = {}
+        self._last_seen: dict[str, float] = {}
+        self._checker: asyncio.Task | None = None
+
+    @property
+    def heartbeat_period(self) -> float:
+        cluster = self.store.get("cluster", CLUSTER_ID)
+        return float((cluster or {}).get("spec", {}).get("heartbeat_period", DEFAULT_HEARTBEAT_PERIOD))
+
+    @property
+    def grace(self) -> float:
+        return self.heartbeat_period * HEARTBEAT_MISSES_ALLOWED
+
+    # -- leadership -----------------------------------------------------------------------------
+    async def leadership_changed(self, leading: bool) -> None:
+        if leading:
+            now = time.monotonic()
+            self._last_seen = {n["id"]: now for n in self.store.list("node")}
+            if self._checker is None or self._checker.done():
+                self._checker = asyncio.ensure_future(self._check_heartbeats())
+        else:
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self._checker is not None:
+            self._checker.cancel()
+            self._checker = None
+        for node_id in list(self._sessions):
+            self.drop_session(node_id)
+
+    def drop_session(self, node_id: str) -> None:
+        ws = self._sessions.pop(node_id, None)
+        if ws is not None and not ws.closed:
+            asyncio.ensure_future(ws.close(message=b"session closed by the manager"))
+
+    async def _check_heartbeats(self) -> None:
+        while self.store.is_leader:
+            await asyncio.sleep(self.heartbeat_period / 2)
+            if not self.store.is_leader:
+                break
+            now = time.monotonic()
+            nodes = self.store.list("node")
+            for node in nodes:  # a node that joined since we took over gets a full grace period
+                self._last_seen.setdefault(node["id"], now)
+            for node in nodes_to_mark_down(nodes, self._last_seen, now, self.grace):
+                silent_for = now - self._last_seen.get(node["id"], now)
+                await self._set_state(node["id"], NODE_DOWN, f"heartbeat failure: none for {silent_for:.1f}s")
+
+    async def _set_state(self, node_id: str, state: str, message: str, description: dict | None = None) -> None:
+        node = self.store.get("node", node_id)
+        if node is None:
+            return
+        status = dict(node["status"], state=state, message=message)
+        if description is not None:
+            status["description"] = description
+        if status == node["status"]:
+            return
+        try:
+            await self.store.commit([{"op": "update", "kind": "node", "id": node_id, "version": node["version"],
+                                      "status": status}])
+            log.info("node %s (%s) is %s%s", node_id, status.get("hostname"), state, f": {message}" if message else "")
+        except StoreError as err:  # a conflict or lost leadership: the next round decides again
+            log.info("could not mark node %s %s: %s", node_id, state, err)
+
+    # -- sessions -----------------------------------------------------------------------------------
+    async def serve_session(self, request: web.Request, identity) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
+        await ws.prepare(request)
+        node_id = identity.node_id
+        if not self.store.is_leader:
+            leader_raft = self.store.leader_address
+            leader_api = self.manager._api_address_of_raft(leader_raft) if leader_raft else None
+            await ws.send_bytes(pack({"type": "redirect", "leader": leader_api}))
+            await ws.close()
+            return ws
+        try:
+            hello = unpack(await ws.receive_bytes(timeout=HELLO_TIMEOUT))
+            if hello["type"] != "hello" or not isinstance(hello.get("description", {}), dict):
+                raise ValueError(f"expected hello, got {hello['type']!r}")
+        except (ValueError, TypeError, asyncio.TimeoutError, msgpack.UnpackException) as err:
+            log.warning("session from node %s refused: malformed hello (%s)", node_id, err)
+            await ws.close(message=b"malformed hello")
+            return ws
+
+        previous = self._sessions.pop(node_id, None)
+        if previous is not None and not previous.closed:
+            await previous.close(message=b"replaced by a newer session")
+        self._sessions[node_id] = ws
+        self._last_seen[node_id] = time.monotonic()
+        await self._set_state(node_id, NODE_READY, "", hello.get("description", {}))
+        try:
+            await ws.send_bytes(pack(self._welcome(node_id, "welcome")))
+            async for message in ws:
+                if message.type != WSMsgType.BINARY:
+                    break
+                try:
+                    payload = unpack(message.data)
+                except (ValueError, TypeError, msgpack.UnpackException) as err:
+                    log.warning("node %s sent a malformed message (%s); closing its session", node_id, err)
+                    break
+                if not self.store.is_leader:
+                    break  # fenced: a deposed leader stops dispatching; the node finds the new one
+                if payload["type"] == "heartbeat":
+                    self._last_seen[node_id] = time.monotonic()
+                    node = self.store.get("node", node_id)
+                    if node is not None and node["status"].get("state") != NODE_READY:
+                        await self._set_state(node_id, NODE_READY, "")
+                    await ws.send_bytes(pack(self._welcome(node_id, "heartbeat_ack")))
+                else:
+                    log.warning("node %s sent an unknown message type %r; ignored", node_id, payload["type"])
+        except ConnectionError as err:
+            log.info("session with node %s lost: %s", node_id, err)
+        finally:
+            if self._sessions.get(node_id) is ws:
+                del self._sessions[node_id]
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    def _welcome(self, node_id: str, kind: str) -> dict:
+        node = self.store.get("node", node_id)
+        return {"type": kind, "heartbeat_period": self.heartbeat_period,
+                "managers": manager_api_addresses(self.store.list("node")),
+                "node": {"spec": node["spec"]} if node else None}

@@ -1,0 +1,110 @@
+"""Running a node from its data dir: a manager (store, API, dispatcher) plus the
+agent every node runs, until a signal stops it or the cluster changes its role.
+
+The node writes ``node.pid`` when it starts and ``ready`` once it serves: a manager
+when it has the cluster state and a leader, every node when its dispatcher session
+is up. ``swarmlet init/join --detach`` and ``swarmlet local`` wait for that file.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import sys
+
+from swarmlet.agent.agent import Agent
+from swarmlet.api.objects import CLUSTER_ID
+from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER
+from swarmlet.node.bootstrap import bootstrap_done, take_bootstrap_spec
+from swarmlet.node.config import DataDir
+from swarmlet.node.identity import NodeTls
+
+log = logging.getLogger("swarmlet.node")
+
+READY_TIMEOUT = 60.0
+
+
+def configure_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def run_node(data_dir: DataDir) -> str | None:
+    """Run until stopped. Returns the new role when the node must restart in it."""
+    config = data_dir.load()
+    tls = NodeTls(data_dir.certs)
+    if tls.identity.role != config.role:
+        config.role = tls.identity.role  # a role change completed before the last restart
+        data_dir.save(config)
+    if config.role == ROLE_WORKER and data_dir.raft_dir.exists():
+        # Demoted: this node keeps no Raft state and no cluster key any more.
+        shutil.rmtree(data_dir.raft_dir, ignore_errors=True)
+        data_dir.cluster_key_path.unlink(missing_ok=True)
+    data_dir.pid_path.write_text(str(os.getpid()))
+    data_dir.ready_path.unlink(missing_ok=True)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    new_role: list[str] = []
+
+    def role_changed(role: str) -> None:
+        if not new_role:
+            log.info("the cluster changed this node's role to %s; restarting in it", role)
+            new_role.append(role)
+            stop.set()
+
+    manager = None
+    if config.role == ROLE_MANAGER:
+        from swarmlet.manager.manager import Manager  # workers never import the manager side
+
+        manager = Manager(data_dir, config, tls)
+        await manager.start()
+        spec = take_bootstrap_spec(data_dir)
+        if spec is not None and manager.store.get("cluster", CLUSTER_ID) is None:
+            await manager.bootstrap(spec, config.hostname)
+        bootstrap_done(data_dir)
+        member_task = asyncio.ensure_future(manager.ensure_raft_member())
+    agent = Agent(data_dir, config, tls, on_role_change=role_changed)
+    agent.start()
+    ready_task = asyncio.ensure_future(_announce_ready(data_dir, manager, agent))
+    log.info("node %s (%s) running as %s at %s", config.node_id, config.hostname, config.role, config.api_address)
+    await stop.wait()
+
+    ready_task.cancel()
+    if manager is not None:
+        member_task.cancel()
+    if new_role:
+        try:
+            await asyncio.wait_for(agent.renew_certificate(), 30)
+        except Exception as err:  # the old certificate still works; retry after the restart
+            log.warning("could not get a %s certificate yet: %s", new_role[0], err)
+    await agent.stop()
+    if manager is not None:
+        await manager.stop()
+    data_dir.ready_path.unlink(missing_ok=True)
+    return new_role[0] if new_role else None
+
+
+async def _announce_ready(data_dir: DataDir, manager, agent: Agent) -> None:
+    if manager is not None:
+        store = manager.store
+        await store.wait_for(lambda: store.ready and store.leader_address is not None
+                             and store.get("cluster", CLUSTER_ID) is not None, timeout=READY_TIMEOUT * 5)
+    await agent.connected.wait()
+    data_dir.ready_path.write_text(str(os.getpid()))
+    log.info("node ready")
+
+
+def serve(data_dir: DataDir, log_level: str = "INFO") -> None:
+    """Run the node in this process; re-exec it when its role changes, so that the
+    same PID keeps serving as the new role."""
+    configure_logging(log_level)
+    new_role = asyncio.run(run_node(data_dir))
+    if new_role:
+        os.execv(sys.executable, [sys.executable, "-m", "swarmlet.cli.main", "agent",
+                                  "--data-dir", str(data_dir.path), "--log-level", log_level])
