@@ -71,6 +71,9 @@ _CONTAINER_STATES = {
 }
 _DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 _SIGKILL_DEADLINE = 30.0  # seconds to wait for the engine to report a SIGKILLed container dead
+# The engine may report a container's OOM kill just after its exit (seen under load): a
+# memory-limited task SIGKILLed waits this long for the news before its exit is reported.
+_LATE_OOM_DEADLINE = 1.0
 
 
 def container_name(config: ContainerConfig) -> str:
@@ -131,8 +134,16 @@ class _StreamPump:
 
     _END = object()
 
-    def __init__(self, open_stream: Callable[[], Any], loop: asyncio.AbstractEventLoop, thread_name: str):
+    def __init__(
+        self,
+        open_stream: Callable[[], Any],
+        loop: asyncio.AbstractEventLoop,
+        thread_name: str,
+        on_arrival: Callable[[Any], None] | None = None,
+    ):
+        """`on_arrival` sees each item on the loop as soon as it arrives, before the reader."""
         self._open_stream = open_stream
+        self._on_arrival = on_arrival
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue()
         self._stream = None
@@ -144,9 +155,9 @@ class _StreamPump:
         try:
             self._stream = self._open_stream()
             if self._closed.is_set():
-                self._stream.close()
+                _close_quietly(self._stream)
             for item in self._stream:
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+                self._loop.call_soon_threadsafe(self._deliver, item)
         except Exception as exc:  # handed to the reader, raised there
             if not self._closed.is_set():
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, exc)
@@ -155,6 +166,11 @@ class _StreamPump:
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, self._END)
             except RuntimeError:  # the loop is already closed
                 pass
+
+    def _deliver(self, item) -> None:
+        if self._on_arrival is not None:
+            self._on_arrival(item)
+        self._queue.put_nowait(item)
 
     async def items(self) -> AsyncIterator[Any]:
         try:
@@ -171,7 +187,15 @@ class _StreamPump:
     def close(self) -> None:
         self._closed.set()
         if self._stream is not None:
-            self._stream.close()
+            _close_quietly(self._stream)
+
+
+def _close_quietly(stream) -> None:
+    # Called from another thread than the reader's: the socket may already be gone.
+    try:
+        stream.close()
+    except OSError:
+        pass
 
 
 class DockerRuntime(Runtime):
@@ -197,6 +221,7 @@ class DockerRuntime(Runtime):
         self._container_ids: dict[str, str] = {}
         self._network_locks: dict[str, asyncio.Lock] = {}
         self._exit_waiters: dict[str, set[asyncio.Future]] = {}
+        self._oom_noticed: dict[str, asyncio.Event] = {}
         self._hub = EventHub()
         self._event_pump: _StreamPump | None = None
         self._event_consumer: asyncio.Task | None = None
@@ -256,7 +281,9 @@ class DockerRuntime(Runtime):
         loop = asyncio.get_running_loop()
         # Replaying from this moment means no event is lost while the stream connects.
         since = _docker_timestamp(time.time_ns())
-        self._event_pump = _StreamPump(lambda: self._events_since(since), loop, f"docker-events-{self.node_id}")
+        self._event_pump = _StreamPump(
+            lambda: self._events_since(since), loop, f"docker-events-{self.node_id}", on_arrival=self._notice_oom
+        )
         self._event_consumer = loop.create_task(self._consume_events(), name=f"docker-events-{self.node_id}")
 
     def _events_since(self, since: str) -> Iterator[dict]:
@@ -276,6 +303,15 @@ class DockerRuntime(Runtime):
                     log.exception("cannot handle docker event %r", event)
         finally:
             self._hub.close()
+
+    def _notice_oom(self, event: dict) -> None:
+        # Noted on arrival, not in turn: the `die` being handled may be waiting for it.
+        task_id = event.get("Actor", {}).get("Attributes", {}).get(LABEL_TASK_ID)
+        if event.get("Action") == "oom" and task_id:
+            self._oom_event(task_id).set()
+
+    def _oom_event(self, task_id: str) -> asyncio.Event:
+        return self._oom_noticed.setdefault(task_id, asyncio.Event())
 
     async def _handle_event(self, event: dict) -> None:
         attributes = event.get("Actor", {}).get("Attributes", {})
@@ -310,11 +346,26 @@ class DockerRuntime(Runtime):
 
     async def _exit_status_after_die(self, task_id: str, attributes: dict) -> ExitStatus:
         raw = await self._inspect_raw(task_id)
-        if raw is not None:
-            return exit_status_from_state(raw["State"])
-        # Already removed (e.g. `docker rm -f`): the event still carries the exit code.
-        exit_code = int(attributes.get("exitCode", -1))
-        return ExitStatus(exit_code=exit_code, error=describe_exit(exit_code))
+        if raw is None:
+            # Already removed (e.g. `docker rm -f`): the event still carries the exit code.
+            exit_code = int(attributes.get("exitCode", -1))
+            status = ExitStatus(exit_code=exit_code, error=describe_exit(exit_code))
+        else:
+            status = exit_status_from_state(raw["State"])
+        memory_limited = raw is not None and bool(raw["HostConfig"].get("Memory"))
+        if not status.oom_killed and status.exit_code == 137 and memory_limited:
+            try:
+                await asyncio.wait_for(self._oom_event(task_id).wait(), _LATE_OOM_DEADLINE)
+            except TimeoutError:
+                pass
+        return self._with_noticed_oom(task_id, status)
+
+    def _with_noticed_oom(self, task_id: str, status: ExitStatus) -> ExitStatus:
+        """The status, OOM-killed if the engine's event said so though its State did not."""
+        noticed = self._oom_noticed.get(task_id)
+        if status.oom_killed or noticed is None or not noticed.is_set():
+            return status
+        return ExitStatus(status.exit_code, oom_killed=True, error=describe_exit(status.exit_code, oom_killed=True))
 
     def _exit_waiter(self, task_id: str) -> asyncio.Future:
         waiter = asyncio.get_running_loop().create_future()
@@ -495,7 +546,7 @@ class DockerRuntime(Runtime):
             if raw is None:
                 raise TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
             if raw["State"]["Status"] in ("exited", "dead"):
-                return exit_status_from_state(raw["State"])
+                return self._with_noticed_oom(task_id, exit_status_from_state(raw["State"]))
             return await waiter
         finally:
             self._forget_waiter(task_id, waiter)
@@ -543,6 +594,7 @@ class DockerRuntime(Runtime):
             except docker.errors.NotFound:
                 pass
         self._container_ids.pop(task_id, None)
+        self._oom_noticed.pop(task_id, None)
         self._task_files.remove(task_id)
 
     async def inspect(self, task_id: str) -> TaskRuntimeState | None:
@@ -652,7 +704,7 @@ class _ReconnectingEvents:
             try:
                 self._stream = self._client.api.events(since=self._since, filters=self._filters, decode=True)
                 if self._closed.is_set():
-                    self._stream.close()
+                    _close_quietly(self._stream)
                 for event in self._stream:
                     key = (event.get("timeNano"), event.get("id"), event.get("Action"))
                     if key in self._last_seen:  # replayed after a reconnect
@@ -674,4 +726,4 @@ class _ReconnectingEvents:
     def close(self) -> None:
         self._closed.set()
         if self._stream is not None:
-            self._stream.close()
+            _close_quietly(self._stream)
