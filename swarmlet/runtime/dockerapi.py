@@ -681,6 +681,7 @@ class DockerRuntime(Runtime):
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(TaskRuntimeError("runtime closed"))
+                    waiter.exception()  # retrieved: no warning when nobody waited
         self._exit_waiters.clear()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()

@@ -1,0 +1,231 @@
+"""ProcessRuntime: tasks as local process groups, no Docker."""
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from swarmlet.runtime.base import EventKind, FileReference, HealthCheck, HealthStatus, TaskRuntimeError, TaskState
+from swarmlet.runtime.process import ProcessRuntime
+from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT, filesystem_type
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def process_runtimes(data_dir):
+    """Factory of ProcessRuntimes; at the end, every task of their nodes is removed."""
+    created = []
+
+    def make(node_id: str) -> ProcessRuntime:
+        runtime = ProcessRuntime(node_id, data_dir)
+        created.append(runtime)
+        return runtime
+
+    yield make
+    for node_id in {runtime.node_id for runtime in created}:
+        cleaner = ProcessRuntime(node_id, data_dir)
+        for task in await cleaner.list_owned():
+            await cleaner.remove(task.task_id)
+        await cleaner.close()
+        shutil.rmtree(DEFAULT_TASK_FILES_ROOT / node_id, ignore_errors=True)
+    for runtime in created:
+        await runtime.close()
+
+
+@pytest.fixture
+def process_runtime(process_runtimes, node_id) -> ProcessRuntime:
+    return process_runtimes(node_id)
+
+
+def shell(script: str) -> dict:
+    return {"entrypoint": ["/bin/sh", "-c"], "command": [script]}
+
+
+def is_gone(pid: int) -> bool:
+    """No such process, or only its zombie left for its new parent to reap."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+async def test_runs_the_command_with_env_and_working_dir(process_runtime, node_id, make_config, tmp_path, next_event):
+    config = make_config(node_id, **shell('echo "$GREETING from $(pwd)"; exit 4'), env={"GREETING": "hi"},
+                         working_dir=str(tmp_path))
+    events = process_runtime.events()
+    await process_runtime.prepare(config)
+    assert (await process_runtime.inspect(config.task_id)).state is TaskState.CREATED
+
+    await process_runtime.start(config.task_id)
+    status = await asyncio.wait_for(process_runtime.wait(config.task_id), 10)
+
+    assert (status.exit_code, status.error) == (4, "exit code 4")
+    assert [line async for line in process_runtime.logs(config.task_id)] == [f"hi from {tmp_path}"]
+    await next_event(events, lambda e: e.task_id == config.task_id and e.kind is EventKind.STARTED)
+    exited = await next_event(events, lambda e: e.task_id == config.task_id and e.kind is EventKind.EXITED)
+    assert (exited.exit_code, exited.detail) == (4, "exit code 4")
+    state = await process_runtime.inspect(config.task_id)
+    assert (state.state, state.exit_code) == (TaskState.EXITED, 4)
+    assert state.finished_at >= state.started_at
+
+
+async def test_a_command_is_required_since_the_image_is_ignored(process_runtime, node_id, make_config):
+    with pytest.raises(TaskRuntimeError, match="needs an entrypoint or a command"):
+        await process_runtime.prepare(make_config(node_id))
+
+
+async def test_shutdown_kills_the_whole_group_after_the_grace_period(process_runtime, node_id, make_config, tmp_path, eventually):
+    # Shell and child both ignore SIGTERM: only the SIGKILL after the grace period ends them.
+    config = make_config(node_id, **shell(f'trap "" TERM; sleep 60 & echo $! > {tmp_path}/child.pid; wait'))
+    await process_runtime.prepare(config)
+    await process_runtime.start(config.task_id)
+    child_pid = int(await eventually(lambda: _read(tmp_path / "child.pid")))
+
+    started = time.monotonic()
+    await process_runtime.shutdown(config.task_id, grace=0.5)
+
+    assert 0.5 <= time.monotonic() - started < 5
+    assert (await process_runtime.wait(config.task_id)).exit_code == 137
+    await eventually(lambda: is_gone(child_pid), message="(the task's child survived)")
+
+
+async def test_shutdown_sends_the_stop_signal_to_the_group(process_runtime, node_id, make_config, tmp_path, eventually):
+    script = f'trap "echo got USR1; exit 7" USR1; sleep 60 & echo $! > {tmp_path}/child.pid; wait'
+    config = make_config(node_id, **shell(script), stop_signal="SIGUSR1")
+    await process_runtime.prepare(config)
+    await process_runtime.start(config.task_id)
+    child_pid = int(await eventually(lambda: _read(tmp_path / "child.pid")))
+
+    started = time.monotonic()
+    await process_runtime.shutdown(config.task_id, grace=10)
+
+    assert time.monotonic() - started < 3
+    assert (await process_runtime.wait(config.task_id)).exit_code == 7
+    assert [line async for line in process_runtime.logs(config.task_id)] == ["got USR1"]
+    await eventually(lambda: is_gone(child_pid))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+async def test_a_new_runtime_adopts_running_processes(process_runtimes, node_id, make_config, next_event):
+    first = process_runtimes(node_id)
+    config = make_config(node_id, command=["sleep", "60"])
+    await first.prepare(config)
+    await first.start(config.task_id)
+    await first.close()  # the agent goes away; its task keeps running
+
+    second = process_runtimes(node_id)
+    owned = await second.list_owned()
+
+    assert [(t.task_id, t.service_id, t.state) for t in owned] == [(config.task_id, config.service_id, TaskState.RUNNING)]
+    events = second.events()
+    await second.shutdown(config.task_id, grace=5)
+    exited = await next_event(events, lambda e: e.task_id == config.task_id and e.kind is EventKind.EXITED)
+    assert exited.exit_code == 143
+    assert (await second.wait(config.task_id)).exit_code == 143
+
+
+async def test_a_recorded_pid_now_used_by_another_process_is_not_adopted(process_runtime, node_id, make_config, data_dir):
+    config = make_config(node_id, command=["sleep", "60"])
+    await process_runtime.prepare(config)
+    record_path = data_dir / node_id / "tasks" / config.task_id / "task.json"
+    record = json.loads(record_path.read_text())
+    # As if the task's PID had been reused by this very test process since.
+    record.update(state="running", pid=os.getpid(), pid_start_time=1)
+    record_path.write_text(json.dumps(record))
+
+    owned = await process_runtime.list_owned()
+
+    assert [t.state for t in owned] == [TaskState.EXITED]
+    status = await process_runtime.wait(config.task_id)
+    assert status.exit_code == -1 and "exit code unknown" in status.error
+
+
+async def test_each_runtime_sees_only_its_own_nodes_tasks(process_runtimes, node_id, make_config):
+    mine, theirs = process_runtimes(node_id), process_runtimes(node_id + "-other")
+    my_task = make_config(node_id, command=["true"])
+    await mine.prepare(my_task)
+    await theirs.prepare(make_config(node_id + "-other", command=["true"]))
+
+    assert [t.task_id for t in await mine.list_owned()] == [my_task.task_id]
+    assert await theirs.inspect(my_task.task_id) is None
+
+
+async def test_logs_tail_and_follow(process_runtime, node_id, make_config, tmp_path):
+    config = make_config(node_id, **shell(f"seq 1 5; while [ ! -f {tmp_path}/go ]; do sleep 0.05; done; echo last"))
+    await process_runtime.prepare(config)
+    await process_runtime.start(config.task_id)
+
+    followed = []
+    follower = process_runtime.logs(config.task_id, follow=True)
+    async with asyncio.timeout(10):
+        async for line in follower:
+            followed.append(line)
+            if line == "5":
+                break
+        assert (await process_runtime.inspect(config.task_id)).state is TaskState.RUNNING
+        (tmp_path / "go").touch()
+        followed += [line async for line in follower]  # ends when the task exits
+
+    assert followed == ["1", "2", "3", "4", "5", "last"]
+    assert [line async for line in process_runtime.logs(config.task_id, tail=2)] == ["5", "last"]
+
+
+async def test_health_check_turns_healthy_then_unhealthy(process_runtime, node_id, make_config, tmp_path, next_event):
+    ready = tmp_path / "ready"
+    config = make_config(
+        node_id,
+        **shell(f"touch {ready}; exec sleep 60"),
+        healthcheck=HealthCheck(
+            test=["CMD-SHELL", f"test -f {ready} || {{ echo ready file missing; exit 1; }}"],
+            interval=0.1,
+            timeout=2,
+            retries=2,
+        ),
+    )
+    events = process_runtime.events()
+    await process_runtime.prepare(config)
+    await process_runtime.start(config.task_id)
+
+    healthy = await next_event(events, lambda e: e.kind is EventKind.HEALTH)
+    assert healthy.detail == "healthy"
+    assert (await process_runtime.inspect(config.task_id)).health is HealthStatus.HEALTHY
+
+    ready.unlink()
+    unhealthy = await next_event(events, lambda e: e.kind is EventKind.HEALTH)
+    assert unhealthy.detail == "container unhealthy: ready file missing"
+    assert (await process_runtime.inspect(config.task_id)).error == "container unhealthy: ready file missing"
+
+
+async def test_secrets_are_on_tmpfs_and_removed_with_the_task(process_runtime, node_id, make_config):
+    config = make_config(
+        node_id,
+        **shell('cat "$SWARMLET_TASK_FILES/run/secrets/token"'),
+        secrets=[FileReference(name="token", data=b"t0ken", mode=0o400)],
+    )
+
+    await process_runtime.prepare(config)
+    await process_runtime.start(config.task_id)
+    assert (await asyncio.wait_for(process_runtime.wait(config.task_id), 10)).exit_code == 0
+
+    assert [line async for line in process_runtime.logs(config.task_id)] == ["t0ken"]
+    secret_file = DEFAULT_TASK_FILES_ROOT / node_id / config.task_id / "files/run/secrets/token"
+    assert filesystem_type(secret_file) == "tmpfs"
+    assert oct(secret_file.stat().st_mode & 0o777) == oct(0o400)
+    await process_runtime.remove(config.task_id)
+    assert not secret_file.exists()
+    assert await process_runtime.inspect(config.task_id) is None
