@@ -106,12 +106,14 @@ async def docker_runtimes(docker_client, docker_test_image):
 
     yield make
     for runtime in created:
-        await runtime.close()
-        for container in docker_client.containers.list(
-            all=True, filters={"label": f"{LABEL_NODE_ID}={runtime.node_id}"}
-        ):
-            container.remove(force=True, v=True)
-        shutil.rmtree(DEFAULT_TASK_FILES_ROOT / runtime.node_id, ignore_errors=True)
+        try:
+            await runtime.close()
+        finally:  # a failing close() must not leave containers behind
+            for container in docker_client.containers.list(
+                all=True, filters={"label": f"{LABEL_NODE_ID}={runtime.node_id}"}
+            ):
+                container.remove(force=True, v=True)
+            shutil.rmtree(DEFAULT_TASK_FILES_ROOT / runtime.node_id, ignore_errors=True)
 
 
 @pytest.fixture

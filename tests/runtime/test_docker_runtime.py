@@ -23,6 +23,9 @@ from swarmlet.runtime.base import (
     HealthCheck,
     HealthStatus,
     ImageNotFoundError,
+    Mount,
+    PublishedPort,
+    Ulimit,
     NetworkAttachment,
     Resources,
     TaskState,
@@ -73,6 +76,11 @@ async def test_prepare_applies_the_config_without_starting(docker_runtime, docke
         working_dir="/tmp",
         stop_signal="SIGUSR1",
         resources=Resources(cpus=0.5, memory=64 * 1024 * 1024, pids=50),
+        ports=[PublishedPort(target=8080, published=None)],
+        mounts=[Mount(type="tmpfs", target="/scratch")],
+        ulimits=[Ulimit(name="nofile", soft=1024, hard=2048)],
+        cap_drop=["NET_RAW"],
+        extra_hosts={"db.local": "10.1.2.3"},
     )
 
     await docker_runtime.prepare(config)
@@ -102,6 +110,11 @@ async def test_prepare_applies_the_config_without_starting(docker_runtime, docke
     assert host["Memory"] == 64 * 1024 * 1024
     assert host["PidsLimit"] == 50
     assert host["Init"] is True
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "", "HostPort": ""}]}
+    assert [(m["Type"], m["Target"]) for m in host["Mounts"]] == [("tmpfs", "/scratch")]
+    assert host["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
+    assert host["CapDrop"] == ["NET_RAW"]
+    assert host["ExtraHosts"] == ["db.local:10.1.2.3"]
     assert (await docker_runtime.inspect(config.task_id)).state is TaskState.CREATED
 
     status = await asyncio.wait_for(_start_and_wait(docker_runtime, config.task_id), 30)

@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -30,14 +31,26 @@ async def process_runtimes(data_dir):
         return runtime
 
     yield make
+    for runtime in created:
+        await runtime.close()
     for node_id in {runtime.node_id for runtime in created}:
         cleaner = ProcessRuntime(node_id, data_dir)
         for task in await cleaner.list_owned():
+            await _kill_if_running(cleaner, task.task_id)
             await cleaner.remove(task.task_id)
         await cleaner.close()
         shutil.rmtree(DEFAULT_TASK_FILES_ROOT / node_id, ignore_errors=True)
-    for runtime in created:
-        await runtime.close()
+
+
+async def _kill_if_running(runtime: ProcessRuntime, task_id: str) -> None:
+    """Independent of shutdown(), so a broken shutdown still leaves no stray processes."""
+    state = await runtime.inspect(task_id)
+    if state is not None and state.state is TaskState.RUNNING:
+        pid = json.loads((runtime._task_dir(task_id) / "task.json").read_text())["pid"]
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture
