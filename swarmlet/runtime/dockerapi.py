@@ -256,11 +256,20 @@ class DockerRuntime(Runtime):
         self._container_ids[task_id] = found[0]["Id"]
         return found[0]["Id"]
 
+    def _not_found(self, task_id: str) -> TaskNotFoundError:
+        return TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
+
     async def _require_container(self, task_id: str) -> str:
         container_id = await self._find_container(task_id)
         if container_id is None:
-            raise TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
+            raise self._not_found(task_id)
         return container_id
+
+    async def _require_inspect(self, task_id: str) -> dict:
+        raw = await self._inspect_raw(task_id)
+        if raw is None:
+            raise self._not_found(task_id)
+        return raw
 
     async def _inspect_raw(self, task_id: str) -> dict | None:
         container_id = await self._find_container(task_id)
@@ -542,9 +551,7 @@ class DockerRuntime(Runtime):
         # Registered before looking, so an exit between the look and the wait is not missed.
         waiter = self._exit_waiter(task_id)
         try:
-            raw = await self._inspect_raw(task_id)
-            if raw is None:
-                raise TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
+            raw = await self._require_inspect(task_id)
             if raw["State"]["Status"] in ("exited", "dead"):
                 return self._with_noticed_oom(task_id, exit_status_from_state(raw["State"]))
             return await waiter
@@ -555,9 +562,7 @@ class DockerRuntime(Runtime):
         self._ensure_watching()
         waiter = self._exit_waiter(task_id)
         try:
-            raw = await self._inspect_raw(task_id)
-            if raw is None:
-                raise TaskNotFoundError(f"task {task_id} has no container on node {self.node_id}")
+            raw = await self._require_inspect(task_id)
             if not raw["State"]["Running"]:
                 return
             if grace is None:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, ContainerConfig, RuntimeEvent
+from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, ContainerConfig, RuntimeEvent, TaskState
 from swarmlet.runtime.dockerapi import DockerRuntime
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT
 
@@ -33,6 +33,31 @@ async def _next_event(subscription, predicate, timeout: float = 15.0) -> Runtime
             if predicate(event):
                 return event
     pytest.fail("event stream ended before the expected event")
+
+
+async def _check_logs_tail_and_follow(runtime, task_id: str, release) -> None:
+    """The logs contract both runtimes share. The started task prints 1..5, waits until
+    `release()` lets it go on, prints "last" and exits."""
+    followed = []
+    follower = runtime.logs(task_id, follow=True)
+    async with asyncio.timeout(10):
+        async for line in follower:
+            followed.append(line)
+            if line == "5":
+                break
+        # The task still runs: whatever comes next can only come from following.
+        assert (await runtime.inspect(task_id)).state is TaskState.RUNNING
+        await release()
+        followed += [line async for line in follower]  # ends when the task exits
+
+    assert followed == ["1", "2", "3", "4", "5", "last"]
+    assert [line async for line in runtime.logs(task_id, tail=2)] == ["5", "last"]
+    assert [line async for line in runtime.logs(task_id, tail=0)] == []
+
+
+@pytest.fixture
+def check_logs_tail_and_follow():
+    return _check_logs_tail_and_follow
 
 
 @pytest.fixture

@@ -369,34 +369,19 @@ async def test_each_runtime_sees_only_its_own_nodes_containers(docker_runtimes, 
         await mine.prepare(make_config(node_id + "-other"))
 
 
-async def test_logs_tail_and_follow(docker_runtime, docker_client, node_id, make_config, eventually):
+async def test_logs_tail_and_follow(docker_runtime, docker_client, node_id, make_config, check_logs_tail_and_follow):
     config = make_config(
         node_id,
         command=["sh", "-c", "seq 1 5; while [ ! -f /tmp/go ]; do sleep 0.05; done; echo last"],
     )
     await docker_runtime.prepare(config)
     await docker_runtime.start(config.task_id)
+    container = docker_client.containers.get(f"{config.service_name}.{config.task_id[:12]}")
 
-    followed = []
-    follower = docker_runtime.logs(config.task_id, follow=True)
-    async with asyncio.timeout(10):
-        async for line in follower:
-            followed.append(line)
-            if line == "5":
-                break
-        # The task still runs: whatever comes next can only come from following.
-        assert (await docker_runtime.inspect(config.task_id)).state is TaskState.RUNNING
-        container = docker_client.containers.get(f"{config.service_name}.{config.task_id[:12]}")
+    async def release():
         container.exec_run(["touch", "/tmp/go"])
-        followed += [line async for line in follower]  # ends when the task exits
 
-    assert followed == ["1", "2", "3", "4", "5", "last"]
-    await eventually(lambda: _is_exited(docker_runtime, config.task_id))
-    assert [line async for line in docker_runtime.logs(config.task_id, tail=2)] == ["5", "last"]
-
-
-async def _is_exited(runtime, task_id):
-    return (await runtime.inspect(task_id)).state is TaskState.EXITED
+    await check_logs_tail_and_follow(docker_runtime, config.task_id, release)
 
 
 async def test_close_stops_the_event_thread_and_ends_subscriptions(docker_runtimes, node_id, eventually):

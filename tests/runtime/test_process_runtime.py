@@ -178,24 +178,15 @@ async def test_each_runtime_sees_only_its_own_nodes_tasks(process_runtimes, node
     assert await theirs.inspect(my_task.task_id) is None
 
 
-async def test_logs_tail_and_follow(process_runtime, node_id, make_config, tmp_path):
+async def test_logs_tail_and_follow(process_runtime, node_id, make_config, tmp_path, check_logs_tail_and_follow):
     config = make_config(node_id, **shell(f"seq 1 5; while [ ! -f {tmp_path}/go ]; do sleep 0.05; done; echo last"))
     await process_runtime.prepare(config)
     await process_runtime.start(config.task_id)
 
-    followed = []
-    follower = process_runtime.logs(config.task_id, follow=True)
-    async with asyncio.timeout(10):
-        async for line in follower:
-            followed.append(line)
-            if line == "5":
-                break
-        assert (await process_runtime.inspect(config.task_id)).state is TaskState.RUNNING
+    async def release():
         (tmp_path / "go").touch()
-        followed += [line async for line in follower]  # ends when the task exits
 
-    assert followed == ["1", "2", "3", "4", "5", "last"]
-    assert [line async for line in process_runtime.logs(config.task_id, tail=2)] == ["5", "last"]
+    await check_logs_tail_and_follow(process_runtime, config.task_id, release)
 
 
 async def test_health_check_turns_healthy_then_unhealthy(process_runtime, node_id, make_config, tmp_path, next_event):
