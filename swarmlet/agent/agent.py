@@ -74,8 +74,10 @@ class Agent:
                     await self._run_session(address)
                 except CALL_ERRORS as err:
                     log.debug("session with %s ended: %s", address, err)
-                except ValueError as err:
-                    log.warning("session with %s: malformed message (%s)", address, err)
+                except (ValueError, TypeError) as err:  # aiohttp raises TypeError on an unexpected frame type
+                    log.warning("session with %s: unexpected message (%s)", address, err)
+                except Exception:  # the session loop is the node's lifeline: log and reconnect
+                    log.exception("session with %s failed", address)
                 self.connected.clear()
             await asyncio.sleep(RECONNECT_DELAY)
 

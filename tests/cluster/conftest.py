@@ -1,0 +1,123 @@
+"""Real clusters for the tests: every node its own `swarmlet` process on its own
+loopback address, formed with `swarmlet local up` (the real init/join path), torn
+down with `swarmlet local down`.
+
+Each cluster gets a fresh address range (127.0.N.2, …) and a fresh directory, so a
+test never meets a previous test's processes or ports.
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from swarmlet.cli.client import ApiError, Client, ClusterUnreachable
+from swarmlet.local.cluster import LocalCluster
+
+_ranges = itertools.count(20 + (os.getpid() % 50) * 4)
+FAST_SETTINGS = ["--heartbeat-period", "0.5"]
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (ApiError, ClusterUnreachable, OSError) as err:
+            last_error = err
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else ""))
+
+
+def swarmlet(*args: str, env: dict | None = None, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "swarmlet.cli.main", *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"swarmlet {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
+    return result
+
+
+class TestCluster:
+    def __init__(self, directory: Path, first_address: str, managers: int, workers: int, extra: list[str]):
+        self.local = LocalCluster(directory)
+        self.directory = directory
+        self.args = ["--dir", str(directory)]
+        swarmlet("local", "up", "--managers", str(managers), "--workers", str(workers),
+                 "--first-address", first_address, "--runtime", "process", *extra, *self.args)
+        self.env = self.local.env()
+
+    # -- processes -----------------------------------------------------------------------------------
+    def status(self) -> list[dict]:
+        return json.loads(swarmlet("local", "status", "--format", "json", *self.args).stdout)
+
+    def node(self, name: str) -> dict:
+        return next(n for n in self.status() if n["name"] == name)
+
+    def kill(self, name: str, signal: str = "KILL") -> None:
+        swarmlet("local", "kill", name, "--signal", signal, *self.args)
+
+    def start(self, name: str) -> None:
+        swarmlet("local", "start", name, *self.args)
+
+    def down(self) -> None:
+        swarmlet("local", "down", *self.args, check=False)
+
+    # -- the API ---------------------------------------------------------------------------------------
+    def client(self, *names: str, timeout: float = 10.0) -> Client:
+        """A client for the named managers (all managers when none is named)."""
+        nodes = {n["name"]: n for n in self.status()}
+        port = self.local.load()[1]
+        hosts = [f"{nodes[n]['address']}:{port}" for n in names] if names else self.env["SWARMLET_HOST"].split(",")
+        return Client(hosts, self.local.admin_dir, timeout=timeout)
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return swarmlet(*args, env=self.env, check=check)
+
+    def cluster_status(self, via: str | None = None) -> dict:
+        return (self.client(via) if via else self.client()).call("GET", "/v1/cluster/status")
+
+    def leader_name(self, via: str | None = None) -> str | None:
+        status = self.cluster_status(via)
+        by_id = {n["id"]: n["name"] for n in self.status()}
+        return by_id.get(status["leader"])
+
+    def wait_for_leader(self, timeout: float = 15.0, among: list[str] | None = None) -> str:
+        def current():
+            name = self.leader_name()
+            return name if name and (among is None or name in among) else None
+        return wait_until(current, timeout, "a leader")
+
+    def write_config(self, name: str, data: bytes = b"x", via: str | None = None, timeout: float = 10.0) -> dict:
+        client = self.client(via, timeout=timeout) if via else self.client(timeout=timeout)
+        return client.call("POST", "/v1/configs", {"name": name, "data": base64.b64encode(data).decode()})
+
+    def config_names(self, via: str) -> set[str]:
+        return {c["name"] for c in self.client(via).call("GET", "/v1/configs")}
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """``make_cluster(managers=3, workers=2, extra=[...])`` starts a local cluster."""
+    started: list[TestCluster] = []
+
+    def make(managers: int = 3, workers: int = 0, extra: list[str] | None = None) -> TestCluster:
+        third = next(_ranges) % 250
+        cluster = TestCluster(tmp_path / f"cluster{len(started)}", f"127.0.{third}.2", managers, workers,
+                              FAST_SETTINGS + list(extra or []))
+        started.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in started:
+        cluster.down()
