@@ -42,11 +42,12 @@ def describe_node(config: NodeConfig) -> dict:
 
 class Agent:
     def __init__(self, data_dir: DataDir, config: NodeConfig, tls: NodeTls,
-                 on_role_change: Callable[[str], None]):
+                 on_role_change: Callable[[str], None], on_expelled: Callable[[str], None]):
         self.data_dir = data_dir
         self.config = config
         self.tls = tls
         self._on_role_change = on_role_change
+        self._on_expelled = on_expelled
         self._leader_hint: str | None = None
         self.connected = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -72,6 +73,11 @@ class Agent:
             for address in self._candidates():
                 try:
                     await self._run_session(address)
+                except aiohttp.WSServerHandshakeError as err:
+                    if err.status == 403:  # revoked or removed: this node has no place in the cluster
+                        self._on_expelled(f"the manager at {address} refuses this node's certificate")
+                        return
+                    log.debug("session with %s refused: %s", address, err)
                 except CALL_ERRORS as err:
                     log.debug("session with %s ended: %s", address, err)
                 except (ValueError, TypeError) as err:  # aiohttp raises TypeError on an unexpected frame type

@@ -58,8 +58,9 @@ def start_detached(data_dir: DataDir, log_level: str) -> int:
             raise click.ClickException(f"the node exited (code {process.returncode}) before it was ready; "
                                        f"see {data_dir.log_path}:\n{_tail(data_dir.log_path)}")
         time.sleep(0.05)
-    raise click.ClickException(f"the node (PID {process.pid}) was not ready within {DETACH_TIMEOUT:.0f}s; "
-                               f"see {data_dir.log_path}")
+    process.kill()  # never leave behind a node nobody is waiting for
+    raise click.ClickException(f"the node (PID {process.pid}) was not ready within {DETACH_TIMEOUT:.0f}s and was "
+                               f"stopped; see {data_dir.log_path}:\n{_tail(data_dir.log_path)}")
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -54,9 +54,18 @@ class Manager:
         self.store.on_leadership_change(self.dispatcher.leadership_changed)
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.bind_host, self.config.api_port,
-                           ssl_context=self.tls.api_server_context(), reuse_address=True)
-        await bind_with_retries(site.start, f"API {self.config.bind_host}:{self.config.api_port}")
+
+        async def start_site():
+            # A failed start leaves its site registered with the runner: each try needs a new one.
+            site = web.TCPSite(self._runner, self.config.bind_host, self.config.api_port,
+                               ssl_context=self.tls.api_server_context(), reuse_address=True)
+            try:
+                await site.start()
+            except OSError:
+                await site.stop()
+                raise
+
+        await bind_with_retries(start_site, f"API {self.config.bind_host}:{self.config.api_port}")
 
     async def stop(self) -> None:
         await self.dispatcher.stop()

@@ -24,6 +24,11 @@ from swarmlet.node.identity import NodeTls
 log = logging.getLogger("swarmlet.node")
 
 READY_TIMEOUT = 60.0
+EXIT_EXPELLED = 3
+
+
+class NodeExpelled(Exception):
+    """The cluster no longer accepts this node's certificate."""
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -52,6 +57,13 @@ async def run_node(data_dir: DataDir) -> str | None:
         loop.add_signal_handler(signum, stop.set)
     new_role: list[str] = []
 
+    expelled: list[str] = []
+
+    def expel(reason: str) -> None:
+        log.error("%s: it was removed from the cluster; stopping", reason)
+        expelled.append(reason)
+        stop.set()
+
     def role_changed(role: str) -> None:
         if not new_role:
             log.info("the cluster changed this node's role to %s; restarting in it", role)
@@ -69,7 +81,7 @@ async def run_node(data_dir: DataDir) -> str | None:
             await manager.bootstrap(spec, config.hostname)
         bootstrap_done(data_dir)
         member_task = asyncio.ensure_future(manager.ensure_raft_member())
-    agent = Agent(data_dir, config, tls, on_role_change=role_changed)
+    agent = Agent(data_dir, config, tls, on_role_change=role_changed, on_expelled=expel)
     agent.start()
     ready_task = asyncio.ensure_future(_announce_ready(data_dir, manager, agent))
     log.info("node %s (%s) running as %s at %s", config.node_id, config.hostname, config.role, config.api_address)
@@ -87,6 +99,8 @@ async def run_node(data_dir: DataDir) -> str | None:
     if manager is not None:
         await manager.stop()
     data_dir.ready_path.unlink(missing_ok=True)
+    if expelled:
+        raise NodeExpelled(expelled[0])
     return new_role[0] if new_role else None
 
 
@@ -104,7 +118,11 @@ def serve(data_dir: DataDir, log_level: str = "INFO") -> None:
     """Run the node in this process; re-exec it when its role changes, so that the
     same PID keeps serving as the new role."""
     configure_logging(log_level)
-    new_role = asyncio.run(run_node(data_dir))
+    try:
+        new_role = asyncio.run(run_node(data_dir))
+    except NodeExpelled as err:
+        print(f"swarmlet: {err}: this node was removed from the cluster", file=sys.stderr)
+        sys.exit(EXIT_EXPELLED)
     if new_role:
         os.execv(sys.executable, [sys.executable, "-m", "swarmlet.cli.main", "agent",
                                   "--data-dir", str(data_dir.path), "--log-level", log_level])
