@@ -18,7 +18,7 @@ from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
 from swarmlet.manager.dispatcher.dispatcher import pack, unpack
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
-from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
+from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, connector
 
 log = logging.getLogger("swarmlet.agent")
 
@@ -89,7 +89,7 @@ class Agent:
 
     async def _run_session(self, address: str) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=3, sock_connect=3)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.config.bind_host)) as http:
             async with http.ws_connect(f"https://{address}/v1/dispatcher/session", ssl=self.tls.client_context(),
                                        max_msg_size=16 * 1024 * 1024) as ws:
                 await ws.send_bytes(pack({"type": "hello", "description": describe_node(self.config)}))
@@ -143,7 +143,8 @@ class Agent:
         last_error: Exception | None = None
         for address in self._candidates():
             try:
-                answer = await api_call(self.tls.client_context(), address, "POST", "/v1/node/renew", body, timeout=10)
+                answer = await api_call(self.tls.client_context(), address, "POST", "/v1/node/renew", body, timeout=10,
+                                        source=self.config.bind_host)
             except (ApiCallError, *CALL_ERRORS) as err:
                 last_error = err
                 continue

@@ -35,8 +35,10 @@ def local():
 @click.option("--heartbeat-period", type=float, default=None, help="Seconds between node heartbeats.")
 @click.option("--cert-expiry", default=None, help="Validity of node certificates (e.g. 90d, 10m).")
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
+@click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots.")
 @dir_option
-def up(managers, workers, first_address, port, runtime, heartbeat_period, cert_expiry, election_timeout, directory):
+def up(managers, workers, first_address, port, runtime, heartbeat_period, cert_expiry, election_timeout,
+       snapshot_interval, directory):
     """Start a local cluster and wait until every node is ready."""
     args = ["--runtime", runtime]
     if heartbeat_period is not None:
@@ -45,6 +47,8 @@ def up(managers, workers, first_address, port, runtime, heartbeat_period, cert_e
         args += ["--cert-expiry", cert_expiry]
     if election_timeout:
         args += ["--election-timeout", *map(str, election_timeout)]
+    if snapshot_interval is not None:
+        args += ["--snapshot-interval", str(snapshot_interval)]
     cluster = LocalCluster(directory)
     nodes = _run(lambda: cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True)))
     click.echo(f"Local cluster up: {managers} managers, {workers} workers in {cluster.directory}.")
@@ -92,6 +96,24 @@ def start(node, directory):
     """Restart a stopped or killed node (`swarmlet agent` on its data dir)."""
     started = _run(lambda: LocalCluster(directory).start(node))
     click.echo(f"{started.name} started")
+
+
+@local.command("partition")
+@click.argument("node")
+@dir_option
+def partition(node, directory):
+    """Cut NODE off from the other nodes (iptables DROP both ways; needs root)."""
+    cut = _run(lambda: LocalCluster(directory).partition(node))
+    click.echo(f"{cut.name} is cut off from the other nodes")
+
+
+@local.command("heal")
+@click.argument("node", required=False)
+@dir_option
+def heal(node, directory):
+    """Remove the partition of NODE (of every node when none is named)."""
+    healed = _run(lambda: LocalCluster(directory).heal(node))
+    click.echo(f"healed: {', '.join(healed) or 'nothing was partitioned'}")
 
 
 @local.command("down")

@@ -80,11 +80,13 @@ def run_or_detach(data_dir: DataDir, detach: bool, log_level: str) -> None:
     serve(data_dir, log_level)
 
 
-def raft_overrides(election_timeout: tuple[float, float] | None) -> dict:
-    if not election_timeout:
-        return {}
-    low, high = election_timeout
-    return {"election_timeout_min": low, "election_timeout_max": high}
+def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interval: int | None) -> dict:
+    overrides = {}
+    if election_timeout:
+        overrides["election_timeout_min"], overrides["election_timeout_max"] = election_timeout
+    if snapshot_interval:
+        overrides["snapshot_every_entries"] = snapshot_interval
+    return overrides
 
 
 @click.command()
@@ -95,18 +97,19 @@ def raft_overrides(election_timeout: tuple[float, float] | None) -> dict:
 @click.option("--heartbeat-period", default=DEFAULT_HEARTBEAT_PERIOD, show_default=True, type=float,
               help="Seconds between node heartbeats; a node is down after 3 missed.")
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
+@click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots (10000).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
-def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, runtime, data_dir,
-         detach, log_level):
+def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
+         runtime, data_dir, detach, log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
     try:
         config = init_cluster(directory, advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname,
                               cert_expiry=parse_duration(cert_expiry), heartbeat_period=heartbeat_period,
-                              raft_settings=raft_overrides(election_timeout), runtime=runtime)
+                              raft_settings=raft_overrides(election_timeout, snapshot_interval), runtime=runtime)
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")

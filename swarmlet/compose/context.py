@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from swarmlet.compose.errors import ComposeIssue, Path_, describe, format_path
 
@@ -28,12 +28,31 @@ class DiskSources:
         return path.is_file()
 
 
-@dataclass(frozen=True)
 class Origin:
-    """Where something was written: used by checks that run after files are merged."""
-    file: str
-    path: Path_
-    line: int | None
+    """Where something was written: used by checks that run after files are merged.
+    The line may be given as a function of nothing, looked up only when asked for:
+    most remembered places never appear in a message."""
+    __slots__ = ("file", "path", "_line")
+
+    def __init__(self, file: str, path: Path_, line: int | None | Callable[[], int | None]):
+        self.file = file
+        self.path = path
+        self._line = line
+
+    @property
+    def line(self) -> int | None:
+        if callable(self._line):
+            self._line = self._line()
+        return self._line
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Origin) and (self.file, self.path, self.line) == (other.file, other.path, other.line)
+
+    def __hash__(self) -> int:
+        return hash((self.file, self.path, self.line))
+
+    def __repr__(self) -> str:
+        return f"Origin(file={self.file!r}, path={self.path!r}, line={self.line!r})"
 
     def issue(self, message: str, path: Path_ | None = None) -> ComposeIssue:
         return ComposeIssue(self.file, format_path(self.path if path is None else path), self.line, message)
@@ -42,7 +61,7 @@ class Origin:
 @dataclass
 class FileContext:
     file: str                       # as shown in messages
-    lines: dict[Path_, int]         # key path -> line, from the YAML
+    lines: Mapping[Path_, int]      # key path -> line, from the YAML (a dict or a yamlsource.LineMap)
     base_dir: Path                  # relative paths resolve against the first file's folder
     lookup: Mapping[str, str]       # interpolation variables
     sources: Sources
@@ -52,9 +71,11 @@ class FileContext:
     origins: dict[tuple, Origin] = field(default_factory=dict)
 
     def line_of(self, path: Path_) -> int | None:
+        get = self.lines.get
         while path:
-            if path in self.lines:
-                return self.lines[path]
+            line = get(path)
+            if line is not None:
+                return line
             path = path[:-1]
         return None
 
@@ -65,7 +86,7 @@ class FileContext:
         self.warnings.append(str(ComposeIssue(self.file, format_path(path), self.line_of(path), message)))
 
     def remember(self, key: tuple, path: Path_) -> None:
-        self.origins[key] = Origin(self.file, path, self.line_of(path))
+        self.origins[key] = Origin(self.file, path, lambda: self.line_of(path))
 
     def resolve_path(self, text: str) -> str:
         """A host path from the file, made absolute against the first file's folder."""

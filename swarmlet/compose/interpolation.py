@@ -110,6 +110,18 @@ def interpolate_tree(data: Any, lookup: Mapping[str, str], path: Path_,
     return data
 
 
+def interpolate_found(found: list[tuple[Any, Any, Path_]], lookup: Mapping[str, str],
+                      error: Callable[[Path_, str], None], on_unset: Callable[[str], None]) -> None:
+    """interpolate_tree for a tree whose strings holding "$" are known already, in
+    place: `found` lists (container, key or index, path of the container) in document
+    order, as yamlsource.load_yaml notes them."""
+    for container, key, path in found:
+        try:
+            container[key] = interpolate(container[key], lookup, on_unset)
+        except InterpolationError as exc:
+            error(path + (key,), str(exc))
+
+
 def parse_env_file(text: str, file: str, lookup: Mapping[str, str]) -> tuple[dict[str, str], list[ComposeIssue]]:
     """`KEY=VALUE` lines (optionally `export KEY=VALUE`); `#` comments; single quotes are
     literal, double quotes understand \\n, \\t, \\" and \\\\; unquoted and double-quoted

@@ -18,9 +18,9 @@ from swarmlet.compose.context import DiskSources, FileContext, Origin, Sources
 from swarmlet.compose.crossref import add_default_network, check_stack, fold_env_files
 from swarmlet.compose.document import normalize_file
 from swarmlet.compose.errors import ComposeError, ComposeIssue
-from swarmlet.compose.interpolation import interpolate_tree, parse_env_file
+from swarmlet.compose.interpolation import interpolate_found, interpolate_tree, parse_env_file
 from swarmlet.compose.merge import merge_documents
-from swarmlet.compose.yamlsource import parse_yaml
+from swarmlet.compose.yamlsource import load_yaml
 
 DEFAULT_ENV_FILE = ".env"
 _TOP_LEVEL_ORDER = ("name", "services", "networks", "volumes", "secrets", "configs")
@@ -72,12 +72,16 @@ def load_stack(files: list[Path], env_files: list[Path] | None = None,
         if text is None:
             issues.append(ComposeIssue(str(file), "", None, "compose file not found"))
             continue
-        data, lines, yaml_issues = parse_yaml(text, str(file))
-        ctx = FileContext(str(file), lines, files[0].absolute().parent, lookup, sources)
-        issues += yaml_issues
-        if yaml_issues and data is None:
+        parsed = load_yaml(text, str(file))
+        data = parsed.data
+        ctx = FileContext(str(file), parsed.lines, files[0].absolute().parent, lookup, sources)
+        issues += parsed.issues
+        if parsed.issues and data is None:
             continue
-        data = interpolate_tree(data, lookup, (), ctx.error, lambda name: unset.setdefault(name))
+        if parsed.dollars is None:
+            data = interpolate_tree(data, lookup, (), ctx.error, unset.setdefault)
+        else:
+            interpolate_found(parsed.dollars, lookup, ctx.error, unset.setdefault)
         documents.append(normalize_file(ctx, data))
         issues += ctx.issues
         warnings += ctx.warnings

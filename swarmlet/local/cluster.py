@@ -5,6 +5,7 @@ dir, a copy of the admin certificate, and ``cluster.json`` naming the nodes.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -189,8 +190,42 @@ class LocalCluster:
         _swarmlet("agent", "--data-dir", node.data_dir, "--detach")
         return node
 
+    # -- partitions (iptables on the loopback addresses) ----------------------------------------------
+    def _rule_comment(self, node: LocalNode) -> str:
+        # A stable digest (not hash(): it changes per process) ties rules to this cluster.
+        return f"swarmlet-local:{hashlib.sha256(str(self.directory).encode()).hexdigest()[:8]}:{node.name}"
+
+    def partition(self, ref: str) -> LocalNode:
+        """Cut ``ref`` off from every other node of the cluster, both ways. Connections
+        from elsewhere (the CLI on 127.0.0.1) still reach it, as an operator's would."""
+        node = self.find(ref)
+        nodes, _ = self.load()
+        for other in nodes:
+            if other.name == node.name:
+                continue
+            for source, destination in ((node.address, other.address), (other.address, node.address)):
+                _iptables("-I", "INPUT", "-s", source, "-d", destination, "-j", "DROP",
+                          "-m", "comment", "--comment", self._rule_comment(node))
+        return node
+
+    def heal(self, ref: str | None = None) -> list[str]:
+        """Remove the partition rules of ``ref`` (of every node when None)."""
+        nodes, _ = self.load()
+        wanted = {self._rule_comment(n) for n in nodes if ref is None or ref in (n.name, n.id, n.address)}
+        healed = []
+        for rule in _iptables("-S", "INPUT").splitlines():
+            for comment in wanted:
+                if f'--comment {comment}' in rule or f'--comment "{comment}"' in rule:
+                    _iptables(*rule.replace("-A INPUT", "-D INPUT", 1).replace('"', "").split())
+                    healed.append(comment.rsplit(":", 1)[1])
+        return sorted(set(healed))
+
     def down(self) -> None:
         nodes, _ = self.load()
+        try:
+            self.heal()
+        except LocalClusterError:
+            pass  # no iptables here: nothing was partitioned
         pids = [p for p in (self.pid_of(n) for n in nodes) if process_state(p) != "dead"]
         for pid in pids:
             for signum in (signal.SIGCONT, signal.SIGTERM):
@@ -205,6 +240,16 @@ class LocalCluster:
             if process_state(pid) != "dead":
                 os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _iptables(*args: str) -> str:
+    try:
+        result = subprocess.run(["iptables", *args], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise LocalClusterError("partitions need iptables (and root)") from None
+    if result.returncode != 0:
+        raise LocalClusterError(f"iptables {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout
 
 
 def _command(*args: str) -> list[str]:

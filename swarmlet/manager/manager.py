@@ -41,7 +41,8 @@ class Manager:
             peers=config.raft_members,
             data_dir=str(data_dir.raft_dir),
             cluster_key=data_dir.read_cluster_key(),
-            tls_policy=TlsPolicy(tls.peer_server_context, tls.client_context, self._authorize_raft_peer),
+            tls_policy=TlsPolicy(tls.peer_server_context, tls.client_context, self._authorize_raft_peer,
+                                 source_address=config.bind_host),
             settings=RaftSettings(**config.raft_settings),
             bind_address=f"{config.bind_host}:{config.raft_port}",
             on_members_changed=self._persist_members)
@@ -97,11 +98,16 @@ class Manager:
                 if address == self.config.api_address:
                     continue
                 try:
-                    await api_call(self.tls.client_context(), address, "POST", "/v1/raft/members", body, timeout=15)
+                    await self._call(address, "POST", "/v1/raft/members", body, timeout=15)
                     return
                 except (ApiCallError, *CALL_ERRORS) as err:
                     log.info("asking %s to add this manager to Raft: %s", address, err)
             await asyncio.sleep(0.5)
+
+    async def _call(self, address: str, method: str, path: str, body: dict | None = None, timeout: float = 10.0):
+        """A call to another manager, as this node (its certificate, from its address)."""
+        return await api_call(self.tls.client_context(), address, method, path, body, timeout=timeout,
+                              source=self.config.bind_host)
 
     def _persist_members(self, members: list[str]) -> None:
         self.config.raft_members = members
@@ -232,7 +238,7 @@ class Manager:
                 raise ApiError(409, f"demoting {node['id']} would leave the cluster without a quorum")
             if raft_address and raft_address == self.store.leader_address and not self.store.is_leader:
                 leader_api = self._api_address_of_raft(raft_address)
-                return await api_call(self.tls.client_context(), leader_api, "POST", f"/v1/nodes/{node['id']}/demote",
+                return await self._call(leader_api, "POST", f"/v1/nodes/{node['id']}/demote",
                                       {}, timeout=60)
         await self.store.commit([{"op": "update", "kind": "node", "id": node["id"], "version": node["version"],
                                   "spec": dict(node["spec"], role=role)}])
@@ -252,7 +258,7 @@ class Manager:
             leader_api = self._api_address_of_raft(self.store.leader_address)
             if leader_api:
                 try:
-                    return await api_call(self.tls.client_context(), leader_api, "GET",
+                    return await self._call(leader_api, "GET",
                                           "/v1/cluster/status?local=1", timeout=2)
                 except (ApiCallError, *CALL_ERRORS) as err:
                     log.info("cluster status: leader %s did not answer (%s); answering locally", leader_api, err)

@@ -20,9 +20,14 @@ class ApiCallError(Exception):
         self.status = status
 
 
+def connector(source: str | None) -> aiohttp.TCPConnector:
+    """Connections leave from ``source`` (the node's own address) when given."""
+    return aiohttp.TCPConnector(local_addr=(source, 0) if source else None)
+
+
 async def api_call(context: ssl.SSLContext, address: str, method: str, path: str, body: dict | None = None,
-                   timeout: float = 10.0) -> dict:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+                   timeout: float = 10.0, source: str | None = None) -> dict:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout), connector=connector(source)) as session:
         async with session.request(method, f"https://{address}{path}", json=body, ssl=context) as response:
             try:
                 data = await response.json(content_type=None)

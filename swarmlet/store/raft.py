@@ -177,17 +177,31 @@ class ReplicatedStore(SyncObj):
         self._on_view(view)
 
     def _heal_stalled_followers(self, view: RaftView, now: float) -> None:
-        for address, peer in view.peers.items():
-            match = peer["match_index"] or 0
-            previous = self._follower_progress.get(address)
-            if not peer["connected"] or match >= view.commit_index:
-                self._follower_progress[address] = (match, now)
-                continue
-            if previous is None or previous[0] != match:
-                self._follower_progress[address] = (match, now)
-                continue
-            if now - previous[1] > self._settings.stalled_follower_timeout:
-                log.warning("raft: follower %s stuck at index %d behind commit %d; sending it a snapshot",
-                            address, match, view.commit_index)
-                self.forceLogCompaction()
-                self._follower_progress[address] = (match, now)
+        self._follower_progress, stalled = stalled_followers(
+            self._follower_progress, view, now, self._settings.stalled_follower_timeout)
+        if stalled:
+            log.warning("raft: followers %s stuck behind commit index %d; compacting the log so they get a "
+                        "snapshot", ", ".join(stalled), view.commit_index)
+            self.forceLogCompaction()
+
+
+def stalled_followers(progress: dict[str, tuple[int, float]], view: RaftView, now: float,
+                      timeout: float) -> tuple[dict[str, tuple[int, float]], list[str]]:
+    """The livelock watchdog's decision, as a pure function.
+
+    ``progress`` maps a follower to (its match index, when it last changed). A
+    connected follower behind the commit index whose match index has not moved for
+    ``timeout`` is stalled; its clock restarts so it is not reported on every tick.
+    """
+    updated, stalled = {}, []
+    for address, peer in view.peers.items():
+        match = peer["match_index"] or 0
+        previous = progress.get(address)
+        if not peer["connected"] or match >= view.commit_index or previous is None or previous[0] != match:
+            updated[address] = (match, now)
+        elif now - previous[1] > timeout:
+            stalled.append(address)
+            updated[address] = (match, now)
+        else:
+            updated[address] = previous
+    return updated, sorted(stalled)

@@ -43,9 +43,12 @@ class TlsPolicy:
 
     def __init__(self, server_context: Callable[[], ssl.SSLContext],
                  client_context: Callable[[], ssl.SSLContext],
-                 authorize_peer: Callable[[bytes], str | None]):
+                 authorize_peer: Callable[[bytes], str | None], source_address: str | None = None):
         self.server_context = server_context
         self.client_context = client_context
+        # Outgoing connections leave from the node's own address, as they would from
+        # its own host (and so that partitions between loopback addresses work).
+        self.source_address = source_address
         # Returns None when the DER certificate may speak Raft, else the reason.
         self.authorize_peer = authorize_peer
 
@@ -107,6 +110,8 @@ class TlsConnection:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw.setblocking(False)
         try:
+            if self._policy.source_address:
+                raw.bind((self._policy.source_address, 0))
             raw.connect((host, port))
         except OSError as err:
             if err.errno not in (errno.EINPROGRESS, errno.EWOULDBLOCK):

@@ -92,9 +92,9 @@ class TestCluster:
         by_id = {n["id"]: n["name"] for n in self.status()}
         return by_id.get(status["leader"])
 
-    def wait_for_leader(self, timeout: float = 15.0, among: list[str] | None = None) -> str:
+    def wait_for_leader(self, timeout: float = 15.0, among: list[str] | None = None, via: str | None = None) -> str:
         def current():
-            name = self.leader_name()
+            name = self.leader_name(via)
             return name if name and (among is None or name in among) else None
         return wait_until(current, timeout, "a leader")
 

@@ -104,3 +104,33 @@ def test_same_log_same_state():
         a.apply(command)
         b.apply(command)
     assert a.snapshot() == b.snapshot()
+
+
+# -- the livelock watchdog's decision (pure) ----------------------------------------------------------
+from swarmlet.store.raft import RaftView, stalled_followers  # noqa: E402
+
+
+def view(peers, commit=100):
+    return RaftView(self_address="a", leader="a", is_leader=True, has_quorum=True, term=3, commit_index=commit,
+                    last_applied=commit, peers=peers, taken_at=0.0)
+
+
+def test_a_connected_follower_stuck_behind_the_leader_is_reported_once_per_timeout():
+    stuck = {"b": {"connected": True, "match_index": 40}}
+    progress, stalled = stalled_followers({}, view(stuck), now=0.0, timeout=2.0)
+    assert stalled == []
+    progress, stalled = stalled_followers(progress, view(stuck), now=1.5, timeout=2.0)
+    assert stalled == []
+    progress, stalled = stalled_followers(progress, view(stuck), now=2.5, timeout=2.0)
+    assert stalled == ["b"]
+    _, stalled = stalled_followers(progress, view(stuck), now=3.0, timeout=2.0)
+    assert stalled == []  # its clock restarted
+
+
+def test_advancing_caught_up_or_disconnected_followers_are_not_stalled():
+    progress = {"b": (40, 0.0), "c": (100, 0.0), "d": (10, 0.0)}
+    peers = {"b": {"connected": True, "match_index": 41},     # advancing
+             "c": {"connected": True, "match_index": 100},    # caught up
+             "d": {"connected": False, "match_index": 10}}    # not connected: nothing to heal
+    _, stalled = stalled_followers(progress, view(peers), now=10.0, timeout=2.0)
+    assert stalled == []
