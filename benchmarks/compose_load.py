@@ -1,10 +1,14 @@
 """Times load_stack on a generated 200-service stack (median of several runs).
 
-    python benchmarks/compose_load.py [--services 200] [--runs 7]
+    python benchmarks/compose_load.py [--services 200] [--runs 7] [--profile]
+
+--profile runs load_stack once more under cProfile and prints the top functions.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import statistics
 import tempfile
 import time
@@ -57,6 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=200)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--profile", action="store_true", help="also print a cProfile of one more load")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "compose.yml"
@@ -67,6 +72,10 @@ def main() -> None:
             result = load_stack([path], environ={})
             timings.append(time.perf_counter() - start)
         lines = path.read_text().count("\n")
+        if args.profile:
+            profile = cProfile.Profile()
+            profile.runcall(load_stack, [path], environ={})
+            pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     print(f"services: {len(result.stack.services)}  file lines: {lines}  runs: {args.runs}")
     print(f"median: {statistics.median(timings) * 1000:.1f} ms  "
           f"min: {min(timings) * 1000:.1f} ms  max: {max(timings) * 1000:.1f} ms")

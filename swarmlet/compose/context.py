@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
@@ -71,13 +72,7 @@ class FileContext:
     origins: dict[tuple, Origin] = field(default_factory=dict)
 
     def line_of(self, path: Path_) -> int | None:
-        get = self.lines.get
-        while path:
-            line = get(path)
-            if line is not None:
-                return line
-            path = path[:-1]
-        return None
+        return _line_of(self.lines, path)
 
     def error(self, path: Path_, message: str) -> None:
         self.issues.append(ComposeIssue(self.file, format_path(path), self.line_of(path), message))
@@ -86,7 +81,8 @@ class FileContext:
         self.warnings.append(str(ComposeIssue(self.file, format_path(path), self.line_of(path), message)))
 
     def remember(self, key: tuple, path: Path_) -> None:
-        self.origins[key] = Origin(self.file, path, lambda: self.line_of(path))
+        # Not a closure over self: that would make a reference cycle holding the node tree.
+        self.origins[key] = Origin(self.file, path, partial(_line_of, self.lines, path))
 
     def resolve_path(self, text: str) -> str:
         """A host path from the file, made absolute against the first file's folder."""
@@ -94,6 +90,17 @@ class FileContext:
             home = self.lookup.get("HOME") or str(Path.home())
             text = home + text[1:]
         return os.path.normpath(self.base_dir / text)
+
+
+def _line_of(lines: Mapping[Path_, int], path: Path_) -> int | None:
+    """The line of `path`, or of its nearest ancestor that has one."""
+    get = lines.get
+    while path:
+        line = get(path)
+        if line is not None:
+            return line
+        path = path[:-1]
+    return None
 
 
 def expected(what: str, found: Any) -> str:

@@ -38,10 +38,19 @@ _PLAIN = "swarmlet:plain-scalar"
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """The composer calls these three for every node."""
+
     def resolve(self, kind: type, value: Any, implicit: Any) -> str:
         if kind is ScalarNode:
             return _PLAIN if implicit[0] else _STR
         return _MAP if kind is MappingNode else _SEQ
+
+    # Path resolvers are never registered on the safe loader: nothing to track.
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
 
 
 # The safe loader's implicit resolvers, by first character ("" for the empty scalar).
@@ -59,6 +68,7 @@ class _Everything:
 
 # First characters that may make a plain scalar something other than a string.
 _MAYBE_SPECIAL: Any = _Everything() if _ANY_FIRST else frozenset(_RESOLVERS)
+_MISSING = object()
 _TRUE_FALSE = {"true": True, "false": False}
 _CONSTRUCTOR = SafeConstructor()
 
@@ -80,7 +90,8 @@ def _tagged(tag: str, node: ScalarNode) -> Any:
 
 
 def _plain(node: ScalarNode) -> Any:
-    """An untagged plain scalar: what the safe loader's resolvers make of it."""
+    """An untagged plain scalar: what the safe loader's resolvers make of it. The
+    result depends on the text alone (and is immutable), so callers may memoise it."""
     text = node.value
     resolvers = _RESOLVERS.get(text[:1]) if not _ANY_FIRST else _RESOLVERS.get(text[:1], _ANY_FIRST)
     if resolvers:
@@ -220,6 +231,7 @@ class _Converter:
         self.flattened: dict[int, tuple[list, int]] = {}
         self.issues: list[ComposeIssue] = []
         self.dollars: list[tuple[Any, Any, Path_]] | None = []
+        self.memo: dict[str, Any] = {}  # plain scalar text -> value
 
     def error(self, path: Path_, line: int, message: str) -> None:
         self.issues.append(ComposeIssue(self.file, format_path(path), line, message))
@@ -239,13 +251,19 @@ class _Converter:
         result: list = []
         append = result.append
         dollars = self.dollars
+        memo = self.memo
         for index, child in enumerate(node.value):
             cls = child.__class__
             if cls is ScalarNode:
                 tag = child.tag
                 if tag is _PLAIN:
                     text = child.value
-                    value = _plain(child) if text[:1] in _MAYBE_SPECIAL else text
+                    if text[:1] in _MAYBE_SPECIAL:
+                        value = memo.get(text, _MISSING)
+                        if value is _MISSING:
+                            value = memo[text] = _plain(child)
+                    else:
+                        value = text
                 elif tag == _STR:
                     value = child.value
                 else:
@@ -274,6 +292,7 @@ class _Converter:
         result: dict[str, Any] = {}
         own: set[str] | None = set() if merged else None
         dollars = self.dollars
+        memo = self.memo
         for position, (key_node, child) in enumerate(entries):
             if key_node.__class__ is not ScalarNode:
                 self.error(path, key_node.start_mark.line + 1, "expected a plain key, found a mapping or a list")
@@ -282,7 +301,9 @@ class _Converter:
             if tag is _PLAIN:
                 key = key_node.value
                 if key[:1] in _MAYBE_SPECIAL:
-                    key = _plain(key_node)
+                    key = memo.get(key, _MISSING)
+                    if key is _MISSING:
+                        key = memo[key_node.value] = _plain(key_node)
                     if key.__class__ is not str:
                         key = str(key)
             elif tag == _STR:
@@ -306,7 +327,12 @@ class _Converter:
                 tag = child.tag
                 if tag is _PLAIN:
                     text = child.value
-                    value = _plain(child) if text[:1] in _MAYBE_SPECIAL else text
+                    if text[:1] in _MAYBE_SPECIAL:
+                        value = memo.get(text, _MISSING)
+                        if value is _MISSING:
+                            value = memo[text] = _plain(child)
+                    else:
+                        value = text
                 elif tag == _STR:
                     value = child.value
                 else:
