@@ -201,12 +201,14 @@ def fields(ctx: FileContext, path: Path_, value: Any, handlers: dict[str, Handle
            ignored: frozenset[str] = frozenset()) -> dict | None:
     """Runs each key of a mapping through its handler; `x-` keys are extension fields
     (dropped), `ignored` keys are warned about, anything else is an error."""
-    raw = mapping(ctx, path, value)
-    if raw is None:
-        return None
+    if value.__class__ is not dict:  # the common case skips a call
+        value = mapping(ctx, path, value)
+        if value is None:
+            return None
     result = {}
-    for key, item in raw.items():
-        handler = handlers.get(key)
+    known = handlers.get
+    for key, item in value.items():
+        handler = known(key)
         if handler is None:
             if key.startswith("x-"):
                 continue

@@ -123,9 +123,12 @@ def _file_target(kind: str, target: str) -> str:
     return f"{specs.SECRETS_DIR}/{target}" if kind == "secret" else f"/{target}"
 
 
+_OCTAL_MODE = re.compile(r"0?[0-7]{1,4}")
+
+
 def _file_mode(ctx: FileContext, path: Path_, value: Any) -> int | None:
     # An octal string ("0440") or a number (YAML 1.1 reads an unquoted 0440 as octal too).
-    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{1,4}", value):
+    if isinstance(value, str) and _OCTAL_MODE.fullmatch(value):
         return int(value, 8)
     return f.integer(0, 0o7777)(ctx, path, value)
 

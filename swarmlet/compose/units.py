@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _NS_PER_UNIT = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
                 "m": 60_000_000_000, "h": 3_600_000_000_000}
 _DURATION = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|ms|s|m|h)")
 _BYTES = re.compile(r"^(\d+(?:\.\d+)?) ?([kmgtp]?)i?b?$", re.IGNORECASE)
 _BYTE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+_CPUS = re.compile(r"\d+(\.\d*)?|\.\d+")
 
 
+# Stacks repeat the same few durations ("30s", "5s") hundreds of times: both ways
+# are pure functions of one string or int, so they are cached.
+@lru_cache(maxsize=4096)
 def parse_duration_ns(text: str) -> int | None:
     """"1m30s" -> 90_000_000_000; "0" -> 0; None when not a non-negative Go duration."""
     if text == "0":
@@ -35,6 +40,7 @@ def duration_value_ns(value: object) -> int | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def render_duration(ns: int) -> str:
     """Inverse of parse_duration_ns, in the largest exact units: 90 s -> "1m30s"."""
     if ns == 0:
@@ -72,6 +78,6 @@ def parse_cpus(value: object) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value) if value >= 0 else None
-    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d*)?|\.\d+", value.strip()):
+    if isinstance(value, str) and _CPUS.fullmatch(value.strip()):
         return float(value)
     return None
