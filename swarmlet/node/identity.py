@@ -1,20 +1,19 @@
 """A node's live TLS identity: its certificates, the SSL contexts built from them,
-and their renewal. Contexts are rebuilt when the certificate changes, and every new
-connection asks for the current one, so a renewed certificate takes effect at once."""
+and their renewal. The contexts are built once; a renewed certificate is loaded into
+the same context objects, because a listening server (aiohttp's site, the Raft
+listener) keeps the context it started with and must present the new certificate."""
 from __future__ import annotations
 
 import ssl
 
 from swarmlet.ca import NodeCertStore, NodeIdentity, client_context, identity_of, server_context
+from swarmlet.ca.tls import load_cert_chain_from_memory
 
 
 class NodeTls:
     def __init__(self, certs: NodeCertStore):
         self._certs = certs
-        self.reload()
-
-    def reload(self) -> None:
-        self.ca_pem, self.cert_pem, self.key_pem = self._certs.load()
+        self.ca_pem, self.cert_pem, self.key_pem = certs.load()
         self.identity: NodeIdentity = identity_of(self.cert_pem)
         # The API accepts connections without a client certificate (joining nodes have
         # none yet); each route then demands the roles it needs.
@@ -23,8 +22,12 @@ class NodeTls:
         self._client = client_context(self.ca_pem, self.cert_pem, self.key_pem)
 
     def replace(self, cert_pem: bytes, key_pem: bytes) -> None:
+        """Store a renewed certificate and present it on every new connection."""
         self._certs.save(self.ca_pem, cert_pem, key_pem)
-        self.reload()
+        for context in (self._api_server, self._peer_server, self._client):
+            load_cert_chain_from_memory(context, cert_pem, key_pem)
+        self.cert_pem, self.key_pem = cert_pem, key_pem
+        self.identity = identity_of(cert_pem)
 
     def api_server_context(self) -> ssl.SSLContext:
         return self._api_server
