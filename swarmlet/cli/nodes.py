@@ -158,7 +158,7 @@ def agent(data_dir, detach, log_level):
 @click.option("--force", "-f", is_flag=True, help="Leave even if this is a manager (it is removed from Raft).")
 @data_dir_option
 def leave(force, data_dir):
-    """Leave the cluster: tell the managers, stop the node, delete its state."""
+    """Leave the cluster: stop the node, tell the managers, delete its state."""
     directory = DataDir(data_dir)
     config = directory.load()
     from swarmlet.node.identity import NodeTls
@@ -167,24 +167,40 @@ def leave(force, data_dir):
     if config.role == "manager" and not force:
         raise click.ClickException("this node is a manager: demote it first (`swarmlet node demote`), or use --force "
                                    "(it leaves Raft; the remaining managers must still hold a majority)")
-    told = False
-    for address in config.managers:
-        if address == config.api_address:
-            continue
-        try:
-            if config.role == "manager":
-                asyncio.run(api_call(tls.client_context(), address, "POST", "/v1/raft/leave",
-                                     {"raft_address": config.raft_address}, timeout=15))
-            asyncio.run(api_call(tls.client_context(), address, "POST", "/v1/node/leave", {}, timeout=10))
-            told = True
-            break
-        except (ApiCallError, *CALL_ERRORS) as err:
-            click.echo(f"warning: {address}: {err}", err=True)
+    # Stop first: a running agent would heartbeat the node back to ready.
     _stop_process(directory)
+    others = [a for a in config.managers if a != config.api_address]
+    calls = [("/v1/node/leave", {})]
+    if config.role == "manager":
+        calls.insert(0, ("/v1/raft/leave", {"raft_address": config.raft_address}))
+    told = asyncio.run(_tell_managers(tls.client_context(), others, calls)) if others else False
     import shutil
 
     shutil.rmtree(directory.path, ignore_errors=True)
-    click.echo("Node left the cluster." if told else "Node stopped and its state removed (no manager was told).")
+    click.echo("Node left the cluster." if told else "Node stopped and its state removed (no manager could be told).")
+
+
+async def _tell_managers(context, managers: list[str], calls: list[tuple[str, dict]], timeout: float = 20.0) -> bool:
+    """Make each call on some manager, retrying until one can act (after a manager
+    leaves, the others may first have to elect a leader)."""
+    deadline = time.monotonic() + timeout
+    for path, body in calls:
+        while True:
+            errors = []
+            for address in managers:
+                try:
+                    await api_call(context, address, "POST", path, body, timeout=10)
+                    break
+                except (ApiCallError, *CALL_ERRORS) as err:
+                    errors.append(f"{address}: {err}")
+            else:
+                if time.monotonic() > deadline:
+                    click.echo("warning: " + "; ".join(errors), err=True)
+                    return False
+                await asyncio.sleep(0.5)
+                continue
+            break
+    return True
 
 
 def _stop_process(directory: DataDir, timeout: float = 15.0) -> None:

@@ -119,3 +119,16 @@ def test_leave_removes_a_worker_from_service(make_cluster):
     assert node["status"]["state"] == "down" and "left" in node["status"]["message"]
     cluster.cli("node", "rm", worker["id"])
     assert worker["id"] not in {n["id"] for n in cluster.client().call("GET", "/v1/nodes")}
+
+
+def test_a_manager_leaving_with_force_leaves_raft_and_the_rest_carry_on(make_cluster):
+    cluster = make_cluster(managers=3)
+    leader = cluster.wait_for_leader()
+    leaving = cluster.node(leader)  # the hardest case: the leader itself leaves
+    refused = swarmlet("leave", "--data-dir", leaving["data_dir"], check=False)
+    assert refused.returncode != 0 and "demote it first" in refused.stderr
+    swarmlet("leave", "--force", "--data-dir", leaving["data_dir"])
+    remaining = [n for n in ("manager-1", "manager-2", "manager-3") if n != leader]
+    wait_until(lambda: len(cluster.cluster_status(remaining[0])["managers"]) == 2, 20, "two Raft members left")
+    cluster.write_config("after-leave", via=remaining[0])
+    assert "after-leave" in cluster.config_names(remaining[1])
