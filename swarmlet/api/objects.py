@@ -5,6 +5,9 @@ fields in one place so every component builds and reads them the same way.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+
 CLUSTER_ID = "default"  # the one cluster object, as in SwarmKit
 
 NODE_UNKNOWN, NODE_READY, NODE_DOWN = "unknown", "ready", "down"
@@ -43,3 +46,66 @@ def removed_node_ids(cluster: dict | None) -> set[str]:
 def manager_api_addresses(nodes: list[dict]) -> list[str]:
     return sorted(n["status"]["api_address"] for n in nodes
                   if n["spec"]["role"] == "manager" and n["status"].get("api_address"))
+
+
+# --- services and tasks ------------------------------------------------------------------------
+#
+# A service object:  spec = ServiceSpec.to_dict() (name "<stack>_<service>", label
+#   com.docker.stack.namespace=<stack>; secret/config/network references already name the
+#   cluster objects), status = {"update": {...}} written by the orchestrator (rolling update
+#   progress) and {"message": ...} while depends_on holds it back.
+# A task object:
+#   spec = {service_id, service_name, stack, mode, slot (replicated modes; None for global),
+#           node_id (global: bound at creation; replicated: set by the scheduler),
+#           desired_state, spec_digest, not_before (desired "ready" until then), restarts
+#           (timestamps of the slot's earlier restarts, for max_attempts/window),
+#           container, resources, restart_policy, placement, networks, ports}
+#   status = {state, timestamp, message, err, exit_code, container_id, started_at}
+
+STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"
+
+# Task states, in Swarm's order: a task only ever moves forward through them.
+TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
+               "complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+_RANK = {state: rank for rank, state in enumerate(TASK_STATES)}
+TERMINAL_STATES = frozenset(("complete", "shutdown", "failed", "rejected", "remove", "orphaned"))
+# Desired states the orchestrators set: "ready" (prepare, do not start yet), "running",
+# "shutdown" (stop, keep as history), "remove" (stop, then the orchestrator deletes it).
+DESIRED_READY, DESIRED_RUNNING, DESIRED_SHUTDOWN, DESIRED_REMOVE = "ready", "running", "shutdown", "remove"
+TASK_HISTORY_LIMIT = 5  # tasks kept per slot (per node for global services), the current one included
+JOB_MODES = ("replicated-job", "global-job")
+GLOBAL_MODES = ("global", "global-job")
+
+
+def state_rank(state: str) -> int:
+    return _RANK.get(state, 0)
+
+
+def is_terminal(state: str) -> bool:
+    return state in TERMINAL_STATES
+
+
+def spec_digest(service_spec: dict) -> str:
+    """A digest of everything a service's tasks are made from (its spec minus replicas:
+    scaling changes no task)."""
+    relevant = {k: v for k, v in service_spec.items() if k != "replicas"}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def task_object_spec(service: dict, *, slot: int | None, node_id: str | None, desired_state: str = DESIRED_RUNNING,
+                     not_before: float = 0.0, restarts: list[float] | None = None) -> dict:
+    spec = service["spec"]
+    return {"service_id": service["id"], "service_name": spec["name"],
+            "stack": spec.get("labels", {}).get(STACK_NAMESPACE_LABEL, ""), "mode": spec["mode"],
+            "slot": slot, "node_id": node_id, "desired_state": desired_state,
+            "spec_digest": spec_digest(spec), "not_before": not_before, "restarts": list(restarts or []),
+            "container": spec["container"], "resources": spec["resources"],
+            "restart_policy": spec["restart_policy"], "placement": spec["placement"],
+            "networks": spec["networks"], "ports": spec.get("endpoint", {}).get("ports", [])}
+
+
+def task_status(state: str, now: float, message: str = "", *, err: str | None = None,
+                exit_code: int | None = None, container_id: str | None = None,
+                started_at: float | None = None) -> dict:
+    return {"state": state, "timestamp": now, "message": message, "err": err, "exit_code": exit_code,
+            "container_id": container_id, "started_at": started_at}

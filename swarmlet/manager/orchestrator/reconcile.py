@@ -1,0 +1,365 @@
+"""The orchestrators' decisions, as pure functions over plain store dicts.
+
+``reconcile_service(service, tasks, nodes, now)`` answers "given this service, its tasks
+and the nodes, which tasks to create, which to change and which to delete", for every
+mode (replicated, global, replicated-job, global-job). It can be rerun from scratch at
+any time and reaches the same answer, so a new leader simply reconciles everything.
+
+Tasks are grouped by *slot*: a number for replicated modes, the node for global ones.
+Within a slot the *active* tasks are those whose desired state is ready or running;
+the others are history (at most ``TASK_HISTORY_LIMIT`` tasks per slot in all).
+
+- Restart supervisor: an active task that ended is replaced per the restart policy
+  (condition, max_attempts within window); the replacement is created at once with
+  desired state ``ready`` (placed and prepared) and turned ``running`` after the delay.
+  A task whose node is down, drained or gone is replaced whatever the condition (a job
+  that completed excepted). A task not to be restarted keeps its slot.
+- Scale: missing slots are created; extra slots are removed with
+  ``choose_tasks_to_remove`` (nodes holding most tasks first, not running first).
+- Global: one task per eligible node (ready or unknown, active, constraints met); tasks
+  on drained or no longer matching nodes are shut down, on removed nodes deleted.
+- Jobs: a completed task is never restarted; nothing is created after completion.
+- Rolling update: slots whose tasks were made from another spec are replaced,
+  ``parallelism`` at a time, ``delay`` apart, stop-first (new task ``ready`` until the old
+  one stopped) or start-first (old one shut down once the new one runs);
+  failure_action pause stops picking new slots once an updated task failed.
+- Removal: tasks marked ``remove`` are deleted once stopped (or never placed, or their
+  node is gone or down).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from swarmlet.api.objects import (DESIRED_READY, DESIRED_REMOVE, DESIRED_RUNNING, DESIRED_SHUTDOWN, GLOBAL_MODES,
+                                  JOB_MODES, NODE_DOWN, STACK_NAMESPACE_LABEL, TASK_HISTORY_LIMIT, is_terminal,
+                                  spec_digest, state_rank, task_object_spec, task_status)
+from swarmlet.manager.scheduler import choose_tasks_to_remove
+from swarmlet.manager.scheduler.storemap import constraints_match
+
+ACTIVE = (DESIRED_READY, DESIRED_RUNNING)
+FAILED_STATES = ("failed", "rejected")
+
+
+@dataclass
+class Decision:
+    creates: list[dict] = field(default_factory=list)  # {"spec", "status"}; the caller picks IDs
+    updates: list[tuple[dict, dict]] = field(default_factory=list)  # (task as read, new spec)
+    deletes: list[dict] = field(default_factory=list)  # tasks as read
+    wake_at: float | None = None  # reconcile again at this time (a restart delay, an update delay)
+    service_status: dict | None = None  # a new service status, when it changes
+
+    def wake(self, when: float) -> None:
+        self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
+
+    def set_desired(self, task: dict, desired: str, **extra) -> None:
+        self.updates.append((task, dict(task["spec"], desired_state=desired, **extra)))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.creates or self.updates or self.deletes or self.service_status is not None)
+
+
+# -- small predicates ---------------------------------------------------------------------------
+
+def desired(task: dict) -> str:
+    return task["spec"]["desired_state"]
+
+
+def state(task: dict) -> str:
+    return task["status"].get("state", "new")
+
+
+def node_of(task: dict, nodes: dict[str, dict]) -> dict | None:
+    node_id = task["spec"].get("node_id")
+    return nodes.get(node_id) if node_id else None
+
+
+def node_gone(task: dict, nodes: dict[str, dict]) -> bool:
+    return bool(task["spec"].get("node_id")) and task["spec"]["node_id"] not in nodes
+
+
+def node_down(task: dict, nodes: dict[str, dict]) -> bool:
+    node = node_of(task, nodes)
+    return node is not None and node["status"].get("state") == NODE_DOWN
+
+
+def node_lost(task: dict, nodes: dict[str, dict]) -> bool:
+    """Its node is gone, down or drained: the task cannot (keep) run(ning) there."""
+    node = node_of(task, nodes)
+    return node_gone(task, nodes) or (node is not None and (node["status"].get("state") == NODE_DOWN
+                                                            or node["spec"].get("availability") == "drain"))
+
+
+def stopped(task: dict, nodes: dict[str, dict]) -> bool:
+    """Nothing runs for this task any more (or nothing can tell us otherwise)."""
+    return (is_terminal(state(task)) or not task["spec"].get("node_id")
+            or node_gone(task, nodes) or node_down(task, nodes))
+
+
+def is_job(spec: dict) -> bool:
+    return spec["mode"] in JOB_MODES
+
+
+def should_restart(task: dict, restart_policy: dict, mode: str, now: float, lost: bool = False) -> bool:
+    """The restart supervisor's verdict on an active task that ended (or whose node was lost)."""
+    if mode in JOB_MODES and state(task) == "complete":
+        return False  # a job that succeeded is done
+    if not lost:
+        condition = restart_policy.get("condition", "any")
+        if condition == "none":
+            return False
+        if (condition == "on-failure" or mode in JOB_MODES) and state(task) == "complete":
+            return False
+    max_attempts = restart_policy.get("max_attempts") or 0
+    if max_attempts > 0:
+        window = restart_policy.get("window") or 0.0
+        recent = [t for t in task["spec"].get("restarts", []) if window <= 0 or t >= now - window]
+        if len(recent) >= max_attempts:
+            return False
+    return True
+
+
+def dependencies_waiting(service: dict, services: list[dict], tasks_by_service: dict[str, list[dict]]) -> str | None:
+    """None when every ``depends_on`` condition holds, else what the service waits for.
+    A running task is a healthy one when the service has a health check (the agent
+    reports running only once healthy)."""
+    spec = service["spec"]
+    stack = spec.get("labels", {}).get(STACK_NAMESPACE_LABEL)
+    by_name = {s["spec"]["name"]: s for s in services}
+    for dependency, condition in sorted(spec.get("depends_on", {}).items()):
+        other = by_name.get(f"{stack}_{dependency}" if stack else dependency)
+        if other is None:
+            return f"waiting for {dependency}: not deployed"
+        active = [t for t in tasks_by_service.get(other["id"], []) if desired(t) in ACTIVE]
+        if condition == "service_completed_successfully":
+            met = bool(active) and all(state(t) == "complete" for t in active)
+        else:
+            met = any(state(t) == "running" for t in active)
+        if not met:
+            return f"waiting for {dependency} ({condition})"
+    return None
+
+
+# -- the reconciler ----------------------------------------------------------------------------------
+
+def reconcile_service(service: dict | None, tasks: list[dict], nodes: dict[str, dict], now: float,
+                      waiting_for: str | None = None) -> Decision:
+    """``tasks``: all tasks of the service; ``nodes`` by ID; ``waiting_for``: what
+    ``dependencies_waiting`` said (tasks are first created only once it is None)."""
+    decision = Decision()
+    live = _reap_removed(tasks, nodes, decision)
+    if service is None:
+        for task in live:
+            decision.set_desired(task, DESIRED_REMOVE)
+        return decision
+    spec = service["spec"]
+    global_mode = spec["mode"] in GLOBAL_MODES
+    slots: dict = {}
+    for task in live:
+        key = task["spec"]["node_id"] if global_mode else task["spec"]["slot"]
+        slots.setdefault(key, []).append(task)
+    for group in slots.values():
+        group.sort(key=lambda t: (t["created_at"], t["id"]))
+
+    can_create = waiting_for is None or bool(tasks)
+    if global_mode:
+        _reconcile_global(service, slots, nodes, now, can_create, decision)
+    else:
+        _reconcile_replicated(service, slots, nodes, now, can_create, decision)
+    for key, group in slots.items():
+        _restart_and_promote(service, key if global_mode else None, group, nodes, now, decision)
+        _trim_history(group, nodes, decision)
+    if not is_job(spec):
+        _rolling_update(service, slots, nodes, now, decision)
+    _service_status(service, waiting_for if not tasks else None, decision)
+    return decision
+
+
+def _reap_removed(tasks: list[dict], nodes: dict[str, dict], decision: Decision) -> list[dict]:
+    live = []
+    for task in tasks:
+        if desired(task) == DESIRED_REMOVE:
+            if stopped(task, nodes):
+                decision.deletes.append(task)
+        else:
+            live.append(task)
+    return live
+
+
+def _new_task(service: dict, decision: Decision, now: float, *, slot: int | None, node_id: str | None,
+              desired_state: str = DESIRED_RUNNING, not_before: float = 0.0, restarts: list | None = None) -> None:
+    decision.creates.append({"spec": task_object_spec(service, slot=slot, node_id=node_id, desired_state=desired_state,
+                                                       not_before=not_before, restarts=restarts),
+                             "status": task_status("pending", now)})
+
+
+def _reconcile_replicated(service, slots, nodes, now, can_create, decision) -> None:
+    spec = service["spec"]
+    wanted = spec.get("replicas") or 0
+    occupied = {slot: [t for t in group if desired(t) in ACTIVE] for slot, group in slots.items()}
+    occupied = {slot: active for slot, active in occupied.items() if active}
+    if len(occupied) < wanted and can_create:
+        free = (n for n in range(1, wanted + len(occupied) + 1) if n not in occupied)
+        for _ in range(wanted - len(occupied)):
+            _new_task(service, decision, now, slot=next(free), node_id=None)
+    elif len(occupied) > wanted:
+        by_node: dict[str, list[tuple[str, bool]]] = {}
+        newest = {}
+        for slot, active in occupied.items():
+            current = active[-1]
+            newest[current["id"]] = slot
+            by_node.setdefault(current["spec"].get("node_id") or "", []).append(
+                (current["id"], state(current) == "running"))
+        for task_id in choose_tasks_to_remove(by_node, len(occupied) - wanted):
+            for task in slots.pop(newest[task_id]):
+                if desired(task) in ACTIVE:
+                    decision.set_desired(task, DESIRED_REMOVE)
+                elif stopped(task, nodes):
+                    decision.deletes.append(task)
+
+
+def _eligible_for_global(node: dict, spec: dict) -> bool:
+    return (node["status"].get("state") != NODE_DOWN and node["spec"].get("availability", "active") == "active"
+            and constraints_match(node, spec["placement"].get("constraints", [])))
+
+
+def _reconcile_global(service, slots, nodes, now, can_create, decision) -> None:
+    spec = service["spec"]
+    for node_id in list(slots):
+        node = nodes.get(node_id)
+        group = slots[node_id]
+        if node is None:  # removed from the cluster: nothing will ever run there
+            for task in slots.pop(node_id):
+                decision.deletes.append(task)  # stopped: its node is gone
+            continue
+        unwanted = (node["spec"].get("availability") == "drain"
+                    or not constraints_match(node, spec["placement"].get("constraints", [])))
+        if unwanted:
+            for task in group:
+                if desired(task) in ACTIVE:
+                    decision.set_desired(task, DESIRED_SHUTDOWN)
+            slots[node_id] = [t for t in group if desired(t) not in ACTIVE]  # only history is left there
+    for node_id, node in sorted(nodes.items()):
+        has_active = any(desired(t) in ACTIVE for t in slots.get(node_id, []))
+        history = slots.get(node_id, [])
+        if has_active or not can_create or not _eligible_for_global(node, spec):
+            continue
+        if is_job(spec) and any(state(t) == "complete" for t in history):
+            continue  # this node ran the job already
+        _new_task(service, decision, now, slot=None, node_id=node_id)
+
+
+def _restart_and_promote(service, node_id, group, nodes, now, decision) -> None:
+    spec = service["spec"]
+    policy = spec["restart_policy"]
+    active = [t for t in group if desired(t) in ACTIVE]
+    updated = {t["id"] for t, _ in decision.updates}
+    stopping = [t for t in group if desired(t) not in ACTIVE and not stopped(t, nodes)]
+    for task in active:
+        if task["id"] in updated:
+            continue
+        # A global task's node is its slot: a down node keeps its task until it returns.
+        lost = node_id is None and node_lost(task, nodes)
+        ended = is_terminal(state(task))
+        if not (ended or lost):
+            if desired(task) == DESIRED_READY and not stopping:
+                if task["spec"].get("not_before", 0) <= now:
+                    decision.set_desired(task, DESIRED_RUNNING)
+                else:
+                    decision.wake(task["spec"]["not_before"])
+            continue
+        if is_job(spec) and state(task) == "complete":
+            continue
+        if not should_restart(task, policy, spec["mode"], now, lost):
+            continue
+        decision.set_desired(task, DESIRED_SHUTDOWN)
+        base = task["status"].get("timestamp", now) if ended else now
+        not_before = max(base + (policy.get("delay") or 0.0), now)
+        restarts = (task["spec"].get("restarts") or []) + [now]
+        max_kept = policy.get("max_attempts") or 0
+        if max_kept and (policy.get("window") or 0) <= 0:
+            restarts = restarts[-max_kept:]
+        _new_task(service, decision, now, slot=task["spec"]["slot"], node_id=node_id,
+                  desired_state=DESIRED_RUNNING if not_before <= now else DESIRED_READY, not_before=not_before,
+                  restarts=restarts)
+        if not_before > now:
+            decision.wake(not_before)
+
+
+def _trim_history(group, nodes, decision) -> None:
+    deleting = {t["id"] for t in decision.deletes}
+    history = [t for t in group if desired(t) not in ACTIVE and t["id"] not in deleting]
+    active = len(group) - len(history)
+    excess = len(history) + active - TASK_HISTORY_LIMIT
+    for task in history:  # oldest first
+        if excess <= 0:
+            break
+        if stopped(task, nodes):
+            decision.deletes.append(task)
+            excess -= 1
+
+
+def _rolling_update(service, slots, nodes, now, decision) -> None:
+    spec = service["spec"]
+    config = spec["update_config"]
+    digest = spec_digest(spec)
+    decided = {t["id"]: spec["desired_state"] for t, spec in decision.updates}
+    dirty, in_progress, failed, started = [], 0, False, []
+    for key, group in sorted(slots.items(), key=lambda item: str(item[0])):
+        active = [t for t in group if decided.get(t["id"], desired(t)) in ACTIVE]
+        new = [t for t in active if t["spec"]["spec_digest"] == digest]
+        old = [t for t in active if t["spec"]["spec_digest"] != digest]
+        failed = failed or any(t["spec"]["spec_digest"] == digest and state(t) in FAILED_STATES for t in group)
+        started += [t["status"]["started_at"] for t in new if t["status"].get("started_at")]
+        if old and not new:
+            dirty.append((key, old))
+        elif new and (any(state_rank(state(t)) < state_rank("running") for t in new) or old):
+            in_progress += 1
+            running_new = [t for t in new if state(t) == "running"]
+            if running_new and old and not any(t["id"] in decided for t in old):
+                # start-first: the new task runs, retire the old one
+                for task in old:
+                    decision.set_desired(task, DESIRED_SHUTDOWN)
+    status = dict((service.get("status") or {}).get("update") or {})
+    if not dirty:
+        if status.get("digest") == digest and status.get("state") == "updating" and not in_progress:
+            decision.service_status = {"update": dict(status, state="completed", completed_at=now)}
+        return
+    if status.get("digest") != digest:
+        status = {"digest": digest, "state": "updating", "started_at": now}
+    if status.get("state") == "paused":
+        return
+    if failed and config.get("failure_action", "pause") in ("pause", "rollback"):
+        decision.service_status = {"update": dict(status, state="paused",
+                                                  message="update paused: an updated task failed")}
+        return
+    parallelism = config.get("parallelism", 1) or len(dirty)
+    room = parallelism - in_progress
+    delay = config.get("delay") or 0.0
+    if room <= 0:
+        return
+    if delay > 0 and started and in_progress == 0 and max(started) + delay > now:
+        decision.wake(max(started) + delay)
+        return
+    start_first = config.get("order") == "start-first"
+    for key, old in dirty[:room]:
+        node_id = key if spec["mode"] in GLOBAL_MODES else None
+        slot = None if node_id else key
+        running_old = [t for t in old if state(t) == "running"]
+        if start_first and running_old:
+            _new_task(service, decision, now, slot=slot, node_id=node_id)
+        else:
+            for task in old:
+                decision.set_desired(task, DESIRED_SHUTDOWN)
+            _new_task(service, decision, now, slot=slot, node_id=node_id,
+                      desired_state=DESIRED_READY if running_old else DESIRED_RUNNING)
+    if (service.get("status") or {}).get("update") != status:
+        decision.service_status = {"update": status}
+
+
+def _service_status(service: dict, waiting_for: str | None, decision: Decision) -> None:
+    current = service.get("status") or {}
+    wanted = dict(current, **(decision.service_status or {}))
+    if waiting_for or current.get("message"):
+        wanted["message"] = waiting_for or ""
+    decision.service_status = wanted if wanted != current else None
