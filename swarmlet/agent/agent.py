@@ -1,6 +1,8 @@
 """The node side of the dispatcher session: find the leader, say hello, heartbeat,
 renew the certificate before it expires, and notice when the cluster wants this node
-in another role.
+in another role. Assignment sets from the leader go to the executor; the executor's
+task statuses go back over the session (all of them again on every new session, so
+none is lost to a failover).
 """
 from __future__ import annotations
 
@@ -42,7 +44,13 @@ def describe_node(config: NodeConfig) -> dict:
 
 class Agent:
     def __init__(self, data_dir: DataDir, config: NodeConfig, tls: NodeTls,
-                 on_role_change: Callable[[str], None], on_expelled: Callable[[str], None]):
+                 on_role_change: Callable[[str], None], on_expelled: Callable[[str], None], executor=None):
+        self.executor = executor
+        if executor is not None:
+            executor.sink = self.task_status
+        self._ws = None
+        self._outbox: dict[str, dict] = {}
+        self._flushing = False
         self.data_dir = data_dir
         self.config = config
         self.tls = tls
@@ -103,17 +111,53 @@ class Agent:
                 self._apply_welcome(first)
                 self.connected.set()
                 log.info("session established with leader %s", address)
-                period = float(first.get("heartbeat_period", 1.0))
-                while True:
-                    await ws.send_bytes(pack({"type": "heartbeat"}))
-                    reply = await ws.receive(timeout=period * 3)
-                    if reply.type != aiohttp.WSMsgType.BINARY:
-                        return
-                    message = unpack(reply.data)
-                    if message["type"] == "heartbeat_ack":
-                        self._apply_welcome(message)
-                        period = float(message.get("heartbeat_period", period))
-                    await asyncio.sleep(period)
+                self._period = float(first.get("heartbeat_period", 1.0))
+                self._ws = ws
+                heartbeats = asyncio.ensure_future(self._heartbeats(ws))
+                try:
+                    if self.executor is not None:
+                        self._outbox = dict(self.executor.statuses)  # the full report
+                        await self._flush_statuses()
+                    while True:
+                        reply = await ws.receive(timeout=self._period * 3)
+                        if reply.type != aiohttp.WSMsgType.BINARY:
+                            return
+                        self._handle(unpack(reply.data))
+                finally:
+                    self._ws = None
+                    heartbeats.cancel()
+
+    async def _heartbeats(self, ws) -> None:
+        while not ws.closed:
+            await ws.send_bytes(pack({"type": "heartbeat"}))
+            await asyncio.sleep(self._period)
+
+    def _handle(self, message: dict) -> None:
+        if message["type"] == "heartbeat_ack":
+            self._apply_welcome(message)
+            self._period = float(message.get("heartbeat_period", self._period))
+        elif message["type"] == "assignments" and self.executor is not None:
+            self.executor.assign(message)
+
+    # -- task statuses ---------------------------------------------------------------------------------
+    def task_status(self, task_id: str, status: dict) -> None:
+        """The executor's sink: queue the status; send what is queued at the next turn."""
+        self._outbox[task_id] = status
+        if not self._flushing and self._ws is not None:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush_statuses()))
+
+    async def _flush_statuses(self) -> None:
+        self._flushing = False
+        ws, updates = self._ws, self._outbox
+        if ws is None or ws.closed or not updates:
+            return  # sent with the full report of the next session
+        self._outbox = {}
+        try:
+            await ws.send_bytes(pack({"type": "status",
+                                      "updates": [{"task_id": k, "status": v} for k, v in updates.items()]}))
+        except (ConnectionError, RuntimeError) as err:
+            log.info("task statuses not sent (%s); the next session sends them all", err)
 
     def _apply_welcome(self, message: dict) -> None:
         managers = message.get("managers") or []

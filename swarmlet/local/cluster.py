@@ -239,7 +239,31 @@ class LocalCluster:
         for pid in pids:
             if process_state(pid) != "dead":
                 os.kill(pid, signal.SIGKILL)
+        remove_tasks(nodes)
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def remove_tasks(nodes: list[LocalNode]) -> None:
+    """Remove every container/process the nodes' runtimes own: a node that stops leaves
+    its tasks running (the next start adopts them), a cluster taken down does not."""
+    import asyncio
+
+    from swarmlet.node.run import make_runtime
+
+    async def clean() -> None:
+        for node in nodes:
+            data_dir = DataDir(node.data_dir)
+            try:
+                runtime = make_runtime(data_dir.load(), data_dir)
+            except Exception:  # no node.json, no Docker engine: nothing of it to remove
+                continue
+            try:
+                for owned in await runtime.list_owned():
+                    await runtime.remove(owned.task_id)
+            finally:
+                await runtime.close()
+
+    asyncio.run(clean())
 
 
 def _iptables(*args: str) -> str:

@@ -18,6 +18,9 @@ from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER, generate_secret, identity_of
 from swarmlet.manager import caserver
 from swarmlet.manager.controlapi.server import ApiError, build_app
 from swarmlet.manager.dispatcher.dispatcher import Dispatcher
+from swarmlet.manager.orchestrator.loop import Orchestrator
+from swarmlet.manager.scheduler.service import SchedulerLoop
+from swarmlet.manager.stacks import StackApi
 from swarmlet.node.config import DataDir, NodeConfig, new_id
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, bind_with_retries
@@ -47,12 +50,17 @@ class Manager:
             bind_address=f"{config.bind_host}:{config.raft_port}",
             on_members_changed=self._persist_members)
         self.dispatcher = Dispatcher(self)
+        self.orchestrator = Orchestrator(self.store)
+        self.scheduler = SchedulerLoop(self.store)
+        self.stacks = StackApi(self.store)
         self._runner: web.AppRunner | None = None
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         self.store.start()
         self.store.on_leadership_change(self.dispatcher.leadership_changed)
+        self.store.on_leadership_change(self.orchestrator.leadership_changed)
+        self.store.on_leadership_change(self.scheduler.leadership_changed)
         self._runner = web.AppRunner(build_app(self), access_log=None)
         await self._runner.setup()
 
@@ -69,6 +77,8 @@ class Manager:
         await bind_with_retries(start_site, f"API {self.config.bind_host}:{self.config.api_port}")
 
     async def stop(self) -> None:
+        await self.orchestrator.stop()
+        await self.scheduler.stop()
         await self.dispatcher.stop()
         if self._runner is not None:
             await self._runner.cleanup()

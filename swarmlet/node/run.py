@@ -81,7 +81,8 @@ async def run_node(data_dir: DataDir) -> str | None:
             await manager.bootstrap(spec, config.hostname)
         bootstrap_done(data_dir)
         member_task = asyncio.ensure_future(manager.ensure_raft_member())
-    agent = Agent(data_dir, config, tls, on_role_change=role_changed, on_expelled=expel)
+    executor = await start_executor(config, data_dir)
+    agent = Agent(data_dir, config, tls, on_role_change=role_changed, on_expelled=expel, executor=executor)
     agent.start()
     ready_task = asyncio.ensure_future(_announce_ready(data_dir, manager, agent))
     log.info("node %s (%s) running as %s at %s", config.node_id, config.hostname, config.role, config.api_address)
@@ -96,12 +97,37 @@ async def run_node(data_dir: DataDir) -> str | None:
         except Exception as err:  # the old certificate still works; retry after the restart
             log.warning("could not get a %s certificate yet: %s", new_role[0], err)
     await agent.stop()
+    if executor is not None:
+        await executor.close()
     if manager is not None:
         await manager.stop()
     data_dir.ready_path.unlink(missing_ok=True)
     if expelled:
         raise NodeExpelled(expelled[0])
     return new_role[0] if new_role else None
+
+
+def make_runtime(config, data_dir: DataDir):
+    """The runtime a node's tasks run on (``NodeConfig.runtime``)."""
+    from swarmlet.runtime import DockerRuntime, ProcessRuntime
+
+    if config.runtime == "process":
+        return ProcessRuntime(config.node_id, data_dir.path / "runtime")
+    return DockerRuntime(config.node_id)
+
+
+async def start_executor(config, data_dir: DataDir):
+    """The executor over this node's runtime, or None when the runtime cannot start (the
+    node still serves its role; it runs no tasks and says so in its log)."""
+    from swarmlet.agent.executor import Executor
+
+    try:
+        executor = Executor(make_runtime(config, data_dir))
+        await executor.start()
+        return executor
+    except Exception as err:
+        log.error("the %s runtime is unavailable (%s): this node runs no tasks", config.runtime, err)
+        return None
 
 
 async def _announce_ready(data_dir: DataDir, manager, agent: Agent) -> None:

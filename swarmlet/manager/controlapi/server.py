@@ -265,6 +265,74 @@ async def remove_config(request):
     return reply({"ok": True})
 
 
+# -- stacks, services, tasks (logic in swarmlet.manager.stacks) ---------------------------------------
+
+@routes.post("/v1/stacks/{name}")
+@requires(*ADMIN_ONLY)
+async def deploy_stack(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].stacks.deploy(
+        request.match_info["name"], field(body, "stack", dict), field(body, "files", dict, required=False, default={}),
+        prune=bool(body.get("prune"))))
+
+
+@routes.get("/v1/stacks")
+@requires(*ADMIN_ONLY)
+async def list_stacks(request):
+    return reply(request.app["manager"].stacks.stacks())
+
+
+@routes.get("/v1/stacks/{name}/services")
+@requires(*ADMIN_ONLY)
+async def stack_services(request):
+    return reply(request.app["manager"].stacks.services(stack=request.match_info["name"]))
+
+
+@routes.get("/v1/stacks/{name}/tasks")
+@requires(*ADMIN_ONLY)
+async def stack_tasks(request):
+    return reply(request.app["manager"].stacks.tasks(stack=request.match_info["name"]))
+
+
+@routes.delete("/v1/stacks/{name}")
+@requires(*ADMIN_ONLY)
+async def remove_stack(request):
+    return reply(await request.app["manager"].stacks.remove_stack(request.match_info["name"]))
+
+
+@routes.get("/v1/services")
+@requires(*ADMIN_ONLY)
+async def list_services(request):
+    return reply(request.app["manager"].stacks.services())
+
+
+@routes.get("/v1/services/{ref}")
+@requires(*ADMIN_ONLY)
+async def inspect_service(request):
+    return reply(request.app["manager"].stacks.service(request.match_info["ref"]))
+
+
+@routes.post("/v1/services/{ref}/scale")
+@requires(*ADMIN_ONLY)
+async def scale_service(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].stacks.scale(request.match_info["ref"], field(body, "replicas", int)))
+
+
+@routes.delete("/v1/services/{ref}")
+@requires(*ADMIN_ONLY)
+async def remove_service(request):
+    await request.app["manager"].stacks.remove_service(request.match_info["ref"])
+    return reply({"ok": True})
+
+
+@routes.get("/v1/tasks")
+@requires(*ADMIN_ONLY)
+async def list_tasks(request):
+    return reply(request.app["manager"].stacks.tasks(service_ref=request.query.get("service") or None,
+                                                     stack=request.query.get("stack") or None))
+
+
 def build_app(manager: "Manager") -> web.Application:
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app["manager"] = manager

@@ -5,6 +5,12 @@ leader, a WebSocket over mutual TLS carrying msgpack messages.
 - leader -> node: ``welcome`` (heartbeat period, managers), ``heartbeat_ack`` (the
   node's current spec and the managers, so nodes learn of role changes and new
   managers), or ``redirect`` when this manager is not the leader.
+- leader -> node: ``assignments``, the node's whole assignment set (its tasks and the
+  secrets/configs they use, see assignments.py), at session start and whenever it changes.
+- node -> leader: ``status`` ({"updates": [{"task_id", "status"}]}), task status changes;
+  a full report of every task the node knows at session start. The leader collects them
+  for ``STATUS_BATCH_WINDOW`` and writes them as one transaction (conflicting ones again,
+  one by one).
 
 Heartbeats are kept in memory, as in SwarmKit: only a change of a node's state
 (ready <-> down) is written to the store. A new leader gives every node a full grace
@@ -22,7 +28,10 @@ from aiohttp import WSMsgType, web
 
 from swarmlet.api.objects import (CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, NODE_DOWN,
                                   NODE_READY, manager_api_addresses)
-from swarmlet.store import StoreError
+from swarmlet.manager.dispatcher.assignments import (accepted_status, assignment_digest, node_assignment,
+                                                     nodes_touched)
+from swarmlet.manager.leaderloop import drain
+from swarmlet.store import Conflict, StoreError
 
 if TYPE_CHECKING:
     from swarmlet.manager.manager import Manager
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("swarmlet.dispatcher")
 
 HELLO_TIMEOUT = 10.0
+STATUS_BATCH_WINDOW = 0.05
 
 
 def pack(message: dict) -> bytes:
@@ -56,6 +66,11 @@ class Dispatcher:
         self._sessions: dict[str, web.WebSocketResponse] = {}
         self._last_seen: dict[str, float] = {}
         self._checker: asyncio.Task | None = None
+        self._send_locks: dict[str, asyncio.Lock] = {}
+        self._sent: dict[str, str] = {}  # node -> digest of the assignment set it last received
+        self._statuses: dict[str, tuple[str, dict]] = {}  # task -> (node, status) not yet written
+        self._statuses_waiting = asyncio.Event()
+        self._workers: list[asyncio.Task] = []
 
     @property
     def heartbeat_period(self) -> float:
@@ -73,6 +88,9 @@ class Dispatcher:
             self._last_seen = {n["id"]: now for n in self.store.list("node")}
             if self._checker is None or self._checker.done():
                 self._checker = asyncio.ensure_future(self._check_heartbeats())
+            if not self._workers:
+                self._workers = [asyncio.ensure_future(self._push_assignments()),
+                                 asyncio.ensure_future(self._write_statuses())]
         else:
             await self.stop()
 
@@ -80,6 +98,10 @@ class Dispatcher:
         if self._checker is not None:
             self._checker.cancel()
             self._checker = None
+        for worker in self._workers:
+            worker.cancel()
+        self._workers = []
+        self._statuses.clear()
         for node_id in list(self._sessions):
             self.drop_session(node_id)
 
@@ -141,10 +163,13 @@ class Dispatcher:
         if previous is not None and not previous.closed:
             await previous.close(message=b"replaced by a newer session")
         self._sessions[node_id] = ws
+        self._send_locks[node_id] = asyncio.Lock()
+        self._sent.pop(node_id, None)
         self._last_seen[node_id] = time.monotonic()
         await self._set_state(node_id, NODE_READY, "", hello.get("description", {}))
         try:
-            await ws.send_bytes(pack(self._welcome(node_id, "welcome")))
+            await self._send(node_id, ws, self._welcome(node_id, "welcome"))
+            await self._send_assignment(node_id)
             async for message in ws:
                 if message.type != WSMsgType.BINARY:
                     break
@@ -160,7 +185,9 @@ class Dispatcher:
                     node = self.store.get("node", node_id)
                     if node is not None and node["status"].get("state") != NODE_READY:
                         await self._set_state(node_id, NODE_READY, "")
-                    await ws.send_bytes(pack(self._welcome(node_id, "heartbeat_ack")))
+                    await self._send(node_id, ws, self._welcome(node_id, "heartbeat_ack"))
+                elif payload["type"] == "status":
+                    self._take_statuses(node_id, payload.get("updates"))
                 else:
                     log.warning("node %s sent an unknown message type %r; ignored", node_id, payload["type"])
         except ConnectionError as err:
@@ -168,6 +195,7 @@ class Dispatcher:
         finally:
             if self._sessions.get(node_id) is ws:
                 del self._sessions[node_id]
+                self._sent.pop(node_id, None)
             if not ws.closed:
                 await ws.close()
         return ws
@@ -177,3 +205,79 @@ class Dispatcher:
         return {"type": kind, "heartbeat_period": self.heartbeat_period,
                 "managers": manager_api_addresses(self.store.list("node")),
                 "node": {"spec": node["spec"]} if node else None}
+
+    # -- assignments and statuses ---------------------------------------------------------------------
+    async def _send(self, node_id: str, ws: web.WebSocketResponse, message: dict) -> None:
+        lock = self._send_locks.setdefault(node_id, asyncio.Lock())
+        async with lock:  # one frame at a time: heartbeats and pushes come from different tasks
+            await ws.send_bytes(pack(message))
+
+    async def _send_assignment(self, node_id: str) -> None:
+        ws = self._sessions.get(node_id)
+        if ws is None or ws.closed or not self.store.is_leader:
+            return
+        message = node_assignment(node_id, self.store.list("task"), self.store.list("secret"),
+                                  self.store.list("config"))
+        digest = assignment_digest(message)
+        if self._sent.get(node_id) == digest:
+            return
+        try:
+            await self._send(node_id, ws, message)
+            self._sent[node_id] = digest
+        except (ConnectionError, RuntimeError) as err:  # the session is ending; the next one gets it all
+            log.info("assignments for node %s not sent: %s", node_id, err)
+
+    async def _push_assignments(self) -> None:
+        queue = self.store.subscribe()
+        try:
+            while self.store.is_leader:
+                events = [await queue.get(), *drain(queue)]
+                touched: set[str] | None = set()
+                for event in events:
+                    nodes = None if event.reset else nodes_touched(event.changes)
+                    touched = None if nodes is None or touched is None else touched | nodes
+                for node_id in list(self._sessions) if touched is None else sorted(touched & set(self._sessions)):
+                    await self._send_assignment(node_id)
+        finally:
+            self.store.unsubscribe(queue)
+
+    def _take_statuses(self, node_id: str, updates) -> None:
+        for update in updates if isinstance(updates, list) else []:
+            if isinstance(update, dict) and isinstance(update.get("task_id"), str):
+                self._statuses[update["task_id"]] = (node_id, update.get("status"))
+        if self._statuses:
+            self._statuses_waiting.set()
+
+    async def _write_statuses(self) -> None:
+        while self.store.is_leader:
+            await self._statuses_waiting.wait()
+            await asyncio.sleep(STATUS_BATCH_WINDOW)  # collect what else arrives: one Raft write for all
+            self._statuses_waiting.clear()
+            batch, self._statuses = self._statuses, {}
+            ops = self._status_ops(batch)
+            if not ops or not self.store.is_leader:
+                continue
+            try:
+                await self.store.commit(ops)
+            except Conflict:
+                for task_id, report in batch.items():  # again one by one, each on a fresh read
+                    for op in self._status_ops({task_id: report}):
+                        try:
+                            await self.store.commit([op])
+                        except StoreError as err:
+                            log.info("status of task %s not written: %s", task_id, err)
+            except StoreError as err:  # no quorum, a timeout: keep them for the next write
+                log.info("%d task statuses not written: %s", len(ops), err)
+                for task_id, report in batch.items():
+                    self._statuses.setdefault(task_id, report)
+                self._statuses_waiting.set()
+
+    def _status_ops(self, batch: dict[str, tuple[str, dict]]) -> list[dict]:
+        ops = []
+        for task_id, (node_id, status) in batch.items():
+            task = self.store.get("task", task_id)
+            merged = accepted_status(task, node_id, status)
+            if merged is not None:
+                ops.append({"op": "update", "kind": "task", "id": task_id, "version": task["version"],
+                            "status": merged})
+        return ops

@@ -1,0 +1,258 @@
+"""The worker side of assignments: reconcile what runs on this node with the assignment
+set the leader sends, through the ``Runtime`` interface only.
+
+One ``TaskRunner`` per assigned task walks it through accepted -> preparing -> ready ->
+starting -> running (with a health check: running only once healthy; unhealthy ->
+failed) and reports each state; exits become complete/failed with the exit code, image
+errors rejected. A task whose desired state becomes shutdown/remove is stopped; a task
+gone from the assignment set has its container/process removed. Exits and health come
+from the runtime's event stream (no polling).
+
+On start the executor lists what the runtime already owns (``list_owned``): tasks
+still running after an agent restart are adopted, not started again; owned tasks the
+first assignment set does not name are removed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable
+
+from swarmlet.agent.taskconfig import container_config, has_healthcheck
+from swarmlet.api.objects import is_terminal, state_rank
+from swarmlet.runtime import EventKind, ImageNotFoundError, OwnedTask, Runtime, RuntimeEvent, TaskRuntimeError, TaskState
+
+log = logging.getLogger("swarmlet.executor")
+
+StatusSink = Callable[[str, dict], None]
+
+
+class TaskRunner:
+    def __init__(self, executor: "Executor", task_id: str, entry: dict, owned: OwnedTask | None):
+        self.executor = executor
+        self.runtime = executor.runtime
+        self.task_id = task_id
+        self.spec = entry["spec"]
+        self.phase = entry.get("phase", "new")
+        self.owned = owned
+        self.assigned = True
+        self.exit: RuntimeEvent | None = None
+        self.health: str | None = None
+        self.state = ""
+        self._changed = asyncio.Event()
+        self.task = asyncio.ensure_future(self._guarded())
+
+    # -- input ---------------------------------------------------------------------------------------
+    def update(self, entry: dict) -> None:
+        self.spec = entry["spec"]
+        self._changed.set()
+
+    def unassign(self) -> None:
+        self.assigned = False
+        self._changed.set()
+
+    def on_event(self, event: RuntimeEvent) -> None:
+        if event.kind is EventKind.EXITED:
+            self.exit = event
+        elif event.kind is EventKind.HEALTH:
+            self.health = "healthy" if event.detail == "healthy" else (
+                event.detail if event.detail.startswith("container unhealthy") else None)
+        self._changed.set()
+
+    @property
+    def desired(self) -> str:
+        return self.spec["desired_state"] if self.assigned else "remove"
+
+    async def _changes(self) -> None:
+        await self._changed.wait()
+        self._changed.clear()
+
+    def report(self, state: str, message: str = "", err: str | None = None, exit_code: int | None = None) -> None:
+        if self.state and state_rank(state) < state_rank(self.state):
+            return
+        self.state = state
+        now = time.time()
+        status = {"state": state, "timestamp": now, "message": message, "err": err, "exit_code": exit_code,
+                  "container_id": self.task_id}
+        if state == "running":
+            status["started_at"] = now
+        self.executor.publish(self.task_id, status)
+
+    # -- the life of one task ------------------------------------------------------------------------
+    async def _guarded(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a runtime failure ends the task, never the executor
+            log.exception("task %s failed in the executor", self.task_id)
+            self.report("failed", "executor error", err=str(err))
+            await self._finish()
+
+    async def _run(self) -> None:
+        if self.owned is None:
+            if self.phase != "new" or self.desired not in ("ready", "running"):
+                if self.phase == "active":  # the store thinks it runs, but nothing of it is here
+                    self.report("failed", "task vanished from the node", err="no container or process found")
+                elif self.phase == "new":
+                    self.report("shutdown", "shut down before it started")
+                await self._finish()
+                return
+            if not await self._prepare_and_start():
+                return
+        elif not await self._adopt():
+            return
+        await self._supervise()
+
+    async def _prepare_and_start(self) -> bool:
+        self.report("accepted")
+        self.report("preparing")
+        try:
+            config = container_config(self.task_id, self.spec, self.runtime.node_id, self.executor.secrets,
+                                      self.executor.configs)
+            await self.runtime.prepare(config)
+        except (ImageNotFoundError, TaskRuntimeError, KeyError) as err:
+            detail = f"missing secret or config {err}" if isinstance(err, KeyError) else str(err)
+            self.report("rejected", "preparing failed", err=detail)
+            await self._finish()
+            return False
+        self.report("ready")
+        while self.desired == "ready":
+            await self._changes()
+        if self.desired != "running":
+            self.report("shutdown", "shut down before it started")
+            await self._finish()
+            return False
+        self.report("starting")
+        try:
+            await self.runtime.start(self.task_id)
+        except TaskRuntimeError as err:
+            self.report("failed", "starting failed", err=str(err))
+            await self._finish()
+            return False
+        return True
+
+    async def _adopt(self) -> bool:
+        state = await self.runtime.inspect(self.task_id)
+        if state is None or state.state is TaskState.CREATED:
+            if self.phase == "ended":
+                await self._finish()
+                return False
+            self.owned = None
+            return await self._prepare_and_start()
+        if state.state is TaskState.EXITED and self.exit is None:
+            self.exit = RuntimeEvent(self.task_id, EventKind.EXITED, state.error or "", exit_code=state.exit_code)
+        if self.phase == "ended" and self.exit is not None:
+            await self._finish()
+            return False
+        self.state = "starting"
+        log.info("adopted task %s, already %s", self.task_id, state.state.value)
+        return True
+
+    async def _supervise(self) -> None:
+        checked = has_healthcheck(self.spec)
+        if not checked and self.exit is None:
+            self.report("running")
+        while True:
+            if self.exit is not None:
+                code = self.exit.exit_code
+                if code == 0:
+                    self.report("complete", "finished", exit_code=0)
+                else:
+                    self.report("failed", "task exited", err=self.exit.detail or f"exit code {code}", exit_code=code)
+                break
+            if self.health and self.health.startswith("container unhealthy"):
+                await self.runtime.shutdown(self.task_id)
+                self.report("failed", "health check failed", err=self.health, exit_code=await self._exit_code())
+                break
+            if self.health == "healthy" and self.state != "running":
+                self.report("running")
+            if self.desired not in ("ready", "running"):
+                await self.runtime.shutdown(self.task_id)
+                self.report("shutdown", "shut down", exit_code=await self._exit_code())
+                break
+            await self._changes()
+        await self._finish()
+
+    async def _exit_code(self) -> int | None:
+        state = await self.runtime.inspect(self.task_id)
+        return state.exit_code if state else None
+
+    async def _finish(self) -> None:
+        """Keep the stopped task (history) until the leader forgets it, then remove it."""
+        while self.assigned:
+            if self.desired not in ("ready", "running") and not is_terminal(self.state or "new"):
+                self.report("shutdown", "shut down")
+            await self._changes()
+        await self.runtime.remove(self.task_id)
+        self.executor.forget(self.task_id)
+
+
+class Executor:
+    def __init__(self, runtime: Runtime, sink: StatusSink | None = None):
+        self.runtime = runtime
+        self.sink = sink  # where task statuses go (the agent's session)
+        self.runners: dict[str, TaskRunner] = {}
+        self.statuses: dict[str, dict] = {}
+        self.secrets: dict[str, dict] = {}
+        self.configs: dict[str, dict] = {}
+        self._owned: dict[str, OwnedTask] | None = None
+        self._events_task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        events = self.runtime.events()  # before listing: no exit can fall between the two
+        self._events_task = asyncio.ensure_future(self._watch(events))
+        self._owned = {o.task_id: o for o in await self.runtime.list_owned()}
+        log.info("runtime owns %d task(s) from before", len(self._owned))
+
+    async def _watch(self, events) -> None:
+        async for event in events:
+            runner = self.runners.get(event.task_id)
+            if runner is not None:
+                runner.on_event(event)
+
+    def publish(self, task_id: str, status: dict) -> None:
+        self.statuses[task_id] = status
+        if self.sink is not None:
+            self.sink(task_id, status)
+
+    def forget(self, task_id: str) -> None:
+        self.runners.pop(task_id, None)
+        self.statuses.pop(task_id, None)
+
+    def assign(self, message: dict) -> None:
+        """Take a whole assignment set from the leader."""
+        self.secrets = message.get("secrets") or {}
+        self.configs = message.get("configs") or {}
+        entries = {entry["id"]: entry for entry in message.get("tasks") or []}
+        for task_id, entry in entries.items():
+            runner = self.runners.get(task_id)
+            if runner is None:
+                owned = (self._owned or {}).pop(task_id, None)
+                self.runners[task_id] = TaskRunner(self, task_id, entry, owned)
+            else:
+                runner.update(entry)
+        for task_id, runner in list(self.runners.items()):
+            if task_id not in entries:
+                runner.unassign()
+        if self._owned:  # owned by this node, unknown to the cluster: left from before, remove
+            for task_id in list(self._owned):
+                log.info("removing task %s: not assigned to this node any more", task_id)
+                asyncio.ensure_future(self._remove_quietly(task_id))
+            self._owned = {}
+
+    async def _remove_quietly(self, task_id: str) -> None:
+        try:
+            await self.runtime.remove(task_id)
+        except TaskRuntimeError as err:
+            log.warning("could not remove task %s: %s", task_id, err)
+
+    async def close(self) -> None:
+        """Stop supervising; tasks keep running, for the next agent to adopt."""
+        for runner in list(self.runners.values()):
+            runner.task.cancel()
+        await asyncio.gather(*(r.task for r in self.runners.values()), return_exceptions=True)
+        if self._events_task is not None:
+            self._events_task.cancel()
+        await self.runtime.close()

@@ -1,0 +1,73 @@
+"""What the dispatcher sends each node and how it takes back their task statuses (pure).
+
+A node's *assignment set* is every task placed on it (history included, so that the
+agent removes a container only once its task is gone from the store), plus the data of
+the secrets and configs that its ready/running tasks reference, and nothing else: a
+node never receives a secret none of its tasks uses.
+
+Status updates from a node are accepted only for tasks placed on that node and only
+when they move the task forward (Swarm's state order); anything else is dropped.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+
+from swarmlet.api.objects import is_terminal, state_rank
+
+
+def node_assignment(node_id: str, tasks: list[dict], secrets: list[dict], configs: list[dict]) -> dict:
+    mine = sorted((t for t in tasks if t["spec"].get("node_id") == node_id), key=lambda t: t["id"])
+    wanted = {"secrets": set(), "configs": set()}
+    for task in mine:
+        if task["spec"]["desired_state"] in ("ready", "running"):
+            for kind in wanted:
+                wanted[kind].update(ref["source"] for ref in task["spec"]["container"].get(kind, []))
+    files = {kind: {o["spec"]["name"]: {"data": o["spec"]["data"], "id": o["id"]}
+                    for o in objects if o["spec"]["name"] in wanted[kind]}
+             for kind, objects in (("secrets", secrets), ("configs", configs))}
+    return {"type": "assignments", "tasks": [{"id": t["id"], "spec": t["spec"], "phase": task_phase(t)} for t in mine],
+            **files}
+
+
+def task_phase(task: dict) -> str:
+    """How far the store says a task got: "new" (not yet taken up by its node), "active"
+    or "ended". A restarted agent must not start again a task that already ran."""
+    current = task["status"].get("state", "new")
+    if is_terminal(current):
+        return "ended"
+    return "active" if state_rank(current) >= state_rank("accepted") else "new"
+
+
+def assignment_digest(message: dict) -> str:
+    return hashlib.sha256(msgpack.packb(message, use_bin_type=True)).hexdigest()
+
+
+def nodes_touched(changes) -> set[str] | None:
+    """Nodes whose assignment set a store change may alter; None: maybe all of them."""
+    nodes: set[str] = set()
+    for change in changes:
+        if change.kind in ("secret", "config"):
+            return None
+        if change.kind == "task":
+            node_id = change.object["spec"].get("node_id")
+            if node_id:
+                nodes.add(node_id)
+    return nodes
+
+
+def accepted_status(task: dict | None, node_id: str, status: dict) -> dict | None:
+    """The status to write for a node's report on ``task``, or None to drop it."""
+    if task is None or task["spec"].get("node_id") != node_id or not isinstance(status, dict):
+        return None
+    current = task["status"]
+    if is_terminal(current.get("state", "new")) and status.get("state") != current.get("state"):
+        return None  # an ended task stays ended
+    if state_rank(status.get("state", "")) < state_rank(current.get("state", "new")):
+        return None
+    merged = dict(current, **{k: v for k, v in status.items() if k in _STATUS_FIELDS})
+    return None if merged == current else merged
+
+
+_STATUS_FIELDS = ("state", "timestamp", "message", "err", "exit_code", "container_id", "started_at")

@@ -1,0 +1,58 @@
+"""The shape every leader-only component shares: runs while this manager leads, watching
+the store from the moment it took over, and stops (dropping what it was doing) when
+leadership is lost. A new leader's loop starts with a full pass, so nothing missed
+during a failover is lost."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from swarmlet.store import ClusterStore
+
+log = logging.getLogger("swarmlet.manager")
+
+
+class LeaderLoop:
+    name = "leader loop"
+
+    def __init__(self, store: ClusterStore):
+        self.store = store
+        self._task: asyncio.Task | None = None
+
+    async def leadership_changed(self, leading: bool) -> None:
+        if leading and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self._guarded())
+        elif not leading:
+            await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _guarded(self) -> None:
+        queue = self.store.subscribe()
+        try:
+            while self.store.is_leader:
+                try:
+                    await self.run(queue)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # keep leading: log, then start over with a full pass
+                    log.exception("%s failed; restarting it", self.name)
+                    await asyncio.sleep(0.2)
+        finally:
+            self.store.unsubscribe(queue)
+
+    async def run(self, queue: asyncio.Queue) -> None:
+        raise NotImplementedError
+
+
+def drain(queue: asyncio.Queue) -> list:
+    """Everything already waiting in ``queue``, without blocking."""
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items

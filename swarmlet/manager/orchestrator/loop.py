@@ -1,0 +1,106 @@
+"""The orchestrator's I/O edge: while this manager leads, reconcile every service that a
+store event touched (a full pass when it becomes leader, when the state was reset, or
+when a node changed), and again when a restart or update delay runs out. Each
+service's decision is committed as one transaction; a conflict (the dispatcher or the
+scheduler wrote one of its tasks meanwhile) just reconciles that service again."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from swarmlet.manager.leaderloop import LeaderLoop, drain
+from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
+from swarmlet.node.config import new_id
+from swarmlet.store import StoreError
+
+log = logging.getLogger("swarmlet.orchestrator")
+
+ALL = "*"
+
+
+def decision_ops(service: dict | None, decision: Decision) -> list[dict]:
+    """The transaction that carries out a decision (task IDs are picked here)."""
+    deleted = {t["id"] for t in decision.deletes}
+    updates = {t["id"]: (t, spec) for t, spec in decision.updates if t["id"] not in deleted}
+    ops = [{"op": "create", "kind": "task", "id": new_id(), "spec": c["spec"], "status": c["status"]}
+           for c in decision.creates]
+    ops += [{"op": "update", "kind": "task", "id": task_id, "version": t["version"], "spec": spec}
+            for task_id, (t, spec) in updates.items()]
+    ops += [{"op": "delete", "kind": "task", "id": t["id"], "version": t["version"]} for t in decision.deletes]
+    if decision.service_status is not None and service is not None:
+        ops.append({"op": "update", "kind": "service", "id": service["id"], "version": service["version"],
+                    "status": decision.service_status})
+    return ops
+
+
+def touched_services(event) -> set[str]:
+    if event.reset:
+        return {ALL}
+    touched = set()
+    for change in event.changes:
+        if change.kind == "task":
+            touched.add(change.object["spec"].get("service_id", ""))
+        elif change.kind == "service":
+            touched.add(change.id)
+        elif change.kind == "node":
+            touched.add(ALL)
+    return touched
+
+
+class Orchestrator(LeaderLoop):
+    name = "orchestrator"
+
+    async def run(self, queue: asyncio.Queue) -> None:
+        dirty = {ALL}
+        wake_at: float | None = None
+        while self.store.is_leader:
+            if wake_at is not None and time.time() >= wake_at:
+                dirty.add(ALL)
+                wake_at = None
+            if dirty:
+                next_wake, dirty = await self.reconcile(dirty)
+                if next_wake is not None:
+                    wake_at = next_wake if wake_at is None else min(wake_at, next_wake)
+                if dirty:
+                    continue  # conflicts: at once, with what the store says now
+            timeout = None if wake_at is None else max(0.0, wake_at - time.time())
+            try:
+                event = await asyncio.wait_for(queue.get(), timeout)
+            except asyncio.TimeoutError:
+                continue
+            for item in [event, *drain(queue)]:
+                dirty |= touched_services(item)
+
+    async def reconcile(self, dirty: set[str]) -> tuple[float | None, set[str]]:
+        """Reconcile the dirty services; returns the earliest wake-up and what to redo."""
+        services = {s["id"]: s for s in self.store.list("service")}
+        nodes = {n["id"]: n for n in self.store.list("node")}
+        tasks_by_service: dict[str, list[dict]] = {}
+        for task in self.store.list("task"):
+            tasks_by_service.setdefault(task["spec"]["service_id"], []).append(task)
+        if ALL in dirty:
+            dirty = set(services) | set(tasks_by_service)
+        # A service held back by depends_on is looked at again whenever anything moves.
+        dirty |= {s["id"] for s in services.values() if s["spec"].get("depends_on") and not tasks_by_service.get(s["id"])}
+        now = time.time()
+        wake_at, redo = None, set()
+        for service_id in sorted(dirty):
+            service = services.get(service_id)
+            tasks = tasks_by_service.get(service_id, [])
+            waiting = None
+            if service is not None and not tasks and service["spec"].get("depends_on"):
+                waiting = dependencies_waiting(service, list(services.values()), tasks_by_service)
+            decision = reconcile_service(service, tasks, nodes, now, waiting)
+            if decision.wake_at is not None:
+                wake_at = decision.wake_at if wake_at is None else min(wake_at, decision.wake_at)
+            if decision.empty:
+                continue
+            if not self.store.is_leader:
+                return None, set()
+            try:
+                await self.store.commit(decision_ops(service, decision))
+            except StoreError as err:
+                log.debug("reconciling service %s: %s; again", service_id, err)
+                redo.add(service_id)
+        return wake_at, redo

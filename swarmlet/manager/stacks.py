@@ -1,0 +1,220 @@
+"""Stacks and services through the control API.
+
+``deploy_ops`` (pure) turns a loaded ``StackSpec`` (as a dict) plus the contents of its
+secret and config files into ONE transaction over the stack's networks, secrets,
+configs and services, as ``docker stack deploy`` names them: ``<stack>_<name>``, each
+labelled ``com.docker.stack.namespace=<stack>``. Services whose spec did not change are
+not touched; ``prune`` deletes the stack's services no longer in the file. An external
+secret or config that does not exist refuses the whole deploy, naming it.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from swarmlet.api import specs
+from swarmlet.api.objects import STACK_NAMESPACE_LABEL
+from swarmlet.manager.controlapi.server import ApiError
+from swarmlet.node.config import new_id
+from swarmlet.store import ClusterStore
+
+MAX_SECRET_SIZE = 500 * 1024
+MAX_CONFIG_SIZE = 1000 * 1024
+_STACK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+FILE_KINDS = (("secrets", "secret", MAX_SECRET_SIZE), ("configs", "config", MAX_CONFIG_SIZE))
+
+
+class DeployError(ApiError):
+    def __init__(self, message: str):
+        super().__init__(400, message)
+
+
+def stack_of(obj: dict) -> str | None:
+    return (obj["spec"].get("labels") or {}).get(STACK_NAMESPACE_LABEL)
+
+
+def scoped_name(stack: str, name: str, entry: dict) -> str:
+    """The cluster-wide name of a stack's network, secret or config."""
+    if entry.get("cluster_name"):
+        return entry["cluster_name"]
+    return name if entry.get("external") else f"{stack}_{name}"
+
+
+def service_spec_for(stack: str, service: dict, names: dict[str, dict[str, str]]) -> dict:
+    """The stored spec of one Compose service: scoped name, namespace label, references
+    to the cluster names of its secrets, configs and networks."""
+    spec = specs.ServiceSpec.from_dict(service).to_dict()  # normalised: defaults filled in
+    spec["name"] = f"{stack}_{spec['name']}"
+    spec["labels"] = dict(spec["labels"], **{STACK_NAMESPACE_LABEL: stack})
+    container = spec["container"]
+    for kind in ("secrets", "configs"):
+        container[kind] = [dict(ref, source=names[kind].get(ref["source"], ref["source"])) for ref in container[kind]]
+    spec["networks"] = [dict(n, name=names["networks"].get(n["name"], n["name"])) for n in spec["networks"]]
+    return spec
+
+
+def _decode(stack: str, kind: str, name: str, encoded, limit: int) -> bytes:
+    if not isinstance(encoded, str):
+        raise DeployError(f"{kind} {name!r} of stack {stack}: its file content was not sent")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise DeployError(f"{kind} {name!r}: the content is not base64") from None
+    if len(data) > limit:
+        raise DeployError(f"{kind} {name!r} is {len(data)} bytes; at most {limit // 1024} KB")
+    return data
+
+
+def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool, existing: dict[str, list[dict]]) -> list[dict]:
+    """``existing``: the store's objects by kind ("service", "network", "secret", "config")."""
+    if not _STACK_NAME.fullmatch(stack or ""):
+        raise DeployError(f"invalid stack name {stack!r}")
+    by_name = {kind: {o["spec"]["name"]: o for o in objects} for kind, objects in existing.items()}
+    names = {kind: {n: scoped_name(stack, n, e) for n, e in (stack_spec.get(kind) or {}).items()}
+             for kind in ("networks", "secrets", "configs")}
+    ops: list[dict] = []
+    missing = []
+    for plural, kind, limit in FILE_KINDS:
+        for name, entry in sorted((stack_spec.get(plural) or {}).items()):
+            cluster_name = names[plural][name]
+            current = by_name[kind].get(cluster_name)
+            if entry.get("external"):
+                if current is None:
+                    missing.append(f"external {kind} {cluster_name!r} not found")
+                continue
+            data = _decode(stack, kind, name, (files.get(plural) or {}).get(name), limit)
+            if current is None:
+                ops.append({"op": "create", "kind": kind, "id": cluster_name,
+                            "spec": {"name": cluster_name, "data": data,
+                                     "labels": dict(entry.get("labels") or {}, **{STACK_NAMESPACE_LABEL: stack})}})
+            elif bytes(current["spec"]["data"]) != data:
+                raise DeployError(f"{kind} {cluster_name!r} exists with other content; {kind}s are immutable: "
+                                  "give the new content another name")
+    if missing:
+        raise DeployError("; ".join(missing) + ": nothing was deployed")
+    for name, entry in sorted((stack_spec.get("networks") or {}).items()):
+        if entry.get("external"):
+            continue  # an existing network on the nodes; the runtime attaches to it by name
+        cluster_name = names["networks"][name]
+        spec = {"name": cluster_name, "driver": entry.get("driver", specs.DEFAULT_NETWORK_DRIVER),
+                "driver_opts": entry.get("driver_opts") or {}, "attachable": bool(entry.get("attachable")),
+                "internal": bool(entry.get("internal")),
+                "labels": dict(entry.get("labels") or {}, **{STACK_NAMESPACE_LABEL: stack})}
+        current = by_name["network"].get(cluster_name)
+        if current is None:
+            ops.append({"op": "create", "kind": "network", "id": cluster_name, "spec": spec})
+        elif current["spec"] != spec:
+            ops.append({"op": "update", "kind": "network", "id": current["id"], "version": current["version"],
+                        "spec": spec})
+    wanted = set()
+    for name, service in sorted((stack_spec.get("services") or {}).items()):
+        spec = service_spec_for(stack, service, names)
+        wanted.add(spec["name"])
+        current = by_name["service"].get(spec["name"])
+        if current is None:
+            ops.append({"op": "create", "kind": "service", "id": new_id(), "spec": spec, "status": {}})
+        elif current["spec"] != spec:
+            ops.append({"op": "update", "kind": "service", "id": current["id"], "version": current["version"],
+                        "spec": spec})
+    if prune:
+        ops += [{"op": "delete", "kind": "service", "id": s["id"], "version": s["version"]}
+                for s in existing["service"] if stack_of(s) == stack and s["spec"]["name"] not in wanted]
+    return ops
+
+
+# -- views ---------------------------------------------------------------------------------------------
+
+def task_view(task: dict) -> dict:
+    spec, status = task["spec"], task["status"]
+    return {"id": task["id"], "service_id": spec["service_id"], "service_name": spec["service_name"],
+            "stack": spec.get("stack", ""), "slot": spec.get("slot"), "node_id": spec.get("node_id"),
+            "desired_state": spec["desired_state"], "state": status.get("state"), "message": status.get("message", ""),
+            "err": status.get("err"), "exit_code": status.get("exit_code"), "timestamp": status.get("timestamp"),
+            "spec_digest": spec["spec_digest"], "image": spec["container"]["image"], "created_at": task["created_at"]}
+
+
+def service_view(service: dict, tasks: list[dict]) -> dict:
+    spec = service["spec"]
+    mine = [t for t in tasks if t["spec"]["service_id"] == service["id"]]
+    running = sum(1 for t in mine if t["spec"]["desired_state"] == "running" and t["status"].get("state") == "running")
+    desired = spec.get("replicas") if spec["mode"] in ("replicated", "replicated-job") else sum(
+        1 for t in mine if t["spec"]["desired_state"] in ("ready", "running"))
+    return {"id": service["id"], "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
+            "replicas": desired, "running": running, "image": spec["container"]["image"],
+            "version": service["version"], "created_at": service["created_at"], "updated_at": service["updated_at"],
+            "spec": spec, "status": service.get("status") or {}}
+
+
+class StackApi:
+    def __init__(self, store: ClusterStore):
+        self.store = store
+
+    def _existing(self) -> dict[str, list[dict]]:
+        return {kind: self.store.list(kind) for kind in ("service", "network", "secret", "config")}
+
+    async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool) -> dict:
+        ops = deploy_ops(stack, stack_spec, files, prune, self._existing())
+        result = await self.store.commit(ops) if ops else {"index": self.store.index}
+        changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in ops if op["kind"] == "service")
+        return {"stack": stack, "changed_services": changed, "operations": len(ops), "index": result.get("index")}
+
+    def stacks(self) -> list[dict]:
+        counts: dict[str, int] = {}
+        for service in self.store.list("service"):
+            name = stack_of(service)
+            if name:
+                counts[name] = counts.get(name, 0) + 1
+        return [{"name": name, "services": count} for name, count in sorted(counts.items())]
+
+    def services(self, stack: str | None = None) -> list[dict]:
+        tasks = self.store.list("task")
+        services = [s for s in self.store.list("service") if stack is None or stack_of(s) == stack]
+        return [service_view(s, tasks) for s in sorted(services, key=lambda s: s["spec"]["name"])]
+
+    def resolve_service(self, ref: str) -> dict:
+        services = self.store.list("service")
+        for service in services:
+            if ref in (service["id"], service["spec"]["name"]):
+                return service
+        matches = [s for s in services if s["id"].startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        raise ApiError(404 if not matches else 409, f"no such service: {ref}" if not matches
+                       else f"service reference {ref!r} is ambiguous")
+
+    def service(self, ref: str) -> dict:
+        return service_view(self.resolve_service(ref), self.store.list("task"))
+
+    def tasks(self, service_ref: str | None = None, stack: str | None = None) -> list[dict]:
+        service_id = self.resolve_service(service_ref)["id"] if service_ref else None
+        tasks = [t for t in self.store.list("task")
+                 if (service_id is None or t["spec"]["service_id"] == service_id)
+                 and (stack is None or t["spec"].get("stack") == stack)]
+        return [task_view(t) for t in sorted(tasks, key=lambda t: (t["spec"]["service_name"], t["spec"].get("slot") or 0,
+                                                                    t["created_at"]))]
+
+    async def scale(self, ref: str, replicas: int) -> dict:
+        service = self.resolve_service(ref)
+        if service["spec"]["mode"] not in ("replicated", "replicated-job"):
+            raise ApiError(400, f"service {service['spec']['name']} is {service['spec']['mode']}: only replicated "
+                                "services scale")
+        if replicas < 0:
+            raise ApiError(400, "replicas must be 0 or more")
+        await self.store.commit([{"op": "update", "kind": "service", "id": service["id"], "version": service["version"],
+                                  "spec": dict(service["spec"], replicas=replicas)}])
+        return self.service(service["id"])
+
+    async def remove_service(self, ref: str) -> None:
+        service = self.resolve_service(ref)
+        await self.store.commit([{"op": "delete", "kind": "service", "id": service["id"],
+                                  "version": service["version"]}])
+
+    async def remove_stack(self, stack: str) -> dict:
+        ops = [{"op": "delete", "kind": kind, "id": o["id"], "version": o["version"]}
+               for kind in ("service", "network", "secret", "config") for o in self.store.list(kind)
+               if stack_of(o) == stack]
+        if not ops:
+            raise ApiError(404, f"no such stack: {stack}")
+        await self.store.commit(ops)
+        return {"stack": stack, "removed": len(ops)}
