@@ -156,6 +156,18 @@ class LocalCluster:
         (self.admin_dir / "hosts").write_text("\n".join(self.hosts()) + "\n")
         return nodes
 
+    def add_node(self, role: str = "worker", join_args: list[str] | None = None) -> LocalNode:
+        """Join one more node (the next loopback address) to the running local cluster."""
+        nodes, port = self.load()
+        first = nodes[0]
+        number = 1 + sum(1 for n in nodes if n.name.startswith(f"{role}-"))
+        address = str(max(ipaddress.IPv4Address(n.address) for n in nodes) + 1)
+        node = LocalNode(f"{role}-{number}", role, address, str(self.directory / f"{role}-{number}"))
+        via = next(n for n in nodes if n.address + f":{port}" in self.hosts())
+        self._join(node, self._token(role, via, port), via, port, list(join_args or []))
+        self._save(nodes + [node], port)
+        return node
+
     def _token(self, role: str, first: LocalNode, port: int) -> str:
         out = _swarmlet("join-token", role, "-q", "--host", f"{first.address}:{port}", "--context", str(self.admin_dir),
                         capture=True)
@@ -226,7 +238,11 @@ class LocalCluster:
             self.heal()
         except LocalClusterError:
             pass  # no iptables here: nothing was partitioned
-        pids = [p for p in (self.pid_of(n) for n in nodes) if process_state(p) != "dead"]
+        # Every node whose data dir lies in this directory: the listed ones, and any
+        # joined into it by hand.
+        data_dirs = {n.data_dir for n in nodes} | {str(p.parent) for p in self.directory.glob("*/node.pid")}
+        pids = [p for p in (self.pid_of(LocalNode("", "", "", d)) for d in sorted(data_dirs))
+                if process_state(p) != "dead"]
         for pid in pids:
             for signum in (signal.SIGCONT, signal.SIGTERM):
                 try:

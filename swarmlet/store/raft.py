@@ -31,6 +31,8 @@ from swarmlet.store.transport import TlsPolicy, TlsTransport
 
 log = logging.getLogger("swarmlet.raft")
 
+_SEND_APPEND_ENTRIES = SyncObj._SyncObj__sendAppendEntries
+
 
 @dataclass
 class RaftSettings:
@@ -113,12 +115,36 @@ class ReplicatedStore(SyncObj):
         self._follower_progress: dict[str, tuple[int, float]] = {}
         self._last_view_at = 0.0
         self._last_watchdog_at = 0.0
+        self._draining_commands = False
+        self._append_entries_due = False
         os.makedirs(data_dir, exist_ok=True)
         conf = settings.to_conf(bind_address or self_address, data_dir, password,
                                 self._write_snapshot, self._read_snapshot)
         super().__init__(self_address, [p for p in peers if p != self_address], conf,
                          transportClass=TlsTransport)
         self.addOnTickCallback(self._on_tick)
+
+    # -- one AppendEntries per drain of the command queue -----------------------------------
+    # With batching off (for ~1 ms commits), pysyncobj sends an AppendEntries to every
+    # follower after *each* command it takes from its queue: N queued writes cost N
+    # TLS + Fernet + pickle round trips per follower, which capped pipelined writes at
+    # ~1,500/s (benchmarks/store_writes.py). While the queue drains, the sends are held
+    # back and made once at the end: a lone write still leaves at once. This relies on
+    # pysyncobj 0.3.x internals (pinned in pyproject; tests/store/test_raft_internals.py).
+    def _checkCommandsToApply(self):
+        self._draining_commands, self._append_entries_due = True, False
+        try:
+            super()._checkCommandsToApply()
+        finally:
+            self._draining_commands = False
+        if self._append_entries_due:
+            _SEND_APPEND_ENTRIES(self)
+
+    def _SyncObj__sendAppendEntries(self):
+        if self._draining_commands:
+            self._append_entries_due = True
+            return
+        _SEND_APPEND_ENTRIES(self)
 
     # -- the single replicated entry point ----------------------------------------------
     @replicated

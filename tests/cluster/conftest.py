@@ -49,13 +49,19 @@ def swarmlet(*args: str, env: dict | None = None, check: bool = True, timeout: f
 
 
 class TestCluster:
-    def __init__(self, directory: Path, first_address: str, managers: int, workers: int, extra: list[str]):
+    def __init__(self, directory: Path, first_address: str, runtime: str = "process"):
         self.local = LocalCluster(directory)
+        self.first_address = first_address
         self.directory = directory
+        self.runtime = runtime
         self.args = ["--dir", str(directory)]
+        self.env: dict = {}
+
+    def up(self, managers: int, workers: int, extra: list[str]) -> "TestCluster":
         swarmlet("local", "up", "--managers", str(managers), "--workers", str(workers),
-                 "--first-address", first_address, "--runtime", "process", *extra, *self.args)
+                 "--first-address", self.first_address, "--runtime", self.runtime, *extra, *self.args)
         self.env = self.local.env()
+        return self
 
     # -- processes -----------------------------------------------------------------------------------
     def status(self) -> list[dict]:
@@ -70,8 +76,13 @@ class TestCluster:
     def start(self, name: str) -> None:
         swarmlet("local", "start", name, *self.args)
 
+    def add_worker(self) -> str:
+        """Join one more worker (same runtime); returns its name."""
+        return self.local.add_node("worker", ["--runtime", self.runtime]).name
+
     def down(self) -> None:
-        swarmlet("local", "down", *self.args, check=False)
+        if self.local.state_path.exists():
+            swarmlet("local", "down", *self.args, check=False)
 
     # -- the API ---------------------------------------------------------------------------------------
     def client(self, *names: str, timeout: float = 10.0) -> Client:
@@ -111,12 +122,13 @@ def make_cluster(tmp_path):
     """``make_cluster(managers=3, workers=2, extra=[...])`` starts a local cluster."""
     started: list[TestCluster] = []
 
-    def make(managers: int = 3, workers: int = 0, extra: list[str] | None = None) -> TestCluster:
+    def make(managers: int = 3, workers: int = 0, extra: list[str] | None = None,
+             runtime: str = "process") -> TestCluster:
+        """``runtime="docker"``: tasks run as containers (use with the docker fixtures)."""
         third = next(_ranges) % 250
-        cluster = TestCluster(tmp_path / f"cluster{len(started)}", f"127.0.{third}.2", managers, workers,
-                              FAST_SETTINGS + list(extra or []))
-        started.append(cluster)
-        return cluster
+        cluster = TestCluster(tmp_path / f"cluster{len(started)}", f"127.0.{third}.2", runtime)
+        started.append(cluster)  # torn down even if `up` fails half-way
+        return cluster.up(managers, workers, FAST_SETTINGS + list(extra or []))
 
     yield make
     for cluster in started:

@@ -134,3 +134,28 @@ def test_advancing_caught_up_or_disconnected_followers_are_not_stalled():
              "d": {"connected": False, "match_index": 10}}    # not connected: nothing to heal
     _, stalled = stalled_followers(progress, view(peers), now=10.0, timeout=2.0)
     assert stalled == []
+
+
+def test_loop_handoff_runs_posts_from_another_thread_in_order():
+    import asyncio
+    import threading
+
+    from swarmlet.store.store import LoopHandoff
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        handoff = LoopHandoff(loop)
+        seen, done = [], asyncio.Event()
+
+        def record(value):
+            seen.append(value)
+            if value == 9999:
+                done.set()
+
+        thread = threading.Thread(target=lambda: [handoff.post(record, i) for i in range(10_000)])
+        thread.start()
+        await asyncio.wait_for(done.wait(), 10)
+        thread.join()
+        return seen
+
+    assert asyncio.run(scenario()) == list(range(10_000))
