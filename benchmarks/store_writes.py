@@ -24,13 +24,6 @@ and if a child leads anyway it is asked to hand leadership over. Measured:
 Each write is one transaction creating one config object (id + ~64 bytes of data).
 With --profile, after the measured runs, the leader runs a smaller round under cProfile
 (its main thread and its Raft thread separately) and the top functions are printed.
-
---experiment NAME[,NAME] applies, in all three processes and in memory only, a patch
-that stands for a suggested change to swarmlet (coalesce-appends: one AppendEntries per
-drained command batch instead of per command; batched-handoff: one loop wake-up per
-batch of Raft results instead of one per result; cheap-request-ids: no syscall per
-request ID). The figures printed then are NOT those of swarmlet as committed; the
-summary says which patches were on.
 """
 from __future__ import annotations
 
@@ -59,122 +52,6 @@ ADDRESSES = ["127.0.201.2", "127.0.201.3", "127.0.201.4"]
 DATA = b"x" * 64
 FOLLOWER_ELECTION_TIMEOUT = (1.0, 1.4)  # pysyncobj wants connection_timeout (1.5) >= max
 CHILD_LIFETIME = 1800.0  # a follower exits by itself after this long, whatever happens
-
-
-# -- an experiment, off by default: what the suggested change to raft.py would give ---------------------
-def patch_coalesce_appends() -> None:
-    """In THIS process only (swarmlet's files are not changed): with
-    appendEntriesUseBatch=False pysyncobj sends one AppendEntries to every follower for
-    each command it takes from its queue (SyncObj._checkCommandsToApply). Here, the sends
-    made while the queue is being drained are held back and replaced by a single send
-    once it is drained, so N queued commands travel in one message per follower. One
-    write alone still goes out at once (the drain ends right after it)."""
-    from pysyncobj import SyncObj
-    from swarmlet.store.raft import ReplicatedStore
-
-    send_append_entries = SyncObj._SyncObj__sendAppendEntries
-    check_commands = SyncObj._checkCommandsToApply
-
-    def coalesced_check(self):
-        self._bench_draining, self._bench_send_due = True, False
-        try:
-            check_commands(self)
-        finally:
-            self._bench_draining = False
-        if self._bench_send_due:
-            send_append_entries(self)
-
-    def deferred_send(self):
-        if getattr(self, "_bench_draining", False):
-            self._bench_send_due = True
-            return
-        send_append_entries(self)
-
-    ReplicatedStore._checkCommandsToApply = coalesced_check
-    ReplicatedStore._SyncObj__sendAppendEntries = deferred_send
-
-
-def patch_batched_handoff() -> None:
-    """In THIS process only: ClusterStore hands every Raft-thread result to the loop
-    with its own ``loop.call_soon_threadsafe`` (the commit callback in ``_replicate``
-    and the event in ``_from_raft_applied``), i.e. two writes to the loop's self-pipe
-    per write. Here results go into a deque and the loop is woken only when no drain is
-    already scheduled. ``_replicate`` below is store.py's, with only that line changed."""
-    import collections
-
-    from pysyncobj import FAIL_REASON
-    from swarmlet.store import store as store_module
-    from swarmlet.store.store import _RETRYABLE, StoreEvent, _reason, _settle
-
-    cls = store_module.ClusterStore
-    original_start = cls.start
-
-    def start(self):
-        self._bench_queue = collections.deque()
-        self._bench_scheduled = False
-        original_start(self)
-
-    def post(self, fn, *args):  # Raft thread
-        self._bench_queue.append((fn, args))
-        if not self._bench_scheduled:
-            self._bench_scheduled = True
-            self._loop.call_soon_threadsafe(self._bench_drain)
-
-    def drain(self):  # loop
-        self._bench_scheduled = False
-        queue = self._bench_queue
-        while queue:
-            fn, args = queue.popleft()
-            fn(*args)
-
-    def from_raft_applied(self, applied):  # Raft thread
-        if applied.changes and self._loop is not None:
-            self._bench_post(self._publish, StoreEvent(applied.index, applied.changes))
-
-    async def replicate(self, submit, what, timeout):
-        deadline = self._loop.time() + timeout
-        maybe_sent = False
-        last_failure = "no attempt"
-        while True:
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
-                raise self._deadline_error(what, timeout, maybe_sent, last_failure)
-            done = self._loop.create_future()
-            submit(lambda res, err: self._bench_post(_settle, done, (res, err)))  # the one changed line
-            try:
-                result, error = await asyncio.wait_for(asyncio.shield(done), remaining)
-            except asyncio.TimeoutError:
-                raise self._deadline_error(what, timeout, True, "no answer from the leader") from None
-            if error == FAIL_REASON.SUCCESS:
-                return result if result is not None else {"ok": True}
-            if error not in _RETRYABLE:
-                raise store_module.StoreError(f"{what} failed: {_reason(error)}")
-            if error != FAIL_REASON.MISSING_LEADER:
-                maybe_sent = True
-            last_failure = _reason(error)
-            await asyncio.sleep(min(0.05, max(0.0, deadline - self._loop.time())))
-
-    cls.start = start
-    cls._bench_post = post
-    cls._bench_drain = drain
-    cls._from_raft_applied = from_raft_applied
-    cls._replicate = replicate
-
-
-def patch_cheap_request_ids() -> None:
-    """In THIS process only: ``new_request_id()`` is ``secrets.token_hex(12)``, one
-    getrandom() syscall per write; here a random per-process prefix plus a counter."""
-    import itertools
-
-    from swarmlet.store import store as store_module
-
-    prefix = secrets.token_hex(8)
-    counter = itertools.count()
-    store_module.new_request_id = lambda: f"{prefix}{next(counter):x}"
-
-
-EXPERIMENTS = {"coalesce-appends": patch_coalesce_appends, "batched-handoff": patch_batched_handoff,
-               "cheap-request-ids": patch_cheap_request_ids}
 
 
 # -- TLS material and the store ------------------------------------------------------------------------
@@ -411,8 +288,7 @@ def _trim(text: str) -> str:
 async def leader_main(args, workdir: str) -> dict:
     store = make_store(workdir, 0, args.port, RaftSettings())
     store.start()
-    extra = ["--experiment", ",".join(args.experiment)] if args.experiment else []
-    children = [Child(workdir, i, args.port, extra) for i in (1, 2)]
+    children = [Child(workdir, i, args.port, []) for i in (1, 2)]
     out: dict = {"rows": [], "notes": []}
     try:
         for child in children:
@@ -477,20 +353,11 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true", help="also profile the leader (cProfile, both threads)")
     parser.add_argument("--profile-lines", type=int, default=25)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
-    parser.add_argument("--experiment", default="",
-                        help="comma-separated in-process patches applied in all 3 processes to test a suggested "
-                             "change (swarmlet's files stay unchanged): coalesce-appends, batched-handoff, "
-                             "cheap-request-ids (see the patch_* functions)")
     # internal: the follower processes
     parser.add_argument("--follower", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.experiment = [e for e in (args.experiment or "").split(",") if e]
-    for name in args.experiment:
-        if name not in EXPERIMENTS:
-            parser.error(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)}")
-        EXPERIMENTS[name]()
     if args.follower:
         return follower_main(args)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -521,7 +388,6 @@ def main() -> int:
         ["config objects in the store at the end", out.get("final_state_objects")],
         ["load average before / after leader runs / at end",
          f"{load_before} / {out.get('load_after_leader')} / {load_average()}"],
-        ["in-process experiments (patches, not swarmlet as committed)", ",".join(args.experiment) or "none"],
         ["total run time, s", round(time.monotonic() - started, 1)],
     ], title="Summary"))
     for note in out["notes"]:
