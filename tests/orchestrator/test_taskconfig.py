@@ -1,0 +1,52 @@
+"""A task as the dispatcher sends it -> the runtime's ContainerConfig."""
+from __future__ import annotations
+
+import pytest
+
+from swarmlet.agent.taskconfig import container_config, has_healthcheck
+from swarmlet.api import specs
+from swarmlet.api.objects import task_object_spec
+from swarmlet.runtime import FileReference, HealthCheck, NetworkAttachment, PublishedPort, Resources, Ulimit
+
+from .conftest import make_service
+
+
+def _spec(**container_fields):
+    service = make_service("web", stack="shop", endpoint=specs.EndpointSpec(ports=[
+        specs.PortConfig(target=80, published=8080, mode="host"), specs.PortConfig(target=443, published=443)]),
+        networks=[specs.NetworkAttachment("shop_front", ["www"])],
+        resources=specs.ResourceRequirements(limits=specs.Resources(cpus=0.5, memory=64 << 20, pids=100)))
+    service["spec"]["container"].update(container_fields)
+    return task_object_spec(service, slot=1, node_id="n1")
+
+
+def test_every_part_of_the_task_reaches_the_config():
+    spec = _spec(env={"A": "1"}, user="1000:1000", working_dir="/srv", stop_signal="SIGINT", stop_grace_period=3.0,
+                 init=True, cap_add=["NET_ADMIN"], ulimits={"nofile": {"soft": 10, "hard": 20}},
+                 extra_hosts=["db:10.0.0.5"], tmpfs=["/tmp:size=64m", "/run"],
+                 healthcheck=specs.HealthCheck(["CMD", "true"], interval=2.0).to_dict(),
+                 secrets=[specs.FileRef("shop_db", "/run/secrets/db", uid="5", mode=0o400).to_dict()],
+                 configs=[specs.FileRef("shop_conf", "/etc/app.conf").to_dict()])
+    config = container_config("t1", spec, "n1", {"shop_db": {"data": b"pw"}}, {"shop_conf": {"data": b"x=1"}})
+    assert (config.task_id, config.service_id, config.service_name, config.node_id, config.stack_namespace) == \
+        ("t1", "svc-web", "shop_web", "n1", "shop")
+    assert config.labels["com.docker.stack.namespace"] == "shop"
+    assert config.command == ["sleep", "1000"] and config.env == {"A": "1"} and config.user == "1000:1000"
+    assert (config.stop_signal, config.stop_grace_period, config.init) == ("SIGINT", 3.0, True)
+    assert config.ulimits == [Ulimit("nofile", 10, 20)]
+    assert config.extra_hosts == {"db": "10.0.0.5"} and config.tmpfs == {"/tmp": "size=64m", "/run": ""}
+    assert config.healthcheck == HealthCheck(["CMD", "true"], interval=2.0)
+    assert config.ports == [PublishedPort(80, 8080, "tcp")]  # ingress ports need the routing mesh
+    assert config.resources == Resources(cpus=0.5, memory=64 << 20, pids=100)
+    assert config.networks == [NetworkAttachment("shop_front", ["web", "www"])]
+    assert config.secrets == [FileReference("shop_db", b"pw", "/run/secrets/db", uid=5, gid=0, mode=0o400)]
+    assert config.configs == [FileReference("shop_conf", b"x=1", "/etc/app.conf")]
+    assert has_healthcheck(spec)
+
+
+def test_no_healthcheck_and_missing_secret():
+    spec = _spec(healthcheck={"test": ["NONE"], "interval": 1, "timeout": 1, "retries": 1, "start_period": 0})
+    assert not has_healthcheck(spec)
+    assert container_config("t1", spec, "n1", {}, {}).healthcheck is None
+    with pytest.raises(KeyError, match="shop_db"):
+        container_config("t1", _spec(secrets=[specs.FileRef("shop_db", "/run/secrets/db").to_dict()]), "n1", {}, {})
