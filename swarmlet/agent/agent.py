@@ -21,6 +21,7 @@ from swarmlet.manager.dispatcher.dispatcher import pack, unpack
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, connector
+from swarmlet.runtime.base import TaskRuntimeError
 
 log = logging.getLogger("swarmlet.agent")
 
@@ -49,6 +50,7 @@ class Agent:
         if executor is not None:
             executor.sink = self.task_status
         self._ws = None
+        self._log_streams: dict[tuple, asyncio.Task] = {}
         self._outbox: dict[str, dict] = {}
         self._flushing = False
         self.data_dir = data_dir
@@ -126,6 +128,9 @@ class Agent:
                 finally:
                     self._ws = None
                     heartbeats.cancel()
+                    for stream in self._log_streams.values():
+                        stream.cancel()
+                    self._log_streams.clear()
 
     async def _heartbeats(self, ws) -> None:
         while not ws.closed:
@@ -138,6 +143,32 @@ class Agent:
             self._period = float(message.get("heartbeat_period", self._period))
         elif message["type"] == "assignments" and self.executor is not None:
             self.executor.assign(message)
+        elif message["type"] == "logs" and self._ws is not None:
+            key = (message.get("request_id"), message.get("task_id"))
+            self._log_streams[key] = asyncio.ensure_future(self._stream_logs(self._ws, message))
+        elif message["type"] == "logs_cancel":
+            stream = self._log_streams.pop((message.get("request_id"), message.get("task_id")), None)
+            if stream is not None:
+                stream.cancel()
+
+    async def _stream_logs(self, ws, request: dict) -> None:
+        """One task's output to the leader, a line per message, then ``log_end``."""
+        ids = {"request_id": request.get("request_id"), "task_id": request.get("task_id")}
+        error = None
+        try:
+            if self.executor is None:
+                raise TaskRuntimeError("this node runs no tasks")
+            async for line in self.executor.runtime.logs(ids["task_id"], follow=bool(request.get("follow")),
+                                                         tail=request.get("tail")):
+                await ws.send_bytes(pack({"type": "log", **ids, "lines": [line]}))
+        except TaskRuntimeError as err:
+            error = str(err) or type(err).__name__
+        except (ConnectionError, RuntimeError):
+            return  # the session is gone; so is the request
+        finally:
+            self._log_streams.pop((ids["request_id"], ids["task_id"]), None)
+        if not ws.closed:
+            await ws.send_bytes(pack({"type": "log_end", **ids, "error": error}))
 
     # -- task statuses ---------------------------------------------------------------------------------
     def task_status(self, task_id: str, status: dict) -> None:

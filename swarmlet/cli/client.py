@@ -75,6 +75,32 @@ class Client:
         raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
 
 
+    def stream(self, path: str, timeout: float | None = None):
+        """The lines of a streamed text answer (service logs), from the first manager
+        that answers."""
+        errors = []
+        for host in self.hosts:
+            ip, port = split_address(host, DEFAULT_API_PORT)
+            connection = http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout or self.timeout)
+            try:
+                connection.request("GET", path)
+                response = connection.getresponse()
+            except (OSError, socket.timeout, ssl.SSLError, http.client.HTTPException) as err:
+                errors.append(f"{host}: {err}")
+                connection.close()
+                continue
+            try:
+                if response.status >= 400:
+                    raw = response.read()
+                    raise ApiError(response.status, (json.loads(raw) if raw else {}).get("error", f"HTTP {response.status}"))
+                for raw_line in response:
+                    yield raw_line.decode("utf-8", errors="replace").rstrip("\n")
+                return
+            finally:
+                connection.close()
+        raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
+
+
 def resolve_hosts(host_option: str | None, context_dir: Path) -> list[str]:
     raw = host_option or os.environ.get("SWARMLET_HOST")
     if not raw and (context_dir / "hosts").exists():

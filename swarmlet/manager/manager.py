@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import aiohttp
 from aiohttp import web
 
 from swarmlet.api.objects import (CLUSTER_ID, NODE_DOWN, manager_api_addresses, node_object_spec,
-                                  node_object_status, removed_node_ids)
+                                  node_object_status, removed_node_ids, state_rank)
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER, generate_secret, identity_of
 from swarmlet.manager import caserver
 from swarmlet.manager.controlapi.server import ApiError, build_app
@@ -23,7 +24,7 @@ from swarmlet.manager.scheduler.service import SchedulerLoop
 from swarmlet.manager.stacks import StackApi
 from swarmlet.node.config import DataDir, NodeConfig, new_id
 from swarmlet.node.identity import NodeTls
-from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, bind_with_retries
+from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, bind_with_retries, connector
 from swarmlet.store import ClusterStore, RaftSettings, TlsPolicy
 
 log = logging.getLogger("swarmlet.manager")
@@ -389,6 +390,38 @@ class Manager:
         ])
         self.dispatcher.drop_session(node["id"])
         log.info("removed node %s and revoked its certificate", node["id"])
+
+    # -- service logs ----------------------------------------------------------------------------------------
+    async def service_log_lines(self, ref: str, tail: int | None, follow: bool):
+        """The output of every task of the service that got as far as starting."""
+        service = self.stacks.resolve_service(ref)
+        tasks = sorted((t for t in self.store.list("task") if t["spec"]["service_id"] == service["id"]
+                        and t["spec"].get("node_id") and state_rank(t["status"].get("state", "new")) >= state_rank("starting")
+                        and t["status"].get("state") != "rejected"),
+                       key=lambda t: (t["spec"].get("slot") or 0, t["created_at"]))
+        hostnames = {n["id"]: n["status"].get("hostname", n["id"]) for n in self.store.list("node")}
+        async for task, line in self.dispatcher.task_logs(tasks, tail, follow):
+            spec = task["spec"]
+            slot = spec["slot"] if spec.get("slot") is not None else spec["node_id"][:12]
+            yield f"{spec['service_name']}.{slot}.{task['id'][:12]}@{hostnames.get(spec['node_id'], '?')} | {line}"
+
+    async def relay_to_leader(self, request: web.Request) -> web.StreamResponse:
+        """Stream the leader's answer to the same request (as this manager)."""
+        leader_raft = self.store.leader_address
+        leader_api = self._api_address_of_raft(leader_raft) if leader_raft else None
+        if not leader_api:
+            raise ApiError(503, "no leader to ask: the cluster has no quorum")
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.config.bind_host)) as http:
+            async with http.get(f"https://{leader_api}{request.path_qs}", ssl=self.tls.client_context()) as upstream:
+                if upstream.status >= 400:
+                    raise ApiError(upstream.status, f"leader {leader_api}: {(await upstream.text())[:300]}")
+                response = web.StreamResponse(headers={"Content-Type": upstream.headers.get("Content-Type", "")})
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                return response
 
     # -- configs (small replicated objects; also what the failover tests write) --------------------------------
     def configs_view(self) -> list[dict]:

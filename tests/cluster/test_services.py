@@ -308,3 +308,39 @@ def test_depends_on_service_healthy_orders_the_start(stacks):
     (db,) = s.running("d_db", 1, timeout=30)
     (web,) = s.running("d_web", 1, timeout=30)
     assert web["created_at"] >= db["timestamp"]  # created only once db was reported healthy (running)
+
+
+def test_service_logs_come_over_the_sessions_from_any_manager(stacks):
+    s = stacks(managers=2, workers=1)
+    s.deploy("lg", """
+        services:
+          echo:
+            image: busybox
+            command: ["sh", "-c", "echo first; echo second; exec sleep 600"]
+            deploy: {replicas: 2}
+          ticker:
+            image: busybox
+            command: ["sh", "-c", "i=0; while true; do echo tick-$$i; i=$$((i+1)); sleep 0.1; done"]
+    """)
+    tasks = s.running("lg_echo", 2)
+    s.running("lg_ticker", 1)
+    leader = s.cluster.wait_for_leader()
+    follower = next(n for n in ("manager-1", "manager-2") if n != leader)
+
+    def lines(via, query="tail=all"):
+        return list(s.cluster.client(via).stream(f"/v1/services/lg_echo/logs?{query}"))
+
+    got = wait_until(lambda: (lambda found: found if len(found) == 4 else None)(lines(leader)), 20, "4 log lines")
+    assert sorted(line.split(" | ")[1] for line in got) == ["first", "first", "second", "second"]
+    assert {line.split("@")[0] for line in got} == {f"lg_echo.{t['slot']}.{t['id'][:12]}" for t in tasks}
+    assert sorted(lines(follower)) == sorted(got)  # a follower relays the leader's answer
+    assert [line.split(" | ")[1] for line in lines(leader, "tail=1")] == ["second", "second"]
+
+    def tick(line):
+        return int(line.rsplit("tick-", 1)[1])
+
+    before = max(tick(line) for line in s.cluster.client(leader).stream("/v1/services/lg_ticker/logs"))
+    stream = s.cluster.client(follower).stream("/v1/services/lg_ticker/logs?follow=1&tail=0")
+    newer = next(line for line in stream if tick(line) > before)  # lines written after the request
+    stream.close()
+    assert newer.startswith("lg_ticker.1.")

@@ -326,6 +326,27 @@ async def remove_service(request):
     return reply({"ok": True})
 
 
+@routes.get("/v1/services/{ref}/logs")
+@requires(*ADMIN_OR_MANAGER)
+async def service_logs(request):
+    """Streamed text, each line prefixed with its task (``web.1.<task>@<node> | …``).
+    Only the leader holds the sessions the logs come over: a follower relays."""
+    manager = request.app["manager"]
+    tail = request.query.get("tail", "all")
+    if tail != "all" and not tail.isdigit():
+        raise ApiError(400, "tail must be a number or 'all'")
+    follow = request.query.get("follow") == "1"
+    if not manager.store.is_leader:
+        return await manager.relay_to_leader(request)
+    lines = manager.service_log_lines(request.match_info["ref"], None if tail == "all" else int(tail), follow)
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    async for line in lines:
+        await response.write(line.encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
 @routes.get("/v1/tasks")
 @requires(*ADMIN_ONLY)
 async def list_tasks(request):

@@ -7,6 +7,10 @@ leader, a WebSocket over mutual TLS carrying msgpack messages.
   managers), or ``redirect`` when this manager is not the leader.
 - leader -> node: ``assignments``, the node's whole assignment set (its tasks and the
   secrets/configs they use, see assignments.py), at session start and whenever it changes.
+- leader -> node ``logs`` ({"request_id", "task_id", "tail", "follow"}) and
+  ``logs_cancel``; node -> leader ``log`` ({"request_id", "task_id", "lines"}) and
+  ``log_end`` (with an ``error`` when the task's output cannot be read): service logs
+  travel over the sessions, no listener on workers.
 - node -> leader: ``status`` ({"updates": [{"task_id", "status"}]}), task status changes;
   a full report of every task the node knows at session start. The leader collects them
   for ``STATUS_BATCH_WINDOW`` and writes them as one transaction (conflicting ones again,
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from typing import TYPE_CHECKING
 
@@ -71,6 +76,7 @@ class Dispatcher:
         self._statuses: dict[str, tuple[str, dict]] = {}  # task -> (node, status) not yet written
         self._statuses_waiting = asyncio.Event()
         self._workers: list[asyncio.Task] = []
+        self._log_streams: dict[str, tuple[asyncio.Queue, dict[str, str]]] = {}  # request -> (queue, task -> node)
 
     @property
     def heartbeat_period(self) -> float:
@@ -188,6 +194,10 @@ class Dispatcher:
                     await self._send(node_id, ws, self._welcome(node_id, "heartbeat_ack"))
                 elif payload["type"] == "status":
                     self._take_statuses(node_id, payload.get("updates"))
+                elif payload["type"] in ("log", "log_end"):
+                    stream = self._log_streams.get(payload.get("request_id"))
+                    if stream is not None and stream[1].get(payload.get("task_id")) == node_id:
+                        stream[0].put_nowait(payload)
                 else:
                     log.warning("node %s sent an unknown message type %r; ignored", node_id, payload["type"])
         except ConnectionError as err:
@@ -196,6 +206,10 @@ class Dispatcher:
             if self._sessions.get(node_id) is ws:
                 del self._sessions[node_id]
                 self._sent.pop(node_id, None)
+            for request_id, (queue, nodes) in self._log_streams.items():
+                for task_id in [t for t, n in nodes.items() if n == node_id]:
+                    queue.put_nowait({"type": "log_end", "request_id": request_id, "task_id": task_id,
+                                      "error": "the node's session ended"})
             if not ws.closed:
                 await ws.close()
         return ws
@@ -281,3 +295,44 @@ class Dispatcher:
                 ops.append({"op": "update", "kind": "task", "id": task_id, "version": task["version"],
                             "status": merged})
         return ops
+
+    # -- logs ----------------------------------------------------------------------------------------------
+    async def task_logs(self, tasks: list[dict], tail: int | None, follow: bool):
+        """(task, line) pairs from the nodes holding ``tasks``, as they arrive; a line
+        ``error: …`` for a task whose output cannot be had. Ends when every task's stream
+        ended (never, with ``follow``, while tasks run: the caller stops reading)."""
+        request_id = secrets.token_hex(8)
+        queue: asyncio.Queue = asyncio.Queue()
+        nodes: dict[str, str] = {}
+        by_id = {t["id"]: t for t in tasks}
+        self._log_streams[request_id] = (queue, nodes)
+        try:
+            for task in tasks:
+                node_id = task["spec"].get("node_id")
+                ws = self._sessions.get(node_id)
+                if ws is None:
+                    yield task, f"error: node {node_id} is not connected"
+                    continue
+                try:
+                    await self._send(node_id, ws, {"type": "logs", "request_id": request_id, "task_id": task["id"],
+                                                   "tail": tail, "follow": follow})
+                    nodes[task["id"]] = node_id
+                except (ConnectionError, RuntimeError) as err:
+                    yield task, f"error: node {node_id}: {err}"
+            while nodes:
+                message = await queue.get()
+                task = by_id[message["task_id"]]
+                if message["type"] == "log_end":
+                    nodes.pop(message["task_id"], None)
+                    if message.get("error"):
+                        yield task, f"error: {message['error']}"
+                    continue
+                for line in message.get("lines") or []:
+                    yield task, line
+        finally:
+            del self._log_streams[request_id]
+            for task_id, node_id in nodes.items():
+                ws = self._sessions.get(node_id)
+                if ws is not None and not ws.closed:
+                    asyncio.ensure_future(self._send(node_id, ws, {"type": "logs_cancel", "request_id": request_id,
+                                                                   "task_id": task_id}))
