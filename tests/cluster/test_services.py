@@ -344,3 +344,41 @@ def test_service_logs_come_over_the_sessions_from_any_manager(stacks):
     newer = next(line for line in stream if tick(line) > before)  # lines written after the request
     stream.close()
     assert newer.startswith("lg_ticker.1.")
+
+
+def test_tasks_of_a_node_that_goes_down_are_replaced_elsewhere(stacks):
+    s = stacks(managers=1, workers=2)
+    s.deploy("dn", f"""
+        services:
+          web: {{image: busybox, command: {SLEEPER}, deploy: {{replicas: 3, restart_policy: {{delay: 500ms}}}}}}
+    """)
+    tasks = s.running("dn_web", 3)
+    names = s.node_names()
+    lost = [t for t in tasks if names[t["node_id"]] == "worker-1"]
+    assert len(lost) == 1  # spread: one per node
+    s.cluster.kill("worker-1")
+    after = wait_until(lambda: (lambda ts: ts if len(ts) == 3 and all(t["state"] == "running" for t in ts)
+                                and lost[0]["id"] not in {t["id"] for t in ts} else None)(s.active("dn_web")),
+                       30, "the lost task replaced")
+    assert "worker-1" not in {names[t["node_id"]] for t in after}
+    (old,) = [t for t in s.tasks("dn_web") if t["id"] == lost[0]["id"]]
+    assert old["desired_state"] == "shutdown" and old["slot"] in {t["slot"] for t in after}
+
+
+def test_a_new_leader_keeps_orchestrating(stacks):
+    s = stacks(managers=3, workers=0)
+    s.deploy("fo", f"""
+        services:
+          web: {{image: busybox, command: {SLEEPER}, deploy: {{replicas: 3}}}}
+    """)
+    s.running("fo_web", 3)
+    leader = s.cluster.wait_for_leader()
+    s.cluster.kill(leader)
+    survivors = [n for n in ("manager-1", "manager-2", "manager-3") if n != leader]
+    s.cluster.wait_for_leader(timeout=30, among=survivors, via=survivors[0])
+    s.api = s.cluster.client(*survivors, timeout=20)
+    # The dead leader's tasks are replaced, and a scale through the new leader happens.
+    wait_until(lambda: s.api.call("POST", "/v1/services/fo_web/scale", {"replicas": 5}), 30, "the scale accepted")
+    tasks = s.running("fo_web", 5, timeout=60)
+    names = s.node_names()
+    assert {names[t["node_id"]] for t in tasks} == set(survivors)

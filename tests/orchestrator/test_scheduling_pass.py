@@ -1,0 +1,73 @@
+"""One scheduling pass over store objects, and the transaction of an orchestrator decision."""
+from __future__ import annotations
+
+from swarmlet.api import specs
+from swarmlet.manager.orchestrator.loop import decision_ops
+from swarmlet.manager.scheduler.service import assignment_ops
+
+from .conftest import World, make_node, make_service
+
+
+def _capacity(node, cpus=4, memory=8 << 30):
+    node["status"]["description"] = {"resources": {"nano_cpus": cpus * 10**9, "memory_bytes": memory},
+                                      "platform": {"os": "linux", "arch": "x86_64"}}
+    return node
+
+
+def _world(service, nodes):
+    w = World(service, [_capacity(n) for n in nodes])
+    w.step()
+    return w
+
+
+def test_a_pass_assigns_every_pending_task_in_one_batch_spread_over_nodes():
+    w = _world(make_service(replicas=4), [make_node("n1"), make_node("n2")])
+    ops = assignment_ops(list(w.nodes.values()), list(w.tasks.values()), now=5.0)
+    assert len(ops) == 4 and {op["status"]["state"] for op in ops} == {"assigned"}
+    assert sorted(op["spec"]["node_id"] for op in ops) == ["n1", "n1", "n2", "n2"]
+    assert all(op["version"] == w.tasks[op["id"]]["version"] for op in ops)
+
+
+def test_unplaceable_tasks_get_the_explanation_once():
+    huge = specs.ResourceRequirements(reservations=specs.Resources(memory=1 << 50))
+    w = _world(make_service(replicas=1, resources=huge), [make_node("n1"), make_node("n2", state="down")])
+    (op,) = assignment_ops(list(w.nodes.values()), list(w.tasks.values()), now=5.0)
+    assert "spec" not in op and op["status"]["state"] == "pending"
+    assert "insufficient memory on 1 node" in op["status"]["message"]
+    assert "node not ready on 1 node" in op["status"]["message"]
+    (task,) = w.tasks.values()
+    task["status"] = op["status"]
+    assert assignment_ops(list(w.nodes.values()), [task], now=6.0) == []  # the same explanation is not rewritten
+
+
+def test_running_tasks_hold_their_reservations_and_host_ports():
+    service = make_service(replicas=2, endpoint=specs.EndpointSpec(ports=[specs.PortConfig(80, 8080, mode="host")]))
+    w = _world(service, [make_node("n1"), make_node("n2")])
+    first, second = w.tasks.values()
+    first["spec"]["node_id"] = "n1"
+    first["status"]["state"] = "running"
+    (op,) = assignment_ops(list(w.nodes.values()), [first, second], now=5.0)
+    assert op["id"] == second["id"] and op["spec"]["node_id"] == "n2"  # port 8080 is taken on n1
+    first["status"]["state"] = "failed"  # a stopped task frees it
+    (op,) = assignment_ops(list(w.nodes.values()), [first, second], now=5.0)
+    assert op["spec"]["node_id"] in ("n1", "n2")
+
+
+def test_global_tasks_go_only_to_their_node():
+    w = _world(make_service(mode="global"), [make_node("n1"), make_node("n2")])
+    ops = assignment_ops(list(w.nodes.values()), list(w.tasks.values()), now=5.0)
+    assert sorted((w.tasks[op["id"]]["spec"]["node_id"], op["spec"]["node_id"]) for op in ops) == [
+        ("n1", "n1"), ("n2", "n2")]
+
+
+def test_decision_ops_form_one_transaction():
+    w = World(make_service(replicas=2), [make_node("n1")])
+    w.settle()
+    w.service["spec"]["replicas"] = 1
+    decision = w.decide()
+    ops = decision_ops(w.service, decision)
+    assert [op["op"] for op in ops] == ["update"] and ops[0]["spec"]["desired_state"] == "remove"
+    w.service = None
+    decision = w.decide()
+    ops = decision_ops(None, decision)
+    assert {op["op"] for op in ops} == {"update"} and len(ops) == 2
