@@ -377,7 +377,10 @@ def test_a_new_leader_keeps_orchestrating(stacks):
     survivors = [n for n in ("manager-1", "manager-2", "manager-3") if n != leader]
     s.cluster.wait_for_leader(timeout=30, among=survivors, via=survivors[0])
     s.api = s.cluster.client(*survivors, timeout=20)
-    # The dead leader's tasks are replaced, and a scale through the new leader happens.
+    # Once the new leader has marked the dead one down (after a full grace period), its
+    # task is replaced; a scale through the new leader happens too.
+    wait_until(lambda: s.api.call("GET", f"/v1/nodes/{leader}")["status"]["state"] == "down", 30,
+               "the dead leader marked down")
     wait_until(lambda: s.api.call("POST", "/v1/services/fo_web/scale", {"replicas": 5}), 30, "the scale accepted")
     tasks = s.running("fo_web", 5, timeout=60)
     names = s.node_names()
