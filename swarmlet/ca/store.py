@@ -15,6 +15,7 @@ from .keys import key_matches_certificate
 PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
 PRIVATE_DIR_MODE = 0o700
+CONSISTENT_READ_ATTEMPTS = 20
 
 
 def write_atomically(path: Path, data: bytes, mode: int) -> None:
@@ -40,6 +41,8 @@ class NodeCertStore:
         self.ca_path = self.directory / "swarm-root-ca.crt"
         self.cert_path = self.directory / "swarm-node.crt"
         self.key_path = self.directory / "swarm-node.key"
+        # The key of a certificate being installed (see save()).
+        self.next_key_path = self.directory / "swarm-node.key.next"
 
     def exists(self) -> bool:
         return all(path.exists() for path in (self.ca_path, self.cert_path, self.key_path))
@@ -50,17 +53,29 @@ class NodeCertStore:
             raise CertificateError("refusing to save a key that does not match its certificate")
         self.directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         write_atomically(self.ca_path, ca_pem, PUBLIC_FILE_MODE)
-        # Key before certificate: after a crash in between, load() reports the
-        # mismatch instead of silently pairing a new certificate with an old key.
-        write_atomically(self.key_path, key_pem, PRIVATE_FILE_MODE)
+        # Two files cannot be replaced at once. The new key waits beside the old one
+        # until the certificate is in place, then takes its name; at every moment in
+        # between, load() finds a key that matches the certificate (the current key,
+        # or the waiting one), so neither a concurrent reader nor a crash ever sees a
+        # mismatched pair.
+        write_atomically(self.next_key_path, key_pem, PRIVATE_FILE_MODE)
         write_atomically(self.cert_path, cert_pem, PUBLIC_FILE_MODE)
+        os.replace(self.next_key_path, self.key_path)
 
     def load(self) -> tuple[bytes, bytes, bytes]:
         """(ca_pem, cert_pem, key_pem); FileNotFoundError if no identity is stored,
         CertificateError if the stored key and certificate do not belong together."""
         ca_pem = self.ca_path.read_bytes()
-        cert_pem = self.cert_path.read_bytes()
-        key_pem = self.key_path.read_bytes()
-        if not key_matches_certificate(key_pem, load_certificate(cert_pem)):
-            raise CertificateError(f"{self.key_path} does not match {self.cert_path}")
-        return ca_pem, cert_pem, key_pem
+        # A concurrent save() may replace the pair between our reads: read it again
+        # then. A mismatch that persists is real (a corrupted or foreign file).
+        for _ in range(CONSISTENT_READ_ATTEMPTS):
+            cert_pem = self.cert_path.read_bytes()
+            certificate = load_certificate(cert_pem)
+            for path in (self.key_path, self.next_key_path):
+                try:
+                    key_pem = path.read_bytes()
+                except FileNotFoundError:
+                    continue  # the waiting key was just renamed into place
+                if key_matches_certificate(key_pem, certificate):
+                    return ca_pem, cert_pem, key_pem
+        raise CertificateError(f"{self.key_path} does not match {self.cert_path}")

@@ -53,3 +53,48 @@ def test_load_detects_a_mismatched_pair_on_disk(tmp_path, cluster_ca, worker, ma
 def test_load_without_an_identity_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         NodeCertStore(tmp_path).load()
+
+
+def test_a_reader_never_sees_a_mismatched_pair_while_the_identity_is_replaced(tmp_path):
+    import threading
+
+    from swarmlet.ca import RootCA, generate_key_pem, make_csr
+
+    ca = RootCA.create("cluster-x")
+    pairs = []
+    for _ in range(4):
+        key = generate_key_pem()
+        pairs.append((ca.issue(make_csr(key), "node-1", "worker"), key))
+    store = NodeCertStore(tmp_path / "certs")
+    store.save(ca.cert_pem, *pairs[0])
+    stop, failures = threading.Event(), []
+
+    def read_constantly():
+        while not stop.is_set():
+            try:
+                store.load()
+            except Exception as err:  # any failure here is the bug
+                failures.append(err)
+
+    reader = threading.Thread(target=read_constantly)
+    reader.start()
+    for i in range(200):
+        store.save(ca.cert_pem, *pairs[i % len(pairs)])
+    stop.set()
+    reader.join()
+    assert failures == []
+
+
+def test_a_crash_after_the_certificate_but_before_the_key_rename_still_loads(tmp_path):
+    from swarmlet.ca import RootCA, generate_key_pem, make_csr
+    from swarmlet.ca.store import PRIVATE_FILE_MODE, write_atomically
+
+    ca = RootCA.create("cluster-x")
+    old_key, new_key = generate_key_pem(), generate_key_pem()
+    store = NodeCertStore(tmp_path / "certs")
+    store.save(ca.cert_pem, ca.issue(make_csr(old_key), "n", "worker"), old_key)
+    new_cert = ca.issue(make_csr(new_key), "n", "worker")
+    # What save() leaves behind if the process dies right after writing the certificate:
+    write_atomically(store.next_key_path, new_key, PRIVATE_FILE_MODE)
+    write_atomically(store.cert_path, new_cert, 0o644)
+    assert store.load() == (ca.cert_pem, new_cert, new_key)
