@@ -187,6 +187,7 @@ class TaskRunner:
             await self._changes()
         await self.runtime.remove(self.task_id)
         self.executor.forget(self.task_id)
+        await self.executor.tidy_stack(self.spec.get("stack") or "")
 
 
 class Executor:
@@ -198,6 +199,7 @@ class Executor:
         self.secrets: dict[str, dict] = {}
         self.configs: dict[str, dict] = {}
         self._owned: dict[str, OwnedTask] | None = None
+        self._leftovers: dict[str, str] = {}  # task ID -> stack: owned, unassigned, being removed
         self._events_task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -237,8 +239,9 @@ class Executor:
             if task_id not in entries:
                 runner.unassign()
         if self._owned:  # owned by this node, unknown to the cluster: left from before, remove
-            for task_id in list(self._owned):
+            for task_id, owned in list(self._owned.items()):
                 log.info("removing task %s: not assigned to this node any more", task_id)
+                self._leftovers[task_id] = owned.stack_namespace
                 asyncio.ensure_future(self._remove_quietly(task_id))
             self._owned = {}
 
@@ -247,6 +250,23 @@ class Executor:
             await self.runtime.remove(task_id)
         except TaskRuntimeError as err:
             log.warning("could not remove task %s: %s", task_id, err)
+        await self.tidy_stack(self._leftovers.pop(task_id, ""))
+
+    def stacks_in_use(self) -> set[str]:
+        return {r.spec.get("stack") or "" for r in self.runners.values()} | set(self._leftovers.values())
+
+    async def tidy_stack(self, stack: str) -> None:
+        """Once the last task of a stack has gone from this node, its networks go too
+        (the runtime keeps any another node sharing the engine still uses)."""
+        if not stack or stack in self.stacks_in_use():
+            return
+        try:
+            removed = await self.runtime.remove_unused_networks(stack)
+        except Exception as err:  # tidying up must never fail a task or the executor
+            log.warning("could not remove the networks of stack %s: %s", stack, err)
+            return
+        if removed:
+            log.info("removed networks %s: stack %s has no task left here", ", ".join(removed), stack)
 
     async def close(self) -> None:
         """Stop supervising; tasks keep running, for the next agent to adopt."""

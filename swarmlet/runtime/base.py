@@ -268,6 +268,12 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def list_owned(self) -> list[OwnedTask]: ...
 
+    async def remove_unused_networks(self, stack_namespace: str) -> list[str]:
+        """Remove the networks this runtime made for `stack_namespace` that no task uses
+        any more, on any node sharing the engine (created and stopped containers count as
+        users). Returns the names removed. Runtimes without networks have nothing to do."""
+        return []
+
     @abc.abstractmethod
     def events(self) -> AsyncIterator[RuntimeEvent]:
         """Every event of this node's tasks from now on, until close()."""

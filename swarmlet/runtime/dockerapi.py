@@ -125,6 +125,14 @@ def exit_status_from_state(state: dict) -> ExitStatus:
     return ExitStatus(exit_code=exit_code, oom_killed=oom_killed, error=error)
 
 
+class _NetworkVanished(Exception):
+    """A network found for a task was removed before the task's container used it."""
+
+
+def _is_missing_network(exc: docker.errors.APIError) -> bool:
+    return exc.status_code == 404 and "network" in str(exc.explanation or exc).lower()
+
+
 class _StreamPump:
     """Reads a blocking SDK stream in its own thread and hands items to the event loop.
 
@@ -402,10 +410,17 @@ class DockerRuntime(Runtime):
         if await self._find_container(config.task_id) is not None:
             return
         await self._ensure_image(config.image)
-        network_ids = [await self._ensure_network(a.name, config.stack_namespace) for a in config.networks]
         task_files = self._task_files.write(config)
         try:
-            container_id = await self._create_container(config, task_files, network_ids)
+            for attempt in (1, 2):
+                network_ids = [await self._ensure_network(a.name, config.stack_namespace) for a in config.networks]
+                try:
+                    container_id = await self._create_container(config, task_files, network_ids)
+                    break
+                except _NetworkVanished:
+                    # Another node sharing the engine removed it as unused just now: make it again.
+                    if attempt == 2:
+                        raise TaskRuntimeError(f"the networks of task {config.task_id} keep disappearing") from None
         except BaseException:
             self._task_files.remove(config.task_id)
             raise
@@ -459,6 +474,37 @@ class DockerRuntime(Runtime):
                 except docker.errors.APIError as exc:
                     log.warning("cannot remove duplicate network %s (%s): %s", name, created["Id"], exc)
             return winner
+
+    async def remove_unused_networks(self, stack_namespace: str) -> list[str]:
+        """Several nodes may share this engine, so a network goes only once no container
+        at all refers to it; the engine's own refusal (a container attached meanwhile) is
+        not an error."""
+        if not stack_namespace:
+            return []
+        found = await self._call(
+            self._client.api.networks, filters={"label": [LABEL_NETWORK, f"{LABEL_STACK_NAMESPACE}={stack_namespace}"]}
+        )
+        removed = []
+        for network in found:
+            name = network["Name"]
+            async with self._network_locks.setdefault(name, asyncio.Lock()):
+                # `network=` also matches created and stopped containers, which the engine
+                # would let us strand (a created container cannot start without its network).
+                # A created container is known by the name or ID it was given, so ask for both.
+                users = await self._call(
+                    self._client.api.containers, all=True, filters={"network": [network["Id"], name]}
+                )
+                if users:
+                    continue
+                try:
+                    await self._call(self._client.api.remove_network, network["Id"])
+                except docker.errors.NotFound:
+                    continue  # another node sharing the engine was first
+                except docker.errors.APIError as exc:
+                    log.info("network %s still in use, kept: %s", name, exc.explanation or exc)
+                    continue
+                removed.append(name)
+        return removed
 
     async def _networks_named(self, name: str) -> list[dict]:
         """Networks with exactly this name (the engine's filter matches substrings), oldest first."""
@@ -526,6 +572,8 @@ class DockerRuntime(Runtime):
                 networking_config=networking_config,
             )
         except docker.errors.APIError as exc:
+            if _is_missing_network(exc):
+                raise _NetworkVanished() from exc
             raise TaskRuntimeError(f"cannot create container for task {config.task_id}: {exc.explanation or exc}") from exc
         container_id = created["Id"]
         try:
@@ -535,6 +583,8 @@ class DockerRuntime(Runtime):
                 )
         except docker.errors.APIError as exc:
             await self._call(api.remove_container, container_id, force=True)
+            if _is_missing_network(exc):
+                raise _NetworkVanished() from exc
             raise TaskRuntimeError(f"cannot attach task {config.task_id} to its networks: {exc.explanation or exc}") from exc
         return container_id
 

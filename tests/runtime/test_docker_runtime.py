@@ -397,3 +397,46 @@ async def test_close_stops_the_event_thread_and_ends_subscriptions(docker_runtim
 
 def _event_threads(node_id):
     return [t for t in threading.enumerate() if t.name == f"docker-events-{node_id}" and t.is_alive()]
+
+
+async def test_unused_stack_networks_are_removed_and_used_ones_kept(
+    docker_runtimes, docker_client, node_id, make_config, network_name
+):
+    # Two nodes share the engine: node A's last task of the stack goes, node B's task
+    # (only created, not started) still refers to the network, so it stays until B's goes.
+    stack = f"netstack-{uuid.uuid4().hex[:8]}"
+    mine, theirs = docker_runtimes(node_id), docker_runtimes(node_id + "-b")
+    attached = [NetworkAttachment(network_name)]
+    my_task = make_config(node_id, command=["sleep", "60"], stack_namespace=stack, networks=attached)
+    their_task = make_config(node_id + "-b", command=["sleep", "60"], stack_namespace=stack, networks=attached)
+    other_stack_net = network_name + "-other"
+    other = make_config(node_id, command=["true"], networks=[NetworkAttachment(other_stack_net)])
+    try:
+        await mine.prepare(my_task)
+        await theirs.prepare(their_task)
+        await mine.prepare(other)  # another stack's network: never touched
+        await mine.start(my_task.task_id)
+
+        def networks(name):
+            return [n for n in docker_client.networks.list(names=[name]) if n.name == name]
+
+        assert await mine.remove_unused_networks(stack) == []  # a running container uses it
+        await mine.remove(my_task.task_id)
+        assert await mine.remove_unused_networks(stack) == []  # B's created container refers to it
+        assert len(networks(network_name)) == 1
+        await theirs.remove(their_task.task_id)
+        assert await mine.remove_unused_networks(stack) == [network_name]
+        assert networks(network_name) == []
+        assert len(networks(other_stack_net)) == 1
+        assert await mine.remove_unused_networks(stack) == []  # nothing left: a no-op
+        assert await mine.remove_unused_networks("") == []
+
+        # The stack deployed again: its network is simply made anew.
+        again = make_config(node_id, command=["true"], stack_namespace=stack, networks=attached)
+        assert (await run_to_exit(mine, again)).exit_code == 0
+        assert len(networks(network_name)) == 1
+    finally:
+        await mine.remove(other.task_id)
+        for network in docker_client.networks.list(names=[other_stack_net]):
+            if network.name == other_stack_net:
+                network.remove()
