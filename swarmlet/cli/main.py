@@ -6,6 +6,7 @@ import click
 
 from swarmlet.cli.local import local
 from swarmlet.cli.nodes import COMMANDS as NODE_COMMANDS
+from swarmlet.cli.service import service
 from swarmlet.cli.stack import stack
 
 
@@ -15,7 +16,7 @@ def cli() -> None:
     """swarmlet: run Compose stacks on a cluster of hosts."""
 
 
-for command in [*NODE_COMMANDS, local, stack]:
+for command in [*NODE_COMMANDS, local, stack, service]:
     cli.add_command(command)
 
 

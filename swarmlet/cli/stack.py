@@ -8,6 +8,10 @@ import click
 
 from swarmlet.api.specs import StackSpec
 from swarmlet.cli.client import client_options, make_client
+from swarmlet.cli.nodes import parse_duration
+from swarmlet.cli.output import FORMAT_OPTION, emit
+from swarmlet.cli.progress import wait_converged, wait_gone
+from swarmlet.cli.service import detach_option, emit_services, emit_tasks, timeout_option
 from swarmlet.compose import ComposeError, load_stack, render_document
 
 
@@ -57,31 +61,79 @@ def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
               type=click.Path(path_type=Path), help="Compose file; repeat to merge several, in order.")
 @click.option("--env-file", "env_files", multiple=True, type=click.Path(path_type=Path))
 @click.option("--prune", is_flag=True, help="Remove the stack's services that are no longer in the files.")
+@detach_option
+@timeout_option
+@click.option("--pending-timeout", default="60s", show_default=True, callback=lambda c, p, v: parse_duration(v),
+              help="Fail when a task stays pending (with the scheduler's explanation) this long.")
 @client_options
 @click.argument("name")
-def deploy(files, env_files, prune, host, context_dir, name):
-    """Create or update a stack: its networks, secrets, configs and services, at once."""
+def deploy(files, env_files, prune, detach, timeout, pending_timeout, host, context_dir, name):
+    """Create or update a stack, then wait until it converged (unless --detach).
+
+    Waiting shows each service's running/desired tasks (completed/desired for jobs) and
+    its latest error or pending explanation, and exits 1 with the reasons when a service
+    fails (tasks failing repeatedly or not restarted, a task pending too long, a paused
+    update) or --timeout passes."""
     result = _load_or_exit(files, env_files)
-    answer = make_client(host, context_dir).call("POST", f"/v1/stacks/{name}", deploy_body(result.stack, prune))
+    client = make_client(host, context_dir)
+    answer = client.call("POST", f"/v1/stacks/{name}", deploy_body(result.stack, prune))
     changed = answer["changed_services"]
     click.echo(f"Stack {name}: " + (f"updated {', '.join(changed)}" if changed else "no service changed"))
+    if not detach:
+        wait_converged(lambda: (client.call("GET", f"/v1/stacks/{name}/services"),
+                                client.call("GET", f"/v1/stacks/{name}/tasks")),
+                       f"stack {name}", timeout, pending_timeout)
 
 
-@stack.command("rm")
+def _stack_names(client) -> set[str]:
+    return {s["name"] for s in client.call("GET", "/v1/stacks")}
+
+
+@stack.command("ls")
+@FORMAT_OPTION
 @client_options
+def stack_ls(output_format, host, context_dir):
+    """List stacks."""
+    emit(output_format, make_client(host, context_dir).call("GET", "/v1/stacks"), ["NAME", "SERVICES"],
+         lambda s: [s["name"], s["services"]])
+
+
+@stack.command("services")
 @click.argument("name")
-def remove(host, context_dir, name):
-    """Remove a stack: its services (their tasks stop), networks, secrets and configs."""
-    make_client(host, context_dir).call("DELETE", f"/v1/stacks/{name}")
-    click.echo(f"Removed stack {name}")
+@FORMAT_OPTION
+@client_options
+def stack_services(name, output_format, host, context_dir):
+    """The services of a stack."""
+    client = make_client(host, context_dir)
+    services = client.call("GET", f"/v1/stacks/{name}/services")
+    if not services:
+        raise click.ClickException(f"no such stack: {name}")
+    emit_services(output_format, client, services)
 
 
 @stack.command("ps")
-@client_options
 @click.argument("name")
-def ps(host, context_dir, name):
+@FORMAT_OPTION
+@client_options
+def ps(name, output_format, host, context_dir):
     """The tasks of a stack."""
-    for task in make_client(host, context_dir).call("GET", f"/v1/stacks/{name}/tasks"):
-        slot = task["slot"] if task["slot"] is not None else (task["node_id"] or "")[:8]
-        click.echo(f"{task['id'][:12]}  {task['service_name']}.{slot}  {(task['node_id'] or '-')[:12]:12}  "
-                   f"{task['desired_state']:8}  {task['state']:9}  {task['err'] or task['message']}")
+    client = make_client(host, context_dir)
+    tasks = client.call("GET", f"/v1/stacks/{name}/tasks")
+    if not tasks and name not in _stack_names(client):
+        raise click.ClickException(f"no such stack: {name}")
+    emit_tasks(output_format, client, tasks)
+
+
+@stack.command("rm")
+@click.argument("name")
+@detach_option
+@timeout_option
+@client_options
+def remove(name, detach, timeout, host, context_dir):
+    """Remove a stack: its services, networks, secrets and configs; waits until its
+    tasks are gone unless --detach."""
+    client = make_client(host, context_dir)
+    client.call("DELETE", f"/v1/stacks/{name}")
+    click.echo(f"Removed stack {name}")
+    if not detach:
+        wait_gone(lambda: client.call("GET", f"/v1/stacks/{name}/tasks"), f"stack {name}", timeout)
