@@ -1,0 +1,73 @@
+"""Output formats and errors of the stack/service commands, against a stand-in for the
+API client (the end-to-end runs are in tests/cluster/test_cli_stacks.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from swarmlet.cli import service as service_module, stack as stack_module
+from swarmlet.cli.client import ApiError
+from swarmlet.cli.main import cli
+
+SERVICE = {"id": "s1", "name": "app_job", "stack": "app", "mode": "replicated-job", "replicas": 2, "running": 0,
+           "image": "busybox", "spec": {}, "status": {"message": "waiting for db (service_healthy)"}}
+TASK = {"id": "t1", "service_id": "s1", "service_name": "app_job", "slot": 1, "node_id": "n1",
+        "desired_state": "running", "state": "complete", "message": "", "err": None, "timestamp": None}
+PENDING = dict(TASK, id="t2", slot=2, node_id=None, state="pending", message="no suitable node (2 nodes drained)")
+
+
+class FakeClient:
+    def call(self, method, path, body=None, timeout=None):
+        routes = {"/v1/services": [SERVICE], "/v1/services/app_job": SERVICE, "/v1/stacks": [{"name": "app", "services": 1}],
+                  "/v1/stacks/app/services": [SERVICE], "/v1/stacks/nope/services": [], "/v1/stacks/nope/tasks": [],
+                  "/v1/tasks": [TASK, PENDING], "/v1/tasks?service=app_job": [TASK, PENDING],
+                  "/v1/nodes": [{"id": "n1", "status": {"hostname": "worker-1"}}]}
+        if path not in routes:
+            raise ApiError(404, f"no such service: {path.split('/')[3].split('=')[-1]}")
+        return [dict(x) for x in routes[path]] if isinstance(routes[path], list) else dict(routes[path])
+
+
+@pytest.fixture
+def run(monkeypatch):
+    for module in (service_module, stack_module):
+        monkeypatch.setattr(module, "make_client", lambda host, context: FakeClient())
+    return lambda *args: CliRunner().invoke(cli, list(args))
+
+
+def test_service_ls_json_and_table(run):
+    result = run("service", "ls", "--format", "json")
+    (item,) = json.loads(result.output)
+    assert {"id", "name", "mode", "replicas", "running", "completed", "image", "spec", "status"} <= set(item)
+    assert item["completed"] == 1  # one slot of the job completed
+    table = run("service", "ls").output.splitlines()
+    assert table[0].split() == ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "MESSAGE"]
+    assert "1/2 completed" in table[1]
+
+
+def test_service_ps_shows_the_pending_explanation_and_node_names(run):
+    tasks = json.loads(run("service", "ps", "app_job", "--format", "json").output)
+    assert [t["node"] for t in tasks] == ["worker-1", None]
+    assert {"id", "service_name", "slot", "node_id", "desired_state", "state", "message", "err"} <= set(tasks[0])
+    table = run("service", "ps", "app_job").output
+    assert "no suitable node" in table and "worker-1" in table
+
+
+def test_stack_listings_in_json(run):
+    assert json.loads(run("stack", "ls", "--format", "json").output) == [{"name": "app", "services": 1}]
+    assert [s["name"] for s in json.loads(run("stack", "services", "app", "--format", "json").output)] == ["app_job"]
+
+
+def test_unknown_names_are_clear_errors(run):
+    result = run("service", "inspect", "nope")
+    assert result.exit_code == 1 and "Error: no such service: nope" in result.output
+    for args in (["stack", "services", "nope"], ["stack", "ps", "nope"]):
+        result = run(*args)
+        assert result.exit_code == 1 and "no such stack: nope" in result.output
+
+
+def test_scale_arguments_are_checked_before_any_call(run):
+    result = run("service", "scale", "web")
+    assert result.exit_code == 2 and "expected SERVICE=REPLICAS" in result.output
+    assert run("service", "logs", "app_job", "--tail", "x").exit_code == 2
