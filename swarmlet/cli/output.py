@@ -22,7 +22,10 @@ def emit_table(columns: list[str], rows: Iterable[Iterable]) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*["" if cell is None else str(cell) for cell in row])
-    Console(soft_wrap=True).print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: never squeeze or cut columns to a guessed width
+        console = Console(width=10_000)
+    console.print(table)
 
 
 def emit(output_format: str, data, columns: list[str], row: Callable[[dict], list]) -> None:

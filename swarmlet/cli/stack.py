@@ -78,7 +78,7 @@ def deploy(files, env_files, prune, detach, timeout, pending_timeout, host, cont
     client = make_client(host, context_dir)
     answer = client.call("POST", f"/v1/stacks/{name}", deploy_body(result.stack, prune))
     changed = answer["changed_services"]
-    click.echo(f"Stack {name}: " + (f"updated {', '.join(changed)}" if changed else "no service changed"))
+    click.echo(f"Stack {name}: " + (f"created or updated {', '.join(changed)}" if changed else "no service changed"))
     if not detach:
         wait_converged(lambda: (client.call("GET", f"/v1/stacks/{name}/services"),
                                 client.call("GET", f"/v1/stacks/{name}/tasks")),
