@@ -305,26 +305,27 @@ def node_update(ref, availability, label_add, label_rm, host, context_dir):
     click.echo(updated["id"])
 
 
+def _change_roles(refs, action: str, done: str, host, context_dir) -> None:
+    client = make_client(host, context_dir)
+    for ref in refs:
+        answer = client.call("POST", f"/v1/nodes/{ref}/{action}", {}, timeout=60)
+        click.echo(f"Node {answer['id']} {done}.")
+
+
 @node.command("promote")
 @click.argument("refs", nargs=-1, required=True)
 @client_options
 def node_promote(refs, host, context_dir):
-    """Make workers managers."""
-    client = make_client(host, context_dir)
-    for ref in refs:
-        answer = client.call("POST", f"/v1/nodes/{ref}/promote", {}, timeout=60)
-        click.echo(f"Node {answer['id']} promoted to a manager.")
+    """Make workers managers (they join Raft and restart as managers)."""
+    _change_roles(refs, "promote", "promoted to a manager", host, context_dir)
 
 
 @node.command("demote")
 @click.argument("refs", nargs=-1, required=True)
 @client_options
 def node_demote(refs, host, context_dir):
-    """Make managers workers."""
-    client = make_client(host, context_dir)
-    for ref in refs:
-        answer = client.call("POST", f"/v1/nodes/{ref}/demote", {}, timeout=60)
-        click.echo(f"Manager {answer['id']} demoted to a worker.")
+    """Make managers workers (they leave Raft first)."""
+    _change_roles(refs, "demote", "demoted to a worker", host, context_dir)
 
 
 @node.command("rm")
