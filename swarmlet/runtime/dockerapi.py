@@ -10,10 +10,14 @@ share one Docker daemon.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
 import logging
 import math
+import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -74,6 +78,21 @@ _SIGKILL_DEADLINE = 30.0  # seconds to wait for the engine to report a SIGKILLed
 # The engine may report a container's OOM kill just after its exit (seen under load): a
 # memory-limited task SIGKILLed waits this long for the news before its exit is reported.
 _LATE_OOM_DEADLINE = 1.0
+
+
+# Nodes sharing one engine are processes on one machine: this file serialises their
+# network changes (create if missing; remove if unused), which the engine does not.
+NETWORK_LOCK_PATH = Path(tempfile.gettempdir()) / "swarmlet-docker-networks.lock"
+
+
+@contextlib.contextmanager
+def _machine_network_lock():
+    fd = os.open(NETWORK_LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def container_name(config: ContainerConfig) -> str:
@@ -444,41 +463,41 @@ class DockerRuntime(Runtime):
     async def _ensure_network(self, name: str, stack_namespace: str) -> str:
         """The ID of the bridge network called `name`, created if missing.
 
-        Tasks attach by ID: the engine's duplicate-name check is not atomic, so runtimes
-        sharing it can race to create the same name. Every racer then settles on the oldest
-        network of that name and removes its own extra one.
+        Tasks attach by ID. The engine's duplicate-name check is not atomic: nodes on this
+        machine take the machine-wide lock around look-and-create, and should a node
+        elsewhere sharing the engine still race us, every racer settles on the oldest
+        network of that name and removes its own extra one if nothing uses it.
         """
-        lock = self._network_locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            existing = await self._networks_named(name)
+        async with self._network_locks.setdefault(name, asyncio.Lock()):
+            return await self._call(self._ensure_network_locked, name, stack_namespace)
+
+    def _ensure_network_locked(self, name: str, stack_namespace: str) -> str:
+        api = self._client.api
+        with _machine_network_lock():
+            existing = self._networks_named(name)
             if existing:
                 return existing[0]["Id"]
             try:
-                created = await self._call(
-                    self._client.api.create_network,
+                created = api.create_network(
                     name,
                     driver="bridge",
                     check_duplicate=True,
                     labels={LABEL_NETWORK: name, LABEL_STACK_NAMESPACE: stack_namespace},
                 )
             except docker.errors.APIError as exc:
-                existing = await self._networks_named(name)
+                existing = self._networks_named(name)
                 if exc.status_code == 409 and existing:
                     return existing[0]["Id"]
                 raise TaskRuntimeError(f"cannot create network {name}: {exc.explanation or exc}") from exc
-            winner = (await self._networks_named(name))[0]["Id"]
+            winner = self._networks_named(name)[0]["Id"]
             if winner != created["Id"]:
                 log.info("network %s was created concurrently; dropping our duplicate", name)
-                try:
-                    await self._call(self._client.api.remove_network, created["Id"])
-                except docker.errors.APIError as exc:
-                    log.warning("cannot remove duplicate network %s (%s): %s", name, created["Id"], exc)
+                self._remove_network_if_unused(created["Id"], name)
             return winner
 
     async def remove_unused_networks(self, stack_namespace: str) -> list[str]:
         """Several nodes may share this engine, so a network goes only once no container
-        at all refers to it; the engine's own refusal (a container attached meanwhile) is
-        not an error."""
+        at all refers to it."""
         if not stack_namespace:
             return []
         found = await self._call(
@@ -488,27 +507,33 @@ class DockerRuntime(Runtime):
         for network in found:
             name = network["Name"]
             async with self._network_locks.setdefault(name, asyncio.Lock()):
-                # `network=` also matches created and stopped containers, which the engine
-                # would let us strand (a created container cannot start without its network).
-                # A created container is known by the name or ID it was given, so ask for both.
-                users = await self._call(
-                    self._client.api.containers, all=True, filters={"network": [network["Id"], name]}
-                )
-                if users:
-                    continue
-                try:
-                    await self._call(self._client.api.remove_network, network["Id"])
-                except docker.errors.NotFound:
-                    continue  # another node sharing the engine was first
-                except docker.errors.APIError as exc:
-                    log.info("network %s still in use, kept: %s", name, exc.explanation or exc)
-                    continue
-                removed.append(name)
+                if await self._call(self._remove_unused_locked, network["Id"], name):
+                    removed.append(name)
         return removed
 
-    async def _networks_named(self, name: str) -> list[dict]:
+    def _remove_unused_locked(self, network_id: str, name: str) -> bool:
+        with _machine_network_lock():
+            return self._remove_network_if_unused(network_id, name)
+
+    def _remove_network_if_unused(self, network_id: str, name: str) -> bool:
+        api = self._client.api
+        # `network=` also matches created and stopped containers, which the engine would
+        # let us strand (a created container cannot start without its network). A created
+        # container is known by the name or the ID it was given, so ask for both.
+        if api.containers(all=True, filters={"network": [network_id, name]}):
+            return False
+        try:
+            api.remove_network(network_id)
+        except docker.errors.NotFound:
+            return False  # another node sharing the engine was first
+        except docker.errors.APIError as exc:  # the engine's refusal: a container attached meanwhile
+            log.info("network %s still in use, kept: %s", name, exc.explanation or exc)
+            return False
+        return True
+
+    def _networks_named(self, name: str) -> list[dict]:
         """Networks with exactly this name (the engine's filter matches substrings), oldest first."""
-        found = await self._call(self._client.api.networks, names=[name])
+        found = self._client.api.networks(names=[name])
         return sorted((n for n in found if n["Name"] == name), key=lambda n: (n["Created"], n["Id"]))
 
     async def _create_container(self, config: ContainerConfig, task_files, network_ids: list[str]) -> str:
