@@ -180,12 +180,20 @@ class TaskRunner:
         return state.exit_code if state else None
 
     async def _finish(self) -> None:
-        """Keep the stopped task (history) until the leader forgets it, then remove it."""
+        """Keep the stopped task (history) until the leader forgets it, then remove it.
+        A task to be removed is not kept as history: it goes as soon as it has stopped,
+        without waiting for the leader's round trip (a stack removal's containers go sooner)."""
+        removed = False
         while self.assigned:
             if self.desired not in ("ready", "running") and not is_terminal(self.state or "new"):
                 self.report("shutdown", "shut down")
+            if self.desired == "remove" and is_terminal(self.state or "new") and not removed:
+                await self.runtime.remove(self.task_id)
+                removed = True
+                continue  # the assignment may have changed meanwhile
             await self._changes()
-        await self.runtime.remove(self.task_id)
+        if not removed:
+            await self.runtime.remove(self.task_id)
         self.executor.forget(self.task_id)
         await self.executor.tidy_stack(self.spec.get("stack") or "")
 

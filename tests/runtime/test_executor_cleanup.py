@@ -1,5 +1,6 @@
-"""The executor asks its runtime to remove a stack's networks once the node's last task
-of that stack is removed (a process runtime that records the calls; no Docker needed)."""
+"""What the executor removes, and when (a process runtime that records the calls; no
+Docker needed): a task to be removed goes as soon as it has stopped; a stack's networks
+go once the node's last task of that stack is removed."""
 import asyncio
 import uuid
 
@@ -99,3 +100,23 @@ async def test_leftover_tasks_removed_at_start_tidy_their_stack(tmp_path):
             await runtime.shutdown(task.task_id, grace=0)
             await runtime.remove(task.task_id)
         await after.close()
+
+
+async def test_a_task_to_remove_goes_once_stopped_without_waiting_to_be_unassigned(executor):
+    runtime, seen = executor.runtime, executor.statuses_seen
+    kept, gone = "kept" + uuid.uuid4().hex, "gone" + uuid.uuid4().hex
+    executor.assign({"tasks": [entry(kept, "s"), entry(gone, "s")]})
+    await until(lambda: seen.get(kept) == "running" and seen.get(gone) == "running")
+
+    executor.assign({"tasks": [entry(kept, "s", desired="shutdown"), entry(gone, "s", desired="remove")]})
+    await until(lambda: gone in runtime.removed_tasks)
+    assert seen[gone] == "shutdown"
+    await until(lambda: seen.get(kept) == "shutdown")
+    assert kept not in runtime.removed_tasks  # a shut-down task stays, as history
+    assert {t.task_id for t in await runtime.list_owned()} == {kept}
+    assert set(executor.runners) == {kept, gone}  # both still assigned
+
+    executor.assign({"tasks": []})
+    await until(lambda: executor.runners == {})
+    assert sorted(runtime.removed_tasks) == sorted([kept, gone])  # each removed once
+    assert runtime.network_removals == [("s", tuple(sorted(runtime.removed_tasks)))]
