@@ -40,6 +40,14 @@ async def until(condition, timeout=10.0):
             await asyncio.sleep(0.02)
 
 
+async def close_and_clean(executor: Executor) -> None:
+    runtime = executor.runtime
+    for task in await runtime.list_owned():
+        await runtime.shutdown(task.task_id, grace=0)
+        await runtime.remove(task.task_id)
+    await executor.close()
+
+
 @pytest.fixture
 async def executor(tmp_path):
     runtime = RecordingRuntime(f"node-{uuid.uuid4().hex[:8]}", tmp_path / "data")
@@ -48,10 +56,7 @@ async def executor(tmp_path):
     executor.statuses_seen = statuses
     await executor.start()
     yield executor
-    for task in await runtime.list_owned():
-        await runtime.shutdown(task.task_id, grace=0)
-        await runtime.remove(task.task_id)
-    await executor.close()
+    await close_and_clean(executor)
 
 
 async def test_networks_go_with_the_last_task_of_the_stack_on_the_node(executor):
@@ -96,10 +101,7 @@ async def test_leftover_tasks_removed_at_start_tidy_their_stack(tmp_path):
         assert runtime.network_removals == [("gone", (old,))]
         assert await runtime.list_owned() == []
     finally:
-        for task in await runtime.list_owned():
-            await runtime.shutdown(task.task_id, grace=0)
-            await runtime.remove(task.task_id)
-        await after.close()
+        await close_and_clean(after)
 
 
 async def test_a_task_to_remove_goes_once_stopped_without_waiting_to_be_unassigned(executor):
