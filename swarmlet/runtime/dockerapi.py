@@ -80,16 +80,25 @@ _SIGKILL_DEADLINE = 30.0  # seconds to wait for the engine to report a SIGKILLed
 _LATE_OOM_DEADLINE = 1.0
 
 
-# Nodes sharing one engine are processes on one machine: this file serialises their
-# network changes (create if missing; remove if unused), which the engine does not.
+# Nodes sharing one engine are processes on one machine. This file's lock makes their
+# network changes atomic, which the engine does not: held exclusively to create a missing
+# network or to remove an unused one, shared while a task's container is created on
+# networks (the engine accepts a container naming a network that is gone, and only its
+# start fails; and a container that is only created does not keep a network in use).
 NETWORK_LOCK_PATH = Path(tempfile.gettempdir()) / "swarmlet-docker-networks.lock"
 
 
-@contextlib.contextmanager
-def _machine_network_lock():
+@contextlib.asynccontextmanager
+async def _machine_network_lock(operation: int):
+    """Waits on the event loop (no thread blocks: a holder may need the pool to finish)."""
     fd = os.open(NETWORK_LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -247,6 +256,7 @@ class DockerRuntime(Runtime):
         self._pull_timeout = pull_timeout
         self._container_ids: dict[str, str] = {}
         self._network_locks: dict[str, asyncio.Lock] = {}
+        self._network_ids: dict[str, str] = {}  # name -> ID, as last found or made
         self._exit_waiters: dict[str, set[asyncio.Future]] = {}
         self._oom_noticed: dict[str, asyncio.Event] = {}
         self._hub = EventHub()
@@ -431,19 +441,34 @@ class DockerRuntime(Runtime):
         await self._ensure_image(config.image)
         task_files = self._task_files.write(config)
         try:
-            for attempt in (1, 2):
-                network_ids = [await self._ensure_network(a.name, config.stack_namespace) for a in config.networks]
-                try:
-                    container_id = await self._create_container(config, task_files, network_ids)
-                    break
-                except _NetworkVanished:
-                    # Another node sharing the engine removed it as unused just now: make it again.
-                    if attempt == 2:
-                        raise TaskRuntimeError(f"the networks of task {config.task_id} keep disappearing") from None
+            container_id = await self._create_on_networks(config, task_files)
         except BaseException:
             self._task_files.remove(config.task_id)
             raise
         self._container_ids[config.task_id] = container_id
+
+    async def _create_on_networks(self, config: ContainerConfig, task_files) -> str:
+        if not config.networks:
+            return await self._create_container(config, task_files, [])
+        for _attempt in range(3):
+            network_ids = [await self._ensure_network(a.name, config.stack_namespace) for a in config.networks]
+            try:
+                async with _machine_network_lock(fcntl.LOCK_SH):
+                    if all([await self._network_exists(network_id) for network_id in network_ids]):
+                        return await self._create_container(config, task_files, network_ids)
+            except _NetworkVanished:
+                pass
+            # Another node sharing the engine removed one as unused: make it again.
+            for attachment in config.networks:
+                self._network_ids.pop(attachment.name, None)
+        raise TaskRuntimeError(f"the networks of task {config.task_id} keep disappearing")
+
+    async def _network_exists(self, network_id: str) -> bool:
+        try:
+            await self._call(self._client.api.inspect_network, network_id)
+            return True
+        except docker.errors.NotFound:
+            return False
 
     async def _ensure_image(self, image: str) -> None:
         try:
@@ -468,32 +493,37 @@ class DockerRuntime(Runtime):
         elsewhere sharing the engine still race us, every racer settles on the oldest
         network of that name and removes its own extra one if nothing uses it.
         """
+        if name in self._network_ids:  # a create naming it fails if it went meanwhile
+            return self._network_ids[name]
         async with self._network_locks.setdefault(name, asyncio.Lock()):
-            return await self._call(self._ensure_network_locked, name, stack_namespace)
+            if name not in self._network_ids:
+                async with _machine_network_lock(fcntl.LOCK_EX):
+                    self._network_ids[name] = await self._call(self._ensure_network_locked, name, stack_namespace)
+            return self._network_ids[name]
 
     def _ensure_network_locked(self, name: str, stack_namespace: str) -> str:
+        """In a pool thread, holding the machine-wide lock exclusively."""
         api = self._client.api
-        with _machine_network_lock():
+        existing = self._networks_named(name)
+        if existing:
+            return existing[0]["Id"]
+        try:
+            created = api.create_network(
+                name,
+                driver="bridge",
+                check_duplicate=True,
+                labels={LABEL_NETWORK: name, LABEL_STACK_NAMESPACE: stack_namespace},
+            )
+        except docker.errors.APIError as exc:
             existing = self._networks_named(name)
-            if existing:
+            if exc.status_code == 409 and existing:
                 return existing[0]["Id"]
-            try:
-                created = api.create_network(
-                    name,
-                    driver="bridge",
-                    check_duplicate=True,
-                    labels={LABEL_NETWORK: name, LABEL_STACK_NAMESPACE: stack_namespace},
-                )
-            except docker.errors.APIError as exc:
-                existing = self._networks_named(name)
-                if exc.status_code == 409 and existing:
-                    return existing[0]["Id"]
-                raise TaskRuntimeError(f"cannot create network {name}: {exc.explanation or exc}") from exc
-            winner = self._networks_named(name)[0]["Id"]
-            if winner != created["Id"]:
-                log.info("network %s was created concurrently; dropping our duplicate", name)
-                self._remove_network_if_unused(created["Id"], name)
-            return winner
+            raise TaskRuntimeError(f"cannot create network {name}: {exc.explanation or exc}") from exc
+        winner = self._networks_named(name)[0]["Id"]
+        if winner != created["Id"]:
+            log.info("network %s was created concurrently; dropping our duplicate", name)
+            self._remove_network_if_unused(created["Id"], name)
+        return winner
 
     async def remove_unused_networks(self, stack_namespace: str) -> list[str]:
         """Several nodes may share this engine, so a network goes only once no container
@@ -507,13 +537,12 @@ class DockerRuntime(Runtime):
         for network in found:
             name = network["Name"]
             async with self._network_locks.setdefault(name, asyncio.Lock()):
-                if await self._call(self._remove_unused_locked, network["Id"], name):
+                self._network_ids.pop(name, None)
+                async with _machine_network_lock(fcntl.LOCK_EX):
+                    gone = await self._call(self._remove_network_if_unused, network["Id"], name)
+                if gone:
                     removed.append(name)
         return removed
-
-    def _remove_unused_locked(self, network_id: str, name: str) -> bool:
-        with _machine_network_lock():
-            return self._remove_network_if_unused(network_id, name)
 
     def _remove_network_if_unused(self, network_id: str, name: str) -> bool:
         api = self._client.api

@@ -402,8 +402,8 @@ def _event_threads(node_id):
 async def test_unused_stack_networks_are_removed_and_used_ones_kept(
     docker_runtimes, docker_client, node_id, make_config, network_name
 ):
-    # Two nodes share the engine: node A's last task of the stack goes, node B's task
-    # (only created, not started) still refers to the network, so it stays until B's goes.
+    # Two nodes share the engine: B's last task of the stack goes, A's task (only created,
+    # not started) still refers to the network, so it stays until A's goes too.
     stack = f"netstack-{uuid.uuid4().hex[:8]}"
     mine, theirs = docker_runtimes(node_id), docker_runtimes(node_id + "-b")
     attached = [NetworkAttachment(network_name)]
@@ -415,23 +415,23 @@ async def test_unused_stack_networks_are_removed_and_used_ones_kept(
         await mine.prepare(my_task)
         await theirs.prepare(their_task)
         await mine.prepare(other)  # another stack's network: never touched
-        await mine.start(my_task.task_id)
+        await theirs.start(their_task.task_id)
 
         def networks(name):
             return [n for n in docker_client.networks.list(names=[name]) if n.name == name]
 
-        assert await mine.remove_unused_networks(stack) == []  # a running container uses it
-        await mine.remove(my_task.task_id)
-        assert await mine.remove_unused_networks(stack) == []  # B's created container refers to it
-        assert len(networks(network_name)) == 1
+        assert await theirs.remove_unused_networks(stack) == []  # a running container uses it
         await theirs.remove(their_task.task_id)
-        assert await mine.remove_unused_networks(stack) == [network_name]
+        assert await theirs.remove_unused_networks(stack) == []  # A's created container refers to it
+        assert len(networks(network_name)) == 1
+        await mine.remove(my_task.task_id)
+        assert await theirs.remove_unused_networks(stack) == [network_name]
         assert networks(network_name) == []
         assert len(networks(other_stack_net)) == 1
-        assert await mine.remove_unused_networks(stack) == []  # nothing left: a no-op
-        assert await mine.remove_unused_networks("") == []
+        assert await theirs.remove_unused_networks(stack) == []  # nothing left: a no-op
+        assert await theirs.remove_unused_networks("") == []
 
-        # The stack deployed again: its network is simply made anew.
+        # The stack deployed again on A, which still knows the removed network's ID: made anew.
         again = make_config(node_id, command=["true"], stack_namespace=stack, networks=attached)
         assert (await run_to_exit(mine, again)).exit_code == 0
         assert len(networks(network_name)) == 1
