@@ -248,7 +248,8 @@ class DockerRuntime(Runtime):
         """`base_url` None: the engine from the environment (DOCKER_HOST or the local socket).
         The API version is negotiated: pinning a newer one fails on older engines."""
         self.node_id = node_id
-        self._client = self._make_client(base_url, timeout=call_timeout)
+        # As many pooled connections as pool threads (the SDK keeps 10 and reconnects beyond).
+        self._client = self._make_client(base_url, timeout=call_timeout, pool_size=max(10, max_workers))
         # Followed logs can stay silent for longer than any sensible call timeout.
         self._stream_client = self._make_client(base_url, timeout=None)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"docker-{node_id}")
@@ -265,10 +266,10 @@ class DockerRuntime(Runtime):
         self._closed = False
 
     @staticmethod
-    def _make_client(base_url: str | None, timeout: float | None) -> docker.DockerClient:
+    def _make_client(base_url: str | None, timeout: float | None, pool_size: int = 10) -> docker.DockerClient:
         if base_url is None:
-            return docker.from_env(version="auto", timeout=timeout)
-        return docker.DockerClient(base_url=base_url, version="auto", timeout=timeout)
+            return docker.from_env(version="auto", timeout=timeout, max_pool_size=pool_size)
+        return docker.DockerClient(base_url=base_url, version="auto", timeout=timeout, max_pool_size=pool_size)
 
     # -- plumbing -------------------------------------------------------------------
 
