@@ -153,6 +153,10 @@ def exit_status_from_state(state: dict) -> ExitStatus:
     return ExitStatus(exit_code=exit_code, oom_killed=oom_killed, error=error)
 
 
+class _NameTaken(Exception):
+    """A container with the task's name exists already."""
+
+
 class _NetworkVanished(Exception):
     """A network found for a task was removed before the task's container used it."""
 
@@ -437,12 +441,18 @@ class DockerRuntime(Runtime):
         if config.node_id != self.node_id:
             raise TaskRuntimeError(f"task {config.task_id} is for node {config.node_id}, not {self.node_id}")
         self._ensure_watching()
-        if await self._find_container(config.task_id) is not None:
+        if config.task_id in self._container_ids:
             return
         await self._ensure_image(config.image)
         task_files = self._task_files.write(config)
         try:
+            # Not listed first (a filtered list scans every container of the engine, once
+            # per task): the container's name is the task's, so an earlier one shows as a conflict.
             container_id = await self._create_on_networks(config, task_files)
+        except _NameTaken:
+            if await self._find_container(config.task_id) is None:
+                raise TaskRuntimeError(f"a container not of this node is named {container_name(config)}") from None
+            return  # prepared before, by an earlier agent of this node
         except BaseException:
             self._task_files.remove(config.task_id)
             raise
@@ -629,6 +639,8 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:
             if _is_missing_network(exc):
                 raise _NetworkVanished() from exc
+            if exc.status_code == 409:
+                raise _NameTaken() from exc
             raise TaskRuntimeError(f"cannot create container for task {config.task_id}: {exc.explanation or exc}") from exc
         container_id = created["Id"]
         try:

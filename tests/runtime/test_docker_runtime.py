@@ -28,6 +28,7 @@ from swarmlet.runtime.base import (
     Ulimit,
     NetworkAttachment,
     Resources,
+    TaskRuntimeError,
     TaskState,
 )
 from swarmlet.runtime.taskfiles import filesystem_type
@@ -440,3 +441,23 @@ async def test_unused_stack_networks_are_removed_and_used_ones_kept(
         for network in docker_client.networks.list(names=[other_stack_net]):
             if network.name == other_stack_net:
                 network.remove()
+
+
+async def test_prepare_again_after_an_agent_restart_keeps_the_one_container(
+    docker_runtimes, docker_client, node_id, make_config
+):
+    config = make_config(node_id, command=["true"])
+    await docker_runtimes(node_id).prepare(config)
+    again = docker_runtimes(node_id)  # a new agent: knows nothing of the container yet
+    await again.prepare(config)
+    await again.start(config.task_id)
+    assert (await asyncio.wait_for(again.wait(config.task_id), 30)).exit_code == 0
+    containers = docker_client.containers.list(all=True, filters={"label": f"{LABEL_TASK_ID}={config.task_id}"})
+    assert len(containers) == 1
+
+    # Another node's task may not take the name: refused, and its container is untouched.
+    stranger = make_config(node_id + "-x", command=["true"], task_id=config.task_id, service_name=config.service_name)
+    with pytest.raises(TaskRuntimeError, match="not of this node"):
+        await docker_runtimes(node_id + "-x").prepare(stranger)
+    assert [c.id for c in docker_client.containers.list(
+        all=True, filters={"label": f"{LABEL_TASK_ID}={config.task_id}"})] == [containers[0].id]
