@@ -112,9 +112,6 @@ def resolve_context(context_option: str | None) -> Path:
     return Path(context_option or os.environ.get("SWARMLET_CONTEXT") or DEFAULT_CONTEXT)
 
 
-pass_client = click.make_pass_decorator(Client)
-
-
 def client_options(command):
     """--host/--context on every command that talks to a cluster."""
     command = click.option("--context", "context_dir", envvar="SWARMLET_CONTEXT", default=None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from swarmlet.api.objects import DEFAULT_HEARTBEAT_PERIOD
+from swarmlet.api.objects import AVAILABILITIES, DEFAULT_HEARTBEAT_PERIOD
 from swarmlet.cli.client import client_options, make_client
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
 from swarmlet.node.bootstrap import JoinError, init_cluster, join_cluster
@@ -288,7 +288,7 @@ def node_inspect(refs, host, context_dir):
 
 @node.command("update")
 @click.argument("ref")
-@click.option("--availability", type=click.Choice(["active", "pause", "drain"]))
+@click.option("--availability", type=click.Choice(AVAILABILITIES))
 @click.option("--label-add", multiple=True, help="key=value; repeatable.")
 @click.option("--label-rm", multiple=True, help="key; repeatable.")
 @client_options

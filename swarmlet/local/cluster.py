@@ -17,7 +17,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from swarmlet.ca import NodeCertStore
 from swarmlet.node.config import DEFAULT_API_PORT, DataDir
 
 DEFAULT_LOCAL_DIR = Path.home() / ".swarmlet-local"
@@ -169,8 +168,7 @@ class LocalCluster:
         return node
 
     def _token(self, role: str, first: LocalNode, port: int) -> str:
-        out = _swarmlet("join-token", role, "-q", "--host", f"{first.address}:{port}", "--context", str(self.admin_dir),
-                        capture=True)
+        out = _swarmlet("join-token", role, "-q", "--host", f"{first.address}:{port}", "--context", str(self.admin_dir))
         return out.strip()
 
     def _join(self, node: LocalNode, token: str, first: LocalNode, port: int, extra: list[str], wait: bool = True):
@@ -308,9 +306,6 @@ def _wait_command(process: subprocess.Popen, what: str) -> str:
     return out
 
 
-def _swarmlet(*args: str, capture: bool = False) -> str:
+def _swarmlet(*args: str) -> str:
     return _wait_command(_spawn(*args), " ".join(args[:1]))
 
-
-def admin_certs(cluster: LocalCluster) -> NodeCertStore:
-    return NodeCertStore(cluster.admin_dir)

@@ -13,7 +13,7 @@ import logging
 import aiohttp
 from aiohttp import web
 
-from swarmlet.api.objects import (CLUSTER_ID, NODE_DOWN, manager_api_addresses, node_object_spec,
+from swarmlet.api.objects import (AVAILABILITIES, CLUSTER_ID, NODE_DOWN, manager_api_addresses, node_object_spec,
                                   node_object_status, removed_node_ids, state_rank)
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER, generate_secret, identity_of
 from swarmlet.manager import caserver
@@ -25,7 +25,7 @@ from swarmlet.manager.stacks import StackApi
 from swarmlet.node.config import DataDir, NodeConfig, new_id
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, bind_with_retries, connector
-from swarmlet.store import ClusterStore, RaftSettings, TlsPolicy
+from swarmlet.store import ClusterStore, Conflict, RaftSettings, TlsPolicy
 
 log = logging.getLogger("swarmlet.manager")
 
@@ -208,9 +208,8 @@ class Manager:
                 await self.store.commit([{"op": "update", "kind": "node", "id": node_id, "version": node["version"],
                                           "status": dict(node["status"], **fields)}])
                 return
-            except Exception as err:
-                if getattr(err, "code", None) != "conflict":
-                    raise
+            except Conflict:
+                continue
 
     async def add_raft_member(self, node_id: str, raft_address: str) -> None:
         node = self.store.get("node", node_id)
@@ -248,8 +247,7 @@ class Manager:
             if reachable <= (len(managers) - 1) // 2:
                 raise ApiError(409, f"demoting {node['id']} would leave the cluster without a quorum")
             if raft_address and raft_address == self.store.leader_address and not self.store.is_leader:
-                leader_api = self._api_address_of_raft(raft_address)
-                return await self._call(leader_api, "POST", f"/v1/nodes/{node['id']}/demote",
+                return await self._call(self.leader_api_address(), "POST", f"/v1/nodes/{node['id']}/demote",
                                       {}, timeout=60)
         await self.store.commit([{"op": "update", "kind": "node", "id": node["id"], "version": node["version"],
                                   "spec": dict(node["spec"], role=role)}])
@@ -265,8 +263,8 @@ class Manager:
     async def cluster_status(self, forward: bool = True) -> dict:
         """The leader knows every manager's log position; a follower forwards the
         question to it and answers from its own view only when it cannot."""
-        if forward and not self.store.is_leader and self.store.leader_address:
-            leader_api = self._api_address_of_raft(self.store.leader_address)
+        if forward and not self.store.is_leader:
+            leader_api = self.leader_api_address()
             if leader_api:
                 try:
                     return await self._call(leader_api, "GET",
@@ -299,9 +297,11 @@ class Manager:
                 "term": view.term if view else None, "commit_index": view.commit_index if view else None,
                 "answered_by": self.config.node_id, "managers": managers}
 
-    def _api_address_of_raft(self, raft_address: str) -> str | None:
-        for node in self.store.list("node"):
-            if node["status"].get("raft_address") == raft_address:
+    def leader_api_address(self) -> str | None:
+        """The API address of the manager this one believes leads (None if unknown)."""
+        leader_raft = self.store.leader_address
+        for node in self.store.list("node") if leader_raft else []:
+            if node["status"].get("raft_address") == leader_raft:
                 return node["status"].get("api_address")
         return None
 
@@ -355,7 +355,7 @@ class Manager:
 
     async def update_node(self, ref: str, *, availability: str | None, label_add: dict, label_rm: list,
                           role: str | None) -> dict:
-        if availability is not None and availability not in ("active", "pause", "drain"):
+        if availability is not None and availability not in AVAILABILITIES:
             raise ApiError(400, f"availability must be active, pause or drain, not {availability!r}")
         if role is not None:
             raise ApiError(400, "use promote/demote to change a node's role")
@@ -407,8 +407,7 @@ class Manager:
 
     async def relay_to_leader(self, request: web.Request) -> web.StreamResponse:
         """Stream the leader's answer to the same request (as this manager)."""
-        leader_raft = self.store.leader_address
-        leader_api = self._api_address_of_raft(leader_raft) if leader_raft else None
+        leader_api = self.leader_api_address()
         if not leader_api:
             raise ApiError(503, "no leader to ask: the cluster has no quorum")
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import msgpack
 
@@ -192,6 +192,3 @@ def _op_fields(op: Any, position: int) -> tuple[str, str, str]:
         raise TransactionError("invalid", f"operation {position}: id must be a non-empty string")
     return kind, object_id, action
 
-
-def ops_touching(changes: Iterable[Change], kind: str) -> list[Change]:
-    return [c for c in changes if c.kind == kind]

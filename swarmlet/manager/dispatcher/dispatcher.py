@@ -151,9 +151,7 @@ class Dispatcher:
         await ws.prepare(request)
         node_id = identity.node_id
         if not self.store.is_leader:
-            leader_raft = self.store.leader_address
-            leader_api = self.manager._api_address_of_raft(leader_raft) if leader_raft else None
-            await ws.send_bytes(pack({"type": "redirect", "leader": leader_api}))
+            await ws.send_bytes(pack({"type": "redirect", "leader": self.manager.leader_api_address()}))
             await ws.close()
             return ws
         try:
