@@ -1,38 +1,20 @@
 """A node's identity on disk: the root CA certificate, its own certificate and key.
 
 File names follow Docker Swarm's (swarm-root-ca.crt, swarm-node.crt, swarm-node.key).
-Every write goes to a temporary file in the same directory and is renamed into place,
-so a reader never sees a half-written file."""
+Every file is owner-only (certificates too: nothing under a data dir is for others),
+and every write goes to a temporary file in the same directory and is renamed into
+place, so a reader never sees a half-written file."""
 
 import os
-import tempfile
 from pathlib import Path
+
+from swarmlet.private import make_private_dir, write_private
 
 from .errors import CertificateError
 from .identity import load_certificate
 from .keys import key_matches_certificate
 
-PRIVATE_FILE_MODE = 0o600
-PUBLIC_FILE_MODE = 0o644
-PRIVATE_DIR_MODE = 0o700
 CONSISTENT_READ_ATTEMPTS = 20
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` with `mode`, then rename over the old file. mkstemp
-    creates the temporary file 0600 with a unique name, so a private key is never
-    world-readable and concurrent writers do not collide."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class NodeCertStore:
@@ -51,15 +33,15 @@ class NodeCertStore:
         certificate = load_certificate(cert_pem)
         if not key_matches_certificate(key_pem, certificate):
             raise CertificateError("refusing to save a key that does not match its certificate")
-        self.directory.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-        write_atomically(self.ca_path, ca_pem, PUBLIC_FILE_MODE)
+        make_private_dir(self.directory)
+        write_private(self.ca_path, ca_pem)
         # Two files cannot be replaced at once. The new key waits beside the old one
         # until the certificate is in place, then takes its name; at every moment in
         # between, load() finds a key that matches the certificate (the current key,
         # or the waiting one), so neither a concurrent reader nor a crash ever sees a
         # mismatched pair.
-        write_atomically(self.next_key_path, key_pem, PRIVATE_FILE_MODE)
-        write_atomically(self.cert_path, cert_pem, PUBLIC_FILE_MODE)
+        write_private(self.next_key_path, key_pem)
+        write_private(self.cert_path, cert_pem)
         os.replace(self.next_key_path, self.key_path)
 
     def load(self) -> tuple[bytes, bytes, bytes]:

@@ -16,7 +16,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from .store import PRIVATE_FILE_MODE, write_atomically
+from swarmlet.private import write_private
 
 MINIMUM_TLS_VERSION = ssl.TLSVersion.TLSv1_2
 RAM_BACKED_TMP = "/dev/shm"
@@ -34,8 +34,8 @@ def load_cert_chain_from_memory(context: ssl.SSLContext, cert_pem: bytes, key_pe
     with tempfile.TemporaryDirectory(prefix="swarmlet-tls-", dir=private_tmp_root()) as directory:
         cert_path = Path(directory) / "cert.pem"
         key_path = Path(directory) / "key.pem"
-        write_atomically(cert_path, cert_pem, PRIVATE_FILE_MODE)
-        write_atomically(key_path, key_pem, PRIVATE_FILE_MODE)
+        write_private(cert_path, cert_pem)
+        write_private(key_path, key_pem)
         context.load_cert_chain(cert_path, key_path)
 
 

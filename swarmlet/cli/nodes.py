@@ -19,6 +19,7 @@ from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
 from swarmlet.node.bootstrap import JoinError, init_cluster, join_cluster
 from swarmlet.node.config import DataDir
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
+from swarmlet.private import open_private_append
 
 DEFAULT_DATA_DIR = "/var/lib/swarmlet" if os.geteuid() == 0 else str(Path.home() / ".local/share/swarmlet")
 DETACH_TIMEOUT = 60.0
@@ -45,7 +46,7 @@ def start_detached(data_dir: DataDir, log_level: str) -> int:
     """Start `swarmlet agent` for this data dir in the background and wait until the
     node says it is ready. Returns its PID."""
     data_dir.ready_path.unlink(missing_ok=True)
-    with open(data_dir.log_path, "ab") as log_file:
+    with open_private_append(data_dir.log_path) as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "swarmlet.cli.main", "agent", "--data-dir", str(data_dir.path),
              "--log-level", log_level],

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from swarmlet.node.config import DEFAULT_API_PORT, DataDir
+from swarmlet.private import make_private_dir, write_private
 
 DEFAULT_LOCAL_DIR = Path.home() / ".swarmlet-local"
 DEFAULT_FIRST_ADDRESS = "127.0.0.2"
@@ -65,8 +66,7 @@ class LocalCluster:
         return [LocalNode(**n) for n in data["nodes"]], data["port"]
 
     def _save(self, nodes: list[LocalNode], port: int) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.state_path.write_text(json.dumps({"nodes": [asdict(n) for n in nodes], "port": port}, indent=2))
+        write_private(self.state_path, json.dumps({"nodes": [asdict(n) for n in nodes], "port": port}, indent=2).encode())
 
     def find(self, ref: str) -> LocalNode:
         nodes, _ = self.load()
@@ -121,7 +121,7 @@ class LocalCluster:
                 raise LocalClusterError(f"a local cluster already runs in {self.directory}; "
                                         "`swarmlet local down` first")
             shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
+        make_private_dir(self.directory)
         base = ipaddress.IPv4Address(first_address)
         nodes = [LocalNode(f"manager-{i + 1}", "manager", str(base + i), str(self.directory / f"manager-{i + 1}"))
                  for i in range(managers)]
@@ -152,7 +152,7 @@ class LocalCluster:
             _wait_command(process, f"join of {node.name}")
             node.id = DataDir(node.data_dir).load().node_id
         self._save(nodes, port)
-        (self.admin_dir / "hosts").write_text("\n".join(self.hosts()) + "\n")
+        write_private(self.admin_dir / "hosts", ("\n".join(self.hosts()) + "\n").encode())
         return nodes
 
     def add_node(self, role: str = "worker", join_args: list[str] | None = None) -> LocalNode:

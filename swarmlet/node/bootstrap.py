@@ -15,13 +15,16 @@ import msgpack
 from swarmlet.api.objects import DEFAULT_CERT_EXPIRY, DEFAULT_HEARTBEAT_PERIOD, cluster_object_spec
 from swarmlet.ca import (ROLE_ADMIN, ROLE_MANAGER, NodeCertStore, RootCA, TokenError, client_context,
                          generate_key_pem, generate_secret, insecure_fetch_context, make_csr, parse_token)
-from swarmlet.node.config import (DEFAULT_API_PORT, RAFT_PORT_OFFSET, DataDir, NodeConfig, new_id, split_address,
-                                  write_private)
+from swarmlet.node.config import DEFAULT_API_PORT, RAFT_PORT_OFFSET, DataDir, NodeConfig, new_id, split_address
+from swarmlet.private import write_private
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
 
 # The operator's CLI certificate is not renewed automatically, so it lives longer.
 ADMIN_CERT_VALIDITY = timedelta(days=365)
-BOOTSTRAP_FILE = "bootstrap.msgpack"
+# The cluster object (with the root CA's key) for the first manager's first start,
+# sealed under the node's KEK; removed once the node has committed it to the log.
+BOOTSTRAP_FILE = "bootstrap.sealed"
+_BOOTSTRAP_PURPOSE = "bootstrap spec"
 
 
 class JoinError(Exception):
@@ -58,7 +61,7 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
     ca = RootCA.create(cluster_id)
     key = generate_key_pem()
     cert = ca.issue(make_csr(key), node_id, ROLE_MANAGER, [ip], timedelta(seconds=cert_expiry))
-    data_dir.path.mkdir(parents=True, exist_ok=True)
+    data_dir.create()
     data_dir.certs.save(ca.cert_pem, cert, key)
     admin_key = generate_key_pem()
     admin_cert = ca.issue(make_csr(admin_key), f"admin-{new_id(8)}", ROLE_ADMIN, [], ADMIN_CERT_VALIDITY)
@@ -70,11 +73,11 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
                         raft_settings=dict(raft_settings or {}))
     config.managers = [config.api_address]
     config.raft_members = [config.raft_address]
-    (data_dir.admin_dir / "hosts").write_text(config.api_address + "\n")
+    write_private(data_dir.admin_dir / "hosts", (config.api_address + "\n").encode())
     spec = cluster_object_spec(name=cluster_id, ca_cert=ca.cert_pem, ca_key=ca.key_pem,
                                worker_secret=generate_secret(), manager_secret=generate_secret(),
                                cert_expiry=cert_expiry, heartbeat_period=heartbeat_period)
-    write_private(data_dir.path / BOOTSTRAP_FILE, msgpack.packb(spec, use_bin_type=True))
+    data_dir.write_sealed(data_dir.path / BOOTSTRAP_FILE, msgpack.packb(spec, use_bin_type=True), _BOOTSTRAP_PURPOSE)
     data_dir.save(config)
     return config
 
@@ -84,7 +87,7 @@ def take_bootstrap_spec(data_dir: DataDir) -> dict | None:
     path = data_dir.path / BOOTSTRAP_FILE
     if not path.exists():
         return None
-    return msgpack.unpackb(path.read_bytes(), raw=False)
+    return msgpack.unpackb(data_dir.read_sealed(path, _BOOTSTRAP_PURPOSE), raw=False)
 
 
 def bootstrap_done(data_dir: DataDir) -> None:
@@ -128,7 +131,7 @@ async def join_cluster(data_dir: DataDir, *, token: str, manager: str, advertise
         raise JoinError(f"TLS with the manager at {manager_address} failed: {err}") from None
     except CALL_ERRORS as err:
         raise JoinError(f"cannot reach the manager at {manager_address}: {err}") from None
-    data_dir.path.mkdir(parents=True, exist_ok=True)
+    data_dir.create()
     data_dir.certs.save(ca.cert_pem, answer["cert"].encode(), key)
     config = NodeConfig(node_id=answer["node_id"], cluster_id=answer["cluster_id"], role=answer["role"],
                         advertise_addr=ip, api_port=api_port, raft_port=raft_port, listen_addr=listen_addr,

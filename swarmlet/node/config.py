@@ -4,17 +4,29 @@ manager, the Raft journal and snapshot (raft/).
 ``node.json`` holds the node's identity and how to reach the cluster; it is rewritten
 atomically whenever the set of managers changes, so ``swarmlet agent --data-dir D``
 can restart a node that already belongs to a cluster.
+
+Everything in the data dir is owner-only (``swarmlet.private``). Secrets are sealed
+(``swarmlet.ca.sealing``) under the node's key-encryption key, ``node.kek``: the
+cluster key (``cluster.key``, from which a manager derives the key that seals its
+Raft log and snapshots) and the bootstrap spec that holds the root CA's key until the
+first manager has written it into the (sealed) log. Until autolock exists, the KEK
+itself lies in the data dir, protected by its mode alone, like the node's TLS key:
+see docs/security.md.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from swarmlet.ca import NodeCertStore
-from swarmlet.ca.store import PRIVATE_FILE_MODE, write_atomically
+from swarmlet.ca.sealing import Sealer, is_sealed, new_key
+from swarmlet.private import make_private_dir, write_private
+
+log = logging.getLogger("swarmlet.node")
 
 DEFAULT_API_PORT = 2377
 # The Raft port is the API port + 1 unless set: one address, two listeners.
@@ -89,6 +101,10 @@ class DataDir:
         return self.path / "cluster.key"
 
     @property
+    def kek_path(self) -> Path:
+        return self.path / "node.kek"
+
+    @property
     def admin_dir(self) -> Path:
         return self.path / "admin"
 
@@ -115,18 +131,37 @@ class DataDir:
                 f"{self.path} holds no swarmlet node (no node.json): run `swarmlet init` or `swarmlet join` first") from None
         return NodeConfig(**data)
 
+    def create(self) -> None:
+        make_private_dir(self.path)
+
     def save(self, config: NodeConfig) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.create()
         write_private(self.config_path, json.dumps(asdict(config), indent=2).encode())
 
+    # -- sealed files --------------------------------------------------------------------------
+    def _sealer(self, purpose: str) -> Sealer:
+        try:
+            kek = self.kek_path.read_bytes()
+        except FileNotFoundError:
+            kek = new_key()
+            write_private(self.kek_path, kek)
+        return Sealer(kek, purpose)
+
+    def write_sealed(self, path: Path, data: bytes, purpose: str) -> None:
+        write_private(path, self._sealer(purpose).seal(data))
+
+    def read_sealed(self, path: Path, purpose: str) -> bytes:
+        """The content of a sealed file. One written before sealing existed (plain) is
+        read as it is and sealed in place, with a warning."""
+        blob = path.read_bytes()
+        if is_sealed(blob):
+            return self._sealer(purpose).open(blob)
+        log.warning("%s held the %s in plain text; it is sealed now", path, purpose)
+        self.write_sealed(path, blob, purpose)
+        return blob
+
     def read_cluster_key(self) -> str:
-        return self.cluster_key_path.read_text().strip()
+        return self.read_sealed(self.cluster_key_path, "cluster key").decode().strip()
 
     def write_cluster_key(self, key: str) -> None:
-        write_private(self.cluster_key_path, key.encode())
-
-
-
-def write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, data, PRIVATE_FILE_MODE)
+        self.write_sealed(self.cluster_key_path, key.encode(), "cluster key")

@@ -20,6 +20,7 @@ from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER
 from swarmlet.node.bootstrap import bootstrap_done, take_bootstrap_spec
 from swarmlet.node.config import DataDir
 from swarmlet.node.identity import NodeTls
+from swarmlet.private import OWNER_ONLY_UMASK, tighten, write_private
 
 log = logging.getLogger("swarmlet.node")
 
@@ -39,6 +40,7 @@ def configure_logging(level: str = "INFO") -> None:
 
 async def run_node(data_dir: DataDir) -> str | None:
     """Run until stopped. Returns the new role when the node must restart in it."""
+    tighten_data_dir(data_dir)
     config = data_dir.load()
     tls = NodeTls(data_dir.certs)
     if tls.identity.role != config.role:
@@ -48,7 +50,7 @@ async def run_node(data_dir: DataDir) -> str | None:
         # Demoted: this node keeps no Raft state and no cluster key any more.
         shutil.rmtree(data_dir.raft_dir, ignore_errors=True)
         data_dir.cluster_key_path.unlink(missing_ok=True)
-    data_dir.pid_path.write_text(str(os.getpid()))
+    write_private(data_dir.pid_path, str(os.getpid()).encode())
     data_dir.ready_path.unlink(missing_ok=True)
 
     loop = asyncio.get_running_loop()
@@ -107,6 +109,14 @@ async def run_node(data_dir: DataDir) -> str | None:
     return new_role[0] if new_role else None
 
 
+def tighten_data_dir(data_dir: DataDir) -> None:
+    """Make the data dir owner-only again if someone loosened it, and say what was."""
+    loosened = tighten(data_dir.path)
+    if loosened:
+        log.warning("the data dir %s was readable by others: made owner-only (directories 0700, files 0600): %s",
+                    data_dir.path, ", ".join(str(p) for p in loosened))
+
+
 def make_runtime(config, data_dir: DataDir):
     """The runtime a node's tasks run on (``NodeConfig.runtime``)."""
     from swarmlet.runtime import DockerRuntime, ProcessRuntime
@@ -136,13 +146,17 @@ async def _announce_ready(data_dir: DataDir, manager, agent: Agent) -> None:
         await store.wait_for(lambda: store.ready and store.leader_address is not None
                              and store.get("cluster", CLUSTER_ID) is not None, timeout=READY_TIMEOUT * 5)
     await agent.connected.wait()
-    data_dir.ready_path.write_text(str(os.getpid()))
+    write_private(data_dir.ready_path, str(os.getpid()).encode())
     log.info("node ready")
 
 
 def serve(data_dir: DataDir, log_level: str = "INFO") -> None:
     """Run the node in this process; re-exec it when its role changes, so that the
     same PID keeps serving as the new role."""
+    # Some files of the data dir are created by pysyncobj, not by us: whatever umask
+    # the node was started with, they must be owner-only. Task processes get theirs
+    # from the runtime (runtime/process.py), not this one.
+    os.umask(OWNER_ONLY_UMASK)
     configure_logging(log_level)
     try:
         new_role = asyncio.run(run_node(data_dir))

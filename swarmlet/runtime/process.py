@@ -62,6 +62,9 @@ from swarmlet.runtime.events import EventHub, EventSubscription
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT, TaskFileStore
 
 UNKNOWN_EXIT_CODE = -1
+# The umask a task starts with, as in a Docker container: the node itself runs with an
+# owner-only umask (its data dir holds keys), which is no business of the task's.
+TASK_UMASK = 0o022
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _LOG_FOLLOW_INTERVAL = 0.1  # seconds between looks at a followed log file (like `tail -f`)
 _SIGKILL_DEADLINE = 10.0
@@ -211,6 +214,7 @@ class ProcessRuntime(Runtime):
                     stdout=log_file,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: shutdown signals all of it
+                    umask=TASK_UMASK,
                     user=(int(user) if user.isdigit() else user) or None,
                     group=(int(group) if group.isdigit() else group) or None,
                 )
@@ -457,6 +461,7 @@ class ProcessRuntime(Runtime):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                umask=TASK_UMASK,
             )
         except OSError as exc:
             return False, str(exc)

@@ -56,6 +56,23 @@ def filesystem_type(path: Path) -> str:
     return best_type
 
 
+# 0711 all the way down: a task running as another user can reach its files by path,
+# and nobody can list which secrets a task has.
+SEARCHABLE_DIR_MODE = 0o711
+
+
+def _make_searchable_dirs(path: Path) -> None:
+    """``mkdir -p`` with every created level 0711, whatever the umask (the node runs
+    with an owner-only one, which would lock a task's user out)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, SEARCHABLE_DIR_MODE)
+
+
 class TaskFileStore:
     """Writes and removes the secret/config files of one node's tasks."""
 
@@ -82,9 +99,7 @@ class TaskFileStore:
             )
         files_dir = self.files_dir(config.task_id)
         self.remove(config.task_id)
-        # 0711 all the way down: a task running as another user can reach its files by
-        # path, and nobody can list which secrets a task has.
-        files_dir.mkdir(mode=0o711, parents=True)
+        _make_searchable_dirs(files_dir)
         written = []
         seen_targets = set()
         for target, reference in references:
@@ -95,7 +110,7 @@ class TaskFileStore:
             host_path = files_dir / normalized.lstrip("/")
             if not host_path.resolve().is_relative_to(files_dir.resolve()) or host_path == files_dir:
                 raise SecretStorageError(f"invalid target {target!r} for {reference.name!r}")
-            host_path.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
+            _make_searchable_dirs(host_path.parent)
             self._write_file(host_path, reference)
             written.append(TaskFile(host_path=host_path, target=normalized))
         return written

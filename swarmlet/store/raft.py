@@ -8,6 +8,11 @@
   after a crash) and no pickle in the snapshot file a follower receives.
 - Raft connections are TLS with manager certificates (see transport.py) *and*
   Fernet-encrypted with the cluster key.
+- Nothing readable reaches the disk: every entry is sealed (AES-GCM, ``ca/sealing.py``)
+  when it is proposed, so the journal pysyncobj writes, the entries it sends and the
+  snapshot file it ships to a follower hold ciphertext only. The key is derived from
+  the cluster key, which every manager holds (sealed in its data dir) and which is
+  never itself in the log.
 - A leader-side watchdog forces a snapshot when a connected follower stops advancing
   (the livelock of a restarted ex-leader behind a later leader).
 
@@ -26,12 +31,36 @@ import msgpack
 from pysyncobj import SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 
+from swarmlet.ca.sealing import SealError, Sealer, derive_key, is_sealed
+from swarmlet.private import PRIVATE_FILE_MODE, make_private_dir
 from swarmlet.store.state import Applied, StoreState
 from swarmlet.store.transport import TlsPolicy, TlsTransport
 
 log = logging.getLogger("swarmlet.raft")
 
 _SEND_APPEND_ENTRIES = SyncObj._SyncObj__sendAppendEntries
+# A manager that cannot open an entry of the log cannot apply it, and must not skip it
+# (its state would silently diverge): it stops with this exit status (EX_SOFTWARE).
+EXIT_UNREADABLE_LOG = 70
+
+
+class AtRestSealers:
+    """The sealers of the Raft log's entries and snapshots, from the cluster key.
+
+    Entries and snapshots written before sealing existed are plain msgpack (a map or
+    an array, never the sealing magic): they are still read, so an older data dir
+    keeps its state; everything written from now on is sealed."""
+
+    def __init__(self, cluster_key: str):
+        key = derive_key(cluster_key.encode(), "raft at rest")
+        self.entry = Sealer(key, "raft entry")
+        self.snapshot = Sealer(key, "raft snapshot")
+
+    def open_entry(self, entry: bytes) -> bytes:
+        return self.entry.open(entry) if is_sealed(entry) else entry
+
+    def open_snapshot(self, blob: bytes) -> bytes:
+        return self.snapshot.open(blob) if is_sealed(blob) else blob
 
 
 @dataclass
@@ -117,7 +146,8 @@ class ReplicatedStore(SyncObj):
         self._last_watchdog_at = 0.0
         self._draining_commands = False
         self._append_entries_due = False
-        os.makedirs(data_dir, exist_ok=True)
+        self._sealers = AtRestSealers(password)
+        make_private_dir(data_dir)
         conf = settings.to_conf(bind_address or self_address, data_dir, password,
                                 self._write_snapshot, self._read_snapshot)
         super().__init__(self_address, [p for p in peers if p != self_address], conf,
@@ -147,12 +177,26 @@ class ReplicatedStore(SyncObj):
         _SEND_APPEND_ENTRIES(self)
 
     # -- the single replicated entry point ----------------------------------------------
+    def propose(self, command: bytes, callback) -> None:
+        """Replicate a transaction (sealed; see the module's docstring)."""
+        self.apply(self._sealers.entry.seal(command), callback=callback)
+
     @replicated
-    def apply(self, command: bytes) -> dict:
+    def apply(self, entry: bytes) -> dict:
+        command = self._open_entry(entry)
         with self.state_lock:
             applied = self.state.apply(command)
         self._on_applied(applied)
         return applied.result
+
+    def _open_entry(self, entry: bytes) -> bytes:
+        try:
+            return self._sealers.open_entry(entry)
+        except SealError as err:
+            log.critical("raft: %s; this manager's cluster key is not the one the log was written with, so it "
+                         "cannot apply the log and stops (exit %d)", err, EXIT_UNREADABLE_LOG)
+            logging.shutdown()
+            os._exit(EXIT_UNREADABLE_LOG)
 
     # -- snapshots: msgpack, written synchronously, no fork ------------------------------
     def _write_snapshot(self, filename: str, raft_data) -> None:
@@ -163,14 +207,18 @@ class ReplicatedStore(SyncObj):
                 "last": list(last_entry), "previous": list(previous_entry),
                 "cluster": sorted(node.address for node in cluster),
             }, use_bin_type=True)
-        with open(filename, "wb") as f:
-            f.write(payload)
+        sealed = self._sealers.snapshot.seal(payload)
+        descriptor = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(sealed)
             f.flush()
             os.fsync(f.fileno())
 
     def _read_snapshot(self, filename: str):
         with open(filename, "rb") as f:
-            data = msgpack.unpackb(f.read(), raw=False, strict_map_key=False)
+            blob = f.read()
+        # A sealed snapshot that does not open raises: pysyncobj then does not load it.
+        data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False)
         restored = StoreState.from_snapshot(data["state"])
         with self.state_lock:
             self.state = restored

@@ -169,7 +169,7 @@ class ClusterStore:
                      timeout: float = DEFAULT_WRITE_TIMEOUT) -> dict:
         request_id = request_id or new_request_id()
         command = encode_transaction(request_id, time.time(), ops)
-        result = await self._replicate(lambda cb: self._raft.apply(command, callback=cb),
+        result = await self._replicate(lambda cb: self._raft.propose(command, cb),
                                        f"request {request_id}", timeout)
         if not result.get("ok"):
             raise _REFUSALS.get(result.get("code"), StoreError)(result.get("error", "refused"))

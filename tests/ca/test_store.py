@@ -1,3 +1,4 @@
+import os
 import stat
 
 import pytest
@@ -17,12 +18,18 @@ def test_save_then_load_round_trips(tmp_path, cluster_ca, worker):
     assert store.load() == (cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
 
 
-def test_key_file_is_private_and_directory_too(tmp_path, cluster_ca, worker):
-    store = NodeCertStore(tmp_path / "certificates")
-    store.save(cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
+def test_every_file_and_directory_is_owner_only_whatever_the_umask(tmp_path, cluster_ca, worker):
+    store = NodeCertStore(tmp_path / "a" / "certificates")
+    previous = os.umask(0)
+    try:
+        store.save(cluster_ca.cert_pem, worker.cert_pem, worker.key_pem)
+    finally:
+        os.umask(previous)
     assert mode_of(store.key_path) == 0o600
     assert mode_of(store.directory) == 0o700
-    assert mode_of(store.cert_path) == 0o644
+    assert mode_of(store.directory.parent) == 0o700
+    assert mode_of(store.cert_path) == 0o600
+    assert mode_of(store.ca_path) == 0o600
 
 
 def test_saving_again_replaces_files_and_leaves_no_temporaries(tmp_path, cluster_ca, worker, manager):
@@ -87,7 +94,7 @@ def test_a_reader_never_sees_a_mismatched_pair_while_the_identity_is_replaced(tm
 
 def test_a_crash_after_the_certificate_but_before_the_key_rename_still_loads(tmp_path):
     from swarmlet.ca import RootCA, generate_key_pem, make_csr
-    from swarmlet.ca.store import PRIVATE_FILE_MODE, write_atomically
+    from swarmlet.private import write_private
 
     ca = RootCA.create("cluster-x")
     old_key, new_key = generate_key_pem(), generate_key_pem()
@@ -95,6 +102,6 @@ def test_a_crash_after_the_certificate_but_before_the_key_rename_still_loads(tmp
     store.save(ca.cert_pem, ca.issue(make_csr(old_key), "n", "worker"), old_key)
     new_cert = ca.issue(make_csr(new_key), "n", "worker")
     # What save() leaves behind if the process dies right after writing the certificate:
-    write_atomically(store.next_key_path, new_key, PRIVATE_FILE_MODE)
-    write_atomically(store.cert_path, new_cert, 0o644)
+    write_private(store.next_key_path, new_key)
+    write_private(store.cert_path, new_cert)
     assert store.load() == (ca.cert_pem, new_cert, new_key)

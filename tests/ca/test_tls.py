@@ -125,12 +125,12 @@ def test_client_needs_both_certificate_and_key_or_neither(cluster_ca, worker):
 def test_key_material_is_loaded_from_private_files_then_removed(tmp_path, monkeypatch, cluster_ca, manager):
     written = []
 
-    def recording_write(path, data, mode):
+    def recording_write(path, data, mode=0o600):
         written.append((path, data, mode))
         real_write(path, data, mode)
 
-    real_write = tls_module.write_atomically
-    monkeypatch.setattr(tls_module, "write_atomically", recording_write)
+    real_write = tls_module.write_private
+    monkeypatch.setattr(tls_module, "write_private", recording_write)
     monkeypatch.setattr(tls_module, "private_tmp_root", lambda: str(tmp_path))
     server_for(cluster_ca, manager)
 
