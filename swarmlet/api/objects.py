@@ -7,11 +7,65 @@ from __future__ import annotations
 
 import hashlib
 import json
+from enum import StrEnum
 
 CLUSTER_ID = "default"  # the one cluster object, as in SwarmKit
 
-NODE_UNKNOWN, NODE_READY, NODE_DOWN = "unknown", "ready", "down"
-AVAILABILITIES = ("active", "pause", "drain")
+
+# The states and modes every role speaks of. Each is a ``StrEnum``: its members are the
+# strings stored in the objects and sent on the wire (so an object read back compares
+# equal to them), and a misspelt member is an AttributeError instead of a silent miss.
+class NodeState(StrEnum):
+    UNKNOWN = "unknown"
+    READY = "ready"
+    DOWN = "down"
+
+
+class Availability(StrEnum):
+    ACTIVE = "active"
+    PAUSE = "pause"
+    DRAIN = "drain"
+
+
+class TaskState(StrEnum):
+    """Swarm's task states, in order: a task only ever moves forward through them."""
+
+    NEW = "new"
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    ACCEPTED = "accepted"
+    PREPARING = "preparing"
+    READY = "ready"
+    STARTING = "starting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    REMOVE = "remove"
+    ORPHANED = "orphaned"
+
+
+class DesiredState(StrEnum):
+    """What the orchestrators ask of a task: prepare it but do not start it yet
+    (``ready``), run it, stop it and keep it as history (``shutdown``), or stop it so
+    that the orchestrator deletes it (``remove``)."""
+
+    READY = "ready"
+    RUNNING = "running"
+    SHUTDOWN = "shutdown"
+    REMOVE = "remove"
+
+
+class ServiceMode(StrEnum):
+    REPLICATED = "replicated"
+    GLOBAL = "global"
+    REPLICATED_JOB = "replicated-job"
+    GLOBAL_JOB = "global-job"
+
+
+NODE_UNKNOWN, NODE_READY, NODE_DOWN = NodeState.UNKNOWN, NodeState.READY, NodeState.DOWN
+AVAILABILITIES = tuple(Availability)
 
 DEFAULT_HEARTBEAT_PERIOD = 1.0
 # A node is marked down after this many heartbeat periods without one (~3 s by default).
@@ -64,17 +118,22 @@ def manager_api_addresses(nodes: list[dict]) -> list[str]:
 
 STACK_NAMESPACE_LABEL = "com.docker.stack.namespace"
 
-# Task states, in Swarm's order: a task only ever moves forward through them.
-TASK_STATES = ("new", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running",
-               "complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+TASK_STATES = tuple(TaskState)
 _RANK = {state: rank for rank, state in enumerate(TASK_STATES)}
-TERMINAL_STATES = frozenset(("complete", "shutdown", "failed", "rejected", "remove", "orphaned"))
-# Desired states the orchestrators set: "ready" (prepare, do not start yet), "running",
-# "shutdown" (stop, keep as history), "remove" (stop, then the orchestrator deletes it).
-DESIRED_READY, DESIRED_RUNNING, DESIRED_SHUTDOWN, DESIRED_REMOVE = "ready", "running", "shutdown", "remove"
+TERMINAL_STATES = frozenset((TaskState.COMPLETE, TaskState.SHUTDOWN, TaskState.FAILED, TaskState.REJECTED,
+                             TaskState.REMOVE, TaskState.ORPHANED))
+FAILED_STATES = frozenset((TaskState.FAILED, TaskState.REJECTED))
+DESIRED_READY, DESIRED_RUNNING, DESIRED_SHUTDOWN, DESIRED_REMOVE = tuple(DesiredState)
+# Desired states in which a task is wanted on its node (prepared or running).
+ACTIVE_DESIRED_STATES = frozenset((DesiredState.READY, DesiredState.RUNNING))
 TASK_HISTORY_LIMIT = 5  # tasks kept per slot (per node for global services), the current one included
-JOB_MODES = ("replicated-job", "global-job")
-GLOBAL_MODES = ("global", "global-job")
+JOB_MODES = (ServiceMode.REPLICATED_JOB, ServiceMode.GLOBAL_JOB)
+GLOBAL_MODES = (ServiceMode.GLOBAL, ServiceMode.GLOBAL_JOB)
+
+
+def task_state(task: dict) -> TaskState:
+    """A task object's current state (``new`` until anything reported one)."""
+    return TaskState(task["status"].get("state") or TaskState.NEW)
 
 
 def state_rank(state: str) -> int:

@@ -33,7 +33,7 @@ from pysyncobj.node import TCPNode
 
 from swarmlet.ca.sealing import SealError, Sealer, derive_key, is_sealed
 from swarmlet.private import PRIVATE_FILE_MODE, make_private_dir
-from swarmlet.store.state import Applied, StoreState
+from swarmlet.store.state import Applied, FrozenDict, FrozenList, StoreState
 from swarmlet.store.transport import TlsPolicy, TlsTransport
 
 log = logging.getLogger("swarmlet.raft")
@@ -218,7 +218,8 @@ class ReplicatedStore(SyncObj):
         with open(filename, "rb") as f:
             blob = f.read()
         # A sealed snapshot that does not open raises: pysyncobj then does not load it.
-        data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False)
+        data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False,
+                               object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
         restored = StoreState.from_snapshot(data["state"])
         with self.state_lock:
             self.state = restored

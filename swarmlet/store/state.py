@@ -13,6 +13,11 @@ An object is a plain dict::
 ``version`` is the store index of the transaction that last wrote it, as in
 SwarmKit's ``Meta.Version``. An update or delete must name the version it read; a
 stale one is refused (``conflict``), never silently overwritten.
+
+Stored objects are frozen (:class:`FrozenDict`, :class:`FrozenList`, all the way
+down): readers get the state machine's own objects without a copy, and an in-place
+edit, which would silently make one manager's state diverge from the others', raises
+instead. To change an object, build a new dict from it and commit that.
 """
 from __future__ import annotations
 
@@ -28,6 +33,70 @@ KINDS = ("cluster", "node", "service", "task", "secret", "config", "network")
 # whose outcome it never learnt (a timeout, a leader change) cannot apply it twice.
 # Eviction is by insertion order, which is the same on every manager.
 REMEMBERED_REQUESTS = 20_000
+
+
+class ReadOnlyError(TypeError):
+    pass
+
+
+def _refuse(self, *args, **kwargs):
+    raise ReadOnlyError("objects from the store are read-only: build a new one (e.g. dict(obj, key=value)) "
+                        "and commit it")
+
+
+class FrozenDict(dict):
+    """A dict that refuses every change. Equal to, and serialised like, a plain dict;
+    ``dict(frozen)``, ``{**frozen}`` and copies are plain, mutable dicts."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict:
+        return dict(self)
+
+    def __deepcopy__(self, memo) -> dict:
+        return thaw(self)
+
+    def __reduce__(self):
+        return dict, (dict(self),)
+
+
+class FrozenList(list):
+    """A list that refuses every change (see :class:`FrozenDict`)."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = remove = pop = clear = sort = \
+        reverse = _refuse
+
+    def __copy__(self) -> list:
+        return list(self)
+
+    def __deepcopy__(self, memo) -> list:
+        return thaw(self)
+
+    def __reduce__(self):
+        return list, (list(self),)
+
+
+def freeze(value: Any) -> Any:
+    """``value`` with every dict and list in it frozen (already frozen parts are kept)."""
+    kind = type(value)
+    if kind is FrozenDict or kind is FrozenList:
+        return value
+    if isinstance(value, dict):
+        return FrozenDict({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, (list, tuple)):
+        return FrozenList(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable deep copy of a (possibly frozen) value."""
+    if isinstance(value, dict):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [thaw(item) for item in value]
+    return value
 
 
 class TransactionError(Exception):
@@ -68,7 +137,9 @@ def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> by
 
 
 def decode_transaction(command: bytes) -> dict:
-    txn = msgpack.unpackb(command, raw=False)
+    # Frozen as it is decoded: far cheaper than freezing the decoded objects afterwards
+    # (a 20,000-task transaction: +0.1 s instead of +1 s on the Raft thread).
+    txn = msgpack.unpackb(command, raw=False, object_hook=FrozenDict, list_hook=FrozenList)
     if not isinstance(txn, dict) or not isinstance(txn.get("ops"), list):
         raise TransactionError("invalid", "malformed transaction")
     return txn
@@ -135,9 +206,9 @@ class StoreState:
             if action == "create":
                 if existing is not None:
                     raise TransactionError("exists", f"{kind} {object_id} already exists")
-                obj = {"id": object_id, "kind": kind, "version": self.index,
-                       "created_at": timestamp, "updated_at": timestamp,
-                       "spec": op.get("spec") or {}, "status": op.get("status") or {}}
+                obj = FrozenDict(id=object_id, kind=kind, version=self.index, created_at=timestamp,
+                                 updated_at=timestamp, spec=freeze(op.get("spec") or {}),
+                                 status=freeze(op.get("status") or {}))
             else:
                 if existing is None:
                     raise TransactionError("not_found", f"{kind} {object_id} does not exist")
@@ -153,9 +224,10 @@ class StoreState:
                     continue
                 obj = dict(existing, version=self.index, updated_at=timestamp)
                 if "spec" in op:
-                    obj["spec"] = op["spec"]
+                    obj["spec"] = freeze(op["spec"])
                 if "status" in op:
-                    obj["status"] = op["status"]
+                    obj["status"] = freeze(op["status"])
+                obj = FrozenDict(obj)
             staged[(kind, object_id)] = obj
             changes.append(Change(action, kind, object_id, obj))
 
@@ -175,7 +247,7 @@ class StoreState:
         state = cls()
         state.index = data["index"]
         for kind in KINDS:
-            state.objects[kind] = dict(data["objects"].get(kind, {}))
+            state.objects[kind] = {object_id: freeze(obj) for object_id, obj in data["objects"].get(kind, {}).items()}
         state.requests = collections.OrderedDict((k, v) for k, v in data["requests"])
         return state
 

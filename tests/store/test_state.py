@@ -1,5 +1,6 @@
 """The pure state machine: transactions, versions, request IDs, snapshots."""
 import msgpack
+import pytest
 
 from swarmlet.store.state import StoreState, encode_transaction
 
@@ -159,3 +160,50 @@ def test_loop_handoff_runs_posts_from_another_thread_in_order():
         return seen
 
     assert asyncio.run(scenario()) == list(range(10_000))
+
+
+def test_objects_handed_out_are_frozen_all_the_way_down_and_equal_to_plain_dicts():
+    import copy
+    import json
+
+    import msgpack
+
+    from swarmlet.store.state import ReadOnlyError
+
+    state = StoreState()
+    spec = {"name": "web", "labels": {"a": "1"}, "ports": [{"target": 80}]}
+    state.apply(encode_transaction("r1", 1.0, [{"op": "create", "kind": "service", "id": "s1", "spec": spec}]))
+    stored = state.get("service", "s1")
+    assert stored["spec"] == spec and json.loads(json.dumps(stored["spec"])) == spec
+    assert msgpack.unpackb(msgpack.packb(stored, use_bin_type=True), raw=False)["spec"] == spec
+    for edit in (lambda: stored.__setitem__("version", 99), lambda: stored["spec"]["labels"].update(b="2"),
+                 lambda: stored["spec"]["ports"].append({"target": 81}), lambda: stored["spec"]["ports"][0].pop("target"),
+                 lambda: stored["spec"].setdefault("x", 1)):
+        with pytest.raises(ReadOnlyError, match="read-only"):
+            edit()
+    assert state.get("service", "s1")["spec"] == spec  # nothing changed
+    # Copies are plain and mutable: the way to build the next version.
+    changed = dict(stored["spec"], labels=dict(stored["spec"]["labels"], b="2"))
+    changed["replicas"] = 3
+    deep = copy.deepcopy(stored)
+    deep["spec"]["ports"].append({"target": 81})
+    assert type(deep["spec"]["ports"]) is list and state.get("service", "s1")["spec"]["ports"] == [{"target": 80}]
+
+
+def test_updated_and_restored_objects_are_frozen_too():
+    from swarmlet.store.state import ReadOnlyError
+
+    state = StoreState()
+    state.apply(encode_transaction("r1", 1.0, [{"op": "create", "kind": "node", "id": "n1", "spec": {"l": {}}}]))
+    version = state.get("node", "n1")["version"]
+    state.apply(encode_transaction("r2", 2.0, [{"op": "update", "kind": "node", "id": "n1", "version": version,
+                                                "status": {"state": "ready", "tags": ["x"]}}]))
+    restored = StoreState.from_snapshot(msgpack.unpackb(msgpack.packb(state.snapshot(), use_bin_type=True),
+                                                        raw=False, strict_map_key=False))
+    for current in (state, restored):
+        node = current.get("node", "n1")
+        assert node["status"] == {"state": "ready", "tags": ["x"]}
+        with pytest.raises(ReadOnlyError):
+            node["status"]["tags"].append("y")
+        with pytest.raises(ReadOnlyError):
+            node["spec"]["l"]["k"] = "v"

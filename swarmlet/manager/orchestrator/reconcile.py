@@ -30,14 +30,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swarmlet.api.objects import (DESIRED_READY, DESIRED_REMOVE, DESIRED_RUNNING, DESIRED_SHUTDOWN, GLOBAL_MODES,
-                                  JOB_MODES, NODE_DOWN, STACK_NAMESPACE_LABEL, TASK_HISTORY_LIMIT, is_terminal,
-                                  spec_digest, state_rank, task_object_spec, task_status)
+from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, DESIRED_READY, DESIRED_REMOVE, DESIRED_RUNNING,
+                                  DESIRED_SHUTDOWN, FAILED_STATES, GLOBAL_MODES, JOB_MODES, NODE_DOWN,
+                                  STACK_NAMESPACE_LABEL, TASK_HISTORY_LIMIT, TaskState, is_terminal, spec_digest,
+                                  state_rank, task_object_spec, task_state, task_status)
 from swarmlet.manager.scheduler import choose_tasks_to_remove
 from swarmlet.manager.scheduler.storemap import constraints_match
 
-ACTIVE = (DESIRED_READY, DESIRED_RUNNING)
-FAILED_STATES = ("failed", "rejected")
+ACTIVE = ACTIVE_DESIRED_STATES
 
 
 @dataclass
@@ -65,8 +65,7 @@ def desired(task: dict) -> str:
     return task["spec"]["desired_state"]
 
 
-def state(task: dict) -> str:
-    return task["status"].get("state", "new")
+state = task_state
 
 
 def node_of(task: dict, nodes: dict[str, dict]) -> dict | None:
@@ -102,13 +101,13 @@ def is_job(spec: dict) -> bool:
 
 def should_restart(task: dict, restart_policy: dict, mode: str, now: float, lost: bool = False) -> bool:
     """The restart supervisor's verdict on an active task that ended (or whose node was lost)."""
-    if mode in JOB_MODES and state(task) == "complete":
+    if mode in JOB_MODES and state(task) == TaskState.COMPLETE:
         return False  # a job that succeeded is done
     if not lost:
         condition = restart_policy.get("condition", "any")
         if condition == "none":
             return False
-        if (condition == "on-failure" or mode in JOB_MODES) and state(task) == "complete":
+        if (condition == "on-failure" or mode in JOB_MODES) and state(task) == TaskState.COMPLETE:
             return False
     max_attempts = restart_policy.get("max_attempts") or 0
     if max_attempts > 0:
@@ -132,9 +131,9 @@ def dependencies_waiting(service: dict, services: list[dict], tasks_by_service: 
             return f"waiting for {dependency}: not deployed"
         active = [t for t in tasks_by_service.get(other["id"], []) if desired(t) in ACTIVE]
         if condition == "service_completed_successfully":
-            met = bool(active) and all(state(t) == "complete" for t in active)
+            met = bool(active) and all(state(t) == TaskState.COMPLETE for t in active)
         else:
-            met = any(state(t) == "running" for t in active)
+            met = any(state(t) == TaskState.RUNNING for t in active)
         if not met:
             return f"waiting for {dependency} ({condition})"
     return None
@@ -190,7 +189,7 @@ def _new_task(service: dict, decision: Decision, now: float, *, slot: int | None
               desired_state: str = DESIRED_RUNNING, not_before: float = 0.0, restarts: list | None = None) -> None:
     decision.creates.append({"spec": task_object_spec(service, slot=slot, node_id=node_id, desired_state=desired_state,
                                                        not_before=not_before, restarts=restarts),
-                             "status": task_status("pending", now)})
+                             "status": task_status(TaskState.PENDING, now)})
 
 
 def _reconcile_replicated(service, slots, nodes, now, can_create, decision) -> None:
@@ -209,7 +208,7 @@ def _reconcile_replicated(service, slots, nodes, now, can_create, decision) -> N
             current = active[-1]
             newest[current["id"]] = slot
             by_node.setdefault(current["spec"].get("node_id") or "", []).append(
-                (current["id"], state(current) == "running"))
+                (current["id"], state(current) == TaskState.RUNNING))
         for task_id in choose_tasks_to_remove(by_node, len(occupied) - wanted):
             for task in slots.pop(newest[task_id]):
                 if desired(task) in ACTIVE:
@@ -244,7 +243,7 @@ def _reconcile_global(service, slots, nodes, now, can_create, decision) -> None:
         history = slots.get(node_id, [])
         if has_active or not can_create or not _eligible_for_global(node, spec):
             continue
-        if is_job(spec) and any(state(t) == "complete" for t in history):
+        if is_job(spec) and any(state(t) == TaskState.COMPLETE for t in history):
             continue  # this node ran the job already
         _new_task(service, decision, now, slot=None, node_id=node_id)
 
@@ -268,7 +267,7 @@ def _restart_and_promote(service, node_id, group, nodes, now, decision) -> None:
                 else:
                     decision.wake(task["spec"]["not_before"])
             continue
-        if is_job(spec) and state(task) == "complete":
+        if is_job(spec) and state(task) == TaskState.COMPLETE:
             continue
         if not should_restart(task, policy, spec["mode"], now, lost):
             continue
@@ -313,9 +312,9 @@ def _rolling_update(service, slots, nodes, now, decision) -> None:
         started += [t["status"]["started_at"] for t in new if t["status"].get("started_at")]
         if old and not new:
             dirty.append((key, old))
-        elif new and (any(state_rank(state(t)) < state_rank("running") for t in new) or old):
+        elif new and (any(state_rank(state(t)) < state_rank(TaskState.RUNNING) for t in new) or old):
             in_progress += 1
-            running_new = [t for t in new if state(t) == "running"]
+            running_new = [t for t in new if state(t) == TaskState.RUNNING]
             if running_new and old and not any(t["id"] in decided for t in old):
                 # start-first: the new task runs, retire the old one
                 for task in old:
@@ -345,7 +344,7 @@ def _rolling_update(service, slots, nodes, now, decision) -> None:
     for key, old in dirty[:room]:
         node_id = key if spec["mode"] in GLOBAL_MODES else None
         slot = None if node_id else key
-        running_old = [t for t in old if state(t) == "running"]
+        running_old = [t for t in old if state(t) == TaskState.RUNNING]
         if start_first and running_old:
             _new_task(service, decision, now, slot=slot, node_id=node_id)
         else:

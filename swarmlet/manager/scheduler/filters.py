@@ -7,6 +7,7 @@ their rejections are reported.
 
 from __future__ import annotations
 
+from swarmlet.api.objects import NodeState
 from swarmlet.manager.scheduler.constraint import Constraint
 from swarmlet.manager.scheduler.types import NodeInfo, TaskRequest
 
@@ -37,7 +38,7 @@ class ReadyFilter(Filter):
     reason = "node not ready"
 
     def accepts(self, node, task):
-        return node.state == "ready"
+        return node.state == NodeState.READY
 
 
 class AvailabilityFilter(Filter):

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 
-from swarmlet.api.objects import DESIRED_READY, DESIRED_RUNNING
+from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, task_state
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.scheduler.constraint import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
@@ -22,11 +22,14 @@ log = logging.getLogger("swarmlet.scheduler")
 
 BATCH_QUIET = 0.05
 BATCH_MAX = 1.0
+# A task entering one of these states needs a node, or frees its node's resources.
+FREES_OR_NEEDS_A_PLACE = frozenset((TaskState.PENDING, TaskState.COMPLETE, TaskState.FAILED, TaskState.SHUTDOWN,
+                                    TaskState.REJECTED))
 
 
 def pending_tasks(tasks: list[dict]) -> list[dict]:
-    return [t for t in tasks if t["status"].get("state") == "pending"
-            and t["spec"].get("desired_state") in (DESIRED_READY, DESIRED_RUNNING)]
+    return [t for t in tasks if task_state(t) == TaskState.PENDING
+            and t["spec"].get("desired_state") in ACTIVE_DESIRED_STATES]
 
 
 def assignment_ops(nodes: list[dict], tasks: list[dict], now: float) -> list[dict]:
@@ -49,7 +52,7 @@ def assignment_ops(nodes: list[dict], tasks: list[dict], now: float) -> list[dic
             continue
         ops.append({"op": "update", "kind": "task", "id": task["id"], "version": task["version"],
                     "spec": dict(task["spec"], node_id=placement.node_id),
-                    "status": dict(task["status"], state="assigned", timestamp=now,
+                    "status": dict(task["status"], state=TaskState.ASSIGNED, timestamp=now,
                                    message=f"scheduled on {hostnames.get(placement.node_id, placement.node_id)}")})
     return [op for op in ops if op is not None]
 
@@ -63,8 +66,7 @@ def _status_op(task: dict, message: str, now: float) -> dict | None:
 
 def wants_scheduling(event) -> bool:
     return event.reset or any(c.kind == "node" or (c.kind == "task" and (
-        c.action == "delete" or c.object["status"].get("state") in ("pending", "complete", "failed", "shutdown",
-                                                                    "rejected")))
+        c.action == "delete" or task_state(c.object) in FREES_OR_NEEDS_A_PLACE))
         for c in event.changes)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from swarmlet.api.objects import is_terminal
+from swarmlet.api.objects import Availability, NodeState, is_terminal, task_state
 from swarmlet.manager.scheduler.constraint import parse_constraints
 from swarmlet.manager.scheduler.types import NodeInfo, Resources, TaskRequest
 
@@ -23,7 +23,7 @@ def task_host_ports(task_spec: dict) -> tuple[tuple[str, int], ...]:
 
 def holds_resources(task: dict) -> bool:
     """A task counts against its node until it has stopped."""
-    return bool(task["spec"].get("node_id")) and not is_terminal(task["status"].get("state", "new"))
+    return bool(task["spec"].get("node_id")) and not is_terminal(task_state(task))
 
 
 def node_info(node: dict, tasks: Iterable[dict] = ()) -> NodeInfo:
@@ -33,7 +33,7 @@ def node_info(node: dict, tasks: Iterable[dict] = ()) -> NodeInfo:
     platform = description.get("platform") or {}
     capacity = description.get("resources") or {}
     info = NodeInfo(node_id=node["id"], hostname=status.get("hostname", ""), role=spec.get("role", "worker"),
-                    state=status.get("state", "unknown"), availability=spec.get("availability", "active"),
+                    state=status.get("state", NodeState.UNKNOWN), availability=spec.get("availability", Availability.ACTIVE),
                     platform_os=platform.get("os", "linux"), platform_arch=platform.get("arch", "x86_64"),
                     labels=dict(spec.get("labels") or {}), engine_labels=dict(description.get("engine_labels") or {}),
                     capacity=Resources(capacity.get("nano_cpus", 0), capacity.get("memory_bytes", 0)))
