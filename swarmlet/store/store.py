@@ -22,9 +22,11 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar, overload
 
 from pysyncobj import FAIL_REASON
+
+from swarmlet.api.views import StoredObject
 
 from swarmlet.store.raft import RaftSettings, RaftView, ReplicatedStore
 from swarmlet.store.state import Applied, Change, encode_transaction
@@ -33,6 +35,7 @@ from swarmlet.store.transport import TlsPolicy
 log = logging.getLogger("swarmlet.store")
 
 DEFAULT_WRITE_TIMEOUT = 5.0
+O = TypeVar("O", bound=StoredObject)
 
 
 class StoreError(Exception):
@@ -152,13 +155,34 @@ class ClusterStore:
             self._raft = None
 
     # -- reads -------------------------------------------------------------------------------
-    def get(self, kind: str, object_id: str) -> dict | None:
-        with self._raft.state_lock:
-            return self._raft.state.get(kind, object_id)
+    # ``get(Task, id)`` / ``list(Node)`` hand out typed views (swarmlet.api.views); with a
+    # kind's name they hand out the frozen dicts themselves. Either way nothing is copied
+    # and nothing handed out can change the replicated state.
+    @overload
+    def get(self, kind: type[O], object_id: str) -> O | None: ...
 
-    def list(self, kind: str) -> list[dict]:
+    @overload
+    def get(self, kind: str, object_id: str) -> dict | None: ...
+
+    def get(self, kind, object_id):
         with self._raft.state_lock:
-            return self._raft.state.list(kind)
+            if isinstance(kind, str):
+                return self._raft.state.get(kind, object_id)
+            raw = self._raft.state.get(kind.kind, object_id)
+        return kind(raw) if raw is not None else None
+
+    @overload
+    def list(self, kind: type[O]) -> list[O]: ...
+
+    @overload
+    def list(self, kind: str) -> list[dict]: ...
+
+    def list(self, kind):
+        with self._raft.state_lock:
+            if isinstance(kind, str):
+                return self._raft.state.list(kind)
+            raws = self._raft.state.list(kind.kind)
+        return [kind(raw) for raw in raws]
 
     @property
     def index(self) -> int:
