@@ -23,7 +23,7 @@ from swarmlet.runtime.base import (
     TaskState,
     Ulimit,
 )
-from swarmlet.runtime.dockerapi import DockerRuntime
+from swarmlet.runtime.docker import DockerRuntime
 from swarmlet.runtime.process import ProcessRuntime
 
 __all__ = [

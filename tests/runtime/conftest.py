@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, ContainerConfig, RuntimeEvent, TaskState
-from swarmlet.runtime.dockerapi import DockerRuntime
+from swarmlet.runtime.docker import DockerRuntime
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT
 
 
