@@ -82,6 +82,10 @@ class DockerRuntime(Runtime):
         self._networks = Networks(self._engine, network_lock or ProcessNetworkLock())
         self._events = TaskEvents(self._engine, node_id, self._inspect_raw)
 
+    @property
+    def network_lock(self) -> NetworkLock:
+        return self._networks.lock
+
     # -- finding a task's container -------------------------------------------------
 
     async def _call(self, fn, *args, **kwargs):
