@@ -461,3 +461,23 @@ async def test_prepare_again_after_an_agent_restart_keeps_the_one_container(
         await docker_runtimes(node_id + "-x").prepare(stranger)
     assert [c.id for c in docker_client.containers.list(
         all=True, filters={"label": f"{LABEL_TASK_ID}={config.task_id}"})] == [containers[0].id]
+
+
+def _docker_info(template: str):
+    import json
+    import subprocess
+
+    return json.loads(subprocess.run(["docker", "info", "--format", template], check=True, capture_output=True,
+                                     text=True).stdout)
+
+
+async def test_describe_reports_the_engine_as_docker_info_does(docker_runtime):
+    described = await docker_runtime.describe()
+
+    info = _docker_info("{{json .}}")
+    # The engine's labels as the CLI shows them ("key=value" strings; none on a plain dockerd).
+    cli_labels = _docker_info("{{json .Labels}}") or []
+    assert described.engine_labels == dict(label.split("=", 1) for label in cli_labels if "=" in label)
+    assert (described.os, described.architecture) == (info["OSType"], info["Architecture"])
+    assert described.cpus == info["NCPU"]
+    assert described.memory_bytes == info["MemTotal"]

@@ -232,3 +232,16 @@ async def test_secrets_are_on_tmpfs_and_removed_with_the_task(process_runtime, n
     await process_runtime.remove(config.task_id)
     assert not secret_file.exists()
     assert await process_runtime.inspect(config.task_id) is None
+
+
+async def test_describe_reports_the_host(process_runtime):
+    import os
+    import platform
+
+    described = await process_runtime.describe()
+    assert (described.os, described.architecture) == (platform.system().lower(), platform.machine())
+    assert described.cpus == os.cpu_count()
+    with open("/proc/meminfo") as meminfo:
+        total_kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
+    assert described.memory_bytes == total_kib * 1024
+    assert described.engine_labels == {}
