@@ -15,7 +15,8 @@ What this runtime does with a ContainerConfig:
 - runs the health check's test command periodically as a subprocess.
 
 Not applied, for lack of isolation: mounts, ports, networks, resource limits, capabilities,
-ulimits, sysctls, DNS and hosts settings, read_only, init. Nothing is ever OOM-killed.
+ulimits, sysctls, DNS and hosts settings, read_only, init. An OOM kill (by the kernel, there
+are no limits) is not told apart from any other SIGKILL.
 
 When the group leader exits, what is left of its process group is killed, as Docker kills
 every process of a container whose PID 1 exits. Exit codes follow Docker's convention
