@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import platform
 import random
 from datetime import datetime, timezone
 from typing import Callable
@@ -18,29 +16,27 @@ import aiohttp
 
 from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
 from swarmlet.manager.dispatcher.dispatcher import pack, unpack
+from swarmlet.manager.scheduler.types import NANO_CPUS_PER_CPU
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, connector
-from swarmlet.runtime.base import TaskRuntimeError
+from swarmlet.runtime.base import NodeDescription, TaskRuntimeError, host_description
 
 log = logging.getLogger("swarmlet.agent")
 
 RECONNECT_DELAY = 0.2
+# The hello waits for the runtime's description no longer than this (the leader waits for the hello).
+DESCRIBE_TIMEOUT = 5.0
 
 
-def describe_node(config: NodeConfig) -> dict:
-    """What the scheduler needs to know about this node."""
-    memory = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    memory = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return {"hostname": config.hostname, "platform": {"os": platform.system().lower(), "arch": platform.machine()},
-            "resources": {"nano_cpus": (os.cpu_count() or 1) * 1_000_000_000, "memory_bytes": memory},
-            "runtime": config.runtime, "engine_labels": {}}
+def describe_node(config: NodeConfig, described: NodeDescription) -> dict:
+    """What the scheduler needs to know about this node (kept as its `status.description`):
+    `described` is what its runtime reports (`Runtime.describe`)."""
+    return {"hostname": config.hostname,
+            "platform": {"os": described.os, "arch": described.architecture},
+            "resources": {"nano_cpus": round(described.cpus * NANO_CPUS_PER_CPU),
+                          "memory_bytes": described.memory_bytes},
+            "runtime": config.runtime, "engine_labels": dict(described.engine_labels)}
 
 
 class Agent:
@@ -97,12 +93,23 @@ class Agent:
                 self.connected.clear()
             await asyncio.sleep(RECONNECT_DELAY)
 
+    async def _description(self) -> dict:
+        """Asked of the runtime at every session, so a changed engine (labels, say) shows."""
+        described = None
+        if self.executor is not None:
+            try:
+                described = await asyncio.wait_for(self.executor.runtime.describe(), DESCRIBE_TIMEOUT)
+            except (TaskRuntimeError, TimeoutError) as err:
+                log.warning("the runtime cannot describe this node (%s); reporting the host instead",
+                            str(err) or "no answer in time")
+        return describe_node(self.config, described or host_description())
+
     async def _run_session(self, address: str) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=3, sock_connect=3)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.config.bind_host)) as http:
             async with http.ws_connect(f"https://{address}/v1/dispatcher/session", ssl=self.tls.client_context(),
                                        max_msg_size=16 * 1024 * 1024) as ws:
-                await ws.send_bytes(pack({"type": "hello", "description": describe_node(self.config)}))
+                await ws.send_bytes(pack({"type": "hello", "description": await self._description()}))
                 first = unpack(await ws.receive_bytes(timeout=10))
                 if first["type"] == "redirect":
                     self._leader_hint = first.get("leader")

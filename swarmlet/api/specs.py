@@ -157,10 +157,19 @@ class UpdateConfig(SpecBase):
 
 
 @dataclass(frozen=True)
+class Platform(SpecBase):
+    """A platform the service's image runs on; an empty field matches any."""
+
+    os: str = ""  # "linux"
+    architecture: str = ""  # "amd64" or "x86_64": the scheduler knows both names
+
+
+@dataclass(frozen=True)
 class Placement(SpecBase):
     constraints: list[str] = field(default_factory=list)  # "node.role==manager"
     preferences: list[str] = field(default_factory=list)  # spread descriptors, "node.labels.zone"
     max_replicas_per_node: int = DEFAULT_MAX_REPLICAS_PER_NODE
+    platforms: list[Platform] = field(default_factory=list)  # empty: any platform
 
 
 @dataclass(frozen=True)

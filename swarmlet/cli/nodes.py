@@ -26,6 +26,9 @@ DETACH_TIMEOUT = 60.0
 
 data_dir_option = click.option("--data-dir", default=DEFAULT_DATA_DIR, show_default=True,
                                type=click.Path(file_okay=False), help="Where the node keeps its state.")
+shared_engine_option = click.option(
+    "--shared-engine", is_flag=True,
+    help="Other nodes on this machine use the same Docker engine (`swarmlet local` sets it).")
 log_level_option = click.option("--log-level", default="INFO", show_default=True,
                                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 
@@ -100,17 +103,19 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
 @click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots (10000).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
+@shared_engine_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
-         runtime, data_dir, detach, log_level):
+         runtime, shared_engine, data_dir, detach, log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
     try:
         config = init_cluster(directory, advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname,
                               cert_expiry=parse_duration(cert_expiry), heartbeat_period=heartbeat_period,
-                              raft_settings=raft_overrides(election_timeout, snapshot_interval), runtime=runtime)
+                              raft_settings=raft_overrides(election_timeout, snapshot_interval), runtime=runtime,
+                              shared_engine=shared_engine)
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")
@@ -128,15 +133,18 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
 @click.option("--hostname", help="Node hostname (default: this machine's).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True,
               help="How this node runs tasks: Docker containers, or local process groups.")
+@shared_engine_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
-def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, data_dir, detach, log_level):
+def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, shared_engine, data_dir, detach,
+         log_level):
     """Join the cluster that MANAGER_ADDR belongs to."""
     directory = DataDir(data_dir)
     try:
         config = asyncio.run(join_cluster(directory, token=token, manager=manager_addr, advertise_addr=advertise_addr,
-                                          listen_addr=listen_addr, hostname=hostname, runtime=runtime))
+                                          listen_addr=listen_addr, hostname=hostname, runtime=runtime,
+                                          shared_engine=shared_engine))
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"This node joined the cluster as a {config.role} (node {config.node_id}).")

@@ -23,6 +23,8 @@ from swarmlet.private import make_private_dir, write_private
 DEFAULT_LOCAL_DIR = Path.home() / ".swarmlet-local"
 DEFAULT_FIRST_ADDRESS = "127.0.0.2"
 STOP_TIMEOUT = 10.0
+# Every node of a local cluster runs its tasks on this machine's one Docker engine.
+SHARED_ENGINE_ARGS = ["--shared-engine"]
 
 
 class LocalClusterError(Exception):
@@ -128,7 +130,7 @@ class LocalCluster:
         nodes += [LocalNode(f"worker-{i + 1}", "worker", str(base + managers + i),
                             str(self.directory / f"worker-{i + 1}")) for i in range(workers)]
         self._save(nodes, port)
-        extra = list(node_args or [])
+        extra = list(node_args or []) + SHARED_ENGINE_ARGS
         first = nodes[0]
         log(f"starting {first.name} at {first.address}:{port} (init)")
         _swarmlet("init", "--advertise-addr", f"{first.address}:{port}", "--data-dir", first.data_dir,
@@ -138,7 +140,7 @@ class LocalCluster:
         self._save(nodes, port)
         manager_token = self._token("manager", first, port)
         worker_token = self._token("worker", first, port)
-        join_args = [a for a in extra if a.startswith("--runtime") or a in ("process", "docker")]
+        join_args = [a for a in extra if a.startswith("--runtime") or a in ("process", "docker")] + SHARED_ENGINE_ARGS
         # Managers join one at a time: Raft changes its membership one node at a time.
         for node in nodes[1:managers]:
             log(f"starting {node.name} at {node.address}:{port} (join as manager)")
@@ -163,7 +165,7 @@ class LocalCluster:
         address = str(max(ipaddress.IPv4Address(n.address) for n in nodes) + 1)
         node = LocalNode(f"{role}-{number}", role, address, str(self.directory / f"{role}-{number}"))
         via = next(n for n in nodes if n.address + f":{port}" in self.hosts())
-        self._join(node, self._token(role, via, port), via, port, list(join_args or []))
+        self._join(node, self._token(role, via, port), via, port, list(join_args or []) + SHARED_ENGINE_ARGS)
         self._save(nodes + [node], port)
         return node
 

@@ -52,7 +52,7 @@ def _refuse_existing(data_dir: DataDir) -> None:
 def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: str | None = None,
                  hostname: str | None = None, cert_expiry: float = DEFAULT_CERT_EXPIRY,
                  heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD, raft_settings: dict | None = None,
-                 runtime: str = "docker", raft_port: int | None = None) -> NodeConfig:
+                 runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False) -> NodeConfig:
     """Create a new cluster's root CA, this first manager's identity, the operator's
     admin certificate, and the cluster object that the node writes on first start."""
     _refuse_existing(data_dir)
@@ -70,7 +70,7 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
     config = NodeConfig(node_id=node_id, cluster_id=cluster_id, role=ROLE_MANAGER, advertise_addr=ip,
                         api_port=api_port, raft_port=raft_port or api_port + RAFT_PORT_OFFSET,
                         listen_addr=listen_addr, hostname=hostname or socket.gethostname(), runtime=runtime,
-                        raft_settings=dict(raft_settings or {}))
+                        raft_settings=dict(raft_settings or {}), shared_engine=shared_engine)
     config.managers = [config.api_address]
     config.raft_members = [config.raft_address]
     write_private(data_dir.admin_dir / "hosts", (config.api_address + "\n").encode())
@@ -96,7 +96,7 @@ def bootstrap_done(data_dir: DataDir) -> None:
 
 async def join_cluster(data_dir: DataDir, *, token: str, manager: str, advertise_addr: str | None,
                        listen_addr: str | None = None, hostname: str | None = None,
-                       runtime: str = "docker", raft_port: int | None = None) -> NodeConfig:
+                       runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False) -> NodeConfig:
     """Join through ``manager``: pin the CA by the token's digest, then trade the token
     and a CSR for a certificate over TLS verified against that CA."""
     _refuse_existing(data_dir)
@@ -135,7 +135,8 @@ async def join_cluster(data_dir: DataDir, *, token: str, manager: str, advertise
     data_dir.certs.save(ca.cert_pem, answer["cert"].encode(), key)
     config = NodeConfig(node_id=answer["node_id"], cluster_id=answer["cluster_id"], role=answer["role"],
                         advertise_addr=ip, api_port=api_port, raft_port=raft_port, listen_addr=listen_addr,
-                        hostname=hostname, runtime=runtime, managers=answer["managers"] or [manager_address])
+                        hostname=hostname, runtime=runtime, managers=answer["managers"] or [manager_address],
+                        shared_engine=shared_engine)
     if answer["role"] == ROLE_MANAGER:
         data_dir.write_cluster_key(answer["cluster_key"])
         config.raft_members = list(answer["raft_members"])

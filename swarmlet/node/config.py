@@ -61,6 +61,9 @@ class NodeConfig:
     listen_addr: str | None = None  # bind address; the advertise address when None
     hostname: str = ""
     runtime: str = "docker"
+    # Other nodes on this machine run tasks on the same Docker engine (`swarmlet local`):
+    # their network changes are serialised through a machine-wide lock.
+    shared_engine: bool = False
     managers: list[str] = field(default_factory=list)  # manager API addresses, "ip:port"
     raft_members: list[str] = field(default_factory=list)  # Raft addresses, "ip:port"
     raft_settings: dict = field(default_factory=dict)  # RaftSettings overrides

@@ -11,6 +11,7 @@ from swarmlet.runtime.base import (
     ImageNotFoundError,
     Mount,
     NetworkAttachment,
+    NodeDescription,
     OwnedTask,
     PublishedPort,
     Resources,
@@ -23,7 +24,7 @@ from swarmlet.runtime.base import (
     TaskState,
     Ulimit,
 )
-from swarmlet.runtime.dockerapi import DockerRuntime
+from swarmlet.runtime.docker import DockerRuntime
 from swarmlet.runtime.process import ProcessRuntime
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ImageNotFoundError",
     "Mount",
     "NetworkAttachment",
+    "NodeDescription",
     "OwnedTask",
     "ProcessRuntime",
     "PublishedPort",

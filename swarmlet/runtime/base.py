@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import abc
 import enum
+import os
+import platform
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -200,9 +202,10 @@ class OwnedTask:
 
 
 class EventKind(str, enum.Enum):
-    STARTED = "started"
+    """What the agent hears of its tasks. A start is not an event (`start()` returning says
+    it), nor is an OOM kill on its own: the exit that follows says it (see `describe_exit`)."""
+
     EXITED = "exited"
-    OOM = "oom"
     HEALTH = "health"
 
 
@@ -210,8 +213,8 @@ class EventKind(str, enum.Enum):
 class RuntimeEvent:
     task_id: str
     kind: EventKind
-    # exited: the exit message ("exit code 1"); health: "healthy", "starting" or
-    # "container unhealthy: <last check output>"; oom/started: a short description.
+    # exited: the exit message ("exit code 1", "exit code 137 (OOM killed)"); health:
+    # "healthy", "starting" or "container unhealthy: <last check output>".
     detail: str = ""
     exit_code: int | None = None  # set on exited events
 
@@ -229,6 +232,40 @@ def describe_exit(exit_code: int, oom_killed: bool = False, unhealthy_output: st
 
 def describe_unhealthy(last_output: str) -> str:
     return f"container unhealthy: {last_output.strip()}"
+
+
+@dataclass(frozen=True)
+class NodeDescription:
+    """What a runtime tells the managers about its node (part of SwarmKit's NodeDescription):
+    the platform as the engine names it (`linux`, `x86_64`), capacity, and engine labels
+    (Docker's `--label`s, for `engine.labels.*` constraints)."""
+
+    os: str
+    architecture: str
+    cpus: float
+    memory_bytes: int
+    engine_labels: dict[str, str] = field(default_factory=dict)
+
+
+def host_description() -> NodeDescription:
+    """This machine, as the kernel reports it: for runtimes that run tasks on the host."""
+    return NodeDescription(
+        os=platform.system().lower(),
+        architecture=platform.machine(),
+        cpus=float(os.cpu_count() or 1),
+        memory_bytes=_host_memory(),
+    )
+
+
+def _host_memory() -> int:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except OSError:
+        pass
+    return 0
 
 
 class Runtime(abc.ABC):
@@ -267,6 +304,10 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def list_owned(self) -> list[OwnedTask]: ...
+
+    @abc.abstractmethod
+    async def describe(self) -> NodeDescription:
+        """The node as this runtime sees it, for the scheduler (sent at every session)."""
 
     async def remove_unused_networks(self, stack_namespace: str) -> list[str]:
         """Remove the networks this runtime made for `stack_namespace` that no task uses

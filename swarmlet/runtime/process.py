@@ -15,7 +15,8 @@ What this runtime does with a ContainerConfig:
 - runs the health check's test command periodically as a subprocess.
 
 Not applied, for lack of isolation: mounts, ports, networks, resource limits, capabilities,
-ulimits, sysctls, DNS and hosts settings, read_only, init. No `oom` events.
+ulimits, sysctls, DNS and hosts settings, read_only, init. An OOM kill (by the kernel, there
+are no limits) is not told apart from any other SIGKILL.
 
 When the group leader exits, what is left of its process group is killed, as Docker kills
 every process of a container whose PID 1 exits. Exit codes follow Docker's convention
@@ -48,6 +49,7 @@ from swarmlet.runtime.base import (
     ExitStatus,
     HealthCheck,
     HealthStatus,
+    NodeDescription,
     OwnedTask,
     Runtime,
     RuntimeEvent,
@@ -57,6 +59,7 @@ from swarmlet.runtime.base import (
     TaskState,
     describe_exit,
     describe_unhealthy,
+    host_description,
 )
 from swarmlet.runtime.events import EventHub, EventSubscription
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT, TaskFileStore
@@ -231,7 +234,6 @@ class ProcessRuntime(Runtime):
             started_at=_now(),
         )
         self._save(record)
-        self._hub.publish(RuntimeEvent(task_id, EventKind.STARTED, f"process {child.pid} started"))
         self._supervise(record)
 
     def _supervise(self, record: dict) -> None:
@@ -427,6 +429,9 @@ class ProcessRuntime(Runtime):
                 )
             )
         return owned
+
+    async def describe(self) -> NodeDescription:
+        return host_description()  # tasks run on this machine, as its processes
 
     def events(self) -> EventSubscription:
         return self._hub.subscribe()

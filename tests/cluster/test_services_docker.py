@@ -14,6 +14,7 @@ from datetime import datetime
 import pytest
 
 from swarmlet.cli.client import ApiError
+from swarmlet.node.config import DataDir
 from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, LABEL_SERVICE_NAME, LABEL_STACK_NAMESPACE, LABEL_TASK_ID
 
 from .conftest import TestCluster as Cluster, _ranges, wait_until
@@ -120,6 +121,18 @@ def test_two_services_spread_evenly_then_scale_up_and_down(s):
     wait_until(lambda: set(s.by_task("app_web")) == kept, 60, "the scaled-down containers removed")
     assert len(running_by_node(s, "app_web")) == 2  # from the most loaded nodes first: two nodes keep one
     assert set(s.by_task("app_api", running=True)) == {t["id"] for t in api}  # the other service untouched
+
+
+def test_nodes_describe_their_engine_and_share_its_network_lock(s, docker_client):
+    # Every node of a local cluster runs on this machine's one engine, and says so.
+    info = docker_client.info()
+    for node in s.api.call("GET", "/v1/nodes"):
+        description = node["status"]["description"]
+        assert description["platform"] == {"os": info["OSType"], "arch": info["Architecture"]}
+        assert description["resources"]["memory_bytes"] == info["MemTotal"]
+        assert description["engine_labels"] == dict(label.split("=", 1) for label in info["Labels"] or [])
+    data_dirs = [row["data_dir"] for row in s.cluster.status()]
+    assert data_dirs and all(DataDir(d).load().shared_engine for d in data_dirs)
 
 
 def test_constraint_to_a_labelled_node_is_honoured(s):

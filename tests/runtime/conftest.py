@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, ContainerConfig, RuntimeEvent, TaskState
-from swarmlet.runtime.dockerapi import DockerRuntime
+from swarmlet.runtime.docker import DockerRuntime, MachineNetworkLock
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT
 
 
@@ -120,12 +120,14 @@ def network_name(docker_client):
 
 
 @pytest.fixture
-async def docker_runtimes(docker_client, docker_test_image):
-    """Factory of DockerRuntimes; closes them and removes every container of their nodes."""
+async def docker_runtimes(docker_client, docker_test_image, tmp_path):
+    """Factory of DockerRuntimes; closes them and removes every container of their nodes.
+    They share the engine, so they share a network lock, as `swarmlet local`'s nodes do."""
     created: list[DockerRuntime] = []
+    network_lock = MachineNetworkLock(tmp_path / "docker-networks.lock")
 
     def make(node_id: str) -> DockerRuntime:
-        runtime = DockerRuntime(node_id)
+        runtime = DockerRuntime(node_id, network_lock=network_lock)
         created.append(runtime)
         return runtime
 

@@ -83,9 +83,8 @@ async def test_runs_the_command_with_env_and_working_dir(process_runtime, node_i
 
     assert (status.exit_code, status.error) == (4, "exit code 4")
     assert [line async for line in process_runtime.logs(config.task_id)] == [f"hi from {tmp_path}"]
-    await next_event(events, lambda e: e.task_id == config.task_id and e.kind is EventKind.STARTED)
-    exited = await next_event(events, lambda e: e.task_id == config.task_id and e.kind is EventKind.EXITED)
-    assert (exited.exit_code, exited.detail) == (4, "exit code 4")
+    exited = await next_event(events, lambda e: e.task_id == config.task_id)  # a start is no event
+    assert (exited.kind, exited.exit_code, exited.detail) == (EventKind.EXITED, 4, "exit code 4")
     state = await process_runtime.inspect(config.task_id)
     assert (state.state, state.exit_code) == (TaskState.EXITED, 4)
     assert state.finished_at >= state.started_at
@@ -233,3 +232,16 @@ async def test_secrets_are_on_tmpfs_and_removed_with_the_task(process_runtime, n
     await process_runtime.remove(config.task_id)
     assert not secret_file.exists()
     assert await process_runtime.inspect(config.task_id) is None
+
+
+async def test_describe_reports_the_host(process_runtime):
+    import os
+    import platform
+
+    described = await process_runtime.describe()
+    assert (described.os, described.architecture) == (platform.system().lower(), platform.machine())
+    assert described.cpus == os.cpu_count()
+    with open("/proc/meminfo") as meminfo:
+        total_kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
+    assert described.memory_bytes == total_kib * 1024
+    assert described.engine_labels == {}

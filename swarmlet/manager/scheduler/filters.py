@@ -11,8 +11,10 @@ from swarmlet.api.objects import NodeState
 from swarmlet.manager.scheduler.constraint import Constraint
 from swarmlet.manager.scheduler.types import NodeInfo, TaskRequest
 
-# Architectures reported under different names by different tools.
-_ARCH_ALIASES = {"amd64": "x86_64", "x86-64": "x86_64", "arm64": "aarch64", "armhf": "arm", "armv7l": "arm"}
+# Architectures reported under different names by different tools: engines report the
+# kernel's (`x86_64`, `aarch64`), images Go's (`amd64`, `arm64`). Compared under Go's names,
+# as SwarmKit's platform filter does.
+_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm", "armv7l": "arm"}
 
 
 def nodes_phrase(count: int) -> str:

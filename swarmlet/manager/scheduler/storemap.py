@@ -21,6 +21,10 @@ def task_host_ports(task_spec: dict) -> tuple[tuple[str, int], ...]:
                  if p.get("mode") == "host" and p.get("published"))
 
 
+def task_platforms(placement: dict) -> tuple[tuple[str, str], ...]:
+    return tuple((p.get("os") or "", p.get("architecture") or "") for p in placement.get("platforms") or [])
+
+
 def holds_resources(task: dict) -> bool:
     """A task counts against its node until it has stopped."""
     return bool(task["spec"].get("node_id")) and not is_terminal(task_state(task))
@@ -62,7 +66,7 @@ def task_request(task: dict) -> TaskRequest:
                        reservations=task_reservations(spec), constraints=tuple(placement.get("constraints") or ()),
                        preferences=tuple(placement.get("preferences") or ()),
                        max_replicas_per_node=placement.get("max_replicas_per_node") or 0,
-                       host_ports=task_host_ports(spec))
+                       host_ports=task_host_ports(spec), platforms=task_platforms(placement))
 
 
 def constraints_match(node: dict, constraints: Iterable[str]) -> bool:
