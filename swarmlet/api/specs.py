@@ -68,6 +68,10 @@ ROLLBACK_FAILURE_ACTIONS = ("continue", "pause")
 UPDATE_ORDERS = ("stop-first", "start-first")
 MOUNT_TYPES = ("bind", "volume", "tmpfs")
 DEPENDENCY_CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+# The same values by name, for the code that acts on them.
+RESTART_NONE, RESTART_ON_FAILURE, RESTART_ANY = RESTART_CONDITIONS
+UPDATE_STOP_FIRST, UPDATE_START_FIRST = UPDATE_ORDERS
+DEPENDENCY_STARTED, DEPENDENCY_HEALTHY, DEPENDENCY_COMPLETED_SUCCESSFULLY = DEPENDENCY_CONDITIONS
 
 
 # --- plain-dict conversion -------------------------------------------------------------

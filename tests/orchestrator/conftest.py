@@ -8,7 +8,9 @@ import pytest
 
 from swarmlet.api import specs
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL, node_object_spec, node_object_status
+from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.orchestrator.reconcile import reconcile_service
+from swarmlet.store.state import freeze, thaw
 
 
 def make_service(name="web", replicas=3, mode="replicated", stack="app", **fields) -> dict:
@@ -25,6 +27,11 @@ def make_node(node_id, state="ready", availability="active", labels=None) -> dic
             "status": node_object_status(addr="127.0.0.1", hostname=node_id, state=state)}
 
 
+def task_views(tasks) -> list[Task]:
+    """Tasks of the world as the store hands them out."""
+    return [Task(freeze(t)) for t in tasks]
+
+
 class World:
     def __init__(self, service: dict | None, nodes: list[dict]):
         self.service = service
@@ -35,7 +42,16 @@ class World:
         self._clock = itertools.count(1)
 
     def decide(self, waiting_for=None):
-        return reconcile_service(self.service, list(self.tasks.values()), self.nodes, self.now, waiting_for)
+        """The reconciler's decision over the world, seen as the store hands it out: frozen
+        objects behind typed views (so an in-place edit by the reconciler would fail)."""
+        return reconcile_service(self.service_view(), task_views(self.tasks.values()),
+                                 {n.id: n for n in self.node_views()}, self.now, waiting_for)
+
+    def node_views(self) -> list[Node]:
+        return [Node(freeze(n)) for n in self.nodes.values()]
+
+    def service_view(self) -> Service | None:
+        return Service(freeze(self.service)) if self.service else None
 
     def step(self, waiting_for=None):
         decision = self.decide(waiting_for)
@@ -46,12 +62,12 @@ class World:
         for created in decision.creates:
             task_id = f"t{next(self._ids):03d}"
             self.tasks[task_id] = {"id": task_id, "kind": "task", "version": 1, "created_at": self.now + next(self._clock) * 1e-6,
-                                   "updated_at": self.now, "spec": created["spec"], "status": created["status"]}
+                                   "updated_at": self.now, "spec": thaw(created["spec"]), "status": thaw(created["status"])}
         for task, spec in decision.updates:
-            if task["id"] in self.tasks:
-                self.tasks[task["id"]] = dict(self.tasks[task["id"]], spec=spec)
+            if task.id in self.tasks:
+                self.tasks[task.id] = dict(self.tasks[task.id], spec=thaw(spec))
         for task in decision.deletes:
-            self.tasks.pop(task["id"], None)
+            self.tasks.pop(task.id, None)
         if decision.service_status is not None and self.service is not None:
             self.service = dict(self.service, status=decision.service_status)
 

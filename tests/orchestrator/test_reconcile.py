@@ -1,13 +1,17 @@
 """The orchestrators' decisions: replicated, global, jobs, restarts, updates, depends_on."""
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from swarmlet.api import specs
 from swarmlet.api.objects import TASK_HISTORY_LIMIT, spec_digest
 from swarmlet.manager.orchestrator.reconcile import dependencies_waiting, should_restart
 
-from .conftest import make_node, make_service
+from swarmlet.api.views import Service, Task
+from swarmlet.store.state import freeze
+
+from .conftest import make_node, make_service, task_views
 
 
 def slots(world):
@@ -49,7 +53,7 @@ def test_scale_down_removes_not_running_tasks_first(world):
     w.set_state(first, "running")
     w.set_state(third, "running")
     w.service["spec"]["replicas"] = 2
-    removed = [t["id"] for t, spec in w.decide().updates if spec["desired_state"] == "remove"]
+    removed = [t.id for t, spec in w.decide().updates if spec["desired_state"] == "remove"]
     assert removed == [second["id"]]
 
 
@@ -96,26 +100,28 @@ def test_failed_task_is_replaced_after_the_restart_delay(world):
     assert len(promoted) == 1
 
 
-def test_restart_conditions():
-    def task(state, restarts=()):
-        return {"spec": {"restarts": list(restarts)}, "status": {"state": state}}
+def a_task(state, restarts=()) -> Task:
+    return task_views([{"spec": {"restarts": list(restarts)}, "status": {"state": state}}])[0]
 
-    assert should_restart(task("failed"), {"condition": "any"}, "replicated", 0)
-    assert should_restart(task("complete"), {"condition": "any"}, "replicated", 0)
-    assert not should_restart(task("complete"), {"condition": "on-failure"}, "replicated", 0)
-    assert should_restart(task("failed"), {"condition": "on-failure"}, "replicated", 0)
-    assert not should_restart(task("failed"), {"condition": "none"}, "replicated", 0)
-    assert should_restart(task("running"), {"condition": "none"}, "replicated", 0, lost=True)
-    assert not should_restart(task("complete"), {"condition": "any"}, "replicated-job", 0)
-    assert not should_restart(task("complete"), {"condition": "any"}, "replicated-job", 0, lost=True)
+
+def test_restart_conditions():
+    any_, on_failure, none = (specs.RestartPolicy(condition=c) for c in ("any", "on-failure", "none"))
+    assert should_restart(a_task("failed"), any_, "replicated", 0)
+    assert should_restart(a_task("complete"), any_, "replicated", 0)
+    assert not should_restart(a_task("complete"), on_failure, "replicated", 0)
+    assert should_restart(a_task("failed"), on_failure, "replicated", 0)
+    assert not should_restart(a_task("failed"), none, "replicated", 0)
+    assert should_restart(a_task("running"), none, "replicated", 0, lost=True)
+    assert not should_restart(a_task("complete"), any_, "replicated-job", 0)
+    assert not should_restart(a_task("complete"), any_, "replicated-job", 0, lost=True)
 
 
 def test_max_attempts_counts_restarts_within_the_window():
-    policy = {"condition": "any", "max_attempts": 2, "window": 10.0}
-    failed = {"spec": {"restarts": [100.0, 105.0]}, "status": {"state": "failed"}}
+    policy = specs.RestartPolicy(condition="any", max_attempts=2, window=10.0)
+    failed = a_task("failed", [100.0, 105.0])
     assert not should_restart(failed, policy, "replicated", 108.0)
     assert should_restart(failed, policy, "replicated", 112.0)  # the first restart left the window
-    assert not should_restart(failed, dict(policy, window=0), "replicated", 1e6)  # no window: all count
+    assert not should_restart(failed, dataclasses.replace(policy, window=0), "replicated", 1e6)  # no window: all count
 
 
 def test_max_attempts_stops_restarting_and_the_slot_stays_taken(world):
@@ -266,7 +272,7 @@ def test_start_first_keeps_the_old_task_until_the_new_one_runs(world):
     w.place()
     w.run_all()
     decision = w.step()
-    assert [(t["id"], spec["desired_state"]) for t, spec in decision.updates] == [(old["id"], "shutdown")]
+    assert [(t.id, spec["desired_state"]) for t, spec in decision.updates] == [(old["id"], "shutdown")]
 
 
 def test_update_delay_spaces_batches(world):
@@ -317,18 +323,20 @@ def test_dependencies_gate_the_first_tasks(world):
     web = make_service("web", replicas=2, depends_on={"db": "service_healthy"})
     job = make_service("migrate", mode="replicated-job", replicas=1)
     api = make_service("api", replicas=1, depends_on={"migrate": "service_completed_successfully"})
-    services = [db, web, job, api]
+    services = [Service(freeze(s)) for s in (db, web, job, api)]
+    web_view, api_view = services[1], services[3]
 
     def task(service, state):
-        return {"spec": {"service_id": service["id"], "desired_state": "running"}, "status": {"state": state}}
+        return task_views([{"spec": {"service_id": service["id"], "desired_state": "running"},
+                            "status": {"state": state}}])
 
-    assert dependencies_waiting(web, services, {}) == "waiting for db (service_healthy)"
-    assert dependencies_waiting(web, services, {db["id"]: [task(db, "starting")]}) is not None
-    assert dependencies_waiting(web, services, {db["id"]: [task(db, "running")]}) is None
-    assert dependencies_waiting(api, services, {job["id"]: [task(job, "running")]}) is not None
-    assert dependencies_waiting(api, services, {job["id"]: [task(job, "complete")]}) is None
-    assert dependencies_waiting(make_service("x", depends_on={"nope": "service_started"}), services, {}) \
-        == "waiting for nope: not deployed"
+    assert dependencies_waiting(web_view, services, {}) == "waiting for db (service_healthy)"
+    assert dependencies_waiting(web_view, services, {db["id"]: task(db, "starting")}) is not None
+    assert dependencies_waiting(web_view, services, {db["id"]: task(db, "running")}) is None
+    assert dependencies_waiting(api_view, services, {job["id"]: task(job, "running")}) is not None
+    assert dependencies_waiting(api_view, services, {job["id"]: task(job, "complete")}) is None
+    assert dependencies_waiting(Service(freeze(make_service("x", depends_on={"nope": "service_started"}))),
+                                services, {}) == "waiting for nope: not deployed"
 
     w = world(web)
     decision = w.step(waiting_for="waiting for db (service_healthy)")

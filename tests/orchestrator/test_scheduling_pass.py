@@ -5,7 +5,7 @@ from swarmlet.api import specs
 from swarmlet.manager.orchestrator.loop import decision_ops
 from swarmlet.manager.scheduler.service import assignment_ops
 
-from .conftest import World, make_node, make_service
+from .conftest import World, make_node, make_service, task_views
 
 
 def _capacity(node, cpus=4, memory=8 << 30):
@@ -22,7 +22,7 @@ def _world(service, nodes):
 
 def test_a_pass_assigns_every_pending_task_in_one_batch_spread_over_nodes():
     w = _world(make_service(replicas=4), [make_node("n1"), make_node("n2")])
-    ops = assignment_ops(list(w.nodes.values()), list(w.tasks.values()), now=5.0)
+    ops = assignment_ops(w.node_views(), task_views(w.tasks.values()), now=5.0)
     assert len(ops) == 4 and {op["status"]["state"] for op in ops} == {"assigned"}
     assert sorted(op["spec"]["node_id"] for op in ops) == ["n1", "n1", "n2", "n2"]
     assert all(op["version"] == w.tasks[op["id"]]["version"] for op in ops)
@@ -31,13 +31,13 @@ def test_a_pass_assigns_every_pending_task_in_one_batch_spread_over_nodes():
 def test_unplaceable_tasks_get_the_explanation_once():
     huge = specs.ResourceRequirements(reservations=specs.Resources(memory=1 << 50))
     w = _world(make_service(replicas=1, resources=huge), [make_node("n1"), make_node("n2", state="down")])
-    (op,) = assignment_ops(list(w.nodes.values()), list(w.tasks.values()), now=5.0)
+    (op,) = assignment_ops(w.node_views(), task_views(w.tasks.values()), now=5.0)
     assert "spec" not in op and op["status"]["state"] == "pending"
     assert "insufficient memory on 1 node" in op["status"]["message"]
     assert "node not ready on 1 node" in op["status"]["message"]
     (task,) = w.tasks.values()
     task["status"] = op["status"]
-    assert assignment_ops(list(w.nodes.values()), [task], now=6.0) == []  # the same explanation is not rewritten
+    assert assignment_ops(w.node_views(), task_views([task]), now=6.0) == []  # the same explanation is not rewritten
 
 
 def test_running_tasks_hold_their_reservations_and_host_ports():
@@ -46,16 +46,16 @@ def test_running_tasks_hold_their_reservations_and_host_ports():
     first, second = w.tasks.values()
     first["spec"]["node_id"] = "n1"
     first["status"]["state"] = "running"
-    (op,) = assignment_ops(list(w.nodes.values()), [first, second], now=5.0)
+    (op,) = assignment_ops(w.node_views(), task_views([first, second]), now=5.0)
     assert op["id"] == second["id"] and op["spec"]["node_id"] == "n2"  # port 8080 is taken on n1
     first["status"]["state"] = "failed"  # a stopped task frees it
-    (op,) = assignment_ops(list(w.nodes.values()), [first, second], now=5.0)
+    (op,) = assignment_ops(w.node_views(), task_views([first, second]), now=5.0)
     assert op["spec"]["node_id"] in ("n1", "n2")
 
 
 def test_global_tasks_go_only_to_their_node():
     w = _world(make_service(mode="global"), [make_node("n1"), make_node("n2")])
-    ops = assignment_ops(list(w.nodes.values()), list(w.tasks.values()), now=5.0)
+    ops = assignment_ops(w.node_views(), task_views(w.tasks.values()), now=5.0)
     assert sorted((w.tasks[op["id"]]["spec"]["node_id"], op["spec"]["node_id"]) for op in ops) == [
         ("n1", "n1"), ("n2", "n2")]
 
@@ -65,7 +65,7 @@ def test_decision_ops_form_one_transaction():
     w.settle()
     w.service["spec"]["replicas"] = 1
     decision = w.decide()
-    ops = decision_ops(w.service, decision)
+    ops = decision_ops(w.service_view(), decision)
     assert [op["op"] for op in ops] == ["update"] and ops[0]["spec"]["desired_state"] == "remove"
     w.service = None
     decision = w.decide()

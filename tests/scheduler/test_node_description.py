@@ -5,21 +5,23 @@
 from swarmlet.agent.agent import describe_node
 from swarmlet.api.objects import NODE_READY, node_object_spec, node_object_status
 from swarmlet.api.specs import Placement, Platform
+from swarmlet.api.views import Node, Task
 from swarmlet.manager.scheduler import Resources, schedule
 from swarmlet.manager.scheduler.storemap import node_info, task_request
 from swarmlet.node.config import NodeConfig
 from swarmlet.runtime.base import NodeDescription
+from swarmlet.store.state import freeze
 
 GIB = 1 << 30
 
 
-def stored_node(node_id: str, described: NodeDescription) -> dict:
+def stored_node(node_id: str, described: NodeDescription) -> Node:
     """A node object as the dispatcher stores it after the node's hello."""
     config = NodeConfig(node_id=node_id, cluster_id="c", role="worker", advertise_addr="127.0.0.1",
                         hostname=f"host-{node_id}")
     status = node_object_status(addr="127.0.0.1", hostname=config.hostname, state=NODE_READY,
                                 description=describe_node(config, described))
-    return {"id": node_id, "spec": node_object_spec("worker"), "status": status}
+    return Node(freeze({"id": node_id, "spec": node_object_spec("worker"), "status": status}))
 
 
 def described(engine_labels: dict | None = None, architecture: str = "x86_64") -> NodeDescription:
@@ -28,9 +30,9 @@ def described(engine_labels: dict | None = None, architecture: str = "x86_64") -
                            engine_labels=engine_labels or {})
 
 
-def stored_task(task_id: str, placement: Placement) -> dict:
-    return {"id": task_id, "spec": {"service_id": "svc", "slot": 1, "placement": placement.to_dict()},
-            "status": {"state": "pending"}}
+def stored_task(task_id: str, placement: Placement) -> Task:
+    return Task(freeze({"id": task_id, "spec": {"service_id": "svc", "slot": 1, "placement": placement.to_dict()},
+                        "status": {"state": "pending"}}))
 
 
 def test_the_runtimes_description_reaches_the_node_info():

@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 
+from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
 from swarmlet.node.config import new_id
@@ -19,17 +20,17 @@ log = logging.getLogger("swarmlet.orchestrator")
 ALL = "*"
 
 
-def decision_ops(service: dict | None, decision: Decision) -> list[dict]:
+def decision_ops(service: Service | None, decision: Decision) -> list[dict]:
     """The transaction that carries out a decision (task IDs are picked here)."""
-    deleted = {t["id"] for t in decision.deletes}
-    updates = {t["id"]: (t, spec) for t, spec in decision.updates if t["id"] not in deleted}
+    deleted = {t.id for t in decision.deletes}
+    updates = {t.id: (t, spec) for t, spec in decision.updates if t.id not in deleted}
     ops = [{"op": "create", "kind": "task", "id": new_id(), "spec": c["spec"], "status": c["status"]}
            for c in decision.creates]
-    ops += [{"op": "update", "kind": "task", "id": task_id, "version": t["version"], "spec": spec}
+    ops += [{"op": "update", "kind": "task", "id": task_id, "version": t.version, "spec": spec}
             for task_id, (t, spec) in updates.items()]
-    ops += [{"op": "delete", "kind": "task", "id": t["id"], "version": t["version"]} for t in decision.deletes]
+    ops += [{"op": "delete", "kind": "task", "id": t.id, "version": t.version} for t in decision.deletes]
     if decision.service_status is not None and service is not None:
-        ops.append({"op": "update", "kind": "service", "id": service["id"], "version": service["version"],
+        ops.append({"op": "update", "kind": "service", "id": service.id, "version": service.version,
                     "status": decision.service_status})
     return ops
 
@@ -74,22 +75,22 @@ class Orchestrator(LeaderLoop):
 
     async def reconcile(self, dirty: set[str]) -> tuple[float | None, set[str]]:
         """Reconcile the dirty services; returns the earliest wake-up and what to redo."""
-        services = {s["id"]: s for s in self.store.list("service")}
-        nodes = {n["id"]: n for n in self.store.list("node")}
-        tasks_by_service: dict[str, list[dict]] = {}
-        for task in self.store.list("task"):
-            tasks_by_service.setdefault(task["spec"]["service_id"], []).append(task)
+        services = {s.id: s for s in self.store.list(Service)}
+        nodes = {n.id: n for n in self.store.list(Node)}
+        tasks_by_service: dict[str, list[Task]] = {}
+        for task in self.store.list(Task):
+            tasks_by_service.setdefault(task.spec.service_id, []).append(task)
         if ALL in dirty:
             dirty = set(services) | set(tasks_by_service)
         # A service held back by depends_on is looked at again whenever anything moves.
-        dirty |= {s["id"] for s in services.values() if s["spec"].get("depends_on") and not tasks_by_service.get(s["id"])}
+        dirty |= {s.id for s in services.values() if s.raw_spec.get("depends_on") and not tasks_by_service.get(s.id)}
         now = time.time()
         wake_at, redo = None, set()
         for service_id in sorted(dirty):
             service = services.get(service_id)
             tasks = tasks_by_service.get(service_id, [])
             waiting = None
-            if service is not None and not tasks and service["spec"].get("depends_on"):
+            if service is not None and not tasks and service.raw_spec.get("depends_on"):
                 waiting = dependencies_waiting(service, list(services.values()), tasks_by_service)
             decision = reconcile_service(service, tasks, nodes, now, waiting)
             if decision.wake_at is not None:

@@ -30,29 +30,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, DESIRED_READY, DESIRED_REMOVE, DESIRED_RUNNING,
-                                  DESIRED_SHUTDOWN, FAILED_STATES, GLOBAL_MODES, JOB_MODES, NODE_DOWN,
-                                  STACK_NAMESPACE_LABEL, TASK_HISTORY_LIMIT, TaskState, is_terminal, spec_digest,
-                                  state_rank, task_object_spec, task_state, task_status)
+from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, FAILED_STATES, GLOBAL_MODES, JOB_MODES,
+                                  STACK_NAMESPACE_LABEL, TASK_HISTORY_LIMIT, Availability, DesiredState, NodeState,
+                                  TaskState, is_terminal, spec_digest, state_rank, task_object_spec, task_status)
+from swarmlet.api.specs import (DEFAULT_RESTART_CONDITION, DEFAULT_UPDATE_FAILURE_ACTION,
+                                DEPENDENCY_COMPLETED_SUCCESSFULLY, RESTART_NONE, RESTART_ON_FAILURE, UPDATE_START_FIRST,
+                                RestartPolicy)
+from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.scheduler import choose_tasks_to_remove
 from swarmlet.manager.scheduler.storemap import constraints_match
 
 ACTIVE = ACTIVE_DESIRED_STATES
+Nodes = dict[str, Node]
 
 
 @dataclass
 class Decision:
     creates: list[dict] = field(default_factory=list)  # {"spec", "status"}; the caller picks IDs
-    updates: list[tuple[dict, dict]] = field(default_factory=list)  # (task as read, new spec)
-    deletes: list[dict] = field(default_factory=list)  # tasks as read
+    updates: list[tuple[Task, dict]] = field(default_factory=list)  # (task as read, new spec)
+    deletes: list[Task] = field(default_factory=list)  # tasks as read
     wake_at: float | None = None  # reconcile again at this time (a restart delay, an update delay)
     service_status: dict | None = None  # a new service status, when it changes
 
     def wake(self, when: float) -> None:
         self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
 
-    def set_desired(self, task: dict, desired: str, **extra) -> None:
-        self.updates.append((task, dict(task["spec"], desired_state=desired, **extra)))
+    def set_desired(self, task: Task, desired: DesiredState, **extra) -> None:
+        self.updates.append((task, task.spec.replace(desired_state=desired, **extra)))
 
     @property
     def empty(self) -> bool:
@@ -61,76 +65,73 @@ class Decision:
 
 # -- small predicates ---------------------------------------------------------------------------
 
-def desired(task: dict) -> str:
-    return task["spec"]["desired_state"]
+def desired(task: Task) -> DesiredState:
+    return task.spec.desired_state
 
 
-state = task_state
+def state(task: Task) -> TaskState:
+    return task.status.state
 
 
-def node_of(task: dict, nodes: dict[str, dict]) -> dict | None:
-    node_id = task["spec"].get("node_id")
+def node_of(task: Task, nodes: Nodes) -> Node | None:
+    node_id = task.spec.node_id
     return nodes.get(node_id) if node_id else None
 
 
-def node_gone(task: dict, nodes: dict[str, dict]) -> bool:
-    return bool(task["spec"].get("node_id")) and task["spec"]["node_id"] not in nodes
+def node_gone(task: Task, nodes: Nodes) -> bool:
+    node_id = task.spec.node_id
+    return bool(node_id) and node_id not in nodes
 
 
-def node_down(task: dict, nodes: dict[str, dict]) -> bool:
+def node_down(task: Task, nodes: Nodes) -> bool:
     node = node_of(task, nodes)
-    return node is not None and node["status"].get("state") == NODE_DOWN
+    return node is not None and node.status.state == NodeState.DOWN
 
 
-def node_lost(task: dict, nodes: dict[str, dict]) -> bool:
+def node_lost(task: Task, nodes: Nodes) -> bool:
     """Its node is gone, down or drained: the task cannot (keep) run(ning) there."""
     node = node_of(task, nodes)
-    return node_gone(task, nodes) or (node is not None and (node["status"].get("state") == NODE_DOWN
-                                                            or node["spec"].get("availability") == "drain"))
+    return node_gone(task, nodes) or (node is not None and (node.status.state == NodeState.DOWN
+                                                            or node.spec.availability == Availability.DRAIN))
 
 
-def stopped(task: dict, nodes: dict[str, dict]) -> bool:
+def stopped(task: Task, nodes: Nodes) -> bool:
     """Nothing runs for this task any more (or nothing can tell us otherwise)."""
-    return (is_terminal(state(task)) or not task["spec"].get("node_id")
+    return (is_terminal(state(task)) or not task.spec.node_id
             or node_gone(task, nodes) or node_down(task, nodes))
 
 
-def is_job(spec: dict) -> bool:
-    return spec["mode"] in JOB_MODES
-
-
-def should_restart(task: dict, restart_policy: dict, mode: str, now: float, lost: bool = False) -> bool:
+def should_restart(task: Task, policy: RestartPolicy, mode: str, now: float, lost: bool = False) -> bool:
     """The restart supervisor's verdict on an active task that ended (or whose node was lost)."""
     if mode in JOB_MODES and state(task) == TaskState.COMPLETE:
         return False  # a job that succeeded is done
     if not lost:
-        condition = restart_policy.get("condition", "any")
-        if condition == "none":
+        condition = policy.condition or DEFAULT_RESTART_CONDITION
+        if condition == RESTART_NONE:
             return False
-        if (condition == "on-failure" or mode in JOB_MODES) and state(task) == TaskState.COMPLETE:
+        if (condition == RESTART_ON_FAILURE or mode in JOB_MODES) and state(task) == TaskState.COMPLETE:
             return False
-    max_attempts = restart_policy.get("max_attempts") or 0
-    if max_attempts > 0:
-        window = restart_policy.get("window") or 0.0
-        recent = [t for t in task["spec"].get("restarts", []) if window <= 0 or t >= now - window]
-        if len(recent) >= max_attempts:
+    if policy.max_attempts > 0:
+        window = policy.window
+        recent = [t for t in task.spec.restarts if window <= 0 or t >= now - window]
+        if len(recent) >= policy.max_attempts:
             return False
     return True
 
 
-def dependencies_waiting(service: dict, services: list[dict], tasks_by_service: dict[str, list[dict]]) -> str | None:
+def dependencies_waiting(service: Service, services: list[Service], tasks_by_service: dict[str, list[Task]]) -> str | None:
     """None when every ``depends_on`` condition holds, else what the service waits for.
     A running task is a healthy one when the service has a health check (the agent
     reports running only once healthy)."""
-    spec = service["spec"]
-    stack = spec.get("labels", {}).get(STACK_NAMESPACE_LABEL)
-    by_name = {s["spec"]["name"]: s for s in services}
-    for dependency, condition in sorted(spec.get("depends_on", {}).items()):
+    spec = service.spec
+    stack = spec.labels.get(STACK_NAMESPACE_LABEL)
+    by_name = {s.name: s for s in services}
+    for dependency, condition in sorted(spec.depends_on.items()):
         other = by_name.get(f"{stack}_{dependency}" if stack else dependency)
         if other is None:
             return f"waiting for {dependency}: not deployed"
-        active = [t for t in tasks_by_service.get(other["id"], []) if desired(t) in ACTIVE]
-        if condition == "service_completed_successfully":
+        active = [t for t in tasks_by_service.get(other.id, []) if desired(t) in ACTIVE]
+        if condition == DEPENDENCY_COMPLETED_SUCCESSFULLY:
             met = bool(active) and all(state(t) == TaskState.COMPLETE for t in active)
         else:
             met = any(state(t) == TaskState.RUNNING for t in active)
@@ -141,7 +142,20 @@ def dependencies_waiting(service: dict, services: list[dict], tasks_by_service: 
 
 # -- the reconciler ----------------------------------------------------------------------------------
 
-def reconcile_service(service: dict | None, tasks: list[dict], nodes: dict[str, dict], now: float,
+@dataclass
+class _Service:
+    """What one reconcile reads of a service: its view, its spec (converted once) and
+    the stored spec dict (what tasks are made from)."""
+
+    view: Service
+
+    def __post_init__(self) -> None:
+        self.spec = self.view.spec
+        self.raw = self.view.raw
+        self.is_job = self.spec.mode in JOB_MODES
+
+
+def reconcile_service(service: Service | None, tasks: list[Task], nodes: Nodes, now: float,
                       waiting_for: str | None = None) -> Decision:
     """``tasks``: all tasks of the service; ``nodes`` by ID; ``waiting_for``: what
     ``dependencies_waiting`` said (tasks are first created only once it is None)."""
@@ -149,35 +163,35 @@ def reconcile_service(service: dict | None, tasks: list[dict], nodes: dict[str, 
     live = _reap_removed(tasks, nodes, decision)
     if service is None:
         for task in live:
-            decision.set_desired(task, DESIRED_REMOVE)
+            decision.set_desired(task, DesiredState.REMOVE)
         return decision
-    spec = service["spec"]
-    global_mode = spec["mode"] in GLOBAL_MODES
+    current = _Service(service)
+    global_mode = current.spec.mode in GLOBAL_MODES
     slots: dict = {}
     for task in live:
-        key = task["spec"]["node_id"] if global_mode else task["spec"]["slot"]
+        key = task.spec.node_id if global_mode else task.spec.slot
         slots.setdefault(key, []).append(task)
     for group in slots.values():
-        group.sort(key=lambda t: (t["created_at"], t["id"]))
+        group.sort(key=lambda t: (t.created_at, t.id))
 
     can_create = waiting_for is None or bool(tasks)
     if global_mode:
-        _reconcile_global(service, slots, nodes, now, can_create, decision)
+        _reconcile_global(current, slots, nodes, now, can_create, decision)
     else:
-        _reconcile_replicated(service, slots, nodes, now, can_create, decision)
+        _reconcile_replicated(current, slots, nodes, now, can_create, decision)
     for key, group in slots.items():
-        _restart_and_promote(service, key if global_mode else None, group, nodes, now, decision)
+        _restart_and_promote(current, key if global_mode else None, group, nodes, now, decision)
         _trim_history(group, nodes, decision)
-    if not is_job(spec):
-        _rolling_update(service, slots, nodes, now, decision)
+    if not current.is_job:
+        _rolling_update(current, slots, nodes, now, decision)
     _service_status(service, waiting_for if not tasks else None, decision)
     return decision
 
 
-def _reap_removed(tasks: list[dict], nodes: dict[str, dict], decision: Decision) -> list[dict]:
+def _reap_removed(tasks: list[Task], nodes: Nodes, decision: Decision) -> list[Task]:
     live = []
     for task in tasks:
-        if desired(task) == DESIRED_REMOVE:
+        if desired(task) == DesiredState.REMOVE:
             if stopped(task, nodes):
                 decision.deletes.append(task)
         else:
@@ -185,16 +199,17 @@ def _reap_removed(tasks: list[dict], nodes: dict[str, dict], decision: Decision)
     return live
 
 
-def _new_task(service: dict, decision: Decision, now: float, *, slot: int | None, node_id: str | None,
-              desired_state: str = DESIRED_RUNNING, not_before: float = 0.0, restarts: list | None = None) -> None:
-    decision.creates.append({"spec": task_object_spec(service, slot=slot, node_id=node_id, desired_state=desired_state,
-                                                       not_before=not_before, restarts=restarts),
+def _new_task(service: _Service, decision: Decision, now: float, *, slot: int | None, node_id: str | None,
+              desired_state: DesiredState = DesiredState.RUNNING, not_before: float = 0.0,
+              restarts: list | None = None) -> None:
+    decision.creates.append({"spec": task_object_spec(service.raw, slot=slot, node_id=node_id,
+                                                       desired_state=desired_state, not_before=not_before,
+                                                       restarts=restarts),
                              "status": task_status(TaskState.PENDING, now)})
 
 
-def _reconcile_replicated(service, slots, nodes, now, can_create, decision) -> None:
-    spec = service["spec"]
-    wanted = spec.get("replicas") or 0
+def _reconcile_replicated(service: _Service, slots, nodes, now, can_create, decision) -> None:
+    wanted = service.spec.replicas or 0
     occupied = {slot: [t for t in group if desired(t) in ACTIVE] for slot, group in slots.items()}
     occupied = {slot: active for slot, active in occupied.items() if active}
     if len(occupied) < wanted and can_create:
@@ -206,24 +221,23 @@ def _reconcile_replicated(service, slots, nodes, now, can_create, decision) -> N
         newest = {}
         for slot, active in occupied.items():
             current = active[-1]
-            newest[current["id"]] = slot
-            by_node.setdefault(current["spec"].get("node_id") or "", []).append(
-                (current["id"], state(current) == TaskState.RUNNING))
+            newest[current.id] = slot
+            by_node.setdefault(current.spec.node_id or "", []).append(
+                (current.id, state(current) == TaskState.RUNNING))
         for task_id in choose_tasks_to_remove(by_node, len(occupied) - wanted):
             for task in slots.pop(newest[task_id]):
                 if desired(task) in ACTIVE:
-                    decision.set_desired(task, DESIRED_REMOVE)
+                    decision.set_desired(task, DesiredState.REMOVE)
                 elif stopped(task, nodes):
                     decision.deletes.append(task)
 
 
-def _eligible_for_global(node: dict, spec: dict) -> bool:
-    return (node["status"].get("state") != NODE_DOWN and node["spec"].get("availability", "active") == "active"
-            and constraints_match(node, spec["placement"].get("constraints", [])))
+def _eligible_for_global(node: Node, service: _Service) -> bool:
+    return (node.status.state != NodeState.DOWN and node.spec.availability == Availability.ACTIVE
+            and constraints_match(node, service.spec.placement.constraints))
 
 
-def _reconcile_global(service, slots, nodes, now, can_create, decision) -> None:
-    spec = service["spec"]
+def _reconcile_global(service: _Service, slots, nodes: Nodes, now, can_create, decision) -> None:
     for node_id in list(slots):
         node = nodes.get(node_id)
         group = slots[node_id]
@@ -231,63 +245,61 @@ def _reconcile_global(service, slots, nodes, now, can_create, decision) -> None:
             for task in slots.pop(node_id):
                 decision.deletes.append(task)  # stopped: its node is gone
             continue
-        unwanted = (node["spec"].get("availability") == "drain"
-                    or not constraints_match(node, spec["placement"].get("constraints", [])))
+        unwanted = (node.spec.availability == Availability.DRAIN
+                    or not constraints_match(node, service.spec.placement.constraints))
         if unwanted:
             for task in group:
                 if desired(task) in ACTIVE:
-                    decision.set_desired(task, DESIRED_SHUTDOWN)
+                    decision.set_desired(task, DesiredState.SHUTDOWN)
             slots[node_id] = [t for t in group if desired(t) not in ACTIVE]  # only history is left there
     for node_id, node in sorted(nodes.items()):
         has_active = any(desired(t) in ACTIVE for t in slots.get(node_id, []))
         history = slots.get(node_id, [])
-        if has_active or not can_create or not _eligible_for_global(node, spec):
+        if has_active or not can_create or not _eligible_for_global(node, service):
             continue
-        if is_job(spec) and any(state(t) == TaskState.COMPLETE for t in history):
+        if service.is_job and any(state(t) == TaskState.COMPLETE for t in history):
             continue  # this node ran the job already
         _new_task(service, decision, now, slot=None, node_id=node_id)
 
 
-def _restart_and_promote(service, node_id, group, nodes, now, decision) -> None:
-    spec = service["spec"]
-    policy = spec["restart_policy"]
+def _restart_and_promote(service: _Service, node_id, group, nodes, now, decision) -> None:
+    policy = service.spec.restart_policy
     active = [t for t in group if desired(t) in ACTIVE]
-    updated = {t["id"] for t, _ in decision.updates}
+    updated = {t.id for t, _ in decision.updates}
     stopping = [t for t in group if desired(t) not in ACTIVE and not stopped(t, nodes)]
     for task in active:
-        if task["id"] in updated:
+        if task.id in updated:
             continue
         # A global task's node is its slot: a down node keeps its task until it returns.
         lost = node_id is None and node_lost(task, nodes)
         ended = is_terminal(state(task))
         if not (ended or lost):
-            if desired(task) == DESIRED_READY and not stopping:
-                if task["spec"].get("not_before", 0) <= now:
-                    decision.set_desired(task, DESIRED_RUNNING)
+            if desired(task) == DesiredState.READY and not stopping:
+                if task.spec.not_before <= now:
+                    decision.set_desired(task, DesiredState.RUNNING)
                 else:
-                    decision.wake(task["spec"]["not_before"])
+                    decision.wake(task.spec.not_before)
             continue
-        if is_job(spec) and state(task) == TaskState.COMPLETE:
+        if service.is_job and state(task) == TaskState.COMPLETE:
             continue
-        if not should_restart(task, policy, spec["mode"], now, lost):
+        if not should_restart(task, policy, service.spec.mode, now, lost):
             continue
-        decision.set_desired(task, DESIRED_SHUTDOWN)
-        base = task["status"].get("timestamp", now) if ended else now
-        not_before = max(base + (policy.get("delay") or 0.0), now)
-        restarts = (task["spec"].get("restarts") or []) + [now]
-        max_kept = policy.get("max_attempts") or 0
-        if max_kept and (policy.get("window") or 0) <= 0:
-            restarts = restarts[-max_kept:]
-        _new_task(service, decision, now, slot=task["spec"]["slot"], node_id=node_id,
-                  desired_state=DESIRED_RUNNING if not_before <= now else DESIRED_READY, not_before=not_before,
-                  restarts=restarts)
+        decision.set_desired(task, DesiredState.SHUTDOWN)
+        base = task.status.timestamp if ended else now
+        not_before = max(base + policy.delay, now)
+        restarts = [*task.spec.restarts, now]
+        if policy.max_attempts and policy.window <= 0:
+            restarts = restarts[-policy.max_attempts:]
+        _new_task(service, decision, now, slot=task.spec.slot, node_id=node_id,
+                  desired_state=DesiredState.RUNNING if not_before <= now else DesiredState.READY,
+                  not_before=not_before, restarts=restarts)
         if not_before > now:
             decision.wake(not_before)
 
 
 def _trim_history(group, nodes, decision) -> None:
-    deleting = {t["id"] for t in decision.deletes}
-    history = [t for t in group if desired(t) not in ACTIVE and t["id"] not in deleting]
+    deleting = {t.id for t in decision.deletes}
+    history = [t for t in group if desired(t) not in ACTIVE and t.id not in deleting]
     active = len(group) - len(history)
     excess = len(history) + active - TASK_HISTORY_LIMIT
     for task in history:  # oldest first
@@ -298,66 +310,71 @@ def _trim_history(group, nodes, decision) -> None:
             excess -= 1
 
 
-def _rolling_update(service, slots, nodes, now, decision) -> None:
-    spec = service["spec"]
-    config = spec["update_config"]
-    digest = spec_digest(spec)
-    decided = {t["id"]: spec["desired_state"] for t, spec in decision.updates}
+def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
+    config = service.spec.update_config
+    digest = spec_digest(service.raw["spec"])
+    decided = {t.id: spec["desired_state"] for t, spec in decision.updates}
     dirty, in_progress, failed, started = [], 0, False, []
     for key, group in sorted(slots.items(), key=lambda item: str(item[0])):
-        active = [t for t in group if decided.get(t["id"], desired(t)) in ACTIVE]
-        new = [t for t in active if t["spec"]["spec_digest"] == digest]
-        old = [t for t in active if t["spec"]["spec_digest"] != digest]
-        failed = failed or any(t["spec"]["spec_digest"] == digest and state(t) in FAILED_STATES for t in group)
-        started += [t["status"]["started_at"] for t in new if t["status"].get("started_at")]
+        active = [t for t in group if decided.get(t.id, desired(t)) in ACTIVE]
+        new = [t for t in active if t.spec.spec_digest == digest]
+        old = [t for t in active if t.spec.spec_digest != digest]
+        failed = failed or any(t.spec.spec_digest == digest and state(t) in FAILED_STATES for t in group)
+        started += [t.status.started_at for t in new if t.status.started_at]
         if old and not new:
             dirty.append((key, old))
         elif new and (any(state_rank(state(t)) < state_rank(TaskState.RUNNING) for t in new) or old):
             in_progress += 1
             running_new = [t for t in new if state(t) == TaskState.RUNNING]
-            if running_new and old and not any(t["id"] in decided for t in old):
+            if running_new and old and not any(t.id in decided for t in old):
                 # start-first: the new task runs, retire the old one
                 for task in old:
-                    decision.set_desired(task, DESIRED_SHUTDOWN)
-    status = dict((service.get("status") or {}).get("update") or {})
+                    decision.set_desired(task, DesiredState.SHUTDOWN)
+    stored = service.view.status.get("update") or {}
+    status = dict(stored)
     if not dirty:
-        if status.get("digest") == digest and status.get("state") == "updating" and not in_progress:
-            decision.service_status = {"update": dict(status, state="completed", completed_at=now)}
+        if status.get("digest") == digest and status.get("state") == UPDATE_UPDATING and not in_progress:
+            decision.service_status = {"update": dict(status, state=UPDATE_COMPLETED, completed_at=now)}
         return
     if status.get("digest") != digest:
-        status = {"digest": digest, "state": "updating", "started_at": now}
-    if status.get("state") == "paused":
+        status = {"digest": digest, "state": UPDATE_UPDATING, "started_at": now}
+    if status.get("state") == UPDATE_PAUSED:
         return
-    if failed and config.get("failure_action", "pause") in ("pause", "rollback"):
-        decision.service_status = {"update": dict(status, state="paused",
+    if failed and (config.failure_action or DEFAULT_UPDATE_FAILURE_ACTION) in PAUSING_FAILURE_ACTIONS:
+        decision.service_status = {"update": dict(status, state=UPDATE_PAUSED,
                                                   message="update paused: an updated task failed")}
         return
-    parallelism = config.get("parallelism", 1) or len(dirty)
+    parallelism = config.parallelism or len(dirty)
     room = parallelism - in_progress
-    delay = config.get("delay") or 0.0
     if room <= 0:
         return
-    if delay > 0 and started and in_progress == 0 and max(started) + delay > now:
-        decision.wake(max(started) + delay)
+    if config.delay > 0 and started and in_progress == 0 and max(started) + config.delay > now:
+        decision.wake(max(started) + config.delay)
         return
-    start_first = config.get("order") == "start-first"
+    start_first = config.order == UPDATE_START_FIRST
     for key, old in dirty[:room]:
-        node_id = key if spec["mode"] in GLOBAL_MODES else None
+        node_id = key if service.spec.mode in GLOBAL_MODES else None
         slot = None if node_id else key
         running_old = [t for t in old if state(t) == TaskState.RUNNING]
         if start_first and running_old:
             _new_task(service, decision, now, slot=slot, node_id=node_id)
         else:
             for task in old:
-                decision.set_desired(task, DESIRED_SHUTDOWN)
+                decision.set_desired(task, DesiredState.SHUTDOWN)
             _new_task(service, decision, now, slot=slot, node_id=node_id,
-                      desired_state=DESIRED_READY if running_old else DESIRED_RUNNING)
-    if (service.get("status") or {}).get("update") != status:
+                      desired_state=DesiredState.READY if running_old else DesiredState.RUNNING)
+    if stored != status:
         decision.service_status = {"update": status}
 
 
-def _service_status(service: dict, waiting_for: str | None, decision: Decision) -> None:
-    current = service.get("status") or {}
+# The rolling update's progress in a service's status (``status.update.state``).
+UPDATE_UPDATING, UPDATE_PAUSED, UPDATE_COMPLETED = "updating", "paused", "completed"
+# Until rollback exists, "rollback" pauses like "pause" does.
+PAUSING_FAILURE_ACTIONS = ("pause", "rollback")
+
+
+def _service_status(service: Service, waiting_for: str | None, decision: Decision) -> None:
+    current = service.status
     wanted = dict(current, **(decision.service_status or {}))
     if waiting_for or current.get("message"):
         wanted["message"] = waiting_for or ""

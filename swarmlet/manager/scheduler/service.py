@@ -11,7 +11,8 @@ import asyncio
 import logging
 import time
 
-from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, task_state
+from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState
+from swarmlet.api.views import Node, Task
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.scheduler.constraint import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
@@ -27,12 +28,11 @@ FREES_OR_NEEDS_A_PLACE = frozenset((TaskState.PENDING, TaskState.COMPLETE, TaskS
                                     TaskState.REJECTED))
 
 
-def pending_tasks(tasks: list[dict]) -> list[dict]:
-    return [t for t in tasks if task_state(t) == TaskState.PENDING
-            and t["spec"].get("desired_state") in ACTIVE_DESIRED_STATES]
+def pending_tasks(tasks: list[Task]) -> list[Task]:
+    return [t for t in tasks if t.status.state == TaskState.PENDING and t.spec.desired_state in ACTIVE_DESIRED_STATES]
 
 
-def assignment_ops(nodes: list[dict], tasks: list[dict], now: float) -> list[dict]:
+def assignment_ops(nodes: list[Node], tasks: list[Task], now: float) -> list[dict]:
     """The writes of one scheduling pass over the store's nodes and tasks (pure)."""
     pending = pending_tasks(tasks)
     if not pending:
@@ -43,30 +43,30 @@ def assignment_ops(nodes: list[dict], tasks: list[dict], now: float) -> list[dic
             requests.append(task_request(task))
         except PlacementSpecError as err:
             ops.append(_status_op(task, f"invalid placement: {err}", now))
-    by_id = {t["id"]: t for t in pending}
-    hostnames = {n["id"]: n["status"].get("hostname", n["id"]) for n in nodes}
+    by_id = {t.id: t for t in pending}
+    hostnames = {n.id: n.status.hostname or n.id for n in nodes}
     for placement in schedule(node_infos(nodes, tasks), requests):
         task = by_id[placement.task_id]
         if placement.node_id is None:
             ops.append(_status_op(task, placement.explanation, now))
             continue
-        ops.append({"op": "update", "kind": "task", "id": task["id"], "version": task["version"],
-                    "spec": dict(task["spec"], node_id=placement.node_id),
-                    "status": dict(task["status"], state=TaskState.ASSIGNED, timestamp=now,
+        ops.append({"op": "update", "kind": "task", "id": task.id, "version": task.version,
+                    "spec": task.spec.replace(node_id=placement.node_id),
+                    "status": task.status.replace(state=TaskState.ASSIGNED, timestamp=now,
                                    message=f"scheduled on {hostnames.get(placement.node_id, placement.node_id)}")})
     return [op for op in ops if op is not None]
 
 
-def _status_op(task: dict, message: str, now: float) -> dict | None:
-    if task["status"].get("message") == message:
+def _status_op(task: Task, message: str, now: float) -> dict | None:
+    if task.status.message == message:
         return None
-    return {"op": "update", "kind": "task", "id": task["id"], "version": task["version"],
-            "status": dict(task["status"], message=message, timestamp=now)}
+    return {"op": "update", "kind": "task", "id": task.id, "version": task.version,
+            "status": task.status.replace(message=message, timestamp=now)}
 
 
 def wants_scheduling(event) -> bool:
     return event.reset or any(c.kind == "node" or (c.kind == "task" and (
-        c.action == "delete" or task_state(c.object) in FREES_OR_NEEDS_A_PLACE))
+        c.action == "delete" or Task(c.object).status.state in FREES_OR_NEEDS_A_PLACE))
         for c in event.changes)
 
 
@@ -88,15 +88,15 @@ class SchedulerLoop(LeaderLoop):
             await self.schedule_pass()
 
     async def schedule_pass(self) -> None:
-        ops = assignment_ops(self.store.list("node"), self.store.list("task"), time.time())
+        ops = assignment_ops(self.store.list(Node), self.store.list(Task), time.time())
         if not ops or not self.store.is_leader:
             return
         try:
             await self.store.commit(ops)
         except Conflict:
             for op in ops:  # someone wrote some of these tasks meanwhile: one by one
-                current = self.store.get("task", op["id"])
-                if current is None or current["version"] != op["version"]:
+                current = self.store.get(Task, op["id"])
+                if current is None or current.version != op["version"]:
                     continue  # changed: the next pass looks at it again
                 try:
                     await self.store.commit([op])

@@ -1,74 +1,76 @@
-"""Store objects (plain dicts) as the pure scheduler sees them: nodes become `NodeInfo`,
-tasks become `TaskRequest`. Pure: the scheduling loop and the global orchestrator
-(which checks constraints node by node) share it.
+"""Store objects as the pure scheduler sees them: nodes become `NodeInfo`, tasks become
+`TaskRequest`. Pure: the scheduling loop and the global orchestrator (which checks
+constraints node by node) share it. It reads the store's typed views
+(``swarmlet.api.views``).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from swarmlet.api.objects import Availability, NodeState, is_terminal, task_state
+from swarmlet.api.specs import PortConfig
+from swarmlet.api.views import Node, Task, TaskSpec
+from swarmlet.api.objects import is_terminal
 from swarmlet.manager.scheduler.constraint import parse_constraints
 from swarmlet.manager.scheduler.types import NodeInfo, Resources, TaskRequest
 
-
-def task_reservations(task_spec: dict) -> Resources:
-    reservations = (task_spec.get("resources") or {}).get("reservations") or {}
-    return Resources.from_cpus(reservations.get("cpus") or 0.0, reservations.get("memory") or 0)
+PUBLISH_MODE_HOST = "host"
 
 
-def task_host_ports(task_spec: dict) -> tuple[tuple[str, int], ...]:
-    return tuple((p.get("protocol", "tcp"), p["published"]) for p in task_spec.get("ports") or []
-                 if p.get("mode") == "host" and p.get("published"))
+def task_reservations(spec: TaskSpec) -> Resources:
+    reservations = spec.resources.reservations
+    return Resources.from_cpus(reservations.cpus or 0.0, reservations.memory or 0)
 
 
-def task_platforms(placement: dict) -> tuple[tuple[str, str], ...]:
-    return tuple((p.get("os") or "", p.get("architecture") or "") for p in placement.get("platforms") or [])
+def host_ports(ports: list[PortConfig]) -> tuple[tuple[str, int], ...]:
+    return tuple((p.protocol, p.published) for p in ports if p.mode == PUBLISH_MODE_HOST and p.published)
 
 
-def holds_resources(task: dict) -> bool:
+def holds_resources(task: Task) -> bool:
     """A task counts against its node until it has stopped."""
-    return bool(task["spec"].get("node_id")) and not is_terminal(task_state(task))
+    return bool(task.spec.node_id) and not is_terminal(task.status.state)
 
 
-def node_info(node: dict, tasks: Iterable[dict] = ()) -> NodeInfo:
+def node_info(node: Node, tasks: Iterable[Task] = ()) -> NodeInfo:
     """`tasks`: the tasks placed on this node that hold resources (see `holds_resources`)."""
-    status, spec = node["status"], node["spec"]
-    description = status.get("description") or {}
+    status, spec = node.status, node.spec
+    description = status.description
     platform = description.get("platform") or {}
     capacity = description.get("resources") or {}
-    info = NodeInfo(node_id=node["id"], hostname=status.get("hostname", ""), role=spec.get("role", "worker"),
-                    state=status.get("state", NodeState.UNKNOWN), availability=spec.get("availability", Availability.ACTIVE),
+    info = NodeInfo(node_id=node.id, hostname=status.hostname, role=spec.role, state=status.state,
+                    availability=spec.availability,
                     platform_os=platform.get("os", "linux"), platform_arch=platform.get("arch", "x86_64"),
-                    labels=dict(spec.get("labels") or {}), engine_labels=dict(description.get("engine_labels") or {}),
+                    labels=dict(spec.labels), engine_labels=dict(description.get("engine_labels") or {}),
                     capacity=Resources(capacity.get("nano_cpus", 0), capacity.get("memory_bytes", 0)))
     for task in tasks:
-        service_id = task["spec"]["service_id"]
+        task_spec = task.spec
+        service_id = task_spec.service_id
         info.tasks_by_service[service_id] = info.tasks_by_service.get(service_id, 0) + 1
         info.total_tasks += 1
-        info.reserved = info.reserved + task_reservations(task["spec"])
-        info.host_ports.update(task_host_ports(task["spec"]))
+        info.reserved = info.reserved + task_reservations(task_spec)
+        info.host_ports.update(host_ports(task_spec.ports))
     return info
 
 
-def node_infos(nodes: Iterable[dict], tasks: Iterable[dict]) -> list[NodeInfo]:
-    by_node: dict[str, list[dict]] = {}
+def node_infos(nodes: Iterable[Node], tasks: Iterable[Task]) -> list[NodeInfo]:
+    by_node: dict[str, list[Task]] = {}
     for task in tasks:
         if holds_resources(task):
-            by_node.setdefault(task["spec"]["node_id"], []).append(task)
-    return [node_info(node, by_node.get(node["id"], ())) for node in nodes]
+            by_node.setdefault(task.spec.node_id, []).append(task)
+    return [node_info(node, by_node.get(node.id, ())) for node in nodes]
 
 
-def task_request(task: dict) -> TaskRequest:
-    spec = task["spec"]
-    placement = spec.get("placement") or {}
-    bound = spec.get("node_id") if spec.get("slot") is None else None
-    return TaskRequest(task_id=task["id"], service_id=spec["service_id"], node_id=bound, slot=spec.get("slot"),
-                       reservations=task_reservations(spec), constraints=tuple(placement.get("constraints") or ()),
-                       preferences=tuple(placement.get("preferences") or ()),
-                       max_replicas_per_node=placement.get("max_replicas_per_node") or 0,
-                       host_ports=task_host_ports(spec), platforms=task_platforms(placement))
+def task_request(task: Task) -> TaskRequest:
+    spec = task.spec
+    placement = spec.placement
+    bound = spec.node_id if spec.slot is None else None
+    return TaskRequest(task_id=task.id, service_id=spec.service_id, node_id=bound, slot=spec.slot,
+                       reservations=task_reservations(spec), constraints=tuple(placement.constraints),
+                       preferences=tuple(placement.preferences),
+                       max_replicas_per_node=placement.max_replicas_per_node,
+                       host_ports=host_ports(spec.ports),
+                       platforms=tuple((p.os, p.architecture) for p in placement.platforms))
 
 
-def constraints_match(node: dict, constraints: Iterable[str]) -> bool:
+def constraints_match(node: Node, constraints: Iterable[str]) -> bool:
     info = node_info(node)
     return all(c.matches(info) for c in parse_constraints(tuple(constraints)))
