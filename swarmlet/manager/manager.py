@@ -13,9 +13,9 @@ import logging
 from aiohttp import web
 
 from swarmlet.api import errors
-from swarmlet.api.references import resolve
 from swarmlet.api.objects import (AVAILABILITIES, CLUSTER_ID, NODE_DOWN, manager_api_addresses, node_object_spec,
                                   node_object_status, removed_node_ids, state_rank)
+from swarmlet.api.references import resolve
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER, generate_secret, identity_of
 from swarmlet.manager import caserver
 from swarmlet.manager.controlapi.server import build_app
