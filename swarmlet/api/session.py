@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ def unpack(data: bytes) -> Message:
     cls = MESSAGES.get(wire["type"])
     if cls is None:
         raise UnknownMessage(wire["type"])
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         if f.name in wire:
@@ -200,6 +201,11 @@ def unpack(data: bytes) -> Message:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ProtocolError(f"{cls.TYPE}: field {f.name!r} is missing")
     return cls(**values)  # keys this side does not know (a newer peer's) are left out
+
+
+@functools.cache  # resolving the annotations costs more than checking a heartbeat
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _conforms(value: Any, hint: Any) -> bool:
@@ -214,7 +220,7 @@ def _conforms(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if typing.is_typeddict(hint):
         return isinstance(value, dict) and all(
-            key in value and _conforms(value[key], key_hint) for key, key_hint in typing.get_type_hints(hint).items())
+            key in value and _conforms(value[key], key_hint) for key, key_hint in _hints(hint).items())
     if origin is list:
         return isinstance(value, list) and all(_conforms(item, args[0]) for item in value)
     if origin is dict:
