@@ -14,9 +14,11 @@ from typing import Callable
 
 import aiohttp
 
+from swarmlet.api.objects import HEARTBEAT_MISSES_ALLOWED, NANO_CPUS_PER_CPU
+from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, SESSION_PATH, Assignments, Heartbeat,
+                                  HeartbeatAck, Hello, Log, LogEnd, Logs, LogsCancel, Message, ProtocolError,
+                                  Redirect, Status, UnknownMessage, Welcome, pack, unpack)
 from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
-from swarmlet.manager.dispatcher.dispatcher import pack, unpack
-from swarmlet.manager.scheduler.types import NANO_CPUS_PER_CPU
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, connector
@@ -107,20 +109,21 @@ class Agent:
     async def _run_session(self, address: str) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=3, sock_connect=3)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.config.bind_host)) as http:
-            async with http.ws_connect(f"https://{address}/v1/dispatcher/session", ssl=self.tls.client_context(),
-                                       max_msg_size=16 * 1024 * 1024) as ws:
-                await ws.send_bytes(pack({"type": "hello", "description": await self._description()}))
-                first = unpack(await ws.receive_bytes(timeout=10))
-                if first["type"] == "redirect":
-                    self._leader_hint = first.get("leader")
+            async with http.ws_connect(f"https://{address}{SESSION_PATH}", ssl=self.tls.client_context(),
+                                       max_msg_size=MAX_MESSAGE_SIZE) as ws:
+                await ws.send_bytes(pack(Hello(description=await self._description())))
+                first = unpack(await ws.receive_bytes(timeout=HANDSHAKE_TIMEOUT))
+                if isinstance(first, Redirect):
+                    self._leader_hint = first.leader
                     if self._leader_hint and self._leader_hint != address:
                         await self._run_session(self._leader_hint)
                     return
+                if not isinstance(first, Welcome):
+                    raise ProtocolError(f"expected a welcome, got {first.TYPE}")
                 self._leader_hint = address
                 self._apply_welcome(first)
                 self.connected.set()
                 log.info("session established with leader %s", address)
-                self._period = float(first.get("heartbeat_period", 1.0))
                 self._ws = ws
                 heartbeats = asyncio.ensure_future(self._heartbeats(ws))
                 try:
@@ -128,10 +131,13 @@ class Agent:
                         self._outbox = dict(self.executor.statuses)  # the full report
                         await self._flush_statuses()
                     while True:
-                        reply = await ws.receive(timeout=self._period * 3)
+                        reply = await ws.receive(timeout=self._period * HEARTBEAT_MISSES_ALLOWED)
                         if reply.type != aiohttp.WSMsgType.BINARY:
                             return
-                        self._handle(unpack(reply.data))
+                        try:
+                            self._handle(unpack(reply.data))
+                        except UnknownMessage as err:  # a newer leader's: nothing this node must act on
+                            log.debug("leader %s sent %s; ignored", address, err)
                 finally:
                     self._ws = None
                     heartbeats.cancel()
@@ -141,41 +147,38 @@ class Agent:
 
     async def _heartbeats(self, ws) -> None:
         while not ws.closed:
-            await ws.send_bytes(pack({"type": "heartbeat"}))
+            await ws.send_bytes(pack(Heartbeat()))
             await asyncio.sleep(self._period)
 
-    def _handle(self, message: dict) -> None:
-        if message["type"] == "heartbeat_ack":
+    def _handle(self, message: Message) -> None:
+        if isinstance(message, HeartbeatAck):
             self._apply_welcome(message)
-            self._period = float(message.get("heartbeat_period", self._period))
-        elif message["type"] == "assignments" and self.executor is not None:
+        elif isinstance(message, Assignments) and self.executor is not None:
             self.executor.assign(message)
-        elif message["type"] == "logs" and self._ws is not None:
-            key = (message.get("request_id"), message.get("task_id"))
+        elif isinstance(message, Logs) and self._ws is not None:
+            key = (message.request_id, message.task_id)
             self._log_streams[key] = asyncio.ensure_future(self._stream_logs(self._ws, message))
-        elif message["type"] == "logs_cancel":
-            stream = self._log_streams.pop((message.get("request_id"), message.get("task_id")), None)
+        elif isinstance(message, LogsCancel):
+            stream = self._log_streams.pop((message.request_id, message.task_id), None)
             if stream is not None:
                 stream.cancel()
 
-    async def _stream_logs(self, ws, request: dict) -> None:
-        """One task's output to the leader, a line per message, then ``log_end``."""
-        ids = {"request_id": request.get("request_id"), "task_id": request.get("task_id")}
+    async def _stream_logs(self, ws, request: Logs) -> None:
+        """One task's output to the leader, a line per message, then ``LogEnd``."""
         error = None
         try:
             if self.executor is None:
                 raise TaskRuntimeError("this node runs no tasks")
-            async for line in self.executor.runtime.logs(ids["task_id"], follow=bool(request.get("follow")),
-                                                         tail=request.get("tail")):
-                await ws.send_bytes(pack({"type": "log", **ids, "lines": [line]}))
+            async for line in self.executor.runtime.logs(request.task_id, follow=request.follow, tail=request.tail):
+                await ws.send_bytes(pack(Log(request.request_id, request.task_id, lines=[line])))
         except TaskRuntimeError as err:
             error = str(err) or type(err).__name__
         except (ConnectionError, RuntimeError):
             return  # the session is gone; so is the request
         finally:
-            self._log_streams.pop((ids["request_id"], ids["task_id"]), None)
+            self._log_streams.pop((request.request_id, request.task_id), None)
         if not ws.closed:
-            await ws.send_bytes(pack({"type": "log_end", **ids, "error": error}))
+            await ws.send_bytes(pack(LogEnd(request.request_id, request.task_id, error=error)))
 
     # -- task statuses ---------------------------------------------------------------------------------
     def task_status(self, task_id: str, status: dict) -> None:
@@ -192,17 +195,16 @@ class Agent:
             return  # sent with the full report of the next session
         self._outbox = {}
         try:
-            await ws.send_bytes(pack({"type": "status",
-                                      "updates": [{"task_id": k, "status": v} for k, v in updates.items()]}))
+            await ws.send_bytes(pack(Status(updates=[{"task_id": k, "status": v} for k, v in updates.items()])))
         except (ConnectionError, RuntimeError) as err:
             log.info("task statuses not sent (%s); the next session sends them all", err)
 
-    def _apply_welcome(self, message: dict) -> None:
-        managers = message.get("managers") or []
-        if managers and sorted(managers) != sorted(self.config.managers):
-            self.config.managers = sorted(managers)
+    def _apply_welcome(self, message: Welcome) -> None:
+        self._period = message.heartbeat_period
+        if message.managers and sorted(message.managers) != sorted(self.config.managers):
+            self.config.managers = sorted(message.managers)
             self.data_dir.save(self.config)
-        node = message.get("node")
+        node = message.node
         if node and node["spec"]["role"] != self.tls.identity.role:
             self._on_role_change(node["spec"]["role"])
 

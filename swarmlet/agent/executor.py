@@ -21,6 +21,7 @@ from typing import Callable
 
 from swarmlet.agent.taskconfig import container_config, has_healthcheck
 from swarmlet.api.objects import is_terminal, state_rank
+from swarmlet.api.session import Assignments
 from swarmlet.runtime import EventKind, ImageNotFoundError, OwnedTask, Runtime, RuntimeEvent, TaskRuntimeError, TaskState
 
 log = logging.getLogger("swarmlet.executor")
@@ -231,11 +232,11 @@ class Executor:
         self.runners.pop(task_id, None)
         self.statuses.pop(task_id, None)
 
-    def assign(self, message: dict) -> None:
+    def assign(self, assignment: Assignments) -> None:
         """Take a whole assignment set from the leader."""
-        self.secrets = message.get("secrets") or {}
-        self.configs = message.get("configs") or {}
-        entries = {entry["id"]: entry for entry in message.get("tasks") or []}
+        self.secrets = assignment.secrets
+        self.configs = assignment.configs
+        entries = {entry["id"]: entry for entry in assignment.tasks}
         for task_id, entry in entries.items():
             runner = self.runners.get(task_id)
             if runner is None:

@@ -71,6 +71,8 @@ DEFAULT_HEARTBEAT_PERIOD = 1.0
 # A node is marked down after this many heartbeat periods without one (~3 s by default).
 HEARTBEAT_MISSES_ALLOWED = 3
 DEFAULT_CERT_EXPIRY = 90 * 24 * 3600.0
+# CPU amounts in node descriptions and the scheduler's arithmetic: integers, as in SwarmKit.
+NANO_CPUS_PER_CPU = 1_000_000_000
 
 
 def cluster_object_spec(*, name: str, ca_cert: bytes, ca_key: bytes, worker_secret: str, manager_secret: str,

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from swarmlet.api.errors import Forbidden
 from swarmlet.ca import (ROLE_MANAGER, ROLE_WORKER, NodeIdentity, RootCA, TokenError, format_token, identity_of,
                          parse_token, secrets_match)
 from swarmlet.api.objects import removed_node_ids
 
 
-class JoinRefused(Exception):
+class JoinRefused(Forbidden):
     """A join request refused; the message is safe to show the joining node."""
 
 

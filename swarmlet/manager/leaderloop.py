@@ -26,10 +26,12 @@ class LeaderLoop:
             await self.stop()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Cancel the loop and wait until it has ended. Leadership regained meanwhile
+        starts a new one: the cancelled task is forgotten before it is awaited."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def _guarded(self) -> None:
         queue = self.store.subscribe()

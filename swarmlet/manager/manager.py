@@ -10,22 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import aiohttp
 from aiohttp import web
 
+from swarmlet.api import errors
 from swarmlet.api.objects import (AVAILABILITIES, CLUSTER_ID, NODE_DOWN, manager_api_addresses, node_object_spec,
                                   node_object_status, removed_node_ids, state_rank)
+from swarmlet.api.references import resolve
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER, generate_secret, identity_of
 from swarmlet.manager import caserver
-from swarmlet.manager.controlapi.server import ApiError, build_app
+from swarmlet.manager.controlapi.server import build_app
 from swarmlet.manager.dispatcher.dispatcher import Dispatcher
 from swarmlet.manager.orchestrator.loop import Orchestrator
+from swarmlet.manager.retry import retry_on_conflict
 from swarmlet.manager.scheduler.service import SchedulerLoop
-from swarmlet.manager.stacks import StackApi
+from swarmlet.manager.stacks import MAX_CONFIG_SIZE, StackApi
 from swarmlet.node.config import DataDir, NodeConfig, new_id
 from swarmlet.node.identity import NodeTls
-from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, bind_with_retries, connector
-from swarmlet.store import ClusterStore, Conflict, RaftSettings, TlsPolicy
+from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call, bind_with_retries
+from swarmlet.store import ClusterStore, RaftSettings, TlsPolicy
 
 log = logging.getLogger("swarmlet.manager")
 
@@ -50,7 +52,7 @@ class Manager:
             settings=RaftSettings(**config.raft_settings),
             bind_address=f"{config.bind_host}:{config.raft_port}",
             on_members_changed=self._persist_members)
-        self.dispatcher = Dispatcher(self)
+        self.dispatcher = Dispatcher(self.store, self.leader_api_address)
         self.orchestrator = Orchestrator(self.store)
         self.scheduler = SchedulerLoop(self.store)
         self.stacks = StackApi(self.store)
@@ -129,7 +131,7 @@ class Manager:
     def cluster(self) -> dict:
         cluster = self.store.get("cluster", CLUSTER_ID)
         if cluster is None:
-            raise ApiError(503, "this manager has not yet received the cluster state")
+            raise errors.Unavailable("this manager has not yet received the cluster state")
         return cluster
 
     def ca_cert_pem(self) -> bytes:
@@ -200,33 +202,29 @@ class Manager:
         await self._update_node_status(node_id, state=NODE_DOWN, message="node left the cluster")
 
     async def _update_node_status(self, node_id: str, **fields) -> None:
-        for _ in range(5):  # optimistic concurrency: re-read on a version conflict
+        def ops() -> list[dict]:
             node = self.store.get("node", node_id)
-            if node is None:
-                return
-            try:
-                await self.store.commit([{"op": "update", "kind": "node", "id": node_id, "version": node["version"],
-                                          "status": dict(node["status"], **fields)}])
-                return
-            except Conflict:
-                continue
+            return [] if node is None else [{"op": "update", "kind": "node", "id": node_id,
+                                             "version": node["version"], "status": dict(node["status"], **fields)}]
+
+        await retry_on_conflict(self.store, ops)
 
     async def add_raft_member(self, node_id: str, raft_address: str) -> None:
         node = self.store.get("node", node_id)
         if node is None or node["spec"]["role"] != ROLE_MANAGER:
-            raise ApiError(403, f"node {node_id} is not a manager")
+            raise errors.Forbidden(f"node {node_id} is not a manager")
         if node["status"].get("raft_address") != raft_address:
-            raise ApiError(400, f"node {node_id} is registered with Raft address {node['status'].get('raft_address')}"
-                                f", not {raft_address}")
+            raise errors.Invalid(f"node {node_id} is registered with Raft address "
+                                 f"{node['status'].get('raft_address')}, not {raft_address}")
         await self.store.add_member(raft_address)
 
     async def remove_raft_member(self, node_id: str, raft_address: str) -> None:
         node = self.store.get("node", node_id)
         if node is None or node["status"].get("raft_address") != raft_address:
-            raise ApiError(403, f"node {node_id} is not the manager at {raft_address}")
+            raise errors.Forbidden(f"node {node_id} is not the manager at {raft_address}")
         if raft_address == self.store.leader_address:
             if not self.store.is_leader:
-                raise ApiError(409, "that manager is the leader: stop it (a new leader is elected) and retry")
+                raise errors.Conflict("that manager is the leader: stop it (a new leader is elected) and retry")
             await self.store.transfer_leadership()
         await self.store.remove_member(raft_address)
 
@@ -241,11 +239,11 @@ class Manager:
         if role == ROLE_WORKER:
             managers = [n for n in self.store.list("node") if n["spec"]["role"] == ROLE_MANAGER]
             if len(managers) <= 1:
-                raise ApiError(409, "cannot demote the last manager of the cluster")
+                raise errors.Conflict("cannot demote the last manager of the cluster")
             view = self.store.view
             reachable = 1 + sum(1 for a, p in (view.peers.items() if view else []) if p["connected"] and a != raft_address)
             if reachable <= (len(managers) - 1) // 2:
-                raise ApiError(409, f"demoting {node['id']} would leave the cluster without a quorum")
+                raise errors.Conflict(f"demoting {node['id']} would leave the cluster without a quorum")
             if raft_address and raft_address == self.store.leader_address and not self.store.is_leader:
                 return await self._call(self.leader_api_address(), "POST", f"/v1/nodes/{node['id']}/demote",
                                       {}, timeout=60)
@@ -311,7 +309,7 @@ class Manager:
 
     async def rotate_join_token(self, role: str) -> dict:
         if role not in (ROLE_WORKER, ROLE_MANAGER):
-            raise ApiError(400, f"role must be worker or manager, not {role!r}")
+            raise errors.Invalid(f"role must be worker or manager, not {role!r}")
         cluster = self.cluster()
         spec = dict(cluster["spec"], **{f"{role}_secret": generate_secret()})
         await self.store.commit([{"op": "update", "kind": "cluster", "id": CLUSTER_ID,
@@ -320,14 +318,7 @@ class Manager:
 
     # -- nodes ---------------------------------------------------------------------------------------------
     def resolve_node(self, ref: str) -> dict:
-        nodes = self.store.list("node")
-        exact = [n for n in nodes if n["id"] == ref or n["status"].get("hostname") == ref]
-        matches = exact or [n for n in nodes if n["id"].startswith(ref)]
-        if not matches:
-            raise ApiError(404, f"no such node: {ref}")
-        if len(matches) > 1:
-            raise ApiError(409, f"node reference {ref!r} is ambiguous: {', '.join(n['id'] for n in matches)}")
-        return matches[0]
+        return resolve("node", ref, self.store.list("node"), name=lambda n: n["status"].get("hostname"))
 
     def _node_public(self, node: dict) -> dict:
         status = dict(node["status"])
@@ -356,9 +347,9 @@ class Manager:
     async def update_node(self, ref: str, *, availability: str | None, label_add: dict, label_rm: list,
                           role: str | None) -> dict:
         if availability is not None and availability not in AVAILABILITIES:
-            raise ApiError(400, f"availability must be active, pause or drain, not {availability!r}")
+            raise errors.Invalid(f"availability must be active, pause or drain, not {availability!r}")
         if role is not None:
-            raise ApiError(400, "use promote/demote to change a node's role")
+            raise errors.Invalid("use promote/demote to change a node's role")
         node = self.resolve_node(ref)
         spec = dict(node["spec"], labels=dict(node["spec"].get("labels", {})))
         if availability is not None:
@@ -367,7 +358,7 @@ class Manager:
             spec["labels"][str(key)] = str(value)
         for key in label_rm:
             if key not in spec["labels"]:
-                raise ApiError(404, f"node {node['id']} has no label {key!r}")
+                raise errors.NotFound(f"node {node['id']} has no label {key!r}")
             spec["labels"].pop(key)
         await self.store.commit([{"op": "update", "kind": "node", "id": node["id"], "version": node["version"],
                                   "spec": spec}])
@@ -378,9 +369,9 @@ class Manager:
         a manager must be demoted first (as in Swarm)."""
         node = self.resolve_node(ref)
         if node["spec"]["role"] == ROLE_MANAGER:
-            raise ApiError(409, f"node {node['id']} is a manager: demote it before removing it")
+            raise errors.Conflict(f"node {node['id']} is a manager: demote it before removing it")
         if node["status"].get("state") != NODE_DOWN and not force:
-            raise ApiError(409, f"node {node['id']} is not down; stop it first or remove it with --force")
+            raise errors.Conflict(f"node {node['id']} is not down; stop it first or remove it with --force")
         cluster = self.cluster()
         removed = sorted(removed_node_ids(cluster) | {node["id"]})
         await self.store.commit([
@@ -405,23 +396,6 @@ class Manager:
             slot = spec["slot"] if spec.get("slot") is not None else spec["node_id"][:12]
             yield f"{spec['service_name']}.{slot}.{task['id'][:12]}@{hostnames.get(spec['node_id'], '?')} | {line}"
 
-    async def relay_to_leader(self, request: web.Request) -> web.StreamResponse:
-        """Stream the leader's answer to the same request (as this manager)."""
-        leader_api = self.leader_api_address()
-        if not leader_api:
-            raise ApiError(503, "no leader to ask: the cluster has no quorum")
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.config.bind_host)) as http:
-            async with http.get(f"https://{leader_api}{request.path_qs}", ssl=self.tls.client_context()) as upstream:
-                if upstream.status >= 400:
-                    raise ApiError(upstream.status, f"leader {leader_api}: {(await upstream.text())[:300]}")
-                response = web.StreamResponse(headers={"Content-Type": upstream.headers.get("Content-Type", "")})
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_any():
-                    await response.write(chunk)
-                await response.write_eof()
-                return response
-
     # -- configs (small replicated objects; also what the failover tests write) --------------------------------
     def configs_view(self) -> list[dict]:
         return [self._config_public(c) for c in sorted(self.store.list("config"), key=lambda c: c["spec"]["name"])]
@@ -433,19 +407,16 @@ class Manager:
                 "data": config["spec"]["data"]}
 
     def _resolve_config(self, ref: str) -> dict:
-        for config in self.store.list("config"):
-            if config["id"] == ref or config["spec"]["name"] == ref:
-                return config
-        raise ApiError(404, f"no such config: {ref}")
+        return resolve("config", ref, self.store.list("config"))
 
     def config_view(self, ref: str) -> dict:
         return self._config_public(self._resolve_config(ref))
 
     async def create_config(self, name: str, data: bytes, labels: dict, request_id: str | None) -> dict:
         if not name or len(name) > 64:
-            raise ApiError(400, "config name must have 1 to 64 characters")
-        if len(data) > 1000 * 1024:
-            raise ApiError(400, "a config holds at most 1000 KB")
+            raise errors.Invalid("config name must have 1 to 64 characters")
+        if len(data) > MAX_CONFIG_SIZE:
+            raise errors.TooLarge(f"a config holds at most {MAX_CONFIG_SIZE // 1024} KB")
         # The name is the ID, so two creates of one name conflict inside the state machine.
         result = await self.store.commit([{"op": "create", "kind": "config", "id": name,
                                            "spec": {"name": name, "data": data, "labels": labels}}],

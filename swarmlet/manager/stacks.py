@@ -14,8 +14,9 @@ import binascii
 import re
 
 from swarmlet.api import specs
+from swarmlet.api.errors import Invalid, TooLarge
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL
-from swarmlet.manager.controlapi.server import ApiError
+from swarmlet.api.references import resolve
 from swarmlet.node.config import new_id
 from swarmlet.store import ClusterStore
 
@@ -25,9 +26,8 @@ _STACK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 FILE_KINDS = (("secrets", "secret", MAX_SECRET_SIZE), ("configs", "config", MAX_CONFIG_SIZE))
 
 
-class DeployError(ApiError):
-    def __init__(self, message: str):
-        super().__init__(400, message)
+class DeployError(Invalid):
+    """A stack that cannot be deployed as sent; nothing of it was."""
 
 
 def stack_of(obj: dict) -> str | None:
@@ -62,7 +62,7 @@ def _decode(stack: str, kind: str, name: str, encoded, limit: int) -> bytes:
     except (binascii.Error, ValueError):
         raise DeployError(f"{kind} {name!r}: the content is not base64") from None
     if len(data) > limit:
-        raise DeployError(f"{kind} {name!r} is {len(data)} bytes; at most {limit // 1024} KB")
+        raise TooLarge(f"{kind} {name!r} is {len(data)} bytes; at most {limit // 1024} KB")
     return data
 
 
@@ -173,15 +173,7 @@ class StackApi:
         return [service_view(s, tasks) for s in sorted(services, key=lambda s: s["spec"]["name"])]
 
     def resolve_service(self, ref: str) -> dict:
-        services = self.store.list("service")
-        for service in services:
-            if ref in (service["id"], service["spec"]["name"]):
-                return service
-        matches = [s for s in services if s["id"].startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        raise ApiError(404 if not matches else 409, f"no such service: {ref}" if not matches
-                       else f"service reference {ref!r} is ambiguous")
+        return resolve("service", ref, self.store.list("service"))
 
     def service(self, ref: str) -> dict:
         return service_view(self.resolve_service(ref), self.store.list("task"))
@@ -197,10 +189,10 @@ class StackApi:
     async def scale(self, ref: str, replicas: int) -> dict:
         service = self.resolve_service(ref)
         if service["spec"]["mode"] not in ("replicated", "replicated-job"):
-            raise ApiError(400, f"service {service['spec']['name']} is {service['spec']['mode']}: only replicated "
-                                "services scale")
+            raise Invalid(f"service {service['spec']['name']} is {service['spec']['mode']}: only replicated "
+                          "services scale")
         if replicas < 0:
-            raise ApiError(400, "replicas must be 0 or more")
+            raise Invalid("replicas must be 0 or more")
         await self.store.commit([{"op": "update", "kind": "service", "id": service["id"], "version": service["version"],
                                   "spec": dict(service["spec"], replicas=replicas)}])
         return self.service(service["id"])
@@ -211,10 +203,10 @@ class StackApi:
                                   "version": service["version"]}])
 
     async def remove_stack(self, stack: str) -> dict:
-        ops = [{"op": "delete", "kind": kind, "id": o["id"], "version": o["version"]}
-               for kind in ("service", "network", "secret", "config") for o in self.store.list(kind)
-               if stack_of(o) == stack]
-        if not ops:
-            raise ApiError(404, f"no such stack: {stack}")
+        objects = [o for objects in self._existing().values() for o in objects]
+        # A stack is the objects labelled with its name: it has no ID (so no prefix) of its own.
+        stack = resolve("stack", stack, {stack_of(o) for o in objects} - {None}, name=str, id_of=None)
+        ops = [{"op": "delete", "kind": o["kind"], "id": o["id"], "version": o["version"]}
+               for o in objects if stack_of(o) == stack]
         await self.store.commit(ops)
         return {"stack": stack, "removed": len(ops)}

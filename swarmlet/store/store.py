@@ -26,8 +26,8 @@ from typing import Awaitable, Callable, TypeVar, overload
 
 from pysyncobj import FAIL_REASON
 
+from swarmlet.api import errors
 from swarmlet.api.views import StoredObject
-
 from swarmlet.store.raft import RaftSettings, RaftView, ReplicatedStore
 from swarmlet.store.state import Applied, Change, encode_transaction
 from swarmlet.store.transport import TlsPolicy
@@ -38,31 +38,33 @@ DEFAULT_WRITE_TIMEOUT = 5.0
 O = TypeVar("O", bound=StoredObject)
 
 
-class StoreError(Exception):
+# Each store error is also the domain error it is (swarmlet.api.errors), which the API
+# maps to a status; ``code`` is the one the state machine reports.
+class StoreError(errors.SwarmletError):
     code = "error"
 
 
-class NoQuorum(StoreError):
+class NoQuorum(StoreError, errors.NoQuorum):
     code = "no_quorum"
 
 
-class CommitTimeout(StoreError):
+class CommitTimeout(StoreError, errors.Timeout):
     code = "timeout"
 
 
-class Conflict(StoreError):
+class Conflict(StoreError, errors.Conflict):
     code = "conflict"
 
 
-class NotFound(StoreError):
+class NotFound(StoreError, errors.NotFound):
     code = "not_found"
 
 
-class AlreadyExists(StoreError):
+class AlreadyExists(StoreError, errors.AlreadyExists):
     code = "exists"
 
 
-class InvalidTransaction(StoreError):
+class InvalidTransaction(StoreError, errors.Invalid):
     code = "invalid"
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from swarmlet.api import specs
+from swarmlet.api.session import Assignments
 from swarmlet.manager.dispatcher.assignments import accepted_status, node_assignment, task_phase
 
 from .conftest import World, make_node, make_service
@@ -24,10 +25,10 @@ def test_a_node_gets_its_tasks_and_only_the_secrets_they_use():
     w = _tasks_with_secrets()
     secrets = [_secret("app_db", b"pw"), _secret("other", b"nope")]
     message = node_assignment("n1", list(w.tasks.values()), secrets, [])
-    assert [t["id"] for t in message["tasks"]] == [t["id"] for t in w.tasks.values() if t["spec"]["node_id"] == "n1"]
-    assert message["secrets"] == {"app_db": {"data": b"pw", "id": "app_db"}}
-    assert node_assignment("n3", list(w.tasks.values()), secrets, []) == {
-        "type": "assignments", "tasks": [], "secrets": {}, "configs": {}}
+    assert [t["id"] for t in message.tasks] == [t["id"] for t in w.tasks.values() if t["spec"]["node_id"] == "n1"]
+    assert message.secrets == {"app_db": {"data": b"pw", "id": "app_db"}}
+    assert node_assignment("n3", list(w.tasks.values()), secrets, []) == Assignments(
+        tasks=[], secrets={}, configs={})
 
 
 def test_a_stopped_task_no_longer_brings_its_secret():
@@ -35,7 +36,7 @@ def test_a_stopped_task_no_longer_brings_its_secret():
     for task in w.tasks.values():
         task["spec"]["desired_state"] = "shutdown"
     message = node_assignment("n1", list(w.tasks.values()), [_secret("app_db", b"pw")], [])
-    assert message["secrets"] == {} and len(message["tasks"]) == 1
+    assert message.secrets == {} and len(message.tasks) == 1
 
 
 def test_status_reports_only_move_forward_and_only_from_the_tasks_node():

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from swarmlet.agent.executor import Executor
+from swarmlet.api.session import Assignments
 from swarmlet.runtime.process import ProcessRuntime
 
 
@@ -62,20 +63,20 @@ async def executor(tmp_path):
 async def test_networks_go_with_the_last_task_of_the_stack_on_the_node(executor):
     runtime, seen = executor.runtime, executor.statuses_seen
     a1, a2, b1 = "a1" + uuid.uuid4().hex, "a2" + uuid.uuid4().hex, "b1" + uuid.uuid4().hex
-    executor.assign({"tasks": [entry(a1, "alpha"), entry(a2, "alpha"), entry(b1, "beta")]})
+    executor.assign(Assignments(tasks=[entry(a1, "alpha"), entry(a2, "alpha"), entry(b1, "beta")]))
     await until(lambda: all(seen.get(t) == "running" for t in (a1, a2, b1)))
 
     first_runner = executor.runners[a1]
-    executor.assign({"tasks": [entry(a2, "alpha"), entry(b1, "beta")]})  # a1 gone: alpha still has a2
+    executor.assign(Assignments(tasks=[entry(a2, "alpha"), entry(b1, "beta")]))  # a1 gone: alpha still has a2
     await asyncio.wait_for(first_runner.task, 10)  # the runner's whole life, its tidying included
     assert a1 in runtime.removed_tasks
     assert runtime.network_removals == []
 
-    executor.assign({"tasks": [entry(b1, "beta")]})  # alpha's last task gone
+    executor.assign(Assignments(tasks=[entry(b1, "beta")]))  # alpha's last task gone
     await until(lambda: runtime.network_removals)
     assert runtime.network_removals == [("alpha", tuple(sorted((a1, a2))))]
 
-    executor.assign({"tasks": []})
+    executor.assign(Assignments(tasks=[]))
     await until(lambda: len(runtime.network_removals) == 2)
     assert runtime.network_removals[1] == ("beta", tuple(sorted((a1, a2, b1))))
     assert executor.runners == {}
@@ -88,7 +89,7 @@ async def test_leftover_tasks_removed_at_start_tidy_their_stack(tmp_path):
     seen: dict[str, str] = {}
     before = Executor(first, lambda task_id, status: seen.__setitem__(task_id, status["state"]))
     await before.start()
-    before.assign({"tasks": [entry(old, "gone")]})
+    before.assign(Assignments(tasks=[entry(old, "gone")]))
     await until(lambda: seen.get(old) == "running")
     await before.close()  # the task keeps running, as after an agent restart
 
@@ -96,7 +97,7 @@ async def test_leftover_tasks_removed_at_start_tidy_their_stack(tmp_path):
     after = Executor(runtime)
     await after.start()
     try:
-        after.assign({"tasks": []})  # the cluster no longer knows the task: removed, stack tidied
+        after.assign(Assignments(tasks=[]))  # the cluster no longer knows the task: removed, stack tidied
         await until(lambda: runtime.network_removals)
         assert runtime.network_removals == [("gone", (old,))]
         assert await runtime.list_owned() == []
@@ -107,10 +108,10 @@ async def test_leftover_tasks_removed_at_start_tidy_their_stack(tmp_path):
 async def test_a_task_to_remove_goes_once_stopped_without_waiting_to_be_unassigned(executor):
     runtime, seen = executor.runtime, executor.statuses_seen
     kept, gone = "kept" + uuid.uuid4().hex, "gone" + uuid.uuid4().hex
-    executor.assign({"tasks": [entry(kept, "s"), entry(gone, "s")]})
+    executor.assign(Assignments(tasks=[entry(kept, "s"), entry(gone, "s")]))
     await until(lambda: seen.get(kept) == "running" and seen.get(gone) == "running")
 
-    executor.assign({"tasks": [entry(kept, "s", desired="shutdown"), entry(gone, "s", desired="remove")]})
+    executor.assign(Assignments(tasks=[entry(kept, "s", desired="shutdown"), entry(gone, "s", desired="remove")]))
     await until(lambda: gone in runtime.removed_tasks)
     assert seen[gone] == "shutdown"
     await until(lambda: seen.get(kept) == "shutdown")
@@ -118,7 +119,7 @@ async def test_a_task_to_remove_goes_once_stopped_without_waiting_to_be_unassign
     assert {t.task_id for t in await runtime.list_owned()} == {kept}
     assert set(executor.runners) == {kept, gone}  # both still assigned
 
-    executor.assign({"tasks": []})
+    executor.assign(Assignments(tasks=[]))
     await until(lambda: executor.runners == {})
     assert sorted(runtime.removed_tasks) == sorted([kept, gone])  # each removed once
     assert runtime.network_removals == [("s", tuple(sorted(runtime.removed_tasks)))]

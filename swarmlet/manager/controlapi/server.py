@@ -7,7 +7,12 @@ verified by TLS; each route then states which roles may call it:
 - ``manager``: Raft membership,
 - ``admin``: everything an operator does through the CLI.
 
-Every refusal is answered with a JSON ``{"error": ...}`` and logged.
+Domain code refuses with the errors of ``swarmlet.api.errors``; this module alone
+turns them into HTTP statuses (``HTTP_STATUS``). Every refusal is answered with a JSON
+``{"error": message, "code": kind}`` and logged.
+
+The routes call the Manager (``request.app["manager"]``, see manager.py), which builds
+this app: it is not imported here, so that the dependency runs one way.
 """
 from __future__ import annotations
 
@@ -15,15 +20,14 @@ import base64
 import functools
 import json
 import logging
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
-from swarmlet.manager.caserver import JoinRefused
-from swarmlet.store import StoreError
-
-if TYPE_CHECKING:
-    from swarmlet.manager.manager import Manager
+from swarmlet.api import errors
+from swarmlet.api.session import SESSION_PATH
+from swarmlet.node.rpc import connector
 
 log = logging.getLogger("swarmlet.api")
 
@@ -33,14 +37,15 @@ MANAGER_ONLY = ("manager",)
 ADMIN_ONLY = ("admin",)
 ADMIN_OR_MANAGER = ("admin", "manager")
 
-_STATUS_OF_STORE_ERRORS = {"conflict": 409, "not_found": 404, "exists": 409, "invalid": 400,
-                           "no_quorum": 503, "timeout": 504}
+# The most specific class of a refusal that is listed here decides its status.
+HTTP_STATUS: dict[type[errors.SwarmletError], int] = {
+    errors.Invalid: 400, errors.Forbidden: 403, errors.NotFound: 404, errors.Conflict: 409,
+    errors.Unavailable: 503, errors.Timeout: 504}
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+def http_status(err: errors.SwarmletError) -> int:
+    """500 for a refusal of no listed kind (a store failure of its own, say)."""
+    return next((HTTP_STATUS[cls] for cls in type(err).__mro__ if cls in HTTP_STATUS), 500)
 
 
 def json_default(value):
@@ -60,45 +65,42 @@ def requires(*roles: str):
     def decorate(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         @functools.wraps(handler)
         async def guarded(request: web.Request) -> web.StreamResponse:
-            manager: Manager = request.app["manager"]
+            manager = request.app["manager"]
             if roles != (ANONYMOUS,):
                 ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
                 der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
                 if not der:
-                    return _refuse(request, 401, "a client certificate of this cluster is required")
+                    return _refuse(request, 401, "a client certificate of this cluster is required",
+                                   errors.Forbidden.code)
                 identity, reason = manager.check_certificate(der)
                 if reason is not None:
-                    return _refuse(request, 403, reason)
+                    return _refuse(request, 403, reason, errors.Forbidden.code)
                 if identity.role not in roles:
                     return _refuse(request, 403, f"a {identity.role} certificate cannot call this endpoint "
-                                                 f"(it needs {' or '.join(roles)})")
+                                                 f"(it needs {' or '.join(roles)})", errors.Forbidden.code)
                 request["identity"] = identity
             try:
                 return await handler(request)
-            except ApiError as err:
-                return _refuse(request, err.status, str(err))
-            except JoinRefused as err:
-                return _refuse(request, 403, str(err))
-            except StoreError as err:
-                return reply({"error": str(err), "code": err.code}, _STATUS_OF_STORE_ERRORS.get(err.code, 500))
+            except errors.SwarmletError as err:
+                return _refuse(request, http_status(err), str(err), err.code)
 
         return guarded
 
     return decorate
 
 
-def _refuse(request: web.Request, status: int, message: str) -> web.Response:
+def _refuse(request: web.Request, status: int, message: str, code: str) -> web.Response:
     log.warning("refused %s %s from %s: %s", request.method, request.path, request.remote, message)
-    return reply({"error": message}, status)
+    return reply({"error": message, "code": code}, status)
 
 
 async def json_body(request: web.Request) -> dict:
     try:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ApiError(400, f"request body is not valid JSON: {err}") from None
+        raise errors.Invalid(f"request body is not valid JSON: {err}") from None
     if not isinstance(body, dict):
-        raise ApiError(400, "request body must be a JSON object")
+        raise errors.Invalid("request body must be a JSON object")
     return body
 
 
@@ -107,7 +109,7 @@ def field(body: dict, name: str, kind: type, required: bool = True, default=None
     if value is None and not required:
         return default
     if not isinstance(value, kind):
-        raise ApiError(400, f"field {name!r} must be {kind.__name__}, found {type(value).__name__}")
+        raise errors.Invalid(f"field {name!r} must be {kind.__name__}, found {type(value).__name__}")
     return value
 
 
@@ -150,10 +152,10 @@ async def leave(request):
     return reply({"ok": True})
 
 
-@routes.get("/v1/dispatcher/session")
+@routes.get(SESSION_PATH)
 @requires(*NODE_ROLES)
 async def session(request):
-    return await request.app["manager"].dispatcher.serve_session(request, request["identity"])
+    return await request.app["manager"].dispatcher.serve_session(request, request["identity"].node_id)
 
 
 @routes.post("/v1/raft/members")
@@ -245,7 +247,7 @@ async def create_config(request):
     try:
         data = base64.b64decode(field(body, "data", str), validate=True)
     except ValueError:
-        raise ApiError(400, "field 'data' must be base64") from None
+        raise errors.Invalid("field 'data' must be base64") from None
     created = await request.app["manager"].create_config(
         field(body, "name", str), data, field(body, "labels", dict, required=False, default={}),
         request_id=field(body, "request_id", str, required=False))
@@ -334,10 +336,10 @@ async def service_logs(request):
     manager = request.app["manager"]
     tail = request.query.get("tail", "all")
     if tail != "all" and not tail.isdigit():
-        raise ApiError(400, "tail must be a number or 'all'")
+        raise errors.Invalid("tail must be a number or 'all'")
     follow = request.query.get("follow") == "1"
     if not manager.store.is_leader:
-        return await manager.relay_to_leader(request)
+        return await relay_to_leader(request, manager)
     lines = manager.service_log_lines(request.match_info["ref"], None if tail == "all" else int(tail), follow)
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
@@ -354,7 +356,27 @@ async def list_tasks(request):
                                                      stack=request.query.get("stack") or None))
 
 
-def build_app(manager: "Manager") -> web.Application:
+async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
+    """Stream the leader's answer to the same request (as this manager)."""
+    leader_api = manager.leader_api_address()
+    if not leader_api:
+        raise errors.Unavailable("no leader to ask: the cluster has no quorum")
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector(manager.config.bind_host)) as http:
+        async with http.get(f"https://{leader_api}{request.path_qs}", ssl=manager.tls.client_context()) as upstream:
+            if upstream.status >= 400:
+                return _refuse(request, upstream.status, f"leader {leader_api}: {(await upstream.text())[:300]}",
+                               errors.SwarmletError.code)
+            response = web.StreamResponse(headers={"Content-Type": upstream.headers.get("Content-Type", "")})
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+
+
+def build_app(manager) -> web.Application:
+    """The API of ``manager`` (a Manager, see the module's docstring)."""
     app = web.Application(client_max_size=4 * 1024 * 1024)
     app["manager"] = manager
     app.add_routes(routes)

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 
-import msgpack
-
 from swarmlet.api.objects import is_terminal, state_rank
+from swarmlet.api.session import Assignments, pack
 
 
-def node_assignment(node_id: str, tasks: list[dict], secrets: list[dict], configs: list[dict]) -> dict:
+def node_assignment(node_id: str, tasks: list[dict], secrets: list[dict], configs: list[dict]) -> Assignments:
     mine = sorted((t for t in tasks if t["spec"].get("node_id") == node_id), key=lambda t: t["id"])
     wanted = {"secrets": set(), "configs": set()}
     for task in mine:
@@ -27,8 +26,7 @@ def node_assignment(node_id: str, tasks: list[dict], secrets: list[dict], config
     files = {kind: {o["spec"]["name"]: {"data": o["spec"]["data"], "id": o["id"]}
                     for o in objects if o["spec"]["name"] in wanted[kind]}
              for kind, objects in (("secrets", secrets), ("configs", configs))}
-    return {"type": "assignments", "tasks": [{"id": t["id"], "spec": t["spec"], "phase": task_phase(t)} for t in mine],
-            **files}
+    return Assignments(tasks=[{"id": t["id"], "spec": t["spec"], "phase": task_phase(t)} for t in mine], **files)
 
 
 def task_phase(task: dict) -> str:
@@ -40,8 +38,8 @@ def task_phase(task: dict) -> str:
     return "active" if state_rank(current) >= state_rank("accepted") else "new"
 
 
-def assignment_digest(message: dict) -> str:
-    return hashlib.sha256(msgpack.packb(message, use_bin_type=True)).hexdigest()
+def assignment_digest(message: Assignments) -> str:
+    return hashlib.sha256(pack(message)).hexdigest()
 
 
 def nodes_touched(changes) -> set[str] | None:

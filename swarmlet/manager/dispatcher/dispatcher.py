@@ -1,24 +1,18 @@
-"""The dispatcher: every node (workers and managers alike) holds one session with the
-leader, a WebSocket over mutual TLS carrying msgpack messages.
+"""The dispatcher: the leader's end of every node's session (the protocol, its
+messages and their shapes are in ``swarmlet.api.session``).
 
-- node -> leader: ``hello`` (the node's description), then ``heartbeat`` every period.
-- leader -> node: ``welcome`` (heartbeat period, managers), ``heartbeat_ack`` (the
-  node's current spec and the managers, so nodes learn of role changes and new
-  managers), or ``redirect`` when this manager is not the leader.
-- leader -> node: ``assignments``, the node's whole assignment set (its tasks and the
-  secrets/configs they use, see assignments.py), at session start and whenever it changes.
-- leader -> node ``logs`` ({"request_id", "task_id", "tail", "follow"}) and
-  ``logs_cancel``; node -> leader ``log`` ({"request_id", "task_id", "lines"}) and
-  ``log_end`` (with an ``error`` when the task's output cannot be read): service logs
-  travel over the sessions, no listener on workers.
-- node -> leader: ``status`` ({"updates": [{"task_id", "status"}]}), task status changes;
-  a full report of every task the node knows at session start. The leader collects them
-  for ``STATUS_BATCH_WINDOW`` and writes them as one transaction (conflicting ones again,
-  one by one).
+It welcomes a node (or redirects it to the leader), keeps its heartbeats, pushes its
+assignment set (see assignments.py) at session start and whenever it changes, takes
+its task statuses and relays service logs from it. Statuses are collected for
+``STATUS_BATCH_WINDOW`` and written as one transaction (conflicting ones again, one by
+one).
 
 Heartbeats are kept in memory, as in SwarmKit: only a change of a node's state
 (ready <-> down) is written to the store. A new leader gives every node a full grace
 period before declaring it down, so a failover alone never marks nodes down.
+
+Like SwarmKit's, the dispatcher sees the cluster through a narrow interface, for
+easier unit-testing: the store, and a function naming the leader's API address.
 """
 from __future__ import annotations
 
@@ -26,36 +20,24 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import Callable
 
-import msgpack
 from aiohttp import WSMsgType, web
 
 from swarmlet.api.objects import (CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, NODE_DOWN,
                                   NODE_READY, manager_api_addresses)
+from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, Heartbeat, HeartbeatAck, Hello,
+                                  Log, LogEnd, Logs, LogsCancel, Message, ProtocolError, Redirect, Status,
+                                  UnknownMessage, Welcome, pack, unpack)
 from swarmlet.manager.dispatcher.assignments import (accepted_status, assignment_digest, node_assignment,
                                                      nodes_touched)
-from swarmlet.manager.leaderloop import drain
-from swarmlet.store import Conflict, StoreError
-
-if TYPE_CHECKING:
-    from swarmlet.manager.manager import Manager
+from swarmlet.manager.leaderloop import LeaderLoop, drain
+from swarmlet.manager.retry import commit_each_on_conflict
+from swarmlet.store import ClusterStore, StoreError
 
 log = logging.getLogger("swarmlet.dispatcher")
 
-HELLO_TIMEOUT = 10.0
 STATUS_BATCH_WINDOW = 0.05
-
-
-def pack(message: dict) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
-
-
-def unpack(data: bytes) -> dict:
-    message = msgpack.unpackb(data, raw=False)
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ValueError("a session message must be a map with a 'type'")
-    return message
 
 
 def nodes_to_mark_down(nodes: list[dict], last_seen: dict[str, float], now: float, grace: float) -> list[dict]:
@@ -64,18 +46,22 @@ def nodes_to_mark_down(nodes: list[dict], last_seen: dict[str, float], now: floa
             if n["status"].get("state") != NODE_DOWN and now - last_seen.get(n["id"], now) > grace]
 
 
-class Dispatcher:
-    def __init__(self, manager: "Manager"):
-        self.manager = manager
-        self.store = manager.store
+class Dispatcher(LeaderLoop):
+    """Sessions are served on any manager (a follower redirects them); the background
+    work (heartbeat checks, assignment pushes, status writes) runs while this manager
+    leads, as the other leader-only loops do."""
+
+    name = "dispatcher"
+
+    def __init__(self, store: ClusterStore, leader_api_address: Callable[[], str | None]):
+        super().__init__(store)
+        self._leader_api_address = leader_api_address
         self._sessions: dict[str, web.WebSocketResponse] = {}
         self._last_seen: dict[str, float] = {}
-        self._checker: asyncio.Task | None = None
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._sent: dict[str, str] = {}  # node -> digest of the assignment set it last received
         self._statuses: dict[str, tuple[str, dict]] = {}  # task -> (node, status) not yet written
         self._statuses_waiting = asyncio.Event()
-        self._workers: list[asyncio.Task] = []
         self._log_streams: dict[str, tuple[asyncio.Queue, dict[str, str]]] = {}  # request -> (queue, task -> node)
 
     @property
@@ -88,28 +74,21 @@ class Dispatcher:
         return self.heartbeat_period * HEARTBEAT_MISSES_ALLOWED
 
     # -- leadership -----------------------------------------------------------------------------
-    async def leadership_changed(self, leading: bool) -> None:
-        if leading:
-            now = time.monotonic()
-            self._last_seen = {n["id"]: now for n in self.store.list("node")}
-            if self._checker is None or self._checker.done():
-                self._checker = asyncio.ensure_future(self._check_heartbeats())
-            if not self._workers:
-                self._workers = [asyncio.ensure_future(self._push_assignments()),
-                                 asyncio.ensure_future(self._write_statuses())]
-        else:
-            await self.stop()
+    async def run(self, queue: asyncio.Queue) -> None:
+        now = time.monotonic()  # every node gets a full grace period from the moment we lead
+        self._last_seen = {n["id"]: now for n in self.store.list("node")}
+        async with asyncio.TaskGroup() as group:  # one failing cancels the others; the loop restarts them all
+            group.create_task(self._check_heartbeats())
+            group.create_task(self._push_assignments(queue))
+            group.create_task(self._write_statuses())
 
     async def stop(self) -> None:
-        if self._checker is not None:
-            self._checker.cancel()
-            self._checker = None
-        for worker in self._workers:
-            worker.cancel()
-        self._workers = []
+        """Stop leading: every session closes (nodes find the new leader) and statuses
+        not yet written are dropped (nodes send them all again to the new leader)."""
         self._statuses.clear()
         for node_id in list(self._sessions):
             self.drop_session(node_id)
+        await super().stop()
 
     def drop_session(self, node_id: str) -> None:
         ws = self._sessions.pop(node_id, None)
@@ -146,19 +125,19 @@ class Dispatcher:
             log.info("could not mark node %s %s: %s", node_id, state, err)
 
     # -- sessions -----------------------------------------------------------------------------------
-    async def serve_session(self, request: web.Request, identity) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=16 * 1024 * 1024)
+    async def serve_session(self, request: web.Request, node_id: str) -> web.WebSocketResponse:
+        """The session of ``node_id`` (whose certificate the API layer verified)."""
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE_SIZE)
         await ws.prepare(request)
-        node_id = identity.node_id
         if not self.store.is_leader:
-            await ws.send_bytes(pack({"type": "redirect", "leader": self.manager.leader_api_address()}))
+            await ws.send_bytes(pack(Redirect(leader=self._leader_api_address())))
             await ws.close()
             return ws
         try:
-            hello = unpack(await ws.receive_bytes(timeout=HELLO_TIMEOUT))
-            if hello["type"] != "hello" or not isinstance(hello.get("description", {}), dict):
-                raise ValueError(f"expected hello, got {hello['type']!r}")
-        except (ValueError, TypeError, asyncio.TimeoutError, msgpack.UnpackException) as err:
+            hello = unpack(await ws.receive_bytes(timeout=HANDSHAKE_TIMEOUT))
+            if not isinstance(hello, Hello):
+                raise ProtocolError(f"expected hello, got {hello.TYPE}")
+        except (ProtocolError, TypeError, asyncio.TimeoutError) as err:  # aiohttp: TypeError on a text frame
             log.warning("session from node %s refused: malformed hello (%s)", node_id, err)
             await ws.close(message=b"malformed hello")
             return ws
@@ -170,34 +149,24 @@ class Dispatcher:
         self._send_locks[node_id] = asyncio.Lock()
         self._sent.pop(node_id, None)
         self._last_seen[node_id] = time.monotonic()
-        await self._set_state(node_id, NODE_READY, "", hello.get("description", {}))
+        await self._set_state(node_id, NODE_READY, "", hello.description)
         try:
-            await self._send(node_id, ws, self._welcome(node_id, "welcome"))
+            await self._send(node_id, ws, self._welcome(node_id, Welcome))
             await self._send_assignment(node_id)
-            async for message in ws:
-                if message.type != WSMsgType.BINARY:
+            async for frame in ws:
+                if frame.type != WSMsgType.BINARY:
                     break
                 try:
-                    payload = unpack(message.data)
-                except (ValueError, TypeError, msgpack.UnpackException) as err:
+                    message = unpack(frame.data)
+                except UnknownMessage as err:
+                    log.warning("node %s sent %s; ignored", node_id, err)
+                    continue
+                except ProtocolError as err:
                     log.warning("node %s sent a malformed message (%s); closing its session", node_id, err)
                     break
                 if not self.store.is_leader:
                     break  # fenced: a deposed leader stops dispatching; the node finds the new one
-                if payload["type"] == "heartbeat":
-                    self._last_seen[node_id] = time.monotonic()
-                    node = self.store.get("node", node_id)
-                    if node is not None and node["status"].get("state") != NODE_READY:
-                        await self._set_state(node_id, NODE_READY, "")
-                    await self._send(node_id, ws, self._welcome(node_id, "heartbeat_ack"))
-                elif payload["type"] == "status":
-                    self._take_statuses(node_id, payload.get("updates"))
-                elif payload["type"] in ("log", "log_end"):
-                    stream = self._log_streams.get(payload.get("request_id"))
-                    if stream is not None and stream[1].get(payload.get("task_id")) == node_id:
-                        stream[0].put_nowait(payload)
-                else:
-                    log.warning("node %s sent an unknown message type %r; ignored", node_id, payload["type"])
+                await self._take(node_id, ws, message)
         except ConnectionError as err:
             log.info("session with node %s lost: %s", node_id, err)
         finally:
@@ -206,20 +175,35 @@ class Dispatcher:
                 self._sent.pop(node_id, None)
             for request_id, (queue, nodes) in self._log_streams.items():
                 for task_id in [t for t, n in nodes.items() if n == node_id]:
-                    queue.put_nowait({"type": "log_end", "request_id": request_id, "task_id": task_id,
-                                      "error": "the node's session ended"})
+                    queue.put_nowait(LogEnd(request_id, task_id, error="the node's session ended"))
             if not ws.closed:
                 await ws.close()
         return ws
 
-    def _welcome(self, node_id: str, kind: str) -> dict:
+    async def _take(self, node_id: str, ws: web.WebSocketResponse, message: Message) -> None:
+        """One message from a node's session."""
+        if isinstance(message, Heartbeat):
+            self._last_seen[node_id] = time.monotonic()
+            node = self.store.get("node", node_id)
+            if node is not None and node["status"].get("state") != NODE_READY:
+                await self._set_state(node_id, NODE_READY, "")
+            await self._send(node_id, ws, self._welcome(node_id, HeartbeatAck))
+        elif isinstance(message, Status):
+            self._take_statuses(node_id, message)
+        elif isinstance(message, (Log, LogEnd)):
+            stream = self._log_streams.get(message.request_id)
+            if stream is not None and stream[1].get(message.task_id) == node_id:
+                stream[0].put_nowait(message)
+        else:
+            log.warning("node %s sent a %s message, which only the leader sends; ignored", node_id, message.TYPE)
+
+    def _welcome(self, node_id: str, kind: type[Welcome]) -> Welcome:
         node = self.store.get("node", node_id)
-        return {"type": kind, "heartbeat_period": self.heartbeat_period,
-                "managers": manager_api_addresses(self.store.list("node")),
-                "node": {"spec": node["spec"]} if node else None}
+        return kind(heartbeat_period=self.heartbeat_period, managers=manager_api_addresses(self.store.list("node")),
+                    node={"spec": node["spec"]} if node else None)
 
     # -- assignments and statuses ---------------------------------------------------------------------
-    async def _send(self, node_id: str, ws: web.WebSocketResponse, message: dict) -> None:
+    async def _send(self, node_id: str, ws: web.WebSocketResponse, message: Message) -> None:
         lock = self._send_locks.setdefault(node_id, asyncio.Lock())
         async with lock:  # one frame at a time: heartbeats and pushes come from different tasks
             await ws.send_bytes(pack(message))
@@ -239,24 +223,19 @@ class Dispatcher:
         except (ConnectionError, RuntimeError) as err:  # the session is ending; the next one gets it all
             log.info("assignments for node %s not sent: %s", node_id, err)
 
-    async def _push_assignments(self) -> None:
-        queue = self.store.subscribe()
-        try:
-            while self.store.is_leader:
-                events = [await queue.get(), *drain(queue)]
-                touched: set[str] | None = set()
-                for event in events:
-                    nodes = None if event.reset else nodes_touched(event.changes)
-                    touched = None if nodes is None or touched is None else touched | nodes
-                for node_id in list(self._sessions) if touched is None else sorted(touched & set(self._sessions)):
-                    await self._send_assignment(node_id)
-        finally:
-            self.store.unsubscribe(queue)
+    async def _push_assignments(self, queue: asyncio.Queue) -> None:
+        while self.store.is_leader:
+            events = [await queue.get(), *drain(queue)]
+            touched: set[str] | None = set()
+            for event in events:
+                nodes = None if event.reset else nodes_touched(event.changes)
+                touched = None if nodes is None or touched is None else touched | nodes
+            for node_id in list(self._sessions) if touched is None else sorted(touched & set(self._sessions)):
+                await self._send_assignment(node_id)
 
-    def _take_statuses(self, node_id: str, updates) -> None:
-        for update in updates if isinstance(updates, list) else []:
-            if isinstance(update, dict) and isinstance(update.get("task_id"), str):
-                self._statuses[update["task_id"]] = (node_id, update.get("status"))
+    def _take_statuses(self, node_id: str, status: Status) -> None:
+        for update in status.updates:
+            self._statuses[update["task_id"]] = (node_id, update["status"])
         if self._statuses:
             self._statuses_waiting.set()
 
@@ -266,23 +245,19 @@ class Dispatcher:
             await asyncio.sleep(STATUS_BATCH_WINDOW)  # collect what else arrives: one Raft write for all
             self._statuses_waiting.clear()
             batch, self._statuses = self._statuses, {}
-            ops = self._status_ops(batch)
-            if not ops or not self.store.is_leader:
+            if not self.store.is_leader:
                 continue
             try:
-                await self.store.commit(ops)
-            except Conflict:
-                for task_id, report in batch.items():  # again one by one, each on a fresh read
-                    for op in self._status_ops({task_id: report}):
-                        try:
-                            await self.store.commit([op])
-                        except StoreError as err:
-                            log.info("status of task %s not written: %s", task_id, err)
+                failures = await commit_each_on_conflict(
+                    self.store, list(batch), lambda task_ids: self._status_ops({t: batch[t] for t in task_ids}))
             except StoreError as err:  # no quorum, a timeout: keep them for the next write
-                log.info("%d task statuses not written: %s", len(ops), err)
+                log.info("%d task statuses not written: %s", len(batch), err)
                 for task_id, report in batch.items():
                     self._statuses.setdefault(task_id, report)
                 self._statuses_waiting.set()
+                continue
+            for task_id, err in failures:
+                log.info("status of task %s not written: %s", task_id, err)
 
     def _status_ops(self, batch: dict[str, tuple[str, dict]]) -> list[dict]:
         ops = []
@@ -300,7 +275,7 @@ class Dispatcher:
         ``error: …`` for a task whose output cannot be had. Ends when every task's stream
         ended (never, with ``follow``, while tasks run: the caller stops reading)."""
         request_id = secrets.token_hex(8)
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[Log | LogEnd] = asyncio.Queue()
         nodes: dict[str, str] = {}
         by_id = {t["id"]: t for t in tasks}
         self._log_streams[request_id] = (queue, nodes)
@@ -312,25 +287,23 @@ class Dispatcher:
                     yield task, f"error: node {node_id} is not connected"
                     continue
                 try:
-                    await self._send(node_id, ws, {"type": "logs", "request_id": request_id, "task_id": task["id"],
-                                                   "tail": tail, "follow": follow})
+                    await self._send(node_id, ws, Logs(request_id, task["id"], tail=tail, follow=follow))
                     nodes[task["id"]] = node_id
                 except (ConnectionError, RuntimeError) as err:
                     yield task, f"error: node {node_id}: {err}"
             while nodes:
                 message = await queue.get()
-                task = by_id[message["task_id"]]
-                if message["type"] == "log_end":
-                    nodes.pop(message["task_id"], None)
-                    if message.get("error"):
-                        yield task, f"error: {message['error']}"
+                task = by_id[message.task_id]
+                if isinstance(message, LogEnd):
+                    nodes.pop(message.task_id, None)
+                    if message.error:
+                        yield task, f"error: {message.error}"
                     continue
-                for line in message.get("lines") or []:
+                for line in message.lines:
                     yield task, line
         finally:
             del self._log_streams[request_id]
             for task_id, node_id in nodes.items():
                 ws = self._sessions.get(node_id)
                 if ws is not None and not ws.closed:
-                    asyncio.ensure_future(self._send(node_id, ws, {"type": "logs_cancel", "request_id": request_id,
-                                                                   "task_id": task_id}))
+                    asyncio.ensure_future(self._send(node_id, ws, LogsCancel(request_id, task_id)))

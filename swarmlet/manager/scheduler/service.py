@@ -4,7 +4,7 @@ leads, pick up pending tasks, batch them (wait ``BATCH_QUIET`` for more, at most
 state ``assigned``) of a batch as one transaction. A task no node can take stays
 pending, with the scheduler's explanation as its status message (rewritten only when
 it changes). When the batch's transaction conflicts with another write, each task is
-retried on its own."""
+retried on its own (``commit_each_on_conflict``)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +17,8 @@ from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.scheduler.constraint import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
 from swarmlet.manager.scheduler.storemap import node_infos, task_request
-from swarmlet.store import Conflict, StoreError
+from swarmlet.manager.retry import commit_each_on_conflict
+from swarmlet.store import StoreError
 
 log = logging.getLogger("swarmlet.scheduler")
 
@@ -92,15 +93,15 @@ class SchedulerLoop(LeaderLoop):
         if not ops or not self.store.is_leader:
             return
         try:
-            await self.store.commit(ops)
-        except Conflict:
-            for op in ops:  # someone wrote some of these tasks meanwhile: one by one
-                current = self.store.get(Task, op["id"])
-                if current is None or current.version != op["version"]:
-                    continue  # changed: the next pass looks at it again
-                try:
-                    await self.store.commit([op])
-                except StoreError as err:
-                    log.debug("assignment of %s: %s", op["id"], err)
+            failures = await commit_each_on_conflict(self.store, ops, self._unchanged)
         except StoreError as err:
             log.info("scheduling pass not written: %s", err)
+            return
+        for op, err in failures:
+            log.debug("assignment of %s: %s", op["id"], err)
+
+    def _unchanged(self, ops: list[dict]) -> list[dict]:
+        """The ops whose task nobody wrote since the pass read it; a changed task is
+        left for the next pass, which looks at it again."""
+        current = {op["id"]: self.store.get(Task, op["id"]) for op in ops}
+        return [op for op in ops if current[op["id"]] is not None and current[op["id"]].version == op["version"]]

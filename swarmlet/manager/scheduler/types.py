@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarmlet.api.objects import NANO_CPUS_PER_CPU
 from swarmlet.manager.scheduler.constraint import Constraint, parse_constraints, parse_preferences
 
-NANO_CPUS_PER_CPU = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,38 @@
+"""How a user's reference names one object, the one rule for nodes, services, stacks and
+configs (as Docker resolves them): its ID; else its name; else a prefix of exactly one
+object's ID. A name or prefix that fits several objects is refused, naming them."""
+from __future__ import annotations
+
+from typing import Callable, Iterable, TypeVar
+
+from swarmlet.api.errors import Ambiguous, NotFound
+
+T = TypeVar("T")
+
+
+def spec_name(obj: dict) -> str:
+    return obj["spec"]["name"]
+
+
+def object_id(obj: dict) -> str:
+    return obj["id"]
+
+
+def resolve(kind: str, ref: str, objects: Iterable[T], name: Callable[[T], str | None] = spec_name,
+            id_of: Callable[[T], str] | None = object_id) -> T:
+    """The one object of ``objects`` that ``ref`` names. ``id_of=None``: the objects have
+    no IDs (stacks), only their names count."""
+    objects = list(objects)
+    if ref and id_of is not None:
+        for obj in objects:
+            if id_of(obj) == ref:
+                return obj
+    matches = [obj for obj in objects if ref and name(obj) == ref]
+    if not matches and ref and id_of is not None:
+        matches = [obj for obj in objects if id_of(obj).startswith(ref)]
+    if not matches:
+        raise NotFound(f"no such {kind}: {ref}")
+    if len(matches) > 1:
+        candidates = ", ".join(sorted(id_of(o) if id_of is not None else str(name(o)) for o in matches))
+        raise Ambiguous(f"{kind} reference {ref!r} is ambiguous: {candidates}")
+    return matches[0]

@@ -1,0 +1,233 @@
+"""The dispatcher session's wire protocol, the one module both ends import.
+
+Every node (workers and managers alike) holds one session with the leader: a WebSocket
+over mutual TLS at ``SESSION_PATH``, one msgpack map per binary frame, its ``type``
+naming the message and the other keys its fields.
+
+- node -> leader: ``Hello`` (the node's description), then ``Heartbeat`` every period.
+- leader -> node: ``Welcome`` (heartbeat period, managers, the node's spec), then
+  ``HeartbeatAck`` (the same, so nodes learn of role changes and new managers), or a
+  ``Redirect`` instead of a welcome when this manager is not the leader.
+- leader -> node: ``Assignments``, the node's whole assignment set, at session start
+  and whenever it changes.
+- node -> leader: ``Status``, task status changes (a full report at session start).
+- leader -> node ``Logs`` and ``LogsCancel``; node -> leader ``Log`` (lines) and
+  ``LogEnd`` (with an ``error`` when the task's output cannot be read).
+
+``pack`` and ``unpack`` are the only way onto and off the wire; ``unpack`` checks every
+field against the message's annotations, so a handler only ever sees well-formed
+messages.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypedDict
+
+import msgpack
+
+from swarmlet.api.objects import DEFAULT_HEARTBEAT_PERIOD
+
+SESSION_PATH = "/v1/dispatcher/session"
+# One message is one WebSocket frame; an assignment set carries the secrets and
+# configs its tasks use (each up to 1000 KB), so the limit is generous.
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+HANDSHAKE_TIMEOUT = 10.0  # for the hello, and for the welcome or redirect that answers it
+
+
+class MessageType(enum.StrEnum):
+    HELLO = "hello"
+    WELCOME = "welcome"
+    REDIRECT = "redirect"
+    HEARTBEAT = "heartbeat"
+    HEARTBEAT_ACK = "heartbeat_ack"
+    ASSIGNMENTS = "assignments"
+    STATUS = "status"
+    LOGS = "logs"
+    LOGS_CANCEL = "logs_cancel"
+    LOG = "log"
+    LOG_END = "log_end"
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a well-formed session message."""
+
+
+class UnknownMessage(ProtocolError):
+    """A well-formed frame of a type this side does not know (a newer peer): ignorable."""
+
+    def __init__(self, message_type: str):
+        super().__init__(f"unknown message type {message_type!r}")
+        self.type = message_type
+
+
+# -- nested shapes --------------------------------------------------------------------------------
+
+class AssignedTask(TypedDict):
+    id: str
+    spec: dict
+    phase: str  # "new", "active" or "ended": how far the store says the task got
+
+
+class FileData(TypedDict):
+    """A secret's or config's content, by its cluster name in an assignment set."""
+    data: bytes
+    id: str
+
+
+class StatusUpdate(TypedDict):
+    task_id: str
+    status: dict
+
+
+# -- messages -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[MessageType]
+
+
+@dataclass(frozen=True)
+class Hello(Message):
+    TYPE = MessageType.HELLO
+    description: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Welcome(Message):
+    TYPE = MessageType.WELCOME
+    heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD
+    managers: list[str] = field(default_factory=list)
+    node: dict | None = None  # {"spec": the node's spec}, None if the store has no such node
+
+
+@dataclass(frozen=True)
+class HeartbeatAck(Welcome):
+    TYPE = MessageType.HEARTBEAT_ACK
+
+
+@dataclass(frozen=True)
+class Redirect(Message):
+    TYPE = MessageType.REDIRECT
+    leader: str | None = None  # the leader's API address, if this manager knows it
+
+
+@dataclass(frozen=True)
+class Heartbeat(Message):
+    TYPE = MessageType.HEARTBEAT
+
+
+@dataclass(frozen=True)
+class Assignments(Message):
+    TYPE = MessageType.ASSIGNMENTS
+    tasks: list[AssignedTask] = field(default_factory=list)
+    secrets: dict[str, FileData] = field(default_factory=dict)
+    configs: dict[str, FileData] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Status(Message):
+    TYPE = MessageType.STATUS
+    updates: list[StatusUpdate] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Logs(Message):
+    TYPE = MessageType.LOGS
+    request_id: str
+    task_id: str
+    tail: int | None = None  # None: all
+    follow: bool = False
+
+
+@dataclass(frozen=True)
+class LogsCancel(Message):
+    TYPE = MessageType.LOGS_CANCEL
+    request_id: str
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Log(Message):
+    TYPE = MessageType.LOG
+    request_id: str
+    task_id: str
+    lines: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LogEnd(Message):
+    TYPE = MessageType.LOG_END
+    request_id: str
+    task_id: str
+    error: str | None = None
+
+
+MESSAGES: dict[str, type[Message]] = {cls.TYPE.value: cls for cls in (
+    Hello, Welcome, HeartbeatAck, Redirect, Heartbeat, Assignments, Status, Logs, LogsCancel, Log, LogEnd)}
+
+
+# -- the wire -------------------------------------------------------------------------------------------
+
+def pack(message: Message) -> bytes:
+    fields = {f.name: getattr(message, f.name) for f in dataclasses.fields(message)}
+    return msgpack.packb({"type": message.TYPE.value, **fields}, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Message:
+    """The message in one frame; :class:`ProtocolError` if it is not a valid one."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise ProtocolError(f"a session message is at most {MAX_MESSAGE_SIZE} bytes, this one {len(data)}")
+    try:
+        wire = msgpack.unpackb(data, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as err:  # msgpack raises several types
+        raise ProtocolError(f"not msgpack: {err}") from None
+    if not isinstance(wire, dict) or not isinstance(wire.get("type"), str):
+        raise ProtocolError("a session message must be a map with a 'type'")
+    cls = MESSAGES.get(wire["type"])
+    if cls is None:
+        raise UnknownMessage(wire["type"])
+    hints = _hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in wire:
+            if not _conforms(wire[f.name], hints[f.name]):
+                raise ProtocolError(f"{cls.TYPE}: field {f.name!r} is not {_describe(hints[f.name])}")
+            values[f.name] = wire[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ProtocolError(f"{cls.TYPE}: field {f.name!r} is missing")
+    return cls(**values)  # keys this side does not know (a newer peer's) are left out
+
+
+@functools.cache  # resolving the annotations costs more than checking a heartbeat
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:  # msgpack keeps 1.0 and 1 apart; either is a period
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typing.is_typeddict(hint):
+        return isinstance(value, dict) and all(
+            key in value and _conforms(value[key], key_hint) for key, key_hint in _hints(hint).items())
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                               for k, v in value.items())
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("swarmlet.api.session.", "")

@@ -1,0 +1,52 @@
+"""Optimistic concurrency, in one place. Every write names the versions it read, so a
+write that raced another is refused (``Conflict``) instead of overwriting it; the
+writer then reads again and decides again. Writers build their operations with a
+function of the store as it is now, and these helpers call it again after a conflict."""
+from __future__ import annotations
+
+from typing import Callable, Sequence, TypeVar
+
+from swarmlet.store import ClusterStore, Conflict, StoreError
+
+CONFLICT_ATTEMPTS = 5  # a write that loses this many races in a row gives up (raises Conflict)
+
+Key = TypeVar("Key")
+
+
+async def retry_on_conflict(store: ClusterStore, make_ops: Callable[[], list[dict]],
+                            attempts: int = CONFLICT_ATTEMPTS) -> dict | None:
+    """Commit ``make_ops()``; on a conflict build the operations again from a fresh read
+    and commit those. None when ``make_ops`` finds nothing (left) to write."""
+    for attempt in range(1, attempts + 1):
+        ops = make_ops()
+        if not ops:
+            return None
+        try:
+            return await store.commit(ops)
+        except Conflict:
+            if attempt == attempts:
+                raise
+    return None
+
+
+async def commit_each_on_conflict(store: ClusterStore, keys: Sequence[Key],
+                                  make_ops: Callable[[Sequence[Key]], list[dict]]) -> list[tuple[Key, StoreError]]:
+    """One transaction for all ``keys`` (one Raft write for a whole batch); when another
+    write got in between, each key again on its own, so that one raced object does not
+    hold back the rest. Returns the keys that could not be written, with why; an error
+    other than a conflict on the batch (no quorum, a timeout) is raised."""
+    ops = make_ops(keys)
+    if not ops:
+        return []
+    try:
+        await store.commit(ops)
+        return []
+    except Conflict:
+        pass
+    failures = []
+    for key in keys:
+        try:
+            await retry_on_conflict(store, lambda: make_ops([key]))
+        except StoreError as err:
+            failures.append((key, err))
+    return failures

@@ -1,0 +1,43 @@
+"""One rule for what a reference names: ID, then name, then a unique ID prefix."""
+from __future__ import annotations
+
+import pytest
+
+from swarmlet.api.errors import Ambiguous, NotFound
+from swarmlet.api.references import resolve
+
+SERVICES = [{"id": "abc123", "spec": {"name": "app_web"}}, {"id": "abd456", "spec": {"name": "app_db"}},
+            {"id": "app_web", "spec": {"name": "other"}}]
+
+
+@pytest.mark.parametrize("ref, expected", [
+    ("abc123", "abc123"),  # an ID
+    ("app_db", "abd456"),  # a name
+    ("abc", "abc123"),  # a unique ID prefix
+    ("app_web", "app_web"),  # an ID wins over another object's name
+])
+def test_a_reference_names_one_object(ref, expected):
+    assert resolve("service", ref, SERVICES)["id"] == expected
+
+
+def test_an_ambiguous_prefix_names_the_candidates():
+    with pytest.raises(Ambiguous, match=r"service reference 'ab' is ambiguous: abc123, abd456"):
+        resolve("service", "ab", SERVICES)
+
+
+def test_a_name_two_objects_share_is_ambiguous():
+    nodes = [{"id": "n1", "status": {"hostname": "box"}}, {"id": "n2", "status": {"hostname": "box"}}]
+    with pytest.raises(Ambiguous, match="n1, n2"):
+        resolve("node", "box", nodes, name=lambda n: n["status"]["hostname"])
+
+
+@pytest.mark.parametrize("ref", ["zzz", ""])
+def test_nothing_found_says_what_was_looked_for(ref):
+    with pytest.raises(NotFound, match=f"no such service: {ref}$"):
+        resolve("service", ref, SERVICES)
+
+
+def test_objects_without_ids_are_found_by_name_only():
+    assert resolve("stack", "app", ["app", "application"], name=str, id_of=None) == "app"
+    with pytest.raises(NotFound):
+        resolve("stack", "ap", ["app"], name=str, id_of=None)  # no prefixes for names

@@ -1,0 +1,76 @@
+"""An in-memory stand-in for ClusterStore: the real state machine (store/state.py)
+behind the narrow interface the manager's leader-only code uses (get, list, commit,
+subscribe, is_leader), without Raft. Commits apply at once and are delivered to
+subscribers in order, as the real store delivers them."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from swarmlet.api.objects import CLUSTER_ID, node_object_spec, node_object_status
+from swarmlet.store import AlreadyExists, Conflict, InvalidTransaction, NotFound, StoreError, StoreEvent, new_request_id
+from swarmlet.store.state import StoreState, encode_transaction
+
+_REFUSALS = {cls.code: cls for cls in (Conflict, NotFound, AlreadyExists, InvalidTransaction)}
+
+
+class MemoryStore:
+    def __init__(self, leading: bool = True):
+        self.state = StoreState()
+        self.is_leader = leading
+        self.commits: list[list[dict]] = []  # every transaction tried, refused ones too
+        self.fail_next: StoreError | None = None  # raised by the next commit instead of applying it
+        self._subscribers: list[asyncio.Queue] = []
+
+    def get(self, kind: str, object_id: str) -> dict | None:
+        return self.state.get(kind, object_id)
+
+    def list(self, kind: str) -> list[dict]:
+        return self.state.list(kind)
+
+    @property
+    def index(self) -> int:
+        return self.state.index
+
+    async def commit(self, ops: list[dict], request_id: str | None = None) -> dict:
+        self.commits.append(ops)
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        applied = self.state.apply(encode_transaction(request_id or new_request_id(), time.time(), ops))
+        if not applied.result.get("ok"):
+            raise _REFUSALS.get(applied.result.get("code"), StoreError)(applied.result.get("error"))
+        if applied.changes:
+            for queue in self._subscribers:
+                queue.put_nowait(StoreEvent(applied.index, applied.changes))
+        return applied.result
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._subscribers.remove(queue)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    # -- fixtures' helpers ----------------------------------------------------------------------
+    async def add(self, kind: str, object_id: str, spec: dict, status: dict | None = None) -> dict:
+        await self.commit([{"op": "create", "kind": kind, "id": object_id, "spec": spec, "status": status or {}}])
+        return self.get(kind, object_id)
+
+    async def add_node(self, node_id: str, hostname: str | None = None, state: str = "unknown") -> dict:
+        return await self.add("node", node_id, node_object_spec("worker"),
+                              node_object_status(addr="127.0.0.1", hostname=hostname or node_id, state=state))
+
+
+@pytest.fixture
+async def store() -> MemoryStore:
+    store = MemoryStore()
+    await store.add("cluster", CLUSTER_ID, {"heartbeat_period": 0.2})
+    return store

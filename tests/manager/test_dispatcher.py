@@ -1,0 +1,216 @@
+"""The dispatcher in-process: real WebSocket sessions (aiohttp's test server) against an
+in-memory store, speaking the protocol of swarmlet.api.session."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient, TestServer
+
+from swarmlet.api.objects import NODE_DOWN, NODE_READY
+from swarmlet.api.session import (SESSION_PATH, Assignments, Heartbeat, HeartbeatAck, Hello, Log, LogEnd, Logs,
+                                  LogsCancel, Redirect, Status, Welcome, pack, unpack)
+from swarmlet.manager.dispatcher.dispatcher import Dispatcher, nodes_to_mark_down
+from swarmlet.store import NoQuorum
+
+LEADER_API = "10.0.0.1:2377"
+REPLY_TIMEOUT = 5.0
+
+
+@pytest.fixture
+async def dispatcher(store):
+    dispatcher = Dispatcher(store, lambda: LEADER_API)
+    yield dispatcher
+    await dispatcher.stop()
+
+
+@pytest.fixture
+async def client(dispatcher):
+    async def session(request):  # the API layer verified the node's certificate; here the header names it
+        return await dispatcher.serve_session(request, request.headers["X-Node"])
+
+    app = web.Application()
+    app.router.add_get(SESSION_PATH, session)
+    async with TestClient(TestServer(app)) as client:
+        yield client
+
+
+async def connect(client, node_id: str, description: dict | None = None):
+    ws = await client.ws_connect(SESSION_PATH, headers={"X-Node": node_id})
+    await ws.send_bytes(pack(Hello(description=description or {"hostname": node_id})))
+    return ws
+
+
+async def receive(ws):
+    return unpack(await ws.receive_bytes(timeout=REPLY_TIMEOUT))
+
+
+async def next_change(queue: asyncio.Queue):
+    return await asyncio.wait_for(queue.get(), REPLY_TIMEOUT)
+
+
+def task_spec(node_id: str, **fields) -> dict:
+    return {"node_id": node_id, "desired_state": "running", "service_id": "svc", "container": {"image": "busybox"},
+            **fields}
+
+
+async def test_a_follower_redirects_the_node_to_the_leader(store, client):
+    store.is_leader = False
+    await store.add_node("n1")
+    ws = await client.ws_connect(SESSION_PATH, headers={"X-Node": "n1"})
+    assert await receive(ws) == Redirect(leader=LEADER_API)
+    assert (await ws.receive(timeout=REPLY_TIMEOUT)).type == WSMsgType.CLOSE
+
+
+async def test_hello_marks_the_node_ready_and_welcomes_it_with_its_assignment_set(store, client):
+    node = await store.add_node("n1")
+    await store.add("task", "t1", task_spec("n1"), {"state": "assigned"})
+    await store.add("task", "t2", task_spec("n2"), {"state": "assigned"})
+    ws = await connect(client, "n1", {"hostname": "one", "engine_labels": {}})
+    assert await receive(ws) == Welcome(heartbeat_period=0.2, managers=[], node={"spec": node["spec"]})
+    assignments = await receive(ws)
+    assert isinstance(assignments, Assignments)
+    assert [(t["id"], t["phase"]) for t in assignments.tasks] == [("t1", "new")]
+    status = store.get("node", "n1")["status"]
+    assert status["state"] == NODE_READY and status["description"] == {"hostname": "one", "engine_labels": {}}
+
+
+@pytest.mark.parametrize("first_frame", [pack(Heartbeat()), b"\xc1 not msgpack", pack(Logs("r", "t"))])
+async def test_a_session_that_does_not_start_with_hello_is_refused(store, client, first_frame):
+    await store.add_node("n1")
+    ws = await client.ws_connect(SESSION_PATH, headers={"X-Node": "n1"})
+    await ws.send_bytes(first_frame)
+    closing = await ws.receive(timeout=REPLY_TIMEOUT)
+    assert closing.type == WSMsgType.CLOSE and closing.extra == "malformed hello"
+    assert store.get("node", "n1")["status"]["state"] != NODE_READY
+
+
+async def test_a_heartbeat_is_answered_with_the_nodes_current_spec(store, client):
+    await store.add_node("n1")
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)  # welcome, assignments
+    node = store.get("node", "n1")
+    await store.commit([{"op": "update", "kind": "node", "id": "n1", "version": node["version"],
+                         "spec": dict(node["spec"], role="manager")}])
+    await ws.send_bytes(pack(Heartbeat()))
+    ack = await receive(ws)
+    assert isinstance(ack, HeartbeatAck) and ack.node["spec"]["role"] == "manager"
+
+
+async def test_a_heartbeat_brings_a_node_marked_down_back(store, client):
+    await store.add_node("n1")
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)
+    node = store.get("node", "n1")
+    await store.commit([{"op": "update", "kind": "node", "id": "n1", "version": node["version"],
+                         "status": dict(node["status"], state=NODE_DOWN)}])
+    await ws.send_bytes(pack(Heartbeat()))
+    await receive(ws)
+    assert store.get("node", "n1")["status"]["state"] == NODE_READY
+
+
+async def test_store_changes_push_a_new_assignment_set_to_the_nodes_they_touch(store, dispatcher, client):
+    await store.add_node("n1")
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)
+    await store.add("task", "elsewhere", task_spec("n2"), {"state": "assigned"})  # not n1's: nothing sent to n1
+    await store.add("task", "t1", task_spec("n1"), {"state": "assigned"})
+    pushed = await receive(ws)
+    assert isinstance(pushed, Assignments) and [t["id"] for t in pushed.tasks] == ["t1"]
+    await store.add("secret", "unused", {"name": "unused", "data": b"x"})  # may touch every node: resent only if changed
+    await store.add("task", "t2", task_spec("n1"), {"state": "assigned"})
+    pushed = await receive(ws)
+    assert [t["id"] for t in pushed.tasks] == ["t1", "t2"] and pushed.secrets == {}
+
+
+async def test_status_reports_are_written_together_and_reports_on_other_nodes_tasks_dropped(store, dispatcher, client):
+    await store.add_node("n1")
+    for task_id, node_id in (("a", "n1"), ("b", "n1"), ("theirs", "n2")):
+        await store.add("task", task_id, task_spec(node_id), {"state": "assigned"})
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)
+    changes = store.subscribe()
+    commits_before = len(store.commits)
+    await ws.send_bytes(pack(Status(updates=[{"task_id": t, "status": {"state": "running"}}
+                                             for t in ("a", "b", "theirs")])))
+    event = await next_change(changes)
+    assert sorted(c.id for c in event.changes) == ["a", "b"]
+    assert len(store.commits) == commits_before + 1
+    assert store.get("task", "theirs")["status"]["state"] == "assigned"
+
+
+async def test_statuses_not_written_for_want_of_a_quorum_are_written_later(store, dispatcher, client):
+    await store.add_node("n1")
+    await store.add("task", "a", task_spec("n1"), {"state": "assigned"})
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)
+    changes = store.subscribe()
+    store.fail_next = NoQuorum("no quorum")
+    await ws.send_bytes(pack(Status(updates=[{"task_id": "a", "status": {"state": "running"}}])))
+    event = await next_change(changes)
+    assert [c.id for c in event.changes] == ["a"] and store.get("task", "a")["status"]["state"] == "running"
+
+
+async def test_logs_are_relayed_from_the_node_holding_the_task(store, dispatcher, client):
+    await store.add_node("n1")
+    task = await store.add("task", "t1", task_spec("n1"), {"state": "running"})
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)
+    lines = dispatcher.task_logs([task], tail=10, follow=False)
+    first = asyncio.ensure_future(lines.__anext__())
+    request = await receive(ws)
+    assert isinstance(request, Logs) and (request.task_id, request.tail, request.follow) == ("t1", 10, False)
+    await ws.send_bytes(pack(Log(request.request_id, "t1", lines=["hello", "world"])))
+    await ws.send_bytes(pack(LogEnd(request.request_id, "t1", error="engine gone")))
+    assert [line for _, line in [await first] + [pair async for pair in lines]] == [
+        "hello", "world", "error: engine gone"]
+
+
+async def test_a_session_that_ends_ends_its_log_streams_and_a_reader_that_stops_cancels_them(store, dispatcher,
+                                                                                             client):
+    await store.add_node("n1")
+    await store.add_node("n2")
+    one = await store.add("task", "t1", task_spec("n1"), {"state": "running"})
+    two = await store.add("task", "t2", task_spec("n2"), {"state": "running"})
+    ws1, ws2 = await connect(client, "n1"), await connect(client, "n2")
+    for ws in (ws1, ws2):
+        await receive(ws), await receive(ws)
+    lines = dispatcher.task_logs([one, two], tail=None, follow=True)
+    first = asyncio.ensure_future(lines.__anext__())
+    request = await receive(ws1)
+    await receive(ws2)
+    await ws1.close()
+    assert await first == (one, "error: the node's session ended")
+    await lines.aclose()  # the reader stops: the node still streaming is told so
+    assert await receive(ws2) == LogsCancel(request.request_id, "t2")
+
+
+async def test_stop_closes_every_session_and_waits_for_the_background_work(store, dispatcher, client):
+    await store.add_node("n1")
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)
+    assert store.subscribers == 1
+    await dispatcher.leadership_changed(False)
+    assert store.subscribers == 0  # its loop has ended (and unsubscribed), not merely been asked to
+    assert (await ws.receive(timeout=REPLY_TIMEOUT)).type == WSMsgType.CLOSE
+
+
+async def test_a_silent_node_is_marked_down_after_the_grace_period(store, dispatcher):
+    await store.add_node("n1", state=NODE_READY)
+    changes = store.subscribe()
+    await dispatcher.leadership_changed(True)
+    event = await next_change(changes)  # heartbeat period 0.2 s: down after about 0.6 s
+    status = event.changes[0].object["status"]
+    assert status["state"] == NODE_DOWN and status["message"].startswith("heartbeat failure")
+
+
+def test_nodes_to_mark_down():
+    nodes = [{"id": i, "status": {"state": state}} for i, state in
+             (("fresh", "ready"), ("silent", "ready"), ("down", "down"), ("unseen", "ready"))]
+    last_seen = {"fresh": 99.5, "silent": 96.0, "down": 90.0}
+    assert [n["id"] for n in nodes_to_mark_down(nodes, last_seen, now=100.0, grace=3.0)] == ["silent"]
