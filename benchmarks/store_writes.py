@@ -46,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import load_average, median, ms, percentile, table  # noqa: E402
 
 from swarmlet.ca import RootCA, client_context, generate_key_pem, make_csr, server_context  # noqa: E402
+from swarmlet.api.views import Config  # noqa: E402
 from swarmlet.store import ClusterStore, RaftSettings, StoreError, TlsPolicy  # noqa: E402
 
 ADDRESSES = ["127.0.201.2", "127.0.201.3", "127.0.201.4"]
@@ -333,7 +334,7 @@ async def leader_main(args, workdir: str) -> dict:
             out["profile"] = profiles.reports(args.profile_lines)
         out["term_end"] = store.view.term
         out["index"] = store.index
-        out["final_state_objects"] = len(store.list("config"))
+        out["final_state_objects"] = len(store.list(Config))
     finally:
         store.close()
         for child in children:

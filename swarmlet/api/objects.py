@@ -95,13 +95,6 @@ def node_object_status(*, addr: str, hostname: str, state: str = NODE_UNKNOWN, m
             "description": dict(description or {}), "cert_serial": cert_serial}
 
 
-def removed_node_ids(cluster: dict | None) -> set[str]:
-    return set((cluster or {}).get("status", {}).get("removed_node_ids", []))
-
-
-def manager_api_addresses(nodes: list[dict]) -> list[str]:
-    return sorted(n["status"]["api_address"] for n in nodes
-                  if n["spec"]["role"] == "manager" and n["status"].get("api_address"))
 
 
 # --- services and tasks ------------------------------------------------------------------------
@@ -132,10 +125,6 @@ TASK_HISTORY_LIMIT = 5  # tasks kept per slot (per node for global services), th
 JOB_MODES = (ServiceMode.REPLICATED_JOB, ServiceMode.GLOBAL_JOB)
 GLOBAL_MODES = (ServiceMode.GLOBAL, ServiceMode.GLOBAL_JOB)
 
-
-def task_state(task: dict) -> TaskState:
-    """A task object's current state (``new`` until anything reported one)."""
-    return TaskState(task["status"].get("state") or TaskState.NEW)
 
 
 def state_rank(state: str) -> int:

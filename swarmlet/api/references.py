@@ -10,15 +10,15 @@ from swarmlet.api.errors import Ambiguous, NotFound
 T = TypeVar("T")
 
 
-def spec_name(obj: dict) -> str:
-    return obj["spec"]["name"]
+def object_name(obj) -> str:
+    return obj.name
 
 
-def object_id(obj: dict) -> str:
-    return obj["id"]
+def object_id(obj) -> str:
+    return obj.id
 
 
-def resolve(kind: str, ref: str, objects: Iterable[T], name: Callable[[T], str | None] = spec_name,
+def resolve(kind: str, ref: str, objects: Iterable[T], name: Callable[[T], str | None] = object_name,
             id_of: Callable[[T], str] | None = object_id) -> T:
     """The one object of ``objects`` that ``ref`` names. ``id_of=None``: the objects have
     no IDs (stacks), only their names count."""

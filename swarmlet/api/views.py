@@ -163,6 +163,11 @@ class Node(StoredObject):
     spec: Field[NodeSpec] = Field({}, NodeSpec)
     status: Field[NodeStatus] = Field({}, NodeStatus)
 
+    @property
+    def name(self) -> str:
+        """What operators call a node: its hostname."""
+        return self.status.hostname
+
 
 # -- services, the cluster, files, networks ------------------------------------------------
 
@@ -196,19 +201,35 @@ class Cluster(StoredObject):
 class Secret(StoredObject):
     __slots__ = ()
     kind = "secret"
+
+    @property
+    def name(self) -> str:
+        return self.raw["spec"]["name"]
     spec: Field[Mapping] = Field({})  # {"name", "data": bytes, "labels"}
 
 
 class Config(StoredObject):
     __slots__ = ()
     kind = "config"
+
+    @property
+    def name(self) -> str:
+        return self.raw["spec"]["name"]
     spec: Field[Mapping] = Field({})
 
 
 class Network(StoredObject):
     __slots__ = ()
     kind = "network"
+
+    @property
+    def name(self) -> str:
+        return self.raw["spec"]["name"]
     spec: Field[Mapping] = Field({})
+
+
+def manager_api_addresses(nodes: list[Node]) -> list[str]:
+    return sorted(n.status.api_address for n in nodes if n.spec.role == "manager" and n.status.api_address)
 
 
 VIEWS: dict[str, type[StoredObject]] = {cls.kind: cls for cls in (Task, Node, Service, Cluster, Secret, Config, Network)}

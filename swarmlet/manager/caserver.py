@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from swarmlet.api.errors import Forbidden
+from swarmlet.api.views import Cluster
 from swarmlet.ca import (ROLE_MANAGER, ROLE_WORKER, NodeIdentity, RootCA, TokenError, format_token, identity_of,
                          parse_token, secrets_match)
-from swarmlet.api.objects import removed_node_ids
 
 
 class JoinRefused(Forbidden):
@@ -25,19 +25,19 @@ class Admission:
     role: str
 
 
-def root_ca(cluster: dict) -> RootCA:
-    spec = cluster["spec"]
+def root_ca(cluster: Cluster) -> RootCA:
+    spec = cluster.spec
     return RootCA.from_pem(spec["ca_cert"], spec["ca_key"])
 
 
-def join_tokens(cluster: dict) -> dict[str, str]:
+def join_tokens(cluster: Cluster) -> dict[str, str]:
     digest = root_ca(cluster).digest()
-    spec = cluster["spec"]
+    spec = cluster.spec
     return {ROLE_WORKER: format_token(digest, spec["worker_secret"]),
             ROLE_MANAGER: format_token(digest, spec["manager_secret"])}
 
 
-def admit(cluster: dict, token: str) -> Admission:
+def admit(cluster: Cluster, token: str) -> Admission:
     """Which role a join token admits to, or :class:`JoinRefused` saying why not."""
     try:
         digest, secret = parse_token(token)
@@ -46,7 +46,7 @@ def admit(cluster: dict, token: str) -> Admission:
     if digest != root_ca(cluster).digest():
         raise JoinRefused("the join token belongs to another cluster: its CA digest does not match this "
                           "cluster's root CA")
-    spec = cluster["spec"]
+    spec = cluster.spec
     if secrets_match(secret, spec["manager_secret"]):
         return Admission(ROLE_MANAGER)
     if secrets_match(secret, spec["worker_secret"]):
@@ -55,12 +55,12 @@ def admit(cluster: dict, token: str) -> Admission:
                       "this cluster (it may have been rotated)")
 
 
-def issue_certificate(cluster: dict, csr_pem: bytes, node_id: str, role: str, sans: list[str]) -> bytes:
-    validity = timedelta(seconds=float(cluster["spec"]["cert_expiry"]))
+def issue_certificate(cluster: Cluster, csr_pem: bytes, node_id: str, role: str, sans: list[str]) -> bytes:
+    validity = timedelta(seconds=float(cluster.spec["cert_expiry"]))
     return root_ca(cluster).issue(csr_pem, node_id, role, sans, validity)
 
 
-def certificate_refusal(cluster: dict | None, der: bytes, cluster_id: str,
+def certificate_refusal(cluster: Cluster | None, der: bytes, cluster_id: str,
                         node_exists) -> tuple[NodeIdentity | None, str | None]:
     """(identity, None) if the TLS-verified certificate may be used, else (identity or
     None, reason). ``node_exists(node_id)`` tells whether a node object still exists;
@@ -75,7 +75,7 @@ def certificate_refusal(cluster: dict | None, der: bytes, cluster_id: str,
         # A manager that has just joined has no state yet: the TLS chain check against
         # the pinned CA is all it can do until the leader's snapshot arrives.
         return identity, None
-    if identity.node_id in removed_node_ids(cluster):
+    if identity.node_id in cluster.removed_node_ids:
         return identity, f"certificate revoked: node {identity.node_id} was removed from the cluster"
     if identity.role != "admin" and not node_exists(identity.node_id):
         return identity, f"no node {identity.node_id} in this cluster"

@@ -15,8 +15,9 @@ import re
 
 from swarmlet.api import specs
 from swarmlet.api.errors import Invalid, TooLarge
-from swarmlet.api.objects import STACK_NAMESPACE_LABEL
+from swarmlet.api.objects import ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState
 from swarmlet.api.references import resolve
+from swarmlet.api.views import Config, Network, Secret, Service, StoredObject, Task
 from swarmlet.node.config import new_id
 from swarmlet.store import ClusterStore
 
@@ -30,8 +31,13 @@ class DeployError(Invalid):
     """A stack that cannot be deployed as sent; nothing of it was."""
 
 
-def stack_of(obj: dict) -> str | None:
-    return (obj["spec"].get("labels") or {}).get(STACK_NAMESPACE_LABEL)
+REPLICATED_MODES = (ServiceMode.REPLICATED, ServiceMode.REPLICATED_JOB)
+# The kinds a stack is made of, and the order they are listed in.
+STACK_KINDS: tuple[type[StoredObject], ...] = (Service, Network, Secret, Config)
+
+
+def stack_of(obj: StoredObject) -> str | None:
+    return (obj.raw["spec"].get("labels") or {}).get(STACK_NAMESPACE_LABEL)
 
 
 def scoped_name(stack: str, name: str, entry: dict) -> str:
@@ -66,11 +72,12 @@ def _decode(stack: str, kind: str, name: str, encoded, limit: int) -> bytes:
     return data
 
 
-def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool, existing: dict[str, list[dict]]) -> list[dict]:
+def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
+               existing: dict[str, list[StoredObject]]) -> list[dict]:
     """``existing``: the store's objects by kind ("service", "network", "secret", "config")."""
     if not _STACK_NAME.fullmatch(stack or ""):
         raise DeployError(f"invalid stack name {stack!r}")
-    by_name = {kind: {o["spec"]["name"]: o for o in objects} for kind, objects in existing.items()}
+    by_name = {kind: {o.name: o for o in objects} for kind, objects in existing.items()}
     names = {kind: {n: scoped_name(stack, n, e) for n, e in (stack_spec.get(kind) or {}).items()}
              for kind in ("networks", "secrets", "configs")}
     ops: list[dict] = []
@@ -88,7 +95,7 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool, existing:
                 ops.append({"op": "create", "kind": kind, "id": cluster_name,
                             "spec": {"name": cluster_name, "data": data,
                                      "labels": dict(entry.get("labels") or {}, **{STACK_NAMESPACE_LABEL: stack})}})
-            elif bytes(current["spec"]["data"]) != data:
+            elif bytes(current.spec["data"]) != data:
                 raise DeployError(f"{kind} {cluster_name!r} exists with other content; {kind}s are immutable: "
                                   "give the new content another name")
     if missing:
@@ -104,8 +111,8 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool, existing:
         current = by_name["network"].get(cluster_name)
         if current is None:
             ops.append({"op": "create", "kind": "network", "id": cluster_name, "spec": spec})
-        elif current["spec"] != spec:
-            ops.append({"op": "update", "kind": "network", "id": current["id"], "version": current["version"],
+        elif current.spec != spec:
+            ops.append({"op": "update", "kind": "network", "id": current.id, "version": current.version,
                         "spec": spec})
     wanted = set()
     for name, service in sorted((stack_spec.get("services") or {}).items()):
@@ -114,44 +121,45 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool, existing:
         current = by_name["service"].get(spec["name"])
         if current is None:
             ops.append({"op": "create", "kind": "service", "id": new_id(), "spec": spec, "status": {}})
-        elif current["spec"] != spec:
-            ops.append({"op": "update", "kind": "service", "id": current["id"], "version": current["version"],
+        elif current.raw_spec != spec:
+            ops.append({"op": "update", "kind": "service", "id": current.id, "version": current.version,
                         "spec": spec})
     if prune:
-        ops += [{"op": "delete", "kind": "service", "id": s["id"], "version": s["version"]}
-                for s in existing["service"] if stack_of(s) == stack and s["spec"]["name"] not in wanted]
+        ops += [{"op": "delete", "kind": "service", "id": s.id, "version": s.version}
+                for s in existing["service"] if stack_of(s) == stack and s.name not in wanted]
     return ops
 
 
 # -- views ---------------------------------------------------------------------------------------------
 
-def task_view(task: dict) -> dict:
-    spec, status = task["spec"], task["status"]
-    return {"id": task["id"], "service_id": spec["service_id"], "service_name": spec["service_name"],
-            "stack": spec.get("stack", ""), "slot": spec.get("slot"), "node_id": spec.get("node_id"),
-            "desired_state": spec["desired_state"], "state": status.get("state"), "message": status.get("message", ""),
-            "err": status.get("err"), "exit_code": status.get("exit_code"), "timestamp": status.get("timestamp"),
-            "spec_digest": spec["spec_digest"], "image": spec["container"]["image"], "created_at": task["created_at"]}
+def task_public(task: Task) -> dict:
+    spec, status = task.spec, task.status
+    return {"id": task.id, "service_id": spec.service_id, "service_name": spec.service_name,
+            "stack": spec.stack, "slot": spec.slot, "node_id": spec.node_id,
+            "desired_state": spec.desired_state, "state": task.raw["status"].get("state"), "message": status.message,
+            "err": status.err, "exit_code": status.exit_code, "timestamp": status.timestamp,
+            "spec_digest": spec.spec_digest, "image": spec.raw["container"]["image"], "created_at": task.created_at}
 
 
-def service_view(service: dict, tasks: list[dict]) -> dict:
-    spec = service["spec"]
-    mine = [t for t in tasks if t["spec"]["service_id"] == service["id"]]
-    running = sum(1 for t in mine if t["spec"]["desired_state"] == "running" and t["status"].get("state") == "running")
-    desired = spec.get("replicas") if spec["mode"] in ("replicated", "replicated-job") else sum(
-        1 for t in mine if t["spec"]["desired_state"] in ("ready", "running"))
-    return {"id": service["id"], "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
+def service_public(service: Service, tasks: list[Task]) -> dict:
+    spec = service.raw_spec
+    mine = [t for t in tasks if t.spec.service_id == service.id]
+    running = sum(1 for t in mine if t.spec.desired_state == DesiredState.RUNNING
+                  and t.status.state == TaskState.RUNNING)
+    desired = spec.get("replicas") if spec["mode"] in REPLICATED_MODES else sum(
+        1 for t in mine if t.spec.desired_state in ACTIVE_DESIRED_STATES)
+    return {"id": service.id, "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
             "replicas": desired, "running": running, "image": spec["container"]["image"],
-            "version": service["version"], "created_at": service["created_at"], "updated_at": service["updated_at"],
-            "spec": spec, "status": service.get("status") or {}}
+            "version": service.version, "created_at": service.created_at, "updated_at": service.updated_at,
+            "spec": spec, "status": service.status}
 
 
 class StackApi:
     def __init__(self, store: ClusterStore):
         self.store = store
 
-    def _existing(self) -> dict[str, list[dict]]:
-        return {kind: self.store.list(kind) for kind in ("service", "network", "secret", "config")}
+    def _existing(self) -> dict[str, list[StoredObject]]:
+        return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
     async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool) -> dict:
         ops = deploy_ops(stack, stack_spec, files, prune, self._existing())
@@ -161,52 +169,50 @@ class StackApi:
 
     def stacks(self) -> list[dict]:
         counts: dict[str, int] = {}
-        for service in self.store.list("service"):
+        for service in self.store.list(Service):
             name = stack_of(service)
             if name:
                 counts[name] = counts.get(name, 0) + 1
         return [{"name": name, "services": count} for name, count in sorted(counts.items())]
 
     def services(self, stack: str | None = None) -> list[dict]:
-        tasks = self.store.list("task")
-        services = [s for s in self.store.list("service") if stack is None or stack_of(s) == stack]
-        return [service_view(s, tasks) for s in sorted(services, key=lambda s: s["spec"]["name"])]
+        tasks = self.store.list(Task)
+        services = [s for s in self.store.list(Service) if stack is None or stack_of(s) == stack]
+        return [service_public(s, tasks) for s in sorted(services, key=lambda s: s.name)]
 
-    def resolve_service(self, ref: str) -> dict:
-        return resolve("service", ref, self.store.list("service"))
+    def resolve_service(self, ref: str) -> Service:
+        return resolve("service", ref, self.store.list(Service))
 
     def service(self, ref: str) -> dict:
-        return service_view(self.resolve_service(ref), self.store.list("task"))
+        return service_public(self.resolve_service(ref), self.store.list(Task))
 
     def tasks(self, service_ref: str | None = None, stack: str | None = None) -> list[dict]:
-        service_id = self.resolve_service(service_ref)["id"] if service_ref else None
-        tasks = [t for t in self.store.list("task")
-                 if (service_id is None or t["spec"]["service_id"] == service_id)
-                 and (stack is None or t["spec"].get("stack") == stack)]
-        return [task_view(t) for t in sorted(tasks, key=lambda t: (t["spec"]["service_name"], t["spec"].get("slot") or 0,
-                                                                    t["created_at"]))]
+        service_id = self.resolve_service(service_ref).id if service_ref else None
+        tasks = [t for t in self.store.list(Task)
+                 if (service_id is None or t.spec.service_id == service_id) and (stack is None or t.spec.stack == stack)]
+        return [task_public(t) for t in sorted(tasks, key=lambda t: (t.spec.service_name, t.spec.slot or 0,
+                                                                      t.created_at))]
 
     async def scale(self, ref: str, replicas: int) -> dict:
         service = self.resolve_service(ref)
-        if service["spec"]["mode"] not in ("replicated", "replicated-job"):
-            raise Invalid(f"service {service['spec']['name']} is {service['spec']['mode']}: only replicated "
-                          "services scale")
+        mode = service.raw_spec["mode"]
+        if mode not in REPLICATED_MODES:
+            raise Invalid(f"service {service.name} is {mode}: only replicated services scale")
         if replicas < 0:
             raise Invalid("replicas must be 0 or more")
-        await self.store.commit([{"op": "update", "kind": "service", "id": service["id"], "version": service["version"],
-                                  "spec": dict(service["spec"], replicas=replicas)}])
-        return self.service(service["id"])
+        await self.store.commit([{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                                  "spec": dict(service.raw_spec, replicas=replicas)}])
+        return self.service(service.id)
 
     async def remove_service(self, ref: str) -> None:
         service = self.resolve_service(ref)
-        await self.store.commit([{"op": "delete", "kind": "service", "id": service["id"],
-                                  "version": service["version"]}])
+        await self.store.commit([{"op": "delete", "kind": "service", "id": service.id, "version": service.version}])
 
     async def remove_stack(self, stack: str) -> dict:
         objects = [o for objects in self._existing().values() for o in objects]
         # A stack is the objects labelled with its name: it has no ID (so no prefix) of its own.
         stack = resolve("stack", stack, {stack_of(o) for o in objects} - {None}, name=str, id_of=None)
-        ops = [{"op": "delete", "kind": o["kind"], "id": o["id"], "version": o["version"]}
+        ops = [{"op": "delete", "kind": o.kind, "id": o.id, "version": o.version}
                for o in objects if stack_of(o) == stack]
         await self.store.commit(ops)
         return {"stack": stack, "removed": len(ops)}

@@ -16,6 +16,7 @@ import sys
 
 from swarmlet.agent.agent import Agent
 from swarmlet.api.objects import CLUSTER_ID
+from swarmlet.api.views import Cluster
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER
 from swarmlet.node.bootstrap import bootstrap_done, take_bootstrap_spec
 from swarmlet.node.config import DataDir
@@ -79,7 +80,7 @@ async def run_node(data_dir: DataDir) -> str | None:
         manager = Manager(data_dir, config, tls)
         await manager.start()
         spec = take_bootstrap_spec(data_dir)
-        if spec is not None and manager.store.get("cluster", CLUSTER_ID) is None:
+        if spec is not None and manager.store.get(Cluster, CLUSTER_ID) is None:
             await manager.bootstrap(spec, config.hostname)
         bootstrap_done(data_dir)
         member_task = asyncio.ensure_future(manager.ensure_raft_member())
@@ -145,7 +146,7 @@ async def _announce_ready(data_dir: DataDir, manager, agent: Agent) -> None:
     if manager is not None:
         store = manager.store
         await store.wait_for(lambda: store.ready and store.leader_address is not None
-                             and store.get("cluster", CLUSTER_ID) is not None, timeout=READY_TIMEOUT * 5)
+                             and store.get(Cluster, CLUSTER_ID) is not None, timeout=READY_TIMEOUT * 5)
     await agent.connected.wait()
     write_private(data_dir.ready_path, str(os.getpid()).encode())
     log.info("node ready")

@@ -22,7 +22,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar, overload
+from typing import Awaitable, Callable, TypeVar
 
 from pysyncobj import FAIL_REASON
 
@@ -157,32 +157,15 @@ class ClusterStore:
             self._raft = None
 
     # -- reads -------------------------------------------------------------------------------
-    # ``get(Task, id)`` / ``list(Node)`` hand out typed views (swarmlet.api.views); with a
-    # kind's name they hand out the frozen dicts themselves. Either way nothing is copied
-    # and nothing handed out can change the replicated state.
-    @overload
-    def get(self, kind: type[O], object_id: str) -> O | None: ...
-
-    @overload
-    def get(self, kind: str, object_id: str) -> dict | None: ...
-
-    def get(self, kind, object_id):
+    # Typed views of the state machine's own (frozen) objects: nothing is copied, and
+    # nothing handed out can change the replicated state (swarmlet.api.views).
+    def get(self, kind: type[O], object_id: str) -> O | None:
         with self._raft.state_lock:
-            if isinstance(kind, str):
-                return self._raft.state.get(kind, object_id)
             raw = self._raft.state.get(kind.kind, object_id)
         return kind(raw) if raw is not None else None
 
-    @overload
-    def list(self, kind: type[O]) -> list[O]: ...
-
-    @overload
-    def list(self, kind: str) -> list[dict]: ...
-
-    def list(self, kind):
+    def list(self, kind: type[O]) -> list[O]:
         with self._raft.state_lock:
-            if isinstance(kind, str):
-                return self._raft.state.list(kind)
             raws = self._raft.state.list(kind.kind)
         return [kind(raw) for raw in raws]
 

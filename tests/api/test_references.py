@@ -5,9 +5,12 @@ import pytest
 
 from swarmlet.api.errors import Ambiguous, NotFound
 from swarmlet.api.references import resolve
+from swarmlet.api.views import Config, Node
+from swarmlet.store.state import freeze
 
-SERVICES = [{"id": "abc123", "spec": {"name": "app_web"}}, {"id": "abd456", "spec": {"name": "app_db"}},
-            {"id": "app_web", "spec": {"name": "other"}}]
+SERVICES = [Config(freeze(o)) for o in ({"id": "abc123", "spec": {"name": "app_web"}},
+                                        {"id": "abd456", "spec": {"name": "app_db"}},
+                                        {"id": "app_web", "spec": {"name": "other"}})]
 
 
 @pytest.mark.parametrize("ref, expected", [
@@ -17,7 +20,7 @@ SERVICES = [{"id": "abc123", "spec": {"name": "app_web"}}, {"id": "abd456", "spe
     ("app_web", "app_web"),  # an ID wins over another object's name
 ])
 def test_a_reference_names_one_object(ref, expected):
-    assert resolve("service", ref, SERVICES)["id"] == expected
+    assert resolve("service", ref, SERVICES).id == expected
 
 
 def test_an_ambiguous_prefix_names_the_candidates():
@@ -26,9 +29,9 @@ def test_an_ambiguous_prefix_names_the_candidates():
 
 
 def test_a_name_two_objects_share_is_ambiguous():
-    nodes = [{"id": "n1", "status": {"hostname": "box"}}, {"id": "n2", "status": {"hostname": "box"}}]
+    nodes = [Node(freeze({"id": "n1", "status": {"hostname": "box"}})), Node(freeze({"id": "n2", "status": {"hostname": "box"}}))]
     with pytest.raises(Ambiguous, match="n1, n2"):
-        resolve("node", "box", nodes, name=lambda n: n["status"]["hostname"])
+        resolve("node", "box", nodes)
 
 
 @pytest.mark.parametrize("ref", ["zzz", ""])

@@ -24,11 +24,12 @@ class MemoryStore:
         self.fail_next: StoreError | None = None  # raised by the next commit instead of applying it
         self._subscribers: list[asyncio.Queue] = []
 
-    def get(self, kind: str, object_id: str) -> dict | None:
-        return self.state.get(kind, object_id)
+    def get(self, kind, object_id: str):
+        raw = self.state.get(kind.kind, object_id)
+        return kind(raw) if raw is not None else None
 
-    def list(self, kind: str) -> list[dict]:
-        return self.state.list(kind)
+    def list(self, kind) -> list:
+        return [kind(raw) for raw in self.state.list(kind.kind)]
 
     @property
     def index(self) -> int:
@@ -60,11 +61,18 @@ class MemoryStore:
         return len(self._subscribers)
 
     # -- fixtures' helpers ----------------------------------------------------------------------
+    def raw(self, kind: str, object_id: str) -> dict | None:
+        """The stored object itself (a frozen dict), for tests to look at."""
+        return self.state.get(kind, object_id)
+
+    def raw_list(self, kind: str) -> list[dict]:
+        return self.state.list(kind)
+
     async def add(self, kind: str, object_id: str, spec: dict, status: dict | None = None) -> dict:
         await self.commit([{"op": "create", "kind": kind, "id": object_id, "spec": spec, "status": status or {}}])
-        return self.get(kind, object_id)
+        return self.raw(kind, object_id)
 
-    async def add_node(self, node_id: str, hostname: str | None = None, state: str = "unknown") -> dict:
+    async def add_node(self, node_id: str, hostname: str | None = None, state: str = "unknown"):
         return await self.add("node", node_id, node_object_spec("worker"),
                               node_object_status(addr="127.0.0.1", hostname=hostname or node_id, state=state))
 

@@ -27,19 +27,23 @@ def test_each_refusal_has_its_status(error, status):
     assert http_status(error) == status
 
 
-class FakeManager:
+class FakeCA:
     """What the anonymous routes call; ``join`` raises whatever the test sets."""
+
+    ca_pem = b"CA"
 
     def __init__(self):
         self.refusal: Exception | None = None
-
-    def ca_cert_pem(self) -> bytes:
-        return b"CA"
 
     async def join(self, **fields) -> dict:
         if self.refusal is not None:
             raise self.refusal
         return {"joined": fields["hostname"]}
+
+
+class FakeManager:
+    def __init__(self):
+        self.ca = FakeCA()
 
 
 @pytest.fixture
@@ -64,7 +68,7 @@ async def test_an_answer_is_json(api):
     (CommitTimeout("timed out, outcome unknown"), 504, "timeout"),
 ])
 async def test_a_domain_refusal_becomes_its_status_with_message_and_code(api, refusal, status, code):
-    api.manager.refusal = refusal
+    api.manager.ca.refusal = refusal
     response = await api.post("/v1/join", json=JOIN_BODY)
     assert response.status == status
     assert await response.json() == {"error": str(refusal), "code": code}

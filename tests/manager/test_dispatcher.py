@@ -8,6 +8,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
+from swarmlet.api.views import Node, Task
+from swarmlet.store.state import freeze
 from swarmlet.api.objects import NODE_DOWN, NODE_READY
 from swarmlet.api.session import (SESSION_PATH, Assignments, Heartbeat, HeartbeatAck, Hello, Log, LogEnd, Logs,
                                   LogsCancel, Redirect, Status, Welcome, pack, unpack)
@@ -72,7 +74,7 @@ async def test_hello_marks_the_node_ready_and_welcomes_it_with_its_assignment_se
     assignments = await receive(ws)
     assert isinstance(assignments, Assignments)
     assert [(t["id"], t["phase"]) for t in assignments.tasks] == [("t1", "new")]
-    status = store.get("node", "n1")["status"]
+    status = store.raw("node", "n1")["status"]
     assert status["state"] == NODE_READY and status["description"] == {"hostname": "one", "engine_labels": {}}
 
 
@@ -83,14 +85,14 @@ async def test_a_session_that_does_not_start_with_hello_is_refused(store, client
     await ws.send_bytes(first_frame)
     closing = await ws.receive(timeout=REPLY_TIMEOUT)
     assert closing.type == WSMsgType.CLOSE and closing.extra == "malformed hello"
-    assert store.get("node", "n1")["status"]["state"] != NODE_READY
+    assert store.raw("node", "n1")["status"]["state"] != NODE_READY
 
 
 async def test_a_heartbeat_is_answered_with_the_nodes_current_spec(store, client):
     await store.add_node("n1")
     ws = await connect(client, "n1")
     await receive(ws), await receive(ws)  # welcome, assignments
-    node = store.get("node", "n1")
+    node = store.raw("node", "n1")
     await store.commit([{"op": "update", "kind": "node", "id": "n1", "version": node["version"],
                          "spec": dict(node["spec"], role="manager")}])
     await ws.send_bytes(pack(Heartbeat()))
@@ -102,12 +104,12 @@ async def test_a_heartbeat_brings_a_node_marked_down_back(store, client):
     await store.add_node("n1")
     ws = await connect(client, "n1")
     await receive(ws), await receive(ws)
-    node = store.get("node", "n1")
+    node = store.raw("node", "n1")
     await store.commit([{"op": "update", "kind": "node", "id": "n1", "version": node["version"],
                          "status": dict(node["status"], state=NODE_DOWN)}])
     await ws.send_bytes(pack(Heartbeat()))
     await receive(ws)
-    assert store.get("node", "n1")["status"]["state"] == NODE_READY
+    assert store.raw("node", "n1")["status"]["state"] == NODE_READY
 
 
 async def test_store_changes_push_a_new_assignment_set_to_the_nodes_they_touch(store, dispatcher, client):
@@ -139,7 +141,7 @@ async def test_status_reports_are_written_together_and_reports_on_other_nodes_ta
     event = await next_change(changes)
     assert sorted(c.id for c in event.changes) == ["a", "b"]
     assert len(store.commits) == commits_before + 1
-    assert store.get("task", "theirs")["status"]["state"] == "assigned"
+    assert store.raw("task", "theirs")["status"]["state"] == "assigned"
 
 
 async def test_statuses_not_written_for_want_of_a_quorum_are_written_later(store, dispatcher, client):
@@ -152,7 +154,7 @@ async def test_statuses_not_written_for_want_of_a_quorum_are_written_later(store
     store.fail_next = NoQuorum("no quorum")
     await ws.send_bytes(pack(Status(updates=[{"task_id": "a", "status": {"state": "running"}}])))
     event = await next_change(changes)
-    assert [c.id for c in event.changes] == ["a"] and store.get("task", "a")["status"]["state"] == "running"
+    assert [c.id for c in event.changes] == ["a"] and store.raw("task", "a")["status"]["state"] == "running"
 
 
 async def test_logs_are_relayed_from_the_node_holding_the_task(store, dispatcher, client):
@@ -160,7 +162,7 @@ async def test_logs_are_relayed_from_the_node_holding_the_task(store, dispatcher
     task = await store.add("task", "t1", task_spec("n1"), {"state": "running"})
     ws = await connect(client, "n1")
     await receive(ws), await receive(ws)
-    lines = dispatcher.task_logs([task], tail=10, follow=False)
+    lines = dispatcher.task_logs([Task(task)], tail=10, follow=False)
     first = asyncio.ensure_future(lines.__anext__())
     request = await receive(ws)
     assert isinstance(request, Logs) and (request.task_id, request.tail, request.follow) == ("t1", 10, False)
@@ -179,12 +181,12 @@ async def test_a_session_that_ends_ends_its_log_streams_and_a_reader_that_stops_
     ws1, ws2 = await connect(client, "n1"), await connect(client, "n2")
     for ws in (ws1, ws2):
         await receive(ws), await receive(ws)
-    lines = dispatcher.task_logs([one, two], tail=None, follow=True)
+    lines = dispatcher.task_logs([Task(one), Task(two)], tail=None, follow=True)
     first = asyncio.ensure_future(lines.__anext__())
     request = await receive(ws1)
     await receive(ws2)
     await ws1.close()
-    assert await first == (one, "error: the node's session ended")
+    assert await first == (Task(one), "error: the node's session ended")
     await lines.aclose()  # the reader stops: the node still streaming is told so
     assert await receive(ws2) == LogsCancel(request.request_id, "t2")
 
@@ -210,7 +212,7 @@ async def test_a_silent_node_is_marked_down_after_the_grace_period(store, dispat
 
 
 def test_nodes_to_mark_down():
-    nodes = [{"id": i, "status": {"state": state}} for i, state in
+    nodes = [Node(freeze({"id": i, "status": {"state": state}})) for i, state in
              (("fresh", "ready"), ("silent", "ready"), ("down", "down"), ("unseen", "ready"))]
     last_seen = {"fresh": 99.5, "silent": 96.0, "down": 90.0}
-    assert [n["id"] for n in nodes_to_mark_down(nodes, last_seen, now=100.0, grace=3.0)] == ["silent"]
+    assert [n.id for n in nodes_to_mark_down(nodes, last_seen, now=100.0, grace=3.0)] == ["silent"]

@@ -8,19 +8,19 @@ from swarmlet.store import Conflict, NoQuorum
 
 
 def bump(store, kind, object_id, version=None, **status):
-    obj = store.get(kind, object_id)
+    obj = store.raw(kind, object_id)
     return {"op": "update", "kind": kind, "id": object_id, "version": obj["version"] if version is None else version,
             "status": dict(obj["status"], **status)}
 
 
 async def test_a_conflicting_write_is_built_again_from_a_fresh_read(store):
     await store.add_node("n1")
-    stale = store.get("node", "n1")["version"]
+    stale = store.raw("node", "n1")["version"]
     await store.commit([bump(store, "node", "n1", message="someone else wrote meanwhile")])
     versions = iter([stale, None])  # the first build read before the other write
     result = await retry_on_conflict(store, lambda: [bump(store, "node", "n1", next(versions), state="down")])
-    assert result["ok"] and store.get("node", "n1")["status"]["state"] == "down"
-    assert store.get("node", "n1")["status"]["message"] == "someone else wrote meanwhile"
+    assert result["ok"] and store.raw("node", "n1")["status"]["state"] == "down"
+    assert store.raw("node", "n1")["status"]["message"] == "someone else wrote meanwhile"
 
 
 async def test_nothing_to_write_writes_nothing(store):
@@ -31,7 +31,7 @@ async def test_nothing_to_write_writes_nothing(store):
 
 async def test_a_write_that_keeps_losing_gives_up(store):
     await store.add_node("n1")
-    stale = store.get("node", "n1")["version"]
+    stale = store.raw("node", "n1")["version"]
     await store.commit([bump(store, "node", "n1", message="moved on")])
     before = len(store.commits)
     with pytest.raises(Conflict):
@@ -42,7 +42,7 @@ async def test_a_write_that_keeps_losing_gives_up(store):
 async def test_a_batch_that_conflicts_is_written_key_by_key(store):
     for node_id in ("a", "b", "c"):
         await store.add_node(node_id)
-    stale_b = store.get("node", "b")["version"]
+    stale_b = store.raw("node", "b")["version"]
     await store.commit([bump(store, "node", "b", message="raced")])
     built = []
 
@@ -53,7 +53,7 @@ async def test_a_batch_that_conflicts_is_written_key_by_key(store):
 
     assert await commit_each_on_conflict(store, ["a", "b", "c"], ops) == []
     assert built == [["a", "b", "c"], ["a"], ["b"], ["c"]]
-    assert all(store.get("node", k)["status"]["state"] == "ready" for k in "abc")
+    assert all(store.raw("node", k)["status"]["state"] == "ready" for k in "abc")
 
 
 async def test_a_batch_refused_for_another_reason_is_raised(store):
@@ -66,9 +66,9 @@ async def test_a_batch_refused_for_another_reason_is_raised(store):
 async def test_the_keys_that_could_not_be_written_are_returned(store):
     await store.add_node("a")
     await store.add_node("b")
-    stale_b = store.get("node", "b")["version"]
+    stale_b = store.raw("node", "b")["version"]
     await store.commit([bump(store, "node", "b", message="raced")])
     ops = lambda keys: [bump(store, "node", k, stale_b if k == "b" else None, state="ready") for k in keys]
     failures = await commit_each_on_conflict(store, ["a", "b"], ops)  # "b" is built stale every time
     assert [(key, type(err)) for key, err in failures] == [("b", Conflict)]
-    assert store.get("node", "a")["status"]["state"] == "ready"
+    assert store.raw("node", "a")["status"]["state"] == "ready"

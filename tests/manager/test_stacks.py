@@ -6,6 +6,8 @@ import base64
 
 import pytest
 
+from swarmlet.api.views import VIEWS
+from swarmlet.store.state import freeze
 from swarmlet.api import errors, specs
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL
 from swarmlet.manager.orchestrator.loop import ALL, touched_services
@@ -28,11 +30,12 @@ def files(data: bytes = b"pw") -> dict:
     return {"secrets": {"db": base64.b64encode(data).decode()}}
 
 
-def stored(ops: list[dict]) -> dict[str, list[dict]]:
-    """The store's objects after ``ops`` (versions 1), as ``deploy_ops`` reads them."""
+def stored(ops: list[dict]) -> dict[str, list]:
+    """The store's objects after ``ops`` (versions 1), as ``deploy_ops`` reads them: views."""
     existing = {kind: [] for kind in NOTHING}
     for op in ops:
-        existing[op["kind"]].append({"id": op["id"], "kind": op["kind"], "version": 1, "spec": op["spec"]})
+        existing[op["kind"]].append(VIEWS[op["kind"]](freeze({"id": op["id"], "kind": op["kind"], "version": 1,
+                                                               "spec": op["spec"]})))
     return existing
 
 
@@ -85,7 +88,7 @@ async def test_the_stack_api_resolves_services_and_stacks_by_the_one_rule(store)
     with pytest.raises(errors.NotFound, match="no such stack: ap$"):
         await api.remove_stack("ap")  # no prefixes for stack names
     assert (await api.remove_stack("app"))["removed"] == 4  # two services, the network, the secret
-    assert store.list("service") == [] and store.list("secret") == []
+    assert store.raw_list("service") == [] and store.raw_list("secret") == []
 
 
 async def test_scaling_refuses_what_cannot_scale(store):

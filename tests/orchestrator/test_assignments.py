@@ -5,7 +5,10 @@ from swarmlet.api import specs
 from swarmlet.api.session import Assignments
 from swarmlet.manager.dispatcher.assignments import accepted_status, node_assignment, task_phase
 
-from .conftest import World, make_node, make_service
+from swarmlet.api.views import Secret, Task
+from swarmlet.store.state import freeze
+
+from .conftest import World, make_node, make_service, task_views
 
 
 def _tasks_with_secrets():
@@ -18,16 +21,16 @@ def _tasks_with_secrets():
 
 
 def _secret(name, data):
-    return {"id": name, "spec": {"name": name, "data": data, "labels": {}}}
+    return Secret(freeze({"id": name, "spec": {"name": name, "data": data, "labels": {}}}))
 
 
 def test_a_node_gets_its_tasks_and_only_the_secrets_they_use():
     w = _tasks_with_secrets()
     secrets = [_secret("app_db", b"pw"), _secret("other", b"nope")]
-    message = node_assignment("n1", list(w.tasks.values()), secrets, [])
+    message = node_assignment("n1", task_views(w.tasks.values()), secrets, [])
     assert [t["id"] for t in message.tasks] == [t["id"] for t in w.tasks.values() if t["spec"]["node_id"] == "n1"]
     assert message.secrets == {"app_db": {"data": b"pw", "id": "app_db"}}
-    assert node_assignment("n3", list(w.tasks.values()), secrets, []) == Assignments(
+    assert node_assignment("n3", task_views(w.tasks.values()), secrets, []) == Assignments(
         tasks=[], secrets={}, configs={})
 
 
@@ -35,26 +38,27 @@ def test_a_stopped_task_no_longer_brings_its_secret():
     w = _tasks_with_secrets()
     for task in w.tasks.values():
         task["spec"]["desired_state"] = "shutdown"
-    message = node_assignment("n1", list(w.tasks.values()), [_secret("app_db", b"pw")], [])
+    message = node_assignment("n1", task_views(w.tasks.values()), [_secret("app_db", b"pw")], [])
     assert message.secrets == {} and len(message.tasks) == 1
 
 
 def test_status_reports_only_move_forward_and_only_from_the_tasks_node():
     w = _tasks_with_secrets()
-    task = next(t for t in w.tasks.values() if t["spec"]["node_id"] == "n1")
+    raw = next(t for t in w.tasks.values() if t["spec"]["node_id"] == "n1")
+    task = Task(freeze(raw))
     assert accepted_status(task, "n2", {"state": "running"}) is None  # not its node
     running = accepted_status(task, "n1", {"state": "running", "started_at": 5.0, "bogus": 1})
     assert running["state"] == "running" and running["started_at"] == 5.0 and "bogus" not in running
-    task["status"] = running
+    task = Task(freeze(dict(raw, status=running)))
     assert accepted_status(task, "n1", {"state": "starting"}) is None  # backwards
     assert accepted_status(task, "n1", dict(running)) is None  # nothing new
-    task["status"] = dict(running, state="complete")
+    task = Task(freeze(dict(raw, status=dict(running, state="complete"))))
     assert accepted_status(task, "n1", {"state": "failed"}) is None  # an ended task stays ended
     assert accepted_status(None, "n1", {"state": "running"}) is None
 
 
 def test_task_phase():
     def task(state):
-        return {"status": {"state": state}}
+        return Task(freeze({"status": {"state": state}}))
     assert [task_phase(task(s)) for s in ("pending", "assigned", "accepted", "running", "failed")] == \
         ["new", "new", "active", "active", "ended"]

@@ -11,8 +11,9 @@ Domain code refuses with the errors of ``swarmlet.api.errors``; this module alon
 turns them into HTTP statuses (``HTTP_STATUS``). Every refusal is answered with a JSON
 ``{"error": message, "code": kind}`` and logged.
 
-The routes call the Manager (``request.app["manager"]``, see manager.py), which builds
-this app: it is not imported here, so that the dependency runs one way.
+The routes call the Manager's services (``request.app["manager"].nodes``, ``.ca``,
+``.membership``, ``.configs``, ``.stacks``, ``.logs``, ``.dispatcher``; see manager.py),
+which builds this app: it is not imported here, so that the dependency runs one way.
 """
 from __future__ import annotations
 
@@ -72,7 +73,7 @@ def requires(*roles: str):
                 if not der:
                     return _refuse(request, 401, "a client certificate of this cluster is required",
                                    errors.Forbidden.code)
-                identity, reason = manager.check_certificate(der)
+                identity, reason = manager.ca.check_certificate(der)
                 if reason is not None:
                     return _refuse(request, 403, reason, errors.Forbidden.code)
                 if identity.role not in roles:
@@ -121,14 +122,14 @@ routes = web.RouteTableDef()
 @routes.get("/v1/ca")
 @requires(ANONYMOUS)
 async def get_ca(request):
-    return reply({"ca_cert": request.app["manager"].ca_cert_pem().decode()})
+    return reply({"ca_cert": request.app["manager"].ca.ca_pem.decode()})
 
 
 @routes.post("/v1/join")
 @requires(ANONYMOUS)
 async def join(request):
     body = await json_body(request)
-    answer = await request.app["manager"].join(
+    answer = await request.app["manager"].ca.join(
         token=field(body, "token", str), csr=field(body, "csr", str).encode(),
         advertise_addr=field(body, "advertise_addr", str), hostname=field(body, "hostname", str),
         api_port=field(body, "api_port", int), raft_port=field(body, "raft_port", int),
@@ -140,7 +141,7 @@ async def join(request):
 @requires(*NODE_ROLES)
 async def renew(request):
     body = await json_body(request)
-    return reply(await request.app["manager"].renew(
+    return reply(await request.app["manager"].ca.renew(
         request["identity"], field(body, "csr", str).encode(),
         api_port=field(body, "api_port", int, required=False), raft_port=field(body, "raft_port", int, required=False)))
 
@@ -148,7 +149,7 @@ async def renew(request):
 @routes.post("/v1/node/leave")
 @requires(*NODE_ROLES)
 async def leave(request):
-    await request.app["manager"].node_left(request["identity"].node_id)
+    await request.app["manager"].nodes.left(request["identity"].node_id)
     return reply({"ok": True})
 
 
@@ -162,7 +163,7 @@ async def session(request):
 @requires(*MANAGER_ONLY)
 async def add_raft_member(request):
     body = await json_body(request)
-    await request.app["manager"].add_raft_member(request["identity"].node_id, field(body, "raft_address", str))
+    await request.app["manager"].membership.add(request["identity"].node_id, field(body, "raft_address", str))
     return reply({"ok": True})
 
 
@@ -170,57 +171,57 @@ async def add_raft_member(request):
 @requires(*MANAGER_ONLY)
 async def remove_raft_member(request):
     body = await json_body(request)
-    await request.app["manager"].remove_raft_member(request["identity"].node_id, field(body, "raft_address", str))
+    await request.app["manager"].membership.remove(request["identity"].node_id, field(body, "raft_address", str))
     return reply({"ok": True})
 
 
 @routes.post("/v1/nodes/{ref}/promote")
 @requires(*ADMIN_OR_MANAGER)
 async def promote_node(request):
-    return reply(await request.app["manager"].set_role(request.match_info["ref"], "manager"))
+    return reply(await request.app["manager"].nodes.set_role(request.match_info["ref"], "manager"))
 
 
 @routes.post("/v1/nodes/{ref}/demote")
 @requires(*ADMIN_OR_MANAGER)
 async def demote_node(request):
-    return reply(await request.app["manager"].set_role(request.match_info["ref"], "worker"))
+    return reply(await request.app["manager"].nodes.set_role(request.match_info["ref"], "worker"))
 
 
 @routes.get("/v1/cluster/status")
 @requires(*ADMIN_OR_MANAGER)
 async def cluster_status(request):
-    return reply(await request.app["manager"].cluster_status(forward=request.query.get("local") != "1"))
+    return reply(await request.app["manager"].membership.status(forward=request.query.get("local") != "1"))
 
 
 @routes.get("/v1/join-tokens")
 @requires(*ADMIN_ONLY)
 async def get_join_tokens(request):
-    return reply(request.app["manager"].join_tokens())
+    return reply(request.app["manager"].ca.join_tokens())
 
 
 @routes.post("/v1/join-tokens/{role}/rotate")
 @requires(*ADMIN_ONLY)
 async def rotate_join_token(request):
-    return reply(await request.app["manager"].rotate_join_token(request.match_info["role"]))
+    return reply(await request.app["manager"].ca.rotate_join_token(request.match_info["role"]))
 
 
 @routes.get("/v1/nodes")
 @requires(*ADMIN_ONLY)
 async def list_nodes(request):
-    return reply(request.app["manager"].nodes_view())
+    return reply(request.app["manager"].nodes.list_public())
 
 
 @routes.get("/v1/nodes/{ref}")
 @requires(*ADMIN_ONLY)
 async def inspect_node(request):
-    return reply(request.app["manager"].node_view(request.match_info["ref"]))
+    return reply(request.app["manager"].nodes.public(request.match_info["ref"]))
 
 
 @routes.post("/v1/nodes/{ref}/update")
 @requires(*ADMIN_ONLY)
 async def update_node(request):
     body = await json_body(request)
-    return reply(await request.app["manager"].update_node(
+    return reply(await request.app["manager"].nodes.update(
         request.match_info["ref"], availability=field(body, "availability", str, required=False),
         label_add=field(body, "label_add", dict, required=False, default={}),
         label_rm=field(body, "label_rm", list, required=False, default=[]),
@@ -230,14 +231,14 @@ async def update_node(request):
 @routes.delete("/v1/nodes/{ref}")
 @requires(*ADMIN_ONLY)
 async def remove_node(request):
-    await request.app["manager"].remove_node(request.match_info["ref"], force=request.query.get("force") == "1")
+    await request.app["manager"].nodes.remove(request.match_info["ref"], force=request.query.get("force") == "1")
     return reply({"ok": True})
 
 
 @routes.get("/v1/configs")
 @requires(*ADMIN_ONLY)
 async def list_configs(request):
-    return reply(request.app["manager"].configs_view())
+    return reply(request.app["manager"].configs.list_public())
 
 
 @routes.post("/v1/configs")
@@ -248,7 +249,7 @@ async def create_config(request):
         data = base64.b64decode(field(body, "data", str), validate=True)
     except ValueError:
         raise errors.Invalid("field 'data' must be base64") from None
-    created = await request.app["manager"].create_config(
+    created = await request.app["manager"].configs.create(
         field(body, "name", str), data, field(body, "labels", dict, required=False, default={}),
         request_id=field(body, "request_id", str, required=False))
     return reply(created, 201)
@@ -257,13 +258,13 @@ async def create_config(request):
 @routes.get("/v1/configs/{ref}")
 @requires(*ADMIN_ONLY)
 async def inspect_config(request):
-    return reply(request.app["manager"].config_view(request.match_info["ref"]))
+    return reply(request.app["manager"].configs.public(request.match_info["ref"]))
 
 
 @routes.delete("/v1/configs/{ref}")
 @requires(*ADMIN_ONLY)
 async def remove_config(request):
-    await request.app["manager"].remove_config(request.match_info["ref"])
+    await request.app["manager"].configs.remove(request.match_info["ref"])
     return reply({"ok": True})
 
 
@@ -340,7 +341,7 @@ async def service_logs(request):
     follow = request.query.get("follow") == "1"
     if not manager.store.is_leader:
         return await relay_to_leader(request, manager)
-    lines = manager.service_log_lines(request.match_info["ref"], None if tail == "all" else int(tail), follow)
+    lines = manager.logs.lines(request.match_info["ref"], None if tail == "all" else int(tail), follow)
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     async for line in lines:
@@ -358,12 +359,12 @@ async def list_tasks(request):
 
 async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
     """Stream the leader's answer to the same request (as this manager)."""
-    leader_api = manager.leader_api_address()
+    leader_api = manager.membership.leader_api_address()
     if not leader_api:
         raise errors.Unavailable("no leader to ask: the cluster has no quorum")
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector(manager.config.bind_host)) as http:
-        async with http.get(f"https://{leader_api}{request.path_qs}", ssl=manager.tls.client_context()) as upstream:
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector(manager.peers.source)) as http:
+        async with http.get(f"https://{leader_api}{request.path_qs}", ssl=manager.peers.client_context()) as upstream:
             if upstream.status >= 400:
                 return _refuse(request, upstream.status, f"leader {leader_api}: {(await upstream.text())[:300]}",
                                errors.SwarmletError.code)

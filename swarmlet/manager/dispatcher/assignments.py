@@ -12,30 +12,35 @@ from __future__ import annotations
 
 import hashlib
 
-from swarmlet.api.objects import is_terminal, state_rank
+from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, is_terminal, state_rank
 from swarmlet.api.session import Assignments, pack
+from swarmlet.api.views import Config, Secret, Task
+
+# How far the store says a task got, as the agent needs to know it (``task_phase``).
+PHASE_NEW, PHASE_ACTIVE, PHASE_ENDED = "new", "active", "ended"
 
 
-def node_assignment(node_id: str, tasks: list[dict], secrets: list[dict], configs: list[dict]) -> Assignments:
-    mine = sorted((t for t in tasks if t["spec"].get("node_id") == node_id), key=lambda t: t["id"])
+def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], configs: list[Config]) -> Assignments:
+    mine = sorted((t for t in tasks if t.spec.node_id == node_id), key=lambda t: t.id)
     wanted = {"secrets": set(), "configs": set()}
     for task in mine:
-        if task["spec"]["desired_state"] in ("ready", "running"):
+        if task.spec.desired_state in ACTIVE_DESIRED_STATES:
+            container = task.spec.raw["container"]
             for kind in wanted:
-                wanted[kind].update(ref["source"] for ref in task["spec"]["container"].get(kind, []))
-    files = {kind: {o["spec"]["name"]: {"data": o["spec"]["data"], "id": o["id"]}
-                    for o in objects if o["spec"]["name"] in wanted[kind]}
+                wanted[kind].update(ref["source"] for ref in container.get(kind, []))
+    files = {kind: {o.spec["name"]: {"data": o.spec["data"], "id": o.id}
+                    for o in objects if o.spec["name"] in wanted[kind]}
              for kind, objects in (("secrets", secrets), ("configs", configs))}
-    return Assignments(tasks=[{"id": t["id"], "spec": t["spec"], "phase": task_phase(t)} for t in mine], **files)
+    return Assignments(tasks=[{"id": t.id, "spec": t.spec.raw, "phase": task_phase(t)} for t in mine], **files)
 
 
-def task_phase(task: dict) -> str:
-    """How far the store says a task got: "new" (not yet taken up by its node), "active"
-    or "ended". A restarted agent must not start again a task that already ran."""
-    current = task["status"].get("state", "new")
+def task_phase(task: Task) -> str:
+    """"new" (not yet taken up by its node), "active" or "ended": a restarted agent must
+    not start again a task that already ran."""
+    current = task.status.state
     if is_terminal(current):
-        return "ended"
-    return "active" if state_rank(current) >= state_rank("accepted") else "new"
+        return PHASE_ENDED
+    return PHASE_ACTIVE if state_rank(current) >= state_rank(TaskState.ACCEPTED) else PHASE_NEW
 
 
 def assignment_digest(message: Assignments) -> str:
@@ -46,26 +51,27 @@ def nodes_touched(changes) -> set[str] | None:
     """Nodes whose assignment set a store change may alter; None: maybe all of them."""
     nodes: set[str] = set()
     for change in changes:
-        if change.kind in ("secret", "config"):
+        if change.kind in (Secret.kind, Config.kind):
             return None
-        if change.kind == "task":
-            node_id = change.object["spec"].get("node_id")
+        if change.kind == Task.kind:
+            node_id = Task(change.object).spec.node_id
             if node_id:
                 nodes.add(node_id)
     return nodes
 
 
-def accepted_status(task: dict | None, node_id: str, status: dict) -> dict | None:
+def accepted_status(task: Task | None, node_id: str, status: dict) -> dict | None:
     """The status to write for a node's report on ``task``, or None to drop it."""
-    if task is None or task["spec"].get("node_id") != node_id or not isinstance(status, dict):
+    if task is None or task.spec.node_id != node_id or not isinstance(status, dict):
         return None
-    current = task["status"]
-    if is_terminal(current.get("state", "new")) and status.get("state") != current.get("state"):
+    current = task.status
+    reported = status.get("state", "")
+    if is_terminal(current.state) and reported != current.state:
         return None  # an ended task stays ended
-    if state_rank(status.get("state", "")) < state_rank(current.get("state", "new")):
+    if state_rank(reported) < state_rank(current.state):
         return None
-    merged = dict(current, **{k: v for k, v in status.items() if k in _STATUS_FIELDS})
-    return None if merged == current else merged
+    merged = current.replace(**{k: v for k, v in status.items() if k in _STATUS_FIELDS})
+    return None if merged == current.raw else merged
 
 
 _STATUS_FIELDS = ("state", "timestamp", "message", "err", "exit_code", "container_id", "started_at")

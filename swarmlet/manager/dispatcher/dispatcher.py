@@ -24,8 +24,8 @@ from typing import Callable
 
 from aiohttp import WSMsgType, web
 
-from swarmlet.api.objects import (CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, NODE_DOWN,
-                                  NODE_READY, manager_api_addresses)
+from swarmlet.api.objects import CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, NodeState
+from swarmlet.api.views import Cluster, Config, Node, Secret, Task, manager_api_addresses
 from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, Heartbeat, HeartbeatAck, Hello,
                                   Log, LogEnd, Logs, LogsCancel, Message, ProtocolError, Redirect, Status,
                                   UnknownMessage, Welcome, pack, unpack)
@@ -40,10 +40,9 @@ log = logging.getLogger("swarmlet.dispatcher")
 STATUS_BATCH_WINDOW = 0.05
 
 
-def nodes_to_mark_down(nodes: list[dict], last_seen: dict[str, float], now: float, grace: float) -> list[dict]:
+def nodes_to_mark_down(nodes: list[Node], last_seen: dict[str, float], now: float, grace: float) -> list[Node]:
     """Ready nodes whose last heartbeat is older than the grace period."""
-    return [n for n in nodes
-            if n["status"].get("state") != NODE_DOWN and now - last_seen.get(n["id"], now) > grace]
+    return [n for n in nodes if n.status.state != NodeState.DOWN and now - last_seen.get(n.id, now) > grace]
 
 
 class Dispatcher(LeaderLoop):
@@ -66,8 +65,8 @@ class Dispatcher(LeaderLoop):
 
     @property
     def heartbeat_period(self) -> float:
-        cluster = self.store.get("cluster", CLUSTER_ID)
-        return float((cluster or {}).get("spec", {}).get("heartbeat_period", DEFAULT_HEARTBEAT_PERIOD))
+        cluster = self.store.get(Cluster, CLUSTER_ID)
+        return float((cluster.spec if cluster else {}).get("heartbeat_period", DEFAULT_HEARTBEAT_PERIOD))
 
     @property
     def grace(self) -> float:
@@ -76,7 +75,7 @@ class Dispatcher(LeaderLoop):
     # -- leadership -----------------------------------------------------------------------------
     async def run(self, queue: asyncio.Queue) -> None:
         now = time.monotonic()  # every node gets a full grace period from the moment we lead
-        self._last_seen = {n["id"]: now for n in self.store.list("node")}
+        self._last_seen = {n.id: now for n in self.store.list(Node)}
         async with asyncio.TaskGroup() as group:  # one failing cancels the others; the loop restarts them all
             group.create_task(self._check_heartbeats())
             group.create_task(self._push_assignments(queue))
@@ -101,24 +100,24 @@ class Dispatcher(LeaderLoop):
             if not self.store.is_leader:
                 break
             now = time.monotonic()
-            nodes = self.store.list("node")
+            nodes = self.store.list(Node)
             for node in nodes:  # a node that joined since we took over gets a full grace period
-                self._last_seen.setdefault(node["id"], now)
+                self._last_seen.setdefault(node.id, now)
             for node in nodes_to_mark_down(nodes, self._last_seen, now, self.grace):
-                silent_for = now - self._last_seen.get(node["id"], now)
-                await self._set_state(node["id"], NODE_DOWN, f"heartbeat failure: none for {silent_for:.1f}s")
+                silent_for = now - self._last_seen.get(node.id, now)
+                await self._set_state(node.id, NodeState.DOWN, f"heartbeat failure: none for {silent_for:.1f}s")
 
     async def _set_state(self, node_id: str, state: str, message: str, description: dict | None = None) -> None:
-        node = self.store.get("node", node_id)
+        node = self.store.get(Node, node_id)
         if node is None:
             return
-        status = dict(node["status"], state=state, message=message)
+        status = node.status.replace(state=state, message=message)
         if description is not None:
             status["description"] = description
-        if status == node["status"]:
+        if status == node.status.raw:
             return
         try:
-            await self.store.commit([{"op": "update", "kind": "node", "id": node_id, "version": node["version"],
+            await self.store.commit([{"op": "update", "kind": "node", "id": node_id, "version": node.version,
                                       "status": status}])
             log.info("node %s (%s) is %s%s", node_id, status.get("hostname"), state, f": {message}" if message else "")
         except StoreError as err:  # a conflict or lost leadership: the next round decides again
@@ -149,7 +148,7 @@ class Dispatcher(LeaderLoop):
         self._send_locks[node_id] = asyncio.Lock()
         self._sent.pop(node_id, None)
         self._last_seen[node_id] = time.monotonic()
-        await self._set_state(node_id, NODE_READY, "", hello.description)
+        await self._set_state(node_id, NodeState.READY, "", hello.description)
         try:
             await self._send(node_id, ws, self._welcome(node_id, Welcome))
             await self._send_assignment(node_id)
@@ -184,9 +183,9 @@ class Dispatcher(LeaderLoop):
         """One message from a node's session."""
         if isinstance(message, Heartbeat):
             self._last_seen[node_id] = time.monotonic()
-            node = self.store.get("node", node_id)
-            if node is not None and node["status"].get("state") != NODE_READY:
-                await self._set_state(node_id, NODE_READY, "")
+            node = self.store.get(Node, node_id)
+            if node is not None and node.status.state != NodeState.READY:
+                await self._set_state(node_id, NodeState.READY, "")
             await self._send(node_id, ws, self._welcome(node_id, HeartbeatAck))
         elif isinstance(message, Status):
             self._take_statuses(node_id, message)
@@ -198,9 +197,9 @@ class Dispatcher(LeaderLoop):
             log.warning("node %s sent a %s message, which only the leader sends; ignored", node_id, message.TYPE)
 
     def _welcome(self, node_id: str, kind: type[Welcome]) -> Welcome:
-        node = self.store.get("node", node_id)
-        return kind(heartbeat_period=self.heartbeat_period, managers=manager_api_addresses(self.store.list("node")),
-                    node={"spec": node["spec"]} if node else None)
+        node = self.store.get(Node, node_id)
+        return kind(heartbeat_period=self.heartbeat_period, managers=manager_api_addresses(self.store.list(Node)),
+                    node={"spec": node.spec.raw} if node else None)
 
     # -- assignments and statuses ---------------------------------------------------------------------
     async def _send(self, node_id: str, ws: web.WebSocketResponse, message: Message) -> None:
@@ -212,8 +211,7 @@ class Dispatcher(LeaderLoop):
         ws = self._sessions.get(node_id)
         if ws is None or ws.closed or not self.store.is_leader:
             return
-        message = node_assignment(node_id, self.store.list("task"), self.store.list("secret"),
-                                  self.store.list("config"))
+        message = node_assignment(node_id, self.store.list(Task), self.store.list(Secret), self.store.list(Config))
         digest = assignment_digest(message)
         if self._sent.get(node_id) == digest:
             return
@@ -262,33 +260,33 @@ class Dispatcher(LeaderLoop):
     def _status_ops(self, batch: dict[str, tuple[str, dict]]) -> list[dict]:
         ops = []
         for task_id, (node_id, status) in batch.items():
-            task = self.store.get("task", task_id)
+            task = self.store.get(Task, task_id)
             merged = accepted_status(task, node_id, status)
             if merged is not None:
-                ops.append({"op": "update", "kind": "task", "id": task_id, "version": task["version"],
+                ops.append({"op": "update", "kind": "task", "id": task_id, "version": task.version,
                             "status": merged})
         return ops
 
     # -- logs ----------------------------------------------------------------------------------------------
-    async def task_logs(self, tasks: list[dict], tail: int | None, follow: bool):
+    async def task_logs(self, tasks: list[Task], tail: int | None, follow: bool):
         """(task, line) pairs from the nodes holding ``tasks``, as they arrive; a line
         ``error: …`` for a task whose output cannot be had. Ends when every task's stream
         ended (never, with ``follow``, while tasks run: the caller stops reading)."""
         request_id = secrets.token_hex(8)
         queue: asyncio.Queue[Log | LogEnd] = asyncio.Queue()
         nodes: dict[str, str] = {}
-        by_id = {t["id"]: t for t in tasks}
+        by_id = {t.id: t for t in tasks}
         self._log_streams[request_id] = (queue, nodes)
         try:
             for task in tasks:
-                node_id = task["spec"].get("node_id")
+                node_id = task.spec.node_id
                 ws = self._sessions.get(node_id)
                 if ws is None:
                     yield task, f"error: node {node_id} is not connected"
                     continue
                 try:
-                    await self._send(node_id, ws, Logs(request_id, task["id"], tail=tail, follow=follow))
-                    nodes[task["id"]] = node_id
+                    await self._send(node_id, ws, Logs(request_id, task.id, tail=tail, follow=follow))
+                    nodes[task.id] = node_id
                 except (ConnectionError, RuntimeError) as err:
                     yield task, f"error: node {node_id}: {err}"
             while nodes:

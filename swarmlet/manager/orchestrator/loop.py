@@ -40,11 +40,11 @@ def touched_services(event) -> set[str]:
         return {ALL}
     touched = set()
     for change in event.changes:
-        if change.kind == "task":
-            touched.add(change.object["spec"].get("service_id", ""))
-        elif change.kind == "service":
+        if change.kind == Task.kind:
+            touched.add(Task(change.object).spec.service_id or "")
+        elif change.kind == Service.kind:
             touched.add(change.id)
-        elif change.kind == "node":
+        elif change.kind == Node.kind:
             touched.add(ALL)
     return touched
 

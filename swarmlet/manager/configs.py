@@ -1,0 +1,44 @@
+"""Configs: small named files kept in the cluster (also what the failover tests write)."""
+from __future__ import annotations
+
+from swarmlet.api import errors
+from swarmlet.api.references import resolve
+from swarmlet.api.views import Config
+from swarmlet.manager.stacks import MAX_CONFIG_SIZE
+from swarmlet.store import ClusterStore
+
+MAX_CONFIG_NAME = 64
+
+
+def config_public(config: Config) -> dict:
+    return {"id": config.id, "version": config.version, "created_at": config.created_at,
+            "name": config.name, "labels": config.spec.get("labels", {}), "data": config.spec["data"]}
+
+
+class ConfigService:
+    def __init__(self, store: ClusterStore):
+        self.store = store
+
+    def resolve(self, ref: str) -> Config:
+        return resolve("config", ref, self.store.list(Config))
+
+    def list_public(self) -> list[dict]:
+        return [config_public(c) for c in sorted(self.store.list(Config), key=lambda c: c.name)]
+
+    def public(self, ref: str) -> dict:
+        return config_public(self.resolve(ref))
+
+    async def create(self, name: str, data: bytes, labels: dict, request_id: str | None) -> dict:
+        if not name or len(name) > MAX_CONFIG_NAME:
+            raise errors.Invalid(f"config name must have 1 to {MAX_CONFIG_NAME} characters")
+        if len(data) > MAX_CONFIG_SIZE:
+            raise errors.TooLarge(f"a config holds at most {MAX_CONFIG_SIZE // 1024} KB")
+        # The name is the ID, so two creates of one name conflict inside the state machine.
+        result = await self.store.commit([{"op": "create", "kind": Config.kind, "id": name,
+                                           "spec": {"name": name, "data": data, "labels": labels}}],
+                                         request_id=request_id)
+        return {"id": name, "version": result["versions"].get(name), "index": result["index"]}
+
+    async def remove(self, ref: str) -> None:
+        config = self.resolve(ref)
+        await self.store.commit([{"op": "delete", "kind": Config.kind, "id": config.id, "version": config.version}])
