@@ -65,7 +65,7 @@ class ServiceMode(StrEnum):
 
 
 NODE_UNKNOWN, NODE_READY, NODE_DOWN = NodeState.UNKNOWN, NodeState.READY, NodeState.DOWN
-AVAILABILITIES = tuple(Availability)
+AVAILABILITIES = tuple(a.value for a in Availability)  # plain strings: click shows enum members by name
 
 DEFAULT_HEARTBEAT_PERIOD = 1.0
 # A node is marked down after this many heartbeat periods without one (~3 s by default).
