@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _WATCHED_ACTIONS = ["die", "oom", "health_status"]
 # The engine may report a container's OOM kill just after its exit (seen under load): a
 # memory-limited task SIGKILLed waits this long for the news before its exit is reported.
-_LATE_OOM_DEADLINE = 1.0
+_LATE_OOM_DEADLINE = 3.0  # 1 s was not always enough on a loaded 2-core machine
 _RECONNECT_DELAY = 1.0  # seconds between attempts after the engine dropped the stream
 
 
