@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Mapping
 
 from swarmlet.api import specs
-from swarmlet.compose.context import Origin, Sources
+from swarmlet.compose.context import Origin, Sources, read_text
 from swarmlet.compose.errors import ComposeIssue
 from swarmlet.compose.interpolation import parse_env_file
 
@@ -20,7 +20,10 @@ def fold_env_files(document: dict, origins: dict[tuple, Origin], lookup: Mapping
     for name, service in document.get("services", {}).items():
         from_files: dict[str, str] = {}
         for entry in service.pop("env_file", []):
-            text = sources.read_text(Path(entry["path"]))
+            text, problem = read_text(sources, Path(entry["path"]))
+            if problem is not None:
+                issues.append(problem)
+                continue
             if text is None:
                 if entry["required"]:
                     origin = origins.get(("env-file", name, entry["path"]), _NOWHERE)

@@ -15,7 +15,7 @@ import yaml
 
 from swarmlet.api.specs import StackSpec
 from swarmlet.compose.build import build_stack
-from swarmlet.compose.context import DiskSources, FileContext, Origin, Sources
+from swarmlet.compose.context import DiskSources, FileContext, Origin, Sources, read_text
 from swarmlet.compose.crossref import add_default_network, check_stack, fold_env_files
 from swarmlet.compose.document import normalize_file
 from swarmlet.compose.errors import ComposeError, ComposeIssue
@@ -43,9 +43,11 @@ def interpolation_variables(first_file: Path, env_files: list[Path] | None, envi
     variables: dict[str, str] = {}
     issues: list[ComposeIssue] = []
     for path in paths:
-        text = sources.read_text(path)
+        text, problem = read_text(sources, path)
         if text is None:
-            if explicit:
+            if problem is not None:
+                issues.append(problem)
+            elif explicit:
                 issues.append(ComposeIssue(str(path), "", None, "env file not found"))
             continue
         values, problems = parse_env_file(text, str(path), {**variables, **environ})
@@ -83,9 +85,9 @@ def _load_stack(files: list[Path], env_files: list[Path] | None,
     documents: list[dict] = []
     origins: dict[tuple, Origin] = {}
     for file in files:
-        text = sources.read_text(file)
+        text, problem = read_text(sources, file)
         if text is None:
-            issues.append(ComposeIssue(str(file), "", None, "compose file not found"))
+            issues.append(problem or ComposeIssue(str(file), "", None, "compose file not found"))
             continue
         parsed = load_yaml(text, str(file))
         data = parsed.data
