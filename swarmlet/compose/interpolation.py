@@ -20,6 +20,14 @@ def interpolate(text: str, lookup: Mapping[str, str], on_unset: Callable[[str], 
     (defaults, replacements, messages) are taken as written, as docker/cli takes them,
     but for `${…}` inside them (the spec's nesting), expanded only when used: an unused
     `${A:-${B:?required}}` default cannot fail."""
+    return _substitute(text, lookup, on_unset, text, braced_only=False)
+
+
+def _substitute(text: str, lookup: Mapping[str, str], on_unset: Callable[[str], None], whole: str,
+                braced_only: bool) -> str:
+    """`braced_only`: an operator's argument, where only `${…}` is expanded. docker/cli
+    returns defaults literally, so a bcrypt hash `$2y$05$oZcj…` as a default survives,
+    `$oZcj…` and all."""
     out: list[str] = []
     pos = 0
     while True:
@@ -29,23 +37,22 @@ def interpolate(text: str, lookup: Mapping[str, str], on_unset: Callable[[str], 
             return "".join(out)
         out.append(text[pos:dollar])
         following = text[dollar + 1: dollar + 2]
-        if following == "$":
-            out.append("$")
-            pos = dollar + 2
-        elif following == "{":
+        name = None if braced_only or following in ("$", "{") else _NAME.match(text, dollar + 1)
+        if following == "{":
             end = _closing_brace(text, dollar + 2)
-            out.append(_expand_braced(text[dollar + 2: end], lookup, on_unset, text))
+            out.append(_expand_braced(text[dollar + 2: end], lookup, on_unset, whole))
             pos = end + 1
-        else:
-            name = _NAME.match(text, dollar + 1)
-            if not name:
-                # The spec (12-interpolation.md) keeps a "$" that starts no variable:
-                # "$2y$05$…" in a bcrypt hash, "cost $ 5".
-                out.append("$")
-                pos = dollar + 1
-                continue
+        elif following == "$":
+            out.append("$$" if braced_only else "$")  # kept whole where defaults are literal
+            pos = dollar + 2
+        elif name:
             out.append(_lookup(name.group(), lookup, on_unset))
             pos = name.end()
+        else:
+            # The spec (12-interpolation.md) keeps a "$" that starts no variable:
+            # "$2y$05$…" in a bcrypt hash, "cost $ 5".
+            out.append("$")
+            pos = dollar + 1
 
 
 def _closing_brace(text: str, start: int) -> int:
@@ -89,30 +96,14 @@ def _expand_braced(body: str, lookup: Mapping[str, str], on_unset: Callable[[str
     present = bool(value) if operator.startswith(":") else value is not None
     kind = operator[-1]
     if kind == "-":
-        return value if present else _expand_nested(argument, lookup, on_unset, whole)
+        return value if present else _substitute(argument, lookup, on_unset, whole, braced_only=True)
     if kind == "+":
-        return _expand_nested(argument, lookup, on_unset, whole) if present else ""
+        return _substitute(argument, lookup, on_unset, whole, braced_only=True) if present else ""
     if present:
         return value
-    detail = _expand_nested(argument, lookup, on_unset, whole)
+    detail = _substitute(argument, lookup, on_unset, whole, braced_only=True)
     raise InterpolationError(f"required variable {name} is missing a value" + (f": {detail}" if detail else ""))
 
-
-def _expand_nested(argument: str, lookup: Mapping[str, str], on_unset: Callable[[str], None], whole: str) -> str:
-    """An operator's argument: `${…}` expanded, everything else as written. docker/cli
-    returns defaults literally, so a bcrypt hash `$2y$05$oZcj…` as a default survives,
-    `$oZcj…` and all."""
-    out: list[str] = []
-    pos = 0
-    while True:
-        start = argument.find("${", pos)
-        if start < 0:
-            out.append(argument[pos:])
-            return "".join(out)
-        out.append(argument[pos:start])
-        end = _closing_brace(argument, start + 2)
-        out.append(_expand_braced(argument[start + 2: end], lookup, on_unset, whole))
-        pos = end + 1
 
 
 def interpolate_tree(data: Any, lookup: Mapping[str, str], path: Path_,
