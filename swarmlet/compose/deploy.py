@@ -1,33 +1,40 @@
 """The `deploy:` section of a service."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from swarmlet.api import specs
+from swarmlet.api import constraints, specs
 from swarmlet.compose import fields as f
-from swarmlet.compose.context import FileContext, expected
+from swarmlet.compose.context import FileContext
 from swarmlet.compose.errors import Path_
-
-_CONSTRAINT = re.compile(r"^\s*([\w.-]+)\s*(==|!=)\s*(\S.*?)\s*$")
-_CONSTRAINT_KEY = re.compile(r"^(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[\w.-]+)$")
-_SPREAD = re.compile(r"^(node|engine)\.labels\.[\w.-]+$")
 
 
 def constraint(ctx: FileContext, path: Path_, value: Any) -> str | None:
+    """Checked by the scheduler's own parser: what loads can be scheduled."""
     text = f.string(ctx, path, value)
-    match = _CONSTRAINT.match(text) if text is not None else None
-    if text is not None and not (match and _CONSTRAINT_KEY.match(match[1])):
-        ctx.error(path, expected('a constraint "key==value" or "key!=value" on node.id, node.hostname, '
-                                 'node.role, node.platform.os, node.platform.arch or node.labels.<name>', value))
+    if text is None:
         return None
-    if match and match[1] == "node.role" and match[3] not in ("manager", "worker"):
-        ctx.error(path, expected("node.role manager or worker", match[3]))
+    try:
+        return constraints.parse_constraint(text).canonical
+    except constraints.PlacementSpecError as exc:
+        ctx.error(path, str(exc))
         return None
-    return f"{match[1]}{match[2]}{match[3]}" if match else None
 
 
-_spread = f.matching(_SPREAD, "a label descriptor such as node.labels.zone")
+def _spread(ctx: FileContext, path: Path_, value: Any) -> str | None:
+    text = f.string(ctx, path, value)
+    if text is None:
+        return None
+    try:
+        constraints.parse_preference(text)
+    except constraints.PlacementSpecError as exc:
+        ctx.error(path, str(exc))
+        return None
+    if not constraints.spreads(text):
+        ctx.warn(path, f"spreading over {text} has no effect: tasks spread only over node.labels.* "
+                       "and engine.labels.* (as in SwarmKit)")
+    return text.strip()
+
 
 _preference = f.section({"spread": _spread})
 

@@ -7,7 +7,7 @@ their rejections are reported.
 
 from __future__ import annotations
 
-from swarmlet.manager.scheduler.constraint import Constraint
+from swarmlet.api.constraints import Constraint
 from swarmlet.manager.scheduler.types import NodeInfo, TaskRequest
 
 # Architectures reported under different names by different tools.

@@ -13,7 +13,7 @@ import time
 
 from swarmlet.api.objects import DESIRED_READY, DESIRED_RUNNING
 from swarmlet.manager.leaderloop import LeaderLoop, drain
-from swarmlet.manager.scheduler.constraint import PlacementSpecError
+from swarmlet.api.constraints import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
 from swarmlet.manager.scheduler.storemap import node_infos, task_request
 from swarmlet.store import Conflict, StoreError

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from swarmlet.api.objects import is_terminal
-from swarmlet.manager.scheduler.constraint import parse_constraints
+from swarmlet.api.constraints import parse_constraints
 from swarmlet.manager.scheduler.types import NodeInfo, Resources, TaskRequest
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from swarmlet.manager.scheduler.constraint import Constraint, parse_constraints, parse_preferences
+from swarmlet.api.constraints import Constraint, parse_constraints, parse_preferences
 
 NANO_CPUS_PER_CPU = 1_000_000_000
 
