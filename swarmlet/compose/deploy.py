@@ -5,7 +5,7 @@ from typing import Any
 
 from swarmlet.api import constraints, specs
 from swarmlet.compose import fields as f
-from swarmlet.compose.context import FileContext
+from swarmlet.compose.context import FileContext, expected
 from swarmlet.compose.errors import Path_
 
 
@@ -38,7 +38,33 @@ def _spread(ctx: FileContext, path: Path_, value: Any) -> str | None:
 
 _preference = f.section({"spread": _spread})
 
-_RESOURCES = {"cpus": f.cpus, "memory": f.byte_size, "pids": f.integer()}
+# SwarmKit's controlapi validateResources: 0 (none) or at least these.
+_MINIMUM_CPUS = 0.001
+_MINIMUM_MEMORY = 4 * 1024 * 1024
+
+
+def _cpus(ctx: FileContext, path: Path_, value: Any) -> float | None:
+    amount = f.cpus(ctx, path, value)
+    if amount is not None and 0 < amount < _MINIMUM_CPUS:
+        ctx.error(path, expected(f"0 or at least {_MINIMUM_CPUS} CPUs", value))
+        return None
+    return amount
+
+
+def _memory(ctx: FileContext, path: Path_, value: Any) -> int | None:
+    size = f.byte_size(ctx, path, value)
+    if size is not None and 0 < size < _MINIMUM_MEMORY:
+        ctx.error(path, expected("0 or at least 4MiB", value))
+        return None
+    return size
+
+
+_LIMITS = {"cpus": _cpus, "memory": _memory, "pids": f.integer()}
+_RESERVATIONS = {"cpus": _cpus, "memory": _memory}
+_RESERVATIONS_IGNORED = {
+    "generic_resources": "swarmlet nodes advertise no generic resources, so it is not reserved",
+    "devices": "it has no effect on a cluster (docker stack deploy refuses it)",
+}
 
 _UPDATE = {
     "parallelism": f.integer(),
@@ -59,7 +85,8 @@ _DEPLOY = {
         "preferences": f.list_of(_preference),
         "max_replicas_per_node": f.integer(),
     }),
-    "resources": f.section({"limits": f.section(_RESOURCES), "reservations": f.section(_RESOURCES)}),
+    "resources": f.section({"limits": f.section(_LIMITS),
+                            "reservations": f.section(_RESERVATIONS, _RESERVATIONS_IGNORED)}),
     "restart_policy": f.section({
         "condition": f.choice(*specs.RESTART_CONDITIONS),
         "delay": f.duration,

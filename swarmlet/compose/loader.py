@@ -107,12 +107,14 @@ def _load_stack(files: list[Path], env_files: list[Path] | None,
     issues += fold_env_files(merged, origins, lookup, sources)
     add_default_network(merged)
     if merged.get("services") or not issues:  # "no services" adds nothing to an earlier error
-        issues += check_stack(merged, origins)
+        problems, notes = check_stack(merged, origins)
+        issues += problems
+        warnings += notes
     if issues:
         raise ComposeError(issues)
     warnings += [f'variable "{name}" is not set; using an empty string' for name in unset]
     document = {key: merged[key] for key in _TOP_LEVEL_ORDER if key in merged}
-    return LoadResult(build_stack(document), document, warnings)
+    return LoadResult(build_stack(document, lookup), document, warnings)
 
 
 def _escape_dollars(value: Any) -> Any:

@@ -118,13 +118,27 @@ def _seconds_to_ns(seconds: float) -> int:
 
 
 def _docker_healthcheck(check: HealthCheck) -> dict:
-    return {
-        "test": check.test,
-        "interval": _seconds_to_ns(check.interval),
-        "timeout": _seconds_to_ns(check.timeout),
-        "retries": check.retries,
-        "start_period": _seconds_to_ns(check.start_period),
-    }
+    """An empty test and zero timings are the image's (the Engine API's "inherit")."""
+    healthcheck = docker.types.Healthcheck(
+        test=check.test or [],
+        interval=_seconds_to_ns(check.interval or 0),
+        timeout=_seconds_to_ns(check.timeout or 0),
+        retries=check.retries or 0,
+        start_period=_seconds_to_ns(check.start_period or 0),
+    )
+    if check.start_interval:  # API 1.44+; the SDK does not know it, older engines ignore it
+        healthcheck["StartInterval"] = _seconds_to_ns(check.start_interval)
+    return healthcheck
+
+
+def _docker_mount(mount) -> docker.types.Mount:
+    driver = docker.types.DriverConfig(mount.volume_driver, mount.volume_driver_opts or None) \
+        if mount.volume_driver or mount.volume_driver_opts else None  # no name: the engine's default driver
+    return docker.types.Mount(
+        target=mount.target, source=mount.source, type=mount.type, read_only=mount.read_only,
+        propagation=mount.propagation, no_copy=mount.no_copy, labels=mount.volume_labels or None,
+        driver_config=driver, tmpfs_size=mount.tmpfs_size, tmpfs_mode=mount.tmpfs_mode,
+    )
 
 
 def _parse_docker_time(value: str | None) -> datetime | None:
@@ -578,15 +592,7 @@ class DockerRuntime(Runtime):
 
     async def _create_container(self, config: ContainerConfig, task_files, network_ids: list[str]) -> str:
         api = self._client.api
-        mounts = [
-            docker.types.Mount(
-                target=mount.target,
-                source=mount.source,
-                type=mount.type,
-                read_only=mount.read_only,
-            )
-            for mount in config.mounts
-        ]
+        mounts = [_docker_mount(mount) for mount in config.mounts]
         mounts += [
             docker.types.Mount(target=file.target, source=str(file.host_path), type="bind", read_only=True)
             for file in task_files
@@ -607,6 +613,12 @@ class DockerRuntime(Runtime):
             sysctls=config.sysctls or None,
             extra_hosts=config.extra_hosts or None,
             dns=config.dns or None,
+            dns_search=config.dns_search or None,
+            dns_opt=config.dns_options or None,
+            oom_score_adj=config.oom_score_adj,
+            isolation=config.isolation,
+            log_config=docker.types.LogConfig(type=config.logging.driver, config=config.logging.options)
+            if config.logging else None,
             tmpfs=config.tmpfs or None,
             network_mode=attachments[0][0] if attachments else None,
         )
@@ -614,7 +626,7 @@ class DockerRuntime(Runtime):
         if attachments:
             first_id, first = attachments[0]
             networking_config = api.create_networking_config(
-                {first_id: api.create_endpoint_config(aliases=first.aliases or None)}
+                {first_id: api.create_endpoint_config(aliases=first.aliases or None, driver_opt=first.driver_opts or None)}
             )
         labels = {**config.all_labels(), _LABEL_STOP_GRACE: repr(float(config.stop_grace_period))}
         try:
@@ -628,6 +640,8 @@ class DockerRuntime(Runtime):
                 hostname=config.hostname,
                 user=config.user,
                 working_dir=config.working_dir,
+                tty=config.tty,
+                stdin_open=config.stdin_open,
                 stop_signal=config.stop_signal,
                 stop_timeout=math.ceil(config.stop_grace_period),
                 healthcheck=_docker_healthcheck(config.healthcheck) if config.healthcheck else None,
@@ -646,7 +660,8 @@ class DockerRuntime(Runtime):
         try:
             for network_id, attachment in attachments[1:]:
                 await self._call(
-                    api.connect_container_to_network, container_id, network_id, aliases=attachment.aliases or None
+                    api.connect_container_to_network, container_id, network_id, aliases=attachment.aliases or None,
+                    driver_opt=attachment.driver_opts or None,
                 )
         except docker.errors.APIError as exc:
             await self._call(api.remove_container, container_id, force=True)

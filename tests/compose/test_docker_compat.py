@@ -65,3 +65,224 @@ def test_spread_over_something_but_labels_is_kept_with_a_warning(tmp_path):
     (warning,) = result.warnings
     assert "compose.yml:6: services.web.deploy.placement.preferences[0].spread: spreading over node.id has no effect" \
         in warning
+
+
+# --- networks, volumes, secrets, configs ------------------------------------------------
+
+def test_external_in_every_form(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    networks: [a, b, c]\n"
+                            "networks:\n  a: {external: true}\n  b:\n    external:\n      name: real-b\n"
+                            "  c: {external: 'false'}\n"
+                            "volumes:\n  v:\n    external: {name: real-v}\n")
+    networks = result.stack.networks
+    assert (networks["a"].external, networks["a"].cluster_name) == (True, None)
+    assert (networks["b"].external, networks["b"].cluster_name) == (True, "real-b")
+    assert networks["c"].external is False
+    assert (result.stack.volumes["v"].external, result.stack.volumes["v"].cluster_name) == (True, "real-v")
+    assert result.document["networks"]["b"] == {"external": True, "name": "real-b"}
+    assert [w.split(": ", 2)[1:] for w in result.warnings] == [
+        ["networks.b.external.name", "network.external.name is deprecated in favor of network.name"],
+        ["volumes.v.external.name", "volume.external.name is deprecated in favor of volume.name"]]
+
+
+def test_external_name_beside_name_is_refused(tmp_path):
+    (issue,) = issues_of(tmp_path, "services:\n  web: {image: x}\n"
+                                   "networks:\n  a:\n    name: one\n    external:\n      name: two\n")
+    assert (issue.path, issue.line) == ("networks.a.external.name", 7)
+    assert "network.external.name and network.name conflict" in issue.message
+
+
+def test_keys_beside_external_are_ignored_but_for_volume_drivers(tmp_path):
+    result = load(tmp_path, "services:\n  web: {image: x}\nnetworks:\n  n: {external: true, driver: overlay}\n"
+                            "secrets:\n  s: {external: true, file: ./missing}\n")
+    assert result.document["secrets"]["s"] == {"external": True}
+    assert any("secrets.s.file: file is ignored: the secret is external" in w for w in result.warnings)
+    (issue,) = issues_of(tmp_path, "services:\n  web: {image: x}\nvolumes:\n  v: {external: true, driver: local}\n")
+    assert issue.path == "volumes.v.driver" and "cannot be combined with external" in issue.message
+
+
+def test_ipam_and_ipv6_are_accepted_with_a_warning(tmp_path):
+    result = load(tmp_path, "services:\n  web: {image: x, networks: [n]}\nnetworks:\n  n:\n    enable_ipv6: true\n"
+                            "    ipam:\n      driver: default\n      config:\n        - subnet: 172.28.0.0/16\n"
+                            "          gateway: 172.28.0.1\n")
+    assert result.document["networks"]["n"]["ipam"] == {"driver": "default", "config": [
+        {"subnet": "172.28.0.0/16", "gateway": "172.28.0.1"}]}
+    assert sorted(w.split(": ")[1] for w in result.warnings) == ["networks.n.enable_ipv6", "networks.n.ipam"]
+
+
+def test_config_data_from_content_or_environment(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    configs: [a, b]\n    secrets: [s]\n"
+                            "configs:\n  a: {content: 'my $$CONFIG is ${CONFIG}'}\n  b: {environment: CONFIG}\n"
+                            "secrets:\n  s: {environment: TOKEN}\n", CONFIG="hello", TOKEN="t0k")
+    stack = result.stack
+    assert stack.configs["a"].content == "my $CONFIG is hello"
+    assert stack.configs["b"].content == "hello"
+    assert stack.secrets["s"].content == "t0k"
+    assert result.document["secrets"]["s"] == {"environment": "TOKEN"}  # the value is not printed
+
+
+def test_config_sources_are_exclusive_and_environment_must_be_set(tmp_path):
+    issues = issues_of(tmp_path, "services:\n  web: {image: x}\nconfigs:\n  a: {content: x, environment: V}\n"
+                                 "  b: {environment: UNSET}\nsecrets:\n  s: {driver: vault}\n", V="v")
+    assert [(i.path, i.line) for i in issues] == [("configs.a.content", 4), ("configs.b.environment", 5),
+                                                  ("secrets.s.driver", 7)]
+    assert "environment and content cannot be combined" in issues[0].message
+    assert 'variable "UNSET" is not set' in issues[1].message
+    assert "a secret driver cannot be used" in issues[2].message
+
+
+def test_inline_content_is_sent_once_in_the_deploy_body(tmp_path):
+    import base64
+    from swarmlet.cli.stack import deploy_body
+    stack = load(tmp_path, "services:\n  web: {image: x, secrets: [s]}\nsecrets:\n  s: {environment: TOKEN}\n",
+                 TOKEN="t0k").stack
+    body = deploy_body(stack)
+    assert base64.b64decode(body["files"]["secrets"]["s"]) == b"t0k"
+    assert "t0k" not in str(body["stack"])
+
+
+# --- ports ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("port, expected", [
+    (":443:443", [(443, 443)]),                        # empty host IP: every interface (mailcow)
+    ("0.0.0.0:80:8080", [(8080, 80)]),
+    ("[::]:53:53/udp", [(53, 53)]),
+    ("127.0.0.1::80", [(80, None)]),                   # no published port: the cluster picks one
+    ("8000-8001:80-81", [(80, 8000), (81, 8001)]),
+    ("9000-9002:80", [(80, 9000), (80, 9001), (80, 9002)]),  # one target on each published port
+    (8080, [(8080, None)]),
+])
+def test_short_port_syntaxes(tmp_path, port, expected):
+    result = load(tmp_path, f"services:\n  web:\n    image: x\n    ports: [{port!r}]\n".replace("'", '"'))
+    assert [(p.target, p.published) for p in result.stack.services["web"].endpoint.ports] == expected
+
+
+def test_long_port_syntax_takes_strings_and_warns_on_what_a_cluster_ignores(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    ports:\n      - target: '80'\n"
+                            "        published: '8080'\n        host_ip: 127.0.0.1\n        app_protocol: http\n")
+    (port,) = result.stack.services["web"].endpoint.ports
+    assert (port.target, port.published, port.mode) == (80, 8080, "ingress")
+    assert sorted(w.split(": ")[1] for w in result.warnings) == ["services.web.ports[0].app_protocol",
+                                                                 "services.web.ports[0].host_ip"]
+
+
+def test_swarmkit_endpoint_checks(tmp_path):
+    issues = issues_of(tmp_path, "services:\n  web:\n    image: x\n    ports: ['80:80', '80:81']\n"
+                                 "  dns:\n    image: x\n    ports: ['53:53']\n    deploy: {endpoint_mode: dnsrr}\n")
+    assert [(i.path, i.line) for i in issues] == [("services.web.ports", 4), ("services.dns.ports", 7)]
+    assert "port 80/tcp is published twice" in issues[0].message
+    assert "cannot be used with endpoint_mode dnsrr" in issues[1].message
+
+
+# --- healthcheck, restart and container options ---------------------------------------------
+
+def test_a_healthcheck_without_test_keeps_the_images_test_and_timings(tmp_path):
+    from swarmlet.api.specs import HealthCheck
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    healthcheck:\n      interval: 20s\n"
+                            "      start_interval: 1s\n")
+    assert result.stack.services["web"].container.healthcheck == HealthCheck(interval=20.0, start_interval=1.0)
+    disabled = load(tmp_path, "services:\n  web:\n    image: x\n    healthcheck: {disable: true}\n")
+    assert disabled.stack.services["web"].container.healthcheck == HealthCheck(test=["NONE"])
+
+
+def test_health_durations_below_a_millisecond_are_refused(tmp_path):
+    (issue,) = issues_of(tmp_path, "services:\n  web:\n    image: x\n    healthcheck: {test: 'true', interval: 10us}\n")
+    assert issue.path == "services.web.healthcheck.interval" and "0 or at least 1ms" in issue.message
+
+
+@pytest.mark.parametrize("restart, condition, attempts", [
+    ("always", "any", 0), ("unless-stopped", "any", 0), ("on-failure", "on-failure", 0),
+    ("on-failure:5", "on-failure", 5), ("'no'", "any", 0),
+])
+def test_restart_stands_in_for_a_missing_restart_policy(tmp_path, restart, condition, attempts):
+    # docker/cli convertRestartPolicy; "no" is no policy, so the cluster's default.
+    policy = load(tmp_path, f"services:\n  web:\n    image: x\n    restart: {restart}\n").stack.services["web"].restart_policy
+    assert (policy.condition, policy.max_attempts, policy.delay) == (condition, attempts, 5.0)
+
+
+def test_restart_policy_wins_over_restart_with_a_warning(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    restart: on-failure:3\n"
+                            "    deploy:\n      restart_policy: {condition: none}\n")
+    assert result.stack.services["web"].restart_policy.condition == "none"
+    (warning,) = result.warnings
+    assert "compose.yml:4: services.web.restart: restart is ignored: deploy.restart_policy is set" in warning
+    (issue,) = issues_of(tmp_path, "services:\n  web:\n    image: x\n    restart: sometimes\n")
+    assert issue.path == "services.web.restart" and "on-failure[:max-retries]" in issue.message
+
+
+def test_container_options_docker_stack_deploy_applies(tmp_path):
+    from swarmlet.api.specs import LogDriver
+    container = load(tmp_path, "services:\n  web:\n    image: x\n    tty: true\n    stdin_open: true\n"
+                               "    dns_search: example.com\n    dns_opt: [ndots:2]\n    oom_score_adj: -500\n"
+                               "    isolation: default\n    logging:\n      options: {max-size: 10m}\n"
+                               ).stack.services["web"].container
+    assert (container.tty, container.stdin_open, container.oom_score_adj, container.isolation) == \
+        (True, True, -500, "default")
+    assert (container.dns_search, container.dns_options) == (["example.com"], ["ndots:2"])
+    assert container.logging == LogDriver(None, {"max-size": "10m"})  # no driver: the engine's default
+
+
+def test_mount_options_and_stack_volume_options_reach_the_spec(tmp_path):
+    from swarmlet.api.specs import Mount
+    (tmp_path / "src").mkdir()
+    mounts = load(tmp_path, "services:\n  web:\n    image: x\n    volumes:\n"
+                            "      - {type: volume, source: data, target: /data, volume: {nocopy: true}}\n"
+                            "      - {type: bind, source: ./src, target: /src, bind: {propagation: rslave}}\n"
+                            "      - {type: tmpfs, target: /tmp, tmpfs: {size: 64m, mode: 1777}}\n"
+                            "      - shared:/shared\n"
+                            "volumes:\n  data:\n    driver_opts: {type: nfs, o: addr=10.0.0.1}\n    labels: {a: b}\n"
+                            "  shared:\n    external: true\n").stack.services["web"].container.mounts
+    assert mounts == [
+        Mount("volume", "/data", "data", volume_nocopy=True, volume_driver_opts={"type": "nfs", "o": "addr=10.0.0.1"},
+              volume_labels={"a": "b"}),
+        Mount("bind", "/src", str(tmp_path / "src"), bind_propagation="rslave"),
+        Mount("tmpfs", "/tmp", tmpfs_size=64 << 20, tmpfs_mode=0o1777),
+        Mount("volume", "/shared", "shared")]  # external: made elsewhere, no options
+
+
+def test_duplicate_mount_points_and_file_targets_are_refused(tmp_path):
+    issues = issues_of(tmp_path, "services:\n  db:\n    image: x\n    volumes: ['a:/var/lib/mysql', '/opt:/opt']\n"
+                                 "    tmpfs: /var/lib/mysql\n    secrets: [s, {source: t, target: s}]\n"
+                                 "secrets:\n  s: {environment: V}\n  t: {environment: V}\nvolumes:\n  a: {}\n", V="v")
+    assert [(i.path, i.line) for i in issues] == [("services.db.secrets", 6), ("services.db.tmpfs[0]", 5)]
+    assert "the same target /run/secrets/s" in issues[0].message
+    assert "duplicate mount point /var/lib/mysql" in issues[1].message
+
+
+def test_mount_types_swarmlet_cannot_mount_are_refused_where_they_are_written(tmp_path):
+    (issue,) = issues_of(tmp_path, "services:\n  web:\n    image: x\n    volumes:\n"
+                                   "      - {type: cluster, source: 'group:mygroup', target: /srv}\n")
+    assert (issue.file, issue.path, issue.line) == (str(tmp_path / "compose.yml"), "services.web.volumes[0].type", 5)
+    assert "cluster (CSI) volumes are not supported" in issue.message
+
+
+def test_resources_below_swarmkits_minimums_are_refused(tmp_path):
+    issues = issues_of(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n      resources:\n"
+                                 "        limits: {cpus: '0.0001', memory: 1M}\n")
+    assert [i.path for i in issues] == ["services.web.deploy.resources.limits.cpus",
+                                        "services.web.deploy.resources.limits.memory"]
+
+
+def test_keys_without_effect_on_a_cluster_warn_with_dockers_hint(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    mem_limit: 1g\n    networks:\n"
+                            "      default: {ipv4_address: 10.0.0.5}\n")
+    assert [w.split(": ", 2)[1:] for w in result.warnings] == [
+        ["services.web.mem_limit", '"mem_limit" is ignored: it has no effect on a cluster; set '
+                                   "deploy.resources.limits.memory instead (docker stack deploy refuses it)"],
+        ["services.web.networks.default.ipv4_address", '"ipv4_address" is ignored: the cluster assigns task '
+                                                       "addresses (docker stack deploy ignores it too)"]]
+
+
+def test_missing_image_mentions_build_only_when_there_is_one(tmp_path):
+    issues = issues_of(tmp_path, "services:\n  a: {build: .}\n  b: {command: x}\n")
+    assert [i.message for i in issues] == ["missing required key image (build is ignored on a cluster)",
+                                           "missing required key image"]
+
+
+def test_stack_volumes_are_scoped_as_docker_stack_deploy_names_them(tmp_path):
+    from swarmlet.manager.stacks import deploy_ops
+    stack = load(tmp_path, "services:\n  web:\n    image: x\n    volumes: ['data:/a', 'named:/b', 'ext:/c', '/d']\n"
+                           "volumes:\n  data: {}\n  named: {name: exact}\n  ext: {external: true}\n").stack
+    (op,) = [op for op in deploy_ops("shop", stack.to_dict(), {}, False, {k: [] for k in
+                                     ("service", "network", "secret", "config")}) if op["kind"] == "service"]
+    assert [m["source"] for m in op["spec"]["container"]["mounts"]] == ["shop_data", "exact", "ext", None]

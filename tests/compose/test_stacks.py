@@ -107,7 +107,7 @@ def test_monitoring_stack_with_global_services():
     )
     assert result.stack == expected
     assert result.warnings == [f'{STACKS / "monitoring" / "compose.yml"}:19: services.cadvisor.privileged: '
-                               '"privileged" is ignored: it has no meaning on a cluster']
+                               '"privileged" is ignored: it has no effect on a cluster (docker stack deploy ignores it too)']
 
 
 def test_specs_survive_a_plain_dict_round_trip():
