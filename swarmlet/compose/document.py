@@ -139,6 +139,24 @@ def _stored_file(kind: str, handlers: dict[str, f.Handler], data_sources: tuple[
     return one
 
 
+def _include_entry(ctx: FileContext, path: Path_, value: Any) -> dict | None:
+    """A path (or its long form {path, project_directory, env_file}), paths made
+    absolute; the loader loads and brings in what it names."""
+    entry = f.fields(ctx, path, {"path": value} if isinstance(value, str) else value, _INCLUDE)
+    if entry is None:
+        return None
+    if not entry.get("path"):
+        ctx.error(path + ("path",), "missing required key path (the compose file to include)")
+        return None
+    entry = {key: [ctx.resolve_path(p) for p in paths] if isinstance(paths, list) else ctx.resolve_path(paths)
+             for key, paths in entry.items()}
+    return {**entry, "index": path[-1]}
+
+
+_INCLUDE = {"path": f.list_of(f.string, single_string=True), "project_directory": f.string,
+            "env_file": f.list_of(f.string, single_string=True)}
+
+
 def named(item: f.Handler) -> f.Handler:
     """A mapping of name -> definition, each through `item`."""
     def handler(ctx: FileContext, path: Path_, value: Any) -> dict | None:
@@ -162,6 +180,7 @@ _TOP_LEVEL = {
     "volumes": named(_volume),
     "secrets": named(_stored_file("secret", _SECRET, _SECRET_SOURCES)),
     "configs": named(_stored_file("config", _CONFIG, _CONFIG_SOURCES)),
+    "include": f.list_of(_include_entry),
 }
 
 

@@ -302,6 +302,20 @@ def restart_policy_of(restart_text: str) -> dict | None:
     return policy
 
 
+def extends(ctx: FileContext, path: Path_, value: Any) -> dict | None:
+    """`extends: name` or {service, file}; applied by the loader once the file is read."""
+    entry = f.fields(ctx, path, {"service": value} if isinstance(value, str) else value,
+                     {"service": f.string, "file": f.string})
+    if entry is None:
+        return None
+    if "service" not in entry:
+        ctx.error(path + ("service",), "missing required key service (the service to extend)")
+        return None
+    if "file" in entry:
+        entry["file"] = ctx.resolve_path(entry["file"])
+    return entry
+
+
 def isolation(ctx: FileContext, path: Path_, value: Any) -> str | None:
     return f.string(ctx, path, value)  # the engine checks it: Linux engines take only "default"
 
@@ -342,6 +356,7 @@ SERVICE_FIELDS: dict[str, f.Handler] = {
     "tmpfs": tmpfs,
     "logging": f.section({"driver": f.string, "options": f.string_map()}),
     "restart": restart,
+    "extends": extends,
     "deploy": deploy,
     "depends_on": depends_on,
 }

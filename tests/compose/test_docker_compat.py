@@ -286,3 +286,56 @@ def test_stack_volumes_are_scoped_as_docker_stack_deploy_names_them(tmp_path):
     (op,) = [op for op in deploy_ops("shop", stack.to_dict(), {}, False, {k: [] for k in
                                      ("service", "network", "secret", "config")}) if op["kind"] == "service"]
     assert [m["source"] for m in op["spec"]["container"]["mounts"]] == ["shop_data", "exact", "ext", None]
+
+
+# --- extends and include (Compose spec; docker stack deploy refuses both) -----------------
+
+def test_extends_a_service_of_this_file_or_another_with_the_merge_rules(tmp_path):
+    (tmp_path / "common").mkdir()
+    write(tmp_path / "common", "LEVEL=debug\n", "app.env")
+    write(tmp_path / "common", "services:\n  base:\n    image: app:1\n    env_file: app.env\n"
+                               "    environment: {TZ: utc, PORT: '80'}\n    volumes: ['./data:/data']\n"
+                               "    cap_add: [NET_ADMIN]\n", "base.yml")
+    result = load(tmp_path, "services:\n  web:\n    extends: {file: common/base.yml, service: base}\n"
+                            "    environment: {PORT: '8080'}\n    cap_add: [SYS_TIME]\n"
+                            "  worker:\n    extends: web\n    command: work\n")
+    web, worker = result.stack.services["web"], result.stack.services["worker"]
+    assert web.container.image == "app:1"
+    assert web.container.env == {"LEVEL": "debug", "TZ": "utc", "PORT": "8080"}
+    assert [m.source for m in web.container.mounts] == [str(tmp_path / "common" / "data")]  # the base file's folder
+    assert web.container.cap_add == ["NET_ADMIN", "SYS_TIME"]
+    assert (worker.container.image, worker.container.command) == ("app:1", ["work"])
+    assert "extends" not in result.document["services"]["web"]
+
+
+def test_extends_problems_are_located(tmp_path):
+    issues = issues_of(tmp_path, "services:\n  a:\n    extends: b\n  b:\n    extends: a\n"
+                                 "  c:\n    extends: {service: x, file: missing.yml}\n  d:\n    extends: nowhere\n")
+    messages = {(i.path, i.line): i.message for i in issues}
+    assert "extends cycle" in messages[("services.a.extends", 3)]
+    assert messages[("services.c.extends.file", 7)].startswith("expected an existing compose file")
+    assert messages[("services.d.extends.service", 9)].startswith('service "nowhere" is not defined')
+
+
+def test_include_brings_in_another_project_with_its_own_folder_and_variables(tmp_path):
+    (tmp_path / "db").mkdir()
+    write(tmp_path / "db", "DB_TAG=16\n", ".env")
+    write(tmp_path / "db", "services:\n  db:\n    image: postgres:${DB_TAG}\n    volumes: ['./init:/init']\n"
+                           "  web:\n    image: other\nvolumes:\n  pgdata: {}\n", "compose.yml")
+    result = load(tmp_path, "include:\n  - db/compose.yml\nservices:\n  web:\n    image: web\n    depends_on: [db]\n")
+    stack = result.stack
+    assert stack.services["db"].container.image == "postgres:16"
+    assert [m.source for m in stack.services["db"].container.mounts] == [str(tmp_path / "db" / "init")]
+    assert stack.services["web"].container.image == "web"  # this file's wins, with a warning
+    assert "pgdata" in stack.volumes
+    (warning,) = result.warnings
+    assert "include[0]: service 'web' of" in warning and "this file defines one of that name" in warning
+
+
+def test_include_problems_are_located(tmp_path):
+    write(tmp_path, "include: [compose.yml]\nservices:\n  x: {image: x}\n", "loop.yml")
+    issues = issues_of(tmp_path, "include:\n  - loop.yml\n  - path: missing.yml\nservices:\n  web: {image: x}\n")
+    missing, cycle = issues
+    assert (missing.file, missing.path, missing.line) == (str(tmp_path / "compose.yml"), "include[1].path", 3)
+    assert (cycle.file, cycle.path, cycle.line) == (str(tmp_path / "loop.yml"), "include[0]", 1)
+    assert "include cycle" in cycle.message
