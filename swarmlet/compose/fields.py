@@ -78,6 +78,17 @@ def ratio(ctx: FileContext, path: Path_, value: Any) -> float | None:
     return number
 
 
+_OCTAL_MODE = re.compile(r"0?[0-7]{1,4}")
+
+
+def file_mode(ctx: FileContext, path: Path_, value: Any) -> int | None:
+    """Permission bits: an octal string ("0440"), or a number as YAML reads it (an
+    unquoted 0440 is octal, 440 is not), as compose-go's FileMode."""
+    if isinstance(value, str) and _OCTAL_MODE.fullmatch(value):
+        return int(value, 8)
+    return integer(0, 0o7777)(ctx, path, value)
+
+
 def choice(*allowed: str) -> Handler:
     def handler(ctx: FileContext, path: Path_, value: Any) -> str | None:
         if value in allowed:

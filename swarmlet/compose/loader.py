@@ -173,7 +173,7 @@ class _Loading:
     def _include(self, document: dict, ctx: FileContext, chain: tuple[str, ...]) -> None:
         """Each entry loaded as a project of its own (its own folder for relative paths,
         its own .env under the includer's variables), its resources copied in. A name
-        this file defines too stays this file's, with a warning (the spec: no merge)."""
+        this file defines otherwise stays this file's, with a warning (the spec: no merge)."""
         for entry in document.pop("include", []):
             where = ("include", entry["index"])
             paths = [Path(p) for p in entry["path"]]
@@ -190,11 +190,11 @@ class _Loading:
                                         if (d := self.load_file(path, project_dir, lookup, chain)) is not None])
             for kind in _INCLUDED_KINDS:
                 for name, definition in included.get(kind, {}).items():
-                    if name in document.get(kind, {}):
-                        ctx.warn(where, f"{kind[:-1]} {name!r} of {paths[0]} is not included: this file defines "
-                                        "one of that name")
-                    else:
+                    if name not in document.get(kind, {}):
                         document.setdefault(kind, {})[name] = definition
+                    elif document[kind][name] != definition:
+                        ctx.warn(where, f"{kind[:-1]} {name!r} of {paths[0]} is not included: this file defines "
+                                        "another of that name")
 
     def _included_variables(self, entry: dict, project_dir: Path, ctx: FileContext, where) -> dict[str, str]:
         """The included project's env files (default: its folder's .env, if any), under

@@ -31,13 +31,6 @@ def _absolute_target(ctx: FileContext, path: Path_, value: Any) -> str | None:
     return text
 
 
-def _tmpfs_mode(ctx: FileContext, path: Path_, value: Any) -> int | None:
-    # The spec writes it as an octal number or string: 1777, "1777" or 0o1777.
-    if isinstance(value, (str, int)) and not isinstance(value, bool) and re.fullmatch(r"0?o?[0-7]{1,4}", str(value)):
-        return int(str(value).replace("o", ""), 8)
-    return f.integer(0, 0o7777)(ctx, path, value)
-
-
 _BIND = {"propagation": f.choice(*_PROPAGATIONS), "create_host_path": f.boolean}
 _BIND_IGNORED = dict.fromkeys(["selinux", "recursive"], _NOT_FOR_STACKS)
 _VOLUME_OPTIONS = {"nocopy": f.boolean}
@@ -51,7 +44,7 @@ _LONG = {
     "consistency": f.string,
     "bind": f.section(_BIND, _BIND_IGNORED),
     "volume": f.section(_VOLUME_OPTIONS, _VOLUME_IGNORED),
-    "tmpfs": f.section({"size": f.byte_size, "mode": _tmpfs_mode}),
+    "tmpfs": f.section({"size": f.byte_size, "mode": f.file_mode}),
 }
 _OPTIONS_OF_TYPE = {"bind": "bind", "volume": "volume", "tmpfs": "tmpfs"}
 

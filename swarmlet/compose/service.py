@@ -142,7 +142,7 @@ _HEALTHCHECK = {
 def file_refs(kind: str) -> f.Handler:
     """`secrets:` / `configs:` of a service: "name" or {source, target, uid, gid, mode}."""
     long_form = {"source": f.string, "target": f.string, "uid": f.string, "gid": f.string,
-                 "mode": _file_mode}
+                 "mode": f.file_mode}
 
     def one(ctx: FileContext, path: Path_, value: Any) -> dict | None:
         ref = f.fields(ctx, path, {"source": value} if isinstance(value, str) else value, long_form)
@@ -171,16 +171,6 @@ def _file_target(kind: str, target: str) -> str:
     if target.startswith("/"):
         return target
     return f"{specs.SECRETS_DIR}/{target}" if kind == "secret" else f"/{target}"
-
-
-_OCTAL_MODE = re.compile(r"0?[0-7]{1,4}")
-
-
-def _file_mode(ctx: FileContext, path: Path_, value: Any) -> int | None:
-    # An octal string ("0440") or a number (YAML 1.1 reads an unquoted 0440 as octal too).
-    if isinstance(value, str) and _OCTAL_MODE.fullmatch(value):
-        return int(value, 8)
-    return f.integer(0, 0o7777)(ctx, path, value)
 
 
 _ATTACHMENT = {"aliases": f.string_list, "driver_opts": f.string_map()}

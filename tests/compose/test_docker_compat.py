@@ -228,7 +228,7 @@ def test_mount_options_and_stack_volume_options_reach_the_spec(tmp_path):
     mounts = load(tmp_path, "services:\n  web:\n    image: x\n    volumes:\n"
                             "      - {type: volume, source: data, target: /data, volume: {nocopy: true}}\n"
                             "      - {type: bind, source: ./src, target: /src, bind: {propagation: rslave}}\n"
-                            "      - {type: tmpfs, target: /tmp, tmpfs: {size: 64m, mode: 1777}}\n"
+                            "      - {type: tmpfs, target: /tmp, tmpfs: {size: 64m, mode: '1777'}}\n"
                             "      - shared:/shared\n"
                             "volumes:\n  data:\n    driver_opts: {type: nfs, o: addr=10.0.0.1}\n    labels: {a: b}\n"
                             "  shared:\n    external: true\n").stack.services["web"].container.mounts
@@ -329,7 +329,7 @@ def test_include_brings_in_another_project_with_its_own_folder_and_variables(tmp
     assert stack.services["web"].container.image == "web"  # this file's wins, with a warning
     assert "pgdata" in stack.volumes
     (warning,) = result.warnings
-    assert "include[0]: service 'web' of" in warning and "this file defines one of that name" in warning
+    assert "include[0]: service 'web' of" in warning and "this file defines another of that name" in warning
 
 
 def test_include_problems_are_located(tmp_path):
