@@ -98,12 +98,36 @@ _DEPLOY = {
 }
 
 
+# What swarmlet's orchestrator does not do yet (docs/orchestration.md, "Not there yet"):
+# these keys are stored with the service and act as noted.
+_NOT_DONE_YET = "swarmlet does not roll back yet"
+
+
+def _warn_what_is_not_done_yet(ctx: FileContext, path: Path_, section: dict) -> None:
+    update = section.get("update_config", {})
+    if update.get("failure_action") == "rollback":
+        ctx.warn(path + ("update_config", "failure_action"), f"rollback acts as pause: {_NOT_DONE_YET}")
+    for key in ("monitor", "max_failure_ratio"):
+        if key in update:
+            ctx.warn(path + ("update_config", key), f"{key} has no effect yet: swarmlet's updates do not watch "
+                                                    "updated tasks after they start")
+    if "rollback_config" in section:
+        ctx.warn(path + ("rollback_config",), f"rollback_config has no effect yet: {_NOT_DONE_YET}")
+    if section.get("endpoint_mode") == "vip":
+        ctx.warn(path + ("endpoint_mode",), "vip has no effect yet: swarmlet has no virtual IPs; a service name "
+                                            "resolves to its tasks' addresses, as with dnsrr")
+
+
 def deploy(ctx: FileContext, path: Path_, value: Any) -> dict | None:
     section = f.fields(ctx, path, value, _DEPLOY)
-    if section and section.get("mode", "").startswith("global"):
-        for key in ("replicas", "max_replicas_per_node"):
-            holder = section if key == "replicas" else section.get("placement", {})
-            if key in holder:
-                where = path + (("replicas",) if key == "replicas" else ("placement", key))
-                ctx.error(where, f"{key} cannot be used with mode {section['mode']}")
+    if not section:
+        return section
+    if section.get("mode", "").startswith("global"):
+        # docker/cli convertDeployMode: "replicas can only be used with replicated or replicated-job mode".
+        if "replicas" in section:
+            ctx.error(path + ("replicas",), f"replicas cannot be used with mode {section['mode']}")
+        if "max_replicas_per_node" in section.get("placement", {}):
+            ctx.warn(path + ("placement", "max_replicas_per_node"),
+                     f"max_replicas_per_node has no effect with mode {section['mode']}: one task per node")
+    _warn_what_is_not_done_yet(ctx, path, section)
     return section

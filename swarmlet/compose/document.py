@@ -184,8 +184,12 @@ _TOP_LEVEL = {
 }
 
 
+_TOP_LEVEL_IGNORED = {"models": "AI models are served by Docker Model Runner, not by a cluster "
+                                "(docker stack deploy refuses it)"}
+
+
 def normalize_file(ctx: FileContext, data: Any) -> dict:
     if data is None:
         ctx.error((), "the file is empty; expected a mapping with services")
         return {}
-    return f.fields(ctx, (), data, _TOP_LEVEL) or {}
+    return f.fields(ctx, (), data, _TOP_LEVEL, _TOP_LEVEL_IGNORED) or {}

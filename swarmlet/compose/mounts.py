@@ -45,8 +45,9 @@ _LONG = {
     "bind": f.section(_BIND, _BIND_IGNORED),
     "volume": f.section(_VOLUME_OPTIONS, _VOLUME_IGNORED),
     "tmpfs": f.section({"size": f.byte_size, "mode": f.file_mode}),
+    "image": f.section({"subpath": f.string}),
 }
-_OPTIONS_OF_TYPE = {"bind": "bind", "volume": "volume", "tmpfs": "tmpfs"}
+_OPTIONS_OF_TYPE = {"bind": "bind", "volume": "volume", "tmpfs": "tmpfs", "image": "image"}
 
 
 def _is_host_path(source: str) -> bool:

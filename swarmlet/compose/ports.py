@@ -143,4 +143,7 @@ def ports(ctx: FileContext, path: Path_, value: Any) -> list[dict] | None:
             result += _short_ports(ctx, path + (i,), str(item))
         else:
             ctx.error(path + (i,), expected("a port string or mapping", item))
+    if any(port["mode"] == "ingress" for port in result):
+        ctx.warn(path, "ports in ingress mode are not published yet: swarmlet has no routing mesh; "
+                       "mode: host publishes a port on each node that runs a task")
     return result

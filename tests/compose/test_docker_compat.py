@@ -162,8 +162,24 @@ def test_long_port_syntax_takes_strings_and_warns_on_what_a_cluster_ignores(tmp_
                             "        published: '8080'\n        host_ip: 127.0.0.1\n        app_protocol: http\n")
     (port,) = result.stack.services["web"].endpoint.ports
     assert (port.target, port.published, port.mode) == (80, 8080, "ingress")
-    assert sorted(w.split(": ")[1] for w in result.warnings) == ["services.web.ports[0].app_protocol",
+    assert sorted(w.split(": ")[1] for w in result.warnings) == ["services.web.ports", "services.web.ports[0].app_protocol",
                                                                  "services.web.ports[0].host_ip"]
+
+
+def test_ingress_ports_warn_that_they_are_not_published(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    ports: ['80:80']\n"
+                            "  api:\n    image: x\n    ports: [{target: 80, published: 8080, mode: host}]\n")
+    (warning,) = result.warnings
+    assert "compose.yml:4: services.web.ports: ports in ingress mode are not published yet" in warning
+
+
+def test_what_swarmlet_does_not_do_yet_warns(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n      mode: global\n"
+                            "      endpoint_mode: vip\n      placement: {max_replicas_per_node: 2}\n"
+                            "      update_config: {failure_action: rollback}\n      rollback_config: {parallelism: 2}\n")
+    assert [w.split(": ")[1] for w in result.warnings] == [
+        "services.web.deploy.placement.max_replicas_per_node", "services.web.deploy.update_config.failure_action",
+        "services.web.deploy.rollback_config", "services.web.deploy.endpoint_mode"]
 
 
 def test_swarmkit_endpoint_checks(tmp_path):
@@ -339,3 +355,29 @@ def test_include_problems_are_located(tmp_path):
     assert (missing.file, missing.path, missing.line) == (str(tmp_path / "compose.yml"), "include[1].path", 3)
     assert (cycle.file, cycle.path, cycle.line) == (str(tmp_path / "loop.yml"), "include[0]", 1)
     assert "include cycle" in cycle.message
+
+
+# --- every key is applied, warned about, or refused where Docker refuses it ---------------
+
+# The service keys of the Compose spec (schema/compose-spec.json) and docker/cli's
+# config_schema_v3.13.json, together.
+SPEC_AND_V3_SERVICE_KEYS = {
+    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup", "cgroup_parent",
+    "cgroupns_mode", "command", "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
+    "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec", "depends_on", "deploy",
+    "develop", "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "domainname", "entrypoint",
+    "env_file", "environment", "expose", "extends", "external_links", "extra_hosts", "gpus", "group_add",
+    "healthcheck", "hostname", "image", "init", "ipc", "isolation", "label_file", "labels", "links", "logging",
+    "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "models", "network_mode",
+    "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit", "platform", "ports", "post_start",
+    "pre_stop", "privileged", "profiles", "provider", "pull_policy", "pull_refresh_after", "read_only", "restart",
+    "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period", "stop_signal",
+    "storage_opt", "sysctls", "tmpfs", "tty", "ulimits", "use_api_socket", "user", "userns_mode", "uts", "volumes",
+    "volumes_from", "working_dir",
+}
+
+
+def test_every_service_key_of_the_spec_and_v3_is_applied_or_warned_about():
+    from swarmlet.compose.service import CLUSTER_IGNORED_KEYS, SERVICE_FIELDS
+    assert not set(SERVICE_FIELDS) & set(CLUSTER_IGNORED_KEYS)
+    assert SPEC_AND_V3_SERVICE_KEYS == set(SERVICE_FIELDS) | set(CLUSTER_IGNORED_KEYS)
