@@ -360,7 +360,8 @@ def test_include_problems_are_located(tmp_path):
 # --- every key is applied, warned about, or refused where Docker refuses it ---------------
 
 # The service keys of the Compose spec (schema/compose-spec.json) and docker/cli's
-# config_schema_v3.13.json, together.
+# config_schema_v3.13.json, together, and volume_driver (in docker/cli's ForbiddenProperties
+# only, with a hint).
 SPEC_AND_V3_SERVICE_KEYS = {
     "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup", "cgroup_parent",
     "cgroupns_mode", "command", "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota",
@@ -373,7 +374,7 @@ SPEC_AND_V3_SERVICE_KEYS = {
     "pre_stop", "privileged", "profiles", "provider", "pull_policy", "pull_refresh_after", "read_only", "restart",
     "runtime", "scale", "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period", "stop_signal",
     "storage_opt", "sysctls", "tmpfs", "tty", "ulimits", "use_api_socket", "user", "userns_mode", "uts", "volumes",
-    "volumes_from", "working_dir",
+    "volumes_from", "working_dir", "volume_driver",
 }
 
 
