@@ -232,8 +232,9 @@ class _Loading:
             return service
         base = self._extend(base_services, extends["service"], trail + (place,))
         if base is None:
-            ctx.error(("services", name, "extends", "service"),
-                      f'service "{extends["service"]}" is not defined in {base_services.ctx.file}')
+            if base_services.readable:  # else the file's own problems are reported already
+                ctx.error(("services", name, "extends", "service"),
+                          f'service "{extends["service"]}" is not defined in {base_services.ctx.file}')
             return service
         merged = merge_values(copy.deepcopy(base), service, ("services", name))
         services.normalised[name] = merged
@@ -247,7 +248,7 @@ class _Loading:
             return None
         parsed = self.parse(file, file.absolute().parent, by.lookup)
         if parsed is None:
-            return _Services(by, {})  # its problems are reported; the service is "not defined"
+            return _Services(by, {}, readable=False)
         data, ctx = parsed
         if id(ctx) not in self._extended_files:
             raw = data.get("services") if isinstance(data, dict) else None
@@ -259,10 +260,12 @@ class _Services:
     """A file's services, normalised as they are asked for: a file that is only
     extended from is checked no further than the services taken from it."""
 
-    def __init__(self, ctx: FileContext, normalised: dict[str, dict], raw: dict | None = None):
+    def __init__(self, ctx: FileContext, normalised: dict[str, dict], raw: dict | None = None,
+                 readable: bool = True):
         self.ctx = ctx
         self.normalised = normalised
         self.raw = raw or {}
+        self.readable = readable  # False: the file could not be read or parsed
 
     def get(self, name: str) -> dict | None:
         if name not in self.normalised and name in self.raw:
