@@ -18,6 +18,12 @@ def running_in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+@pytest.fixture(scope="session")
+def in_ci() -> bool:
+    """Whether CI runs the tests: what is missing there fails a test instead of skipping it."""
+    return running_in_ci()
+
+
 def docker_unavailable(reason: str):
     """On a developer's machine a missing engine skips the test; in CI it is a failure,
     so a broken CI setup can't pass by silently skipping everything."""

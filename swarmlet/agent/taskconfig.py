@@ -7,8 +7,8 @@ service's short name as an alias, as ``docker stack deploy`` does.
 from __future__ import annotations
 
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL
-from swarmlet.runtime import (ContainerConfig, FileReference, HealthCheck, Mount, NetworkAttachment, PublishedPort,
-                              Resources, Ulimit)
+from swarmlet.runtime import (ContainerConfig, FileReference, HealthCheck, LogConfig, Mount, NetworkAttachment,
+                              PublishedPort, Resources, Ulimit)
 
 
 def _file_refs(refs: list[dict], files: dict[str, dict]) -> list[FileReference]:
@@ -18,10 +18,26 @@ def _file_refs(refs: list[dict], files: dict[str, dict]) -> list[FileReference]:
 
 
 def _healthcheck(check: dict | None) -> HealthCheck | None:
-    if not check or not check.get("test") or check["test"][0] == "NONE":
+    """None (the image's check, untouched) when the service sets none; ["NONE"] is kept,
+    to switch the image's check off."""
+    if not check:
         return None
-    return HealthCheck(test=list(check["test"]), interval=check["interval"], timeout=check["timeout"],
-                       retries=check["retries"], start_period=check["start_period"])
+    return HealthCheck(test=list(check["test"]) if check.get("test") else None, interval=check.get("interval"),
+                       timeout=check.get("timeout"), retries=check.get("retries"),
+                       start_period=check.get("start_period"), start_interval=check.get("start_interval"))
+
+
+def _mount(mount: dict) -> Mount:
+    return Mount(type=mount["type"], target=mount["target"], source=mount.get("source"),
+                 read_only=mount.get("read_only", False), propagation=mount.get("bind_propagation"),
+                 no_copy=mount.get("volume_nocopy", False), volume_driver=mount.get("volume_driver"),
+                 volume_driver_opts=dict(mount.get("volume_driver_opts") or {}),
+                 volume_labels=dict(mount.get("volume_labels") or {}),
+                 tmpfs_size=mount.get("tmpfs_size"), tmpfs_mode=mount.get("tmpfs_mode"))
+
+
+def _logging(driver: dict | None) -> LogConfig | None:
+    return LogConfig(driver.get("name"), dict(driver.get("options") or {})) if driver is not None else None
 
 
 def _tmpfs(entries: list[str]) -> dict[str, str]:
@@ -33,7 +49,9 @@ def _tmpfs(entries: list[str]) -> dict[str, str]:
 
 
 def has_healthcheck(spec: dict) -> bool:
-    return _healthcheck(spec["container"].get("healthcheck")) is not None
+    """Whether the spec itself gives a health check test (an image's is not known here)."""
+    check = _healthcheck(spec["container"].get("healthcheck"))
+    return check is not None and check.test is not None and check.test[0] != "NONE"
 
 
 def container_config(task_id: str, spec: dict, node_id: str, secrets: dict[str, dict],
@@ -55,18 +73,22 @@ def container_config(task_id: str, spec: dict, node_id: str, secrets: dict[str, 
         user=container.get("user"), working_dir=container.get("working_dir"),
         stop_signal=container.get("stop_signal"), stop_grace_period=container.get("stop_grace_period", 10.0),
         init=bool(container.get("init")), read_only=bool(container.get("read_only")),
+        tty=bool(container.get("tty")), stdin_open=bool(container.get("stdin_open")),
         cap_add=list(container.get("cap_add") or []), cap_drop=list(container.get("cap_drop") or []),
         ulimits=[Ulimit(name, limit["soft"], limit["hard"]) for name, limit in (container.get("ulimits") or {}).items()],
         sysctls=dict(container.get("sysctls") or {}),
         extra_hosts=dict(entry.split(":", 1) for entry in container.get("extra_hosts") or [] if ":" in entry),
-        dns=list(container.get("dns") or []), tmpfs=_tmpfs(container.get("tmpfs") or []),
+        dns=list(container.get("dns") or []), dns_search=list(container.get("dns_search") or []),
+        dns_options=list(container.get("dns_options") or []), oom_score_adj=container.get("oom_score_adj"),
+        isolation=container.get("isolation"), logging=_logging(container.get("logging")),
+        tmpfs=_tmpfs(container.get("tmpfs") or []),
         healthcheck=_healthcheck(container.get("healthcheck")),
-        mounts=[Mount(type=m["type"], target=m["target"], source=m.get("source"), read_only=m.get("read_only", False))
-                for m in container.get("mounts") or []],
+        mounts=[_mount(m) for m in container.get("mounts") or []],
         ports=[PublishedPort(target=p["target"], published=p.get("published"), protocol=p.get("protocol", "tcp"))
                for p in spec.get("ports") or [] if p.get("mode") == "host"],
         resources=Resources(cpus=limits.get("cpus"), memory=limits.get("memory"), pids=limits.get("pids")),
-        networks=[NetworkAttachment(n["name"], sorted({*n.get("aliases", []), short_name}))
+        networks=[NetworkAttachment(n["name"], sorted({*n.get("aliases", []), short_name}),
+                                    dict(n.get("driver_opts") or {}))
                   for n in spec.get("networks") or []],
         secrets=_file_refs(container.get("secrets") or [], secrets),
         configs=_file_refs(container.get("configs") or [], configs),

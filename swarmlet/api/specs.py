@@ -39,11 +39,6 @@ DEFAULT_UPDATE_ORDER = "stop-first"
 DEFAULT_MAX_REPLICAS_PER_NODE = 0  # 0 = no limit
 DEFAULT_STOP_GRACE_PERIOD = 10.0
 
-DEFAULT_HEALTHCHECK_INTERVAL = 30.0
-DEFAULT_HEALTHCHECK_TIMEOUT = 30.0
-DEFAULT_HEALTHCHECK_RETRIES = 3
-DEFAULT_HEALTHCHECK_START_PERIOD = 0.0
-
 DEFAULT_NETWORK_DRIVER = "overlay"
 DEFAULT_VOLUME_DRIVER = "local"
 DEFAULT_NETWORK_NAME = "default"
@@ -54,7 +49,6 @@ DEFAULT_FILE_MODE = 0o444
 SECRETS_DIR = "/run/secrets"
 
 DEFAULT_DEPENDENCY_CONDITION = "service_started"
-DEFAULT_LOG_DRIVER = "json-file"
 
 # --- allowed values ------------------------------------------------------------------
 
@@ -194,6 +188,7 @@ class EndpointSpec(SpecBase):
 class NetworkAttachment(SpecBase):
     name: str
     aliases: list[str] = field(default_factory=list)
+    driver_opts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -203,6 +198,11 @@ class Mount(SpecBase):
     source: str | None = None  # absolute host path (bind), volume name, or None
     read_only: bool = False
     volume_nocopy: bool = False
+    # A stack volume's driver, options and labels, for the engine to create it with
+    # (docker/cli puts them on every mount of the volume).
+    volume_driver: str | None = None
+    volume_driver_opts: dict[str, str] = field(default_factory=dict)
+    volume_labels: dict[str, str] = field(default_factory=dict)
     bind_propagation: str | None = None
     tmpfs_size: int | None = None
     tmpfs_mode: int | None = None
@@ -220,11 +220,15 @@ class FileRef(SpecBase):
 
 @dataclass(frozen=True)
 class HealthCheck(SpecBase):
-    test: list[str]  # ["CMD", …], ["CMD-SHELL", "…"] or ["NONE"]
-    interval: float = DEFAULT_HEALTHCHECK_INTERVAL
-    timeout: float = DEFAULT_HEALTHCHECK_TIMEOUT
-    retries: int = DEFAULT_HEALTHCHECK_RETRIES
-    start_period: float = DEFAULT_HEALTHCHECK_START_PERIOD
+    """Docker's HEALTHCHECK; None anywhere means the image's (as docker stack deploy sends
+    an empty test and zero durations): a check that only sets `interval` re-times the
+    image's test, and a `test` alone keeps the image's timings."""
+    test: list[str] | None = None  # ["CMD", …], ["CMD-SHELL", "…"], ["NONE"] (disabled)
+    interval: float | None = None
+    timeout: float | None = None
+    retries: int | None = None
+    start_period: float | None = None
+    start_interval: float | None = None
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,7 @@ class Ulimit(SpecBase):
 
 @dataclass(frozen=True)
 class LogDriver(SpecBase):
-    name: str
+    name: str | None = None  # None: the engine's default driver
     options: dict[str, str] = field(default_factory=dict)
 
 
@@ -253,12 +257,18 @@ class ContainerSpec(SpecBase):
     stop_signal: str | None = None
     init: bool | None = None
     read_only: bool = False
+    tty: bool = False
+    stdin_open: bool = False
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     ulimits: dict[str, Ulimit] = field(default_factory=dict)
     sysctls: dict[str, str] = field(default_factory=dict)
     extra_hosts: list[str] = field(default_factory=list)  # "hostname:ip"
     dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    oom_score_adj: int | None = None
+    isolation: str | None = None  # None: the engine's default
     tmpfs: list[str] = field(default_factory=list)
     healthcheck: HealthCheck | None = None
     mounts: list[Mount] = field(default_factory=list)
@@ -286,9 +296,11 @@ class ServiceSpec(SpecBase):
 
 @dataclass(frozen=True)
 class StoredFileSpec(SpecBase):
-    """Common shape of secrets and configs: content from a file, or already in the cluster."""
+    """Common shape of secrets and configs: data from a file or given inline, or already
+    in the cluster."""
     name: str
     file: str | None = None  # absolute path
+    content: str | None = None  # inline data (Compose `content:`, or `environment:` resolved)
     external: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     cluster_name: str | None = None  # explicit `name:`; otherwise deploy derives one

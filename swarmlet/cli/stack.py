@@ -46,14 +46,20 @@ def _load_or_exit(files, env_files):
 
 
 def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
-    """The body of ``POST /v1/stacks/{name}``: the stack, the contents of the secret and
-    config files it names (base64), and whether to prune."""
+    """The body of ``POST /v1/stacks/{name}``: the stack, the data of its secrets and
+    configs (base64: the files they name, or their inline content), and whether to prune."""
     files: dict[str, dict[str, str]] = {"secrets": {}, "configs": {}}
     for kind, entries in (("secrets", stack.secrets), ("configs", stack.configs)):
         for name, entry in entries.items():
-            if not entry.external and entry.file:
-                files[kind][name] = base64.b64encode(Path(entry.file).read_bytes()).decode("ascii")
-    return {"stack": stack.to_dict(), "files": files, "prune": prune}
+            if entry.external:
+                continue
+            data = entry.content.encode() if entry.content is not None else Path(entry.file).read_bytes()
+            files[kind][name] = base64.b64encode(data).decode("ascii")
+    plain = stack.to_dict()
+    for kind in files:
+        for entry in plain[kind].values():
+            del entry["content"]  # sent once, under "files"
+    return {"stack": plain, "files": files, "prune": prune}
 
 
 @stack.command("deploy")

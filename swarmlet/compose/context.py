@@ -1,6 +1,7 @@
 """What normalisation of one file needs to know and where it reports."""
 from __future__ import annotations
 
+import codecs
 import os
 from dataclasses import dataclass, field
 from functools import partial
@@ -13,20 +14,49 @@ from swarmlet.compose.errors import ComposeIssue, Path_, describe, format_path
 class Sources(Protocol):
     """File access, injected so that normalisation stays testable without a disk."""
 
-    def read_text(self, path: Path) -> str | None: ...  # None when there is no such file
+    def read_bytes(self, path: Path) -> bytes | None: ...  # None when there is no such file
 
     def is_file(self, path: Path) -> bool: ...
 
 
 class DiskSources:
-    def read_text(self, path: Path) -> str | None:
+    def read_bytes(self, path: Path) -> bytes | None:
         try:
-            return path.read_text(encoding="utf-8")
+            return path.read_bytes()
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
     def is_file(self, path: Path) -> bool:
         return path.is_file()
+
+
+# YAML 1.2 (5.2) reads UTF-8, UTF-16 and UTF-32, told apart by a byte order mark, as
+# go-yaml does for docker/cli and compose-go. UTF-32 first: its LE mark starts like UTF-16's.
+_BYTE_ORDER_MARKS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                     (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                     (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode_text(data: bytes, file: str) -> tuple[str | None, ComposeIssue | None]:
+    """Text of a Compose or env file: UTF-8 unless a byte order mark says otherwise.
+    Undecodable bytes are an issue naming the line they are on."""
+    encoding = next((name for mark, name in _BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8")
+    try:
+        return data.decode(encoding), None
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1 if encoding.startswith("utf-8") else None
+        return None, ComposeIssue(file, "", line, f"cannot be read as {encoding.upper().removesuffix('-SIG')} "
+                                  f"(byte {data[exc.start]:#04x} at offset {exc.start}); expected UTF-8, "
+                                  "or UTF-16 or UTF-32 with a byte order mark")
+
+
+def read_text(sources: Sources, path: Path) -> tuple[str | None, ComposeIssue | None]:
+    """(text, None); (None, None) when there is no such file; (None, issue) when it
+    cannot be decoded."""
+    data = sources.read_bytes(path)
+    if data is None:
+        return None, None
+    return decode_text(data, str(path))
 
 
 class Origin:

@@ -1,36 +1,49 @@
-"""Stack-wide steps on the merged document: env files, the default network, and the
-checks that need every file (references between services and top-level objects)."""
+"""Stack-wide steps on the merged document: env and label files, the default network,
+and the checks that need every file (references between services and top-level
+objects, and SwarmKit's checks of a whole service)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
 from swarmlet.api import specs
-from swarmlet.compose.context import Origin, Sources
+from swarmlet.compose.context import Origin, Sources, read_text
 from swarmlet.compose.errors import ComposeIssue
 from swarmlet.compose.interpolation import parse_env_file
 
-_NOWHERE = Origin("<stack>", (), None)
+# Where a service takes values from files: the key, and the key they go under (which wins).
+_FILE_SOURCED = (("env_file", "environment"), ("label_file", "labels"))
+
+
+def _nowhere(service: str) -> Origin:
+    """Where a service was written, when nothing more precise was remembered."""
+    return Origin("<stack>", ("services", service), None)
 
 
 def fold_env_files(document: dict, origins: dict[tuple, Origin], lookup: Mapping[str, str],
                    sources: Sources) -> list[ComposeIssue]:
-    """`env_file:` contents go under `environment:`, which wins over them."""
+    """`env_file:` contents go under `environment:` and `label_file:` contents under
+    `labels:`, which win over them."""
     issues: list[ComposeIssue] = []
     for name, service in document.get("services", {}).items():
-        from_files: dict[str, str] = {}
-        for entry in service.pop("env_file", []):
-            text = sources.read_text(Path(entry["path"]))
-            if text is None:
-                if entry["required"]:
-                    origin = origins.get(("env-file", name, entry["path"]), _NOWHERE)
-                    issues.append(origin.issue(f'expected an existing env file, found "{entry["path"]}"'))
-                continue
-            values, problems = parse_env_file(text, entry["path"], lookup)
-            from_files.update(values)
-            issues += problems
-        if from_files:
-            service["environment"] = {**from_files, **service.get("environment", {})}
+        for key, target in _FILE_SOURCED:
+            from_files: dict[str, str] = {}
+            for entry in service.pop(key, []):
+                origin = origins.get((key, name, entry["path"])) or origins.get(("service", name), _nowhere(name))
+                text, problem = read_text(sources, Path(entry["path"]))
+                if problem is not None:
+                    issues.append(problem)
+                    continue
+                if text is None:
+                    if entry["required"]:
+                        issues.append(origin.issue(f'expected an existing {key.replace("_", " ")}, '
+                                                   f'found "{entry["path"]}"'))
+                    continue
+                values, problems = parse_env_file(text, entry["path"], lookup, raw=entry.get("format") == "raw")
+                from_files.update(values)
+                issues += problems
+            if from_files:
+                service[target] = {**from_files, **service.get(target, {})}
     return issues
 
 
@@ -43,16 +56,18 @@ def add_default_network(document: dict) -> None:
         document.setdefault("networks", {}).setdefault(specs.DEFAULT_NETWORK_NAME, {})
 
 
-def check_stack(document: dict, origins: dict[tuple, Origin]) -> list[ComposeIssue]:
+def check_stack(document: dict, origins: dict[tuple, Origin]) -> tuple[list[ComposeIssue], list[str]]:
+    """(errors, warnings) of the merged stack."""
     services = document.get("services", {})
     issues: list[ComposeIssue] = []
+    warnings: list[str] = []
     if not services:
         issues.append(ComposeIssue(None, "services", None, "expected at least one service, found none"))
     for name, service in services.items():
-        origin = origins.get(("service", name), _NOWHERE)
+        origin = origins.get(("service", name), _nowhere(name))
         if "image" not in service:
-            issues.append(origin.issue("missing required key image (build is ignored on a cluster)",
-                                       origin.path + ("image",)))
+            why = " (build is ignored on a cluster)" if ("build", name) in origins else ""
+            issues.append(origin.issue(f"missing required key image{why}", origin.path + ("image",)))
         issues += _undeclared(name, "secret-ref", [r["source"] for r in service.get("secrets", [])],
                               document.get("secrets", {}), origins, "secret")
         issues += _undeclared(name, "config-ref", [r["source"] for r in service.get("configs", [])],
@@ -62,14 +77,42 @@ def check_stack(document: dict, origins: dict[tuple, Origin]) -> list[ComposeIss
         issues += _undeclared(name, "volume-ref", [m["source"] for m in service.get("volumes", [])
                                                    if m["type"] == "volume" and m.get("source")],
                               document.get("volumes", {}), origins, "volume")
-        issues += _undeclared(name, "depends-on", list(service.get("depends_on", {})), services, origins, "service")
-    return issues + _cycles(services, origins)
+        required = [dep for dep, options in service.get("depends_on", {}).items() if options.get("required", True)]
+        issues += _undeclared(name, "depends-on", required, services, origins, "service")
+        issues += _check_ports(name, service, origins)
+        if "restart" in service and "restart_policy" in service.get("deploy", {}):
+            where = origins.get(("restart", name), origin)
+            warnings.append(str(where.issue("restart is ignored: deploy.restart_policy is set")))
+        elif service.get("restart", "").startswith("no"):
+            where = origins.get(("restart", name), origin)
+            warnings.append(str(where.issue('restart: "no" leaves the cluster\'s default policy (restart on any '
+                                            "exit); set deploy.restart_policy.condition: none to never restart")))
+    return issues + _cycles(services, origins), warnings
+
+
+def _check_ports(name: str, service: dict, origins: dict[tuple, Origin]) -> list[ComposeIssue]:
+    """SwarmKit's validateEndpointSpec."""
+    ports = service.get("ports", [])
+    where = origins.get(("ports", name)) or origins.get(("service", name), _nowhere(name))
+    issues = []
+    if service.get("deploy", {}).get("endpoint_mode") == "dnsrr" \
+            and any(p["mode"] == "ingress" for p in ports):
+        issues.append(where.issue("ports published in ingress mode cannot be used with endpoint_mode dnsrr; "
+                                  "publish them with mode: host"))
+    seen: set[tuple] = set()
+    for port in ports:
+        key = (port.get("published"), port["protocol"])
+        if key[0] is not None and key in seen:
+            issues.append(where.issue(f"port {key[0]}/{key[1]} is published twice"))
+        seen.add(key)
+    return issues
 
 
 def _undeclared(service: str, kind: str, names: list[str], declared: dict,
                 origins: dict[tuple, Origin], what: str) -> list[ComposeIssue]:
     where = "in services" if what == "service" else f"in the top-level {what}s"
-    return [origins.get((kind, service, name), _NOWHERE).issue(f'{what} "{name}" is not declared {where}')
+    fallback = origins.get(("service", service), _nowhere(service))
+    return [origins.get((kind, service, name), fallback).issue(f'{what} "{name}" is not declared {where}')
             for name in dict.fromkeys(names) if name not in declared]
 
 
@@ -85,7 +128,7 @@ def _cycles(services: dict, origins: dict[tuple, Origin]) -> list[ComposeIssue]:
                 continue
             if state.get(dependency) == "visiting":
                 loop = trail[trail.index(dependency):] + [name, dependency] if dependency in trail else [name, dependency]
-                origin = origins.get(("depends-on", name, dependency), _NOWHERE)
+                origin = origins.get(("depends-on", name, dependency), _nowhere(name))
                 issues.append(origin.issue("dependency cycle: " + " -> ".join(loop)))
             elif dependency not in state:
                 visit(dependency, trail + [name])

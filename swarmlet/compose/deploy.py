@@ -1,37 +1,70 @@
 """The `deploy:` section of a service."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from swarmlet.api import specs
+from swarmlet.api import constraints, specs
 from swarmlet.compose import fields as f
 from swarmlet.compose.context import FileContext, expected
 from swarmlet.compose.errors import Path_
 
-_CONSTRAINT = re.compile(r"^\s*([\w.-]+)\s*(==|!=)\s*(\S.*?)\s*$")
-_CONSTRAINT_KEY = re.compile(r"^(node\.(id|hostname|role|platform\.os|platform\.arch)|(node|engine)\.labels\.[\w.-]+)$")
-_SPREAD = re.compile(r"^(node|engine)\.labels\.[\w.-]+$")
-
 
 def constraint(ctx: FileContext, path: Path_, value: Any) -> str | None:
+    """Checked by the scheduler's own parser: what loads can be scheduled."""
     text = f.string(ctx, path, value)
-    match = _CONSTRAINT.match(text) if text is not None else None
-    if text is not None and not (match and _CONSTRAINT_KEY.match(match[1])):
-        ctx.error(path, expected('a constraint "key==value" or "key!=value" on node.id, node.hostname, '
-                                 'node.role, node.platform.os, node.platform.arch or node.labels.<name>', value))
+    if text is None:
         return None
-    if match and match[1] == "node.role" and match[3] not in ("manager", "worker"):
-        ctx.error(path, expected("node.role manager or worker", match[3]))
+    try:
+        return constraints.parse_constraint(text).canonical
+    except constraints.PlacementSpecError as exc:
+        ctx.error(path, str(exc))
         return None
-    return f"{match[1]}{match[2]}{match[3]}" if match else None
 
 
-_spread = f.matching(_SPREAD, "a label descriptor such as node.labels.zone")
+def _spread(ctx: FileContext, path: Path_, value: Any) -> str | None:
+    text = f.string(ctx, path, value)
+    if text is None:
+        return None
+    try:
+        constraints.parse_preference(text)
+    except constraints.PlacementSpecError as exc:
+        ctx.error(path, str(exc))
+        return None
+    if not constraints.spreads(text):
+        ctx.warn(path, f"spreading over {text} has no effect: tasks spread only over node.labels.* "
+                       "and engine.labels.* (as in SwarmKit)")
+    return text.strip()
+
 
 _preference = f.section({"spread": _spread})
 
-_RESOURCES = {"cpus": f.cpus, "memory": f.byte_size, "pids": f.integer()}
+# SwarmKit's controlapi validateResources: 0 (none) or at least these.
+_MINIMUM_CPUS = 0.001
+_MINIMUM_MEMORY = 4 * 1024 * 1024
+
+
+def _cpus(ctx: FileContext, path: Path_, value: Any) -> float | None:
+    amount = f.cpus(ctx, path, value)
+    if amount is not None and 0 < amount < _MINIMUM_CPUS:
+        ctx.error(path, expected(f"0 or at least {_MINIMUM_CPUS} CPUs", value))
+        return None
+    return amount
+
+
+def _memory(ctx: FileContext, path: Path_, value: Any) -> int | None:
+    size = f.byte_size(ctx, path, value)
+    if size is not None and 0 < size < _MINIMUM_MEMORY:
+        ctx.error(path, expected("0 or at least 4MiB", value))
+        return None
+    return size
+
+
+_LIMITS = {"cpus": _cpus, "memory": _memory, "pids": f.integer()}
+_RESERVATIONS = {"cpus": _cpus, "memory": _memory}
+_RESERVATIONS_IGNORED = {
+    "generic_resources": "swarmlet nodes advertise no generic resources, so it is not reserved",
+    "devices": "it has no effect on a cluster (docker stack deploy refuses it)",
+}
 
 _UPDATE = {
     "parallelism": f.integer(),
@@ -52,7 +85,8 @@ _DEPLOY = {
         "preferences": f.list_of(_preference),
         "max_replicas_per_node": f.integer(),
     }),
-    "resources": f.section({"limits": f.section(_RESOURCES), "reservations": f.section(_RESOURCES)}),
+    "resources": f.section({"limits": f.section(_LIMITS),
+                            "reservations": f.section(_RESERVATIONS, _RESERVATIONS_IGNORED)}),
     "restart_policy": f.section({
         "condition": f.choice(*specs.RESTART_CONDITIONS),
         "delay": f.duration,
@@ -64,12 +98,36 @@ _DEPLOY = {
 }
 
 
+# What swarmlet's orchestrator does not do yet (docs/orchestration.md, "Not there yet"):
+# these keys are stored with the service and act as noted.
+_NOT_DONE_YET = "swarmlet does not roll back yet"
+
+
+def _warn_what_is_not_done_yet(ctx: FileContext, path: Path_, section: dict) -> None:
+    update = section.get("update_config", {})
+    if update.get("failure_action") == "rollback":
+        ctx.warn(path + ("update_config", "failure_action"), f"rollback acts as pause: {_NOT_DONE_YET}")
+    for key in ("monitor", "max_failure_ratio"):
+        if key in update:
+            ctx.warn(path + ("update_config", key), f"{key} has no effect yet: swarmlet's updates do not watch "
+                                                    "updated tasks after they start")
+    if "rollback_config" in section:
+        ctx.warn(path + ("rollback_config",), f"rollback_config has no effect yet: {_NOT_DONE_YET}")
+    if section.get("endpoint_mode") == "vip":
+        ctx.warn(path + ("endpoint_mode",), "vip has no effect yet: swarmlet has no virtual IPs; a service name "
+                                            "resolves to its tasks' addresses, as with dnsrr")
+
+
 def deploy(ctx: FileContext, path: Path_, value: Any) -> dict | None:
     section = f.fields(ctx, path, value, _DEPLOY)
-    if section and section.get("mode", "").startswith("global"):
-        for key in ("replicas", "max_replicas_per_node"):
-            holder = section if key == "replicas" else section.get("placement", {})
-            if key in holder:
-                where = path + (("replicas",) if key == "replicas" else ("placement", key))
-                ctx.error(where, f"{key} cannot be used with mode {section['mode']}")
+    if not section:
+        return section
+    if section.get("mode", "").startswith("global"):
+        # docker/cli convertDeployMode: "replicas can only be used with replicated or replicated-job mode".
+        if "replicas" in section:
+            ctx.error(path + ("replicas",), f"replicas cannot be used with mode {section['mode']}")
+        if "max_replicas_per_node" in section.get("placement", {}):
+            ctx.warn(path + ("placement", "max_replicas_per_node"),
+                     f"max_replicas_per_node has no effect with mode {section['mode']}: one task per node")
+    _warn_what_is_not_done_yet(ctx, path, section)
     return section

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from swarmlet.compose import units
 from swarmlet.compose.context import FileContext, expected
@@ -76,6 +76,17 @@ def ratio(ctx: FileContext, path: Path_, value: Any) -> float | None:
         ctx.error(path, expected("a decimal from 0 to 1", value))
         return None
     return number
+
+
+_OCTAL_MODE = re.compile(r"0?[0-7]{1,4}")
+
+
+def file_mode(ctx: FileContext, path: Path_, value: Any) -> int | None:
+    """Permission bits: an octal string ("0440"), or a number as YAML reads it (an
+    unquoted 0440 is octal, 440 is not), as compose-go's FileMode."""
+    if isinstance(value, str) and _OCTAL_MODE.fullmatch(value):
+        return int(value, 8)
+    return integer(0, 0o7777)(ctx, path, value)
 
 
 def choice(*allowed: str) -> Handler:
@@ -198,9 +209,10 @@ def unknown_key_message(key: str, allowed: dict) -> str:
 
 
 def fields(ctx: FileContext, path: Path_, value: Any, handlers: dict[str, Handler],
-           ignored: frozenset[str] = frozenset()) -> dict | None:
+           ignored: Mapping[str, str] = {}) -> dict | None:
     """Runs each key of a mapping through its handler; `x-` keys are extension fields
-    (dropped), `ignored` keys are warned about, anything else is an error."""
+    (dropped), `ignored` keys (key -> why) are dropped with a warning, anything else is
+    an error."""
     if value.__class__ is not dict:  # the common case skips a call
         value = mapping(ctx, path, value)
         if value is None:
@@ -213,7 +225,7 @@ def fields(ctx: FileContext, path: Path_, value: Any, handlers: dict[str, Handle
             if key.startswith("x-"):
                 continue
             if key in ignored:
-                ctx.warn(path + (key,), f'"{key}" is ignored: it has no meaning on a cluster')
+                ctx.warn(path + (key,), f'"{key}" is ignored: {ignored[key]}')
                 continue
             ctx.error(path + (key,), unknown_key_message(key, handlers))
             continue
@@ -223,6 +235,6 @@ def fields(ctx: FileContext, path: Path_, value: Any, handlers: dict[str, Handle
     return result
 
 
-def section(handlers: dict[str, Handler]) -> Handler:
+def section(handlers: dict[str, Handler], ignored: Mapping[str, str] = {}) -> Handler:
     """A handler for a nested mapping with a fixed set of keys."""
-    return lambda ctx, path, value: fields(ctx, path, value, handlers)
+    return lambda ctx, path, value: fields(ctx, path, value, handlers, ignored)

@@ -15,9 +15,19 @@ class InterpolationError(ValueError):
 
 
 def interpolate(text: str, lookup: Mapping[str, str], on_unset: Callable[[str], None] = lambda name: None) -> str:
-    """Expands $VAR, ${VAR}, ${VAR:-default} and friends; `$$` is a literal `$`.
-    Arguments of operators are expanded only when used, so an unused
+    """Expands $VAR, ${VAR}, ${VAR:-default} and friends; `$$` is a literal `$`, and so
+    is a `$` followed by anything but a name, `{` or `$`. Arguments of operators
+    (defaults, replacements, messages) are taken as written, as docker/cli takes them,
+    but for `${…}` inside them (the spec's nesting), expanded only when used: an unused
     `${A:-${B:?required}}` default cannot fail."""
+    return _substitute(text, lookup, on_unset, text, braced_only=False)
+
+
+def _substitute(text: str, lookup: Mapping[str, str], on_unset: Callable[[str], None], whole: str,
+                braced_only: bool) -> str:
+    """`braced_only`: an operator's argument, where only `${…}` is expanded. docker/cli
+    returns defaults literally, so a bcrypt hash `$2y$05$oZcj…` as a default survives,
+    `$oZcj…` and all."""
     out: list[str] = []
     pos = 0
     while True:
@@ -27,19 +37,22 @@ def interpolate(text: str, lookup: Mapping[str, str], on_unset: Callable[[str], 
             return "".join(out)
         out.append(text[pos:dollar])
         following = text[dollar + 1: dollar + 2]
-        if following == "$":
-            out.append("$")
-            pos = dollar + 2
-        elif following == "{":
+        name = None if braced_only or following in ("$", "{") else _NAME.match(text, dollar + 1)
+        if following == "{":
             end = _closing_brace(text, dollar + 2)
-            out.append(_expand_braced(text[dollar + 2: end], lookup, on_unset, text))
+            out.append(_expand_braced(text[dollar + 2: end], lookup, on_unset, whole))
             pos = end + 1
-        else:
-            name = _NAME.match(text, dollar + 1)
-            if not name:
-                raise InterpolationError(f'invalid interpolation format in "{text}": "$" must be followed by a name, "{{" or "$"')
+        elif following == "$":
+            out.append("$$" if braced_only else "$")  # kept whole where defaults are literal
+            pos = dollar + 2
+        elif name:
             out.append(_lookup(name.group(), lookup, on_unset))
             pos = name.end()
+        else:
+            # The spec (12-interpolation.md) keeps a "$" that starts no variable:
+            # "$2y$05$…" in a bcrypt hash, "cost $ 5".
+            out.append("$")
+            pos = dollar + 1
 
 
 def _closing_brace(text: str, start: int) -> int:
@@ -83,13 +96,14 @@ def _expand_braced(body: str, lookup: Mapping[str, str], on_unset: Callable[[str
     present = bool(value) if operator.startswith(":") else value is not None
     kind = operator[-1]
     if kind == "-":
-        return value if present else interpolate(argument, lookup, on_unset)
+        return value if present else _substitute(argument, lookup, on_unset, whole, braced_only=True)
     if kind == "+":
-        return interpolate(argument, lookup, on_unset) if present else ""
+        return _substitute(argument, lookup, on_unset, whole, braced_only=True) if present else ""
     if present:
         return value
-    detail = interpolate(argument, lookup, on_unset)
+    detail = _substitute(argument, lookup, on_unset, whole, braced_only=True)
     raise InterpolationError(f"required variable {name} is missing a value" + (f": {detail}" if detail else ""))
+
 
 
 def interpolate_tree(data: Any, lookup: Mapping[str, str], path: Path_,
@@ -122,34 +136,76 @@ def interpolate_found(found: list[tuple[Any, Any, Path_]], lookup: Mapping[str, 
             error(path + (key,), str(exc))
 
 
-def parse_env_file(text: str, file: str, lookup: Mapping[str, str]) -> tuple[dict[str, str], list[ComposeIssue]]:
-    """`KEY=VALUE` lines (optionally `export KEY=VALUE`); `#` comments; single quotes are
-    literal, double quotes understand \\n, \\t, \\" and \\\\; unquoted and double-quoted
-    values may use ${VAR} of lines above or of `lookup`."""
+_ENV_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
+_EXPORT = re.compile(r"export\s+")
+# Escapes a double-quoted env value understands; `\$` is a literal `$` (written `$$` for interpolation).
+_DOUBLE_QUOTED_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$$"}
+
+
+def parse_env_file(text: str, file: str, lookup: Mapping[str, str],
+                   raw: bool = False) -> tuple[dict[str, str], list[ComposeIssue]]:
+    """An env file, as the Compose spec reads one: `KEY=VALUE` lines (optionally
+    `export KEY=VALUE`); `#` starts a comment line, or an inline comment after a space;
+    a bare `KEY` takes its value from `lookup`, or stays unset; single quotes are
+    literal (but for `\\'`); double quotes understand \\n, \\r, \\t, \\\\, \\" and \\$
+    and may span lines; unquoted and double-quoted values may use ${VAR} of lines above
+    or of `lookup`. `raw` (env_file `format: raw`): values are taken as written."""
     values: dict[str, str] = {}
     issues: list[ComposeIssue] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+    lines = text.splitlines()
+    number = 0
+    while number < len(lines):
+        start = number
+        line = lines[number].strip()
+        number += 1
         if not line or line.startswith("#"):
             continue
-        if line.startswith("export "):
-            line = line[len("export "):].lstrip()
+        line = _EXPORT.sub("", line, count=1)
         key, sep, value = line.partition("=")
         key = key.strip()
-        if not sep or not _NAME.fullmatch(key):
-            issues.append(ComposeIssue(file, "", number, f'expected KEY=VALUE, found "{raw.strip()}"'))
+        if not _ENV_KEY.fullmatch(key):
+            issues.append(ComposeIssue(file, "", start + 1, f'expected KEY=VALUE, found "{lines[start].strip()}"'))
             continue
+        if not sep:
+            if key in lookup:
+                values[key] = lookup[key]
+            continue
+        value = value.lstrip()
+        if raw:
+            values[key] = value.rstrip()
+            continue
+        quote = value[:1]
+        if quote in ("'", '"'):
+            # A quoted value ends at its closing quote, which may be on a later line.
+            while _closing_quote(value, quote) is None and number < len(lines):
+                value += "\n" + lines[number]
+                number += 1
         try:
-            values[key] = _env_value(value.strip(), {**lookup, **values})
+            values[key] = _env_value(value, quote, {**lookup, **values})
         except InterpolationError as exc:
-            issues.append(ComposeIssue(file, key, number, str(exc)))
+            issues.append(ComposeIssue(file, key, start + 1, str(exc)))
     return values, issues
 
 
-def _env_value(value: str, lookup: Mapping[str, str]) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == "'":
-        return value[1:-1]
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        unescaped = re.sub(r'\\(.)', lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), value[1:-1])
-        return interpolate(unescaped, lookup)
-    return interpolate(value.split(" #", 1)[0].rstrip(), lookup)
+def _closing_quote(value: str, quote: str) -> int | None:
+    pos = 1
+    while pos < len(value):
+        if value[pos] == "\\":
+            pos += 2
+            continue
+        if value[pos] == quote:
+            return pos
+        pos += 1
+    return None
+
+
+def _env_value(value: str, quote: str, lookup: Mapping[str, str]) -> str:
+    if quote in ("'", '"'):
+        end = _closing_quote(value, quote)
+        if end is None:
+            raise InterpolationError(f"unterminated quoted value {value.splitlines()[0]}")
+        body = value[1:end]
+        if quote == "'":
+            return body.replace("\\'", "'")
+        return interpolate(re.sub(r"\\(.)", lambda m: _DOUBLE_QUOTED_ESCAPES.get(m[1], m[0]), body), lookup)
+    return interpolate(re.split(r"\s#", value, maxsplit=1)[0].rstrip(), lookup)

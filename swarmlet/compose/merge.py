@@ -1,8 +1,8 @@
 """Merging normalised Compose documents, later files over earlier ones.
 
 Rules (Compose's): mappings merge key by key; `command`, `entrypoint` and healthcheck
-`test` are replaced; `ports` merge by (target, protocol), `volumes`, `secrets` and
-`configs` by target; `environment`, `labels` and the like merge by name (they are
+`test` are replaced; `ports` merge by (target, published, protocol) (the spec's unique
+key; the host IP is dropped by then), `volumes`, `secrets` and `configs` by target; `environment`, `labels` and the like merge by name (they are
 mappings by now); other lists of strings are joined without repeats. A top-level
 network, volume, secret or config defined again replaces the earlier definition.
 """
@@ -38,7 +38,7 @@ _RULES: dict[Path_, Callable[[Any, Any], Any]] = {
     ("services", "*", "command"): _replace,
     ("services", "*", "entrypoint"): _replace,
     ("services", "*", "healthcheck", "test"): _replace,
-    ("services", "*", "ports"): _keyed_by("target", "protocol"),
+    ("services", "*", "ports"): _keyed_by("target", "published", "protocol"),
     ("services", "*", "volumes"): _keyed_by("target"),
     ("services", "*", "secrets"): _keyed_by("target"),
     ("services", "*", "configs"): _keyed_by("target"),

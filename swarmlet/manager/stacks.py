@@ -49,7 +49,7 @@ def scoped_name(stack: str, name: str, entry: dict) -> str:
 
 def service_spec_for(stack: str, service: dict, names: dict[str, dict[str, str]]) -> dict:
     """The stored spec of one Compose service: scoped name, namespace label, references
-    to the cluster names of its secrets, configs and networks."""
+    to the cluster names of its secrets, configs, networks and volumes."""
     spec = specs.ServiceSpec.from_dict(service).to_dict()  # normalised: defaults filled in
     spec["name"] = f"{stack}_{spec['name']}"
     spec["labels"] = dict(spec["labels"], **{STACK_NAMESPACE_LABEL: stack})
@@ -57,6 +57,9 @@ def service_spec_for(stack: str, service: dict, names: dict[str, dict[str, str]]
     for kind in ("secrets", "configs"):
         container[kind] = [dict(ref, source=names[kind].get(ref["source"], ref["source"])) for ref in container[kind]]
     spec["networks"] = [dict(n, name=names["networks"].get(n["name"], n["name"])) for n in spec["networks"]]
+    # Named volumes as docker stack deploy names them: <stack>_<name>, unless external or named.
+    container["mounts"] = [dict(m, source=names["volumes"].get(m["source"], m["source"])) if m["type"] == "volume"
+                           else m for m in container["mounts"]]
     return spec
 
 
@@ -79,7 +82,7 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
         raise DeployError(f"invalid stack name {stack!r}")
     by_name = {kind: {o.name: o for o in objects} for kind, objects in existing.items()}
     names = {kind: {n: scoped_name(stack, n, e) for n, e in (stack_spec.get(kind) or {}).items()}
-             for kind in ("networks", "secrets", "configs")}
+             for kind in ("networks", "secrets", "configs", "volumes")}
     ops: list[dict] = []
     missing = []
     for plural, kind, limit in FILE_KINDS:

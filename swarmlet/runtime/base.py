@@ -10,6 +10,7 @@ several nodes may share one Docker daemon (or one machine) in development and te
 from __future__ import annotations
 
 import abc
+import dataclasses
 import enum
 import os
 import platform
@@ -52,6 +53,14 @@ class Mount:
     target: str
     source: str | None = None  # host path (bind), volume name (volume), unused for tmpfs
     read_only: bool = False
+    propagation: str | None = None  # bind: "rprivate", "rshared", …; None: the engine's default
+    no_copy: bool = False  # volume: do not copy the image's files into a new volume
+    # volume: what the engine creates a missing named volume with
+    volume_driver: str | None = None
+    volume_driver_opts: dict[str, str] = field(default_factory=dict)
+    volume_labels: dict[str, str] = field(default_factory=dict)
+    tmpfs_size: int | None = None  # bytes
+    tmpfs_mode: int | None = None  # permission bits, e.g. 0o1777
 
 
 @dataclass(frozen=True)
@@ -72,19 +81,38 @@ class Resources:
 
 @dataclass(frozen=True)
 class HealthCheck:
-    """Docker's HEALTHCHECK: `test` is ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]."""
+    """Docker's HEALTHCHECK: `test` is ["CMD", ...], ["CMD-SHELL", "..."] or ["NONE"]
+    (disabled). None anywhere is the image's: no test re-times the image's check."""
 
-    test: list[str]
-    interval: float = 30.0  # seconds
-    timeout: float = 30.0
-    retries: int = 3
-    start_period: float = 0.0
+    test: list[str] | None = None
+    interval: float | None = None  # seconds
+    timeout: float | None = None
+    retries: int | None = None
+    start_period: float | None = None
+    start_interval: float | None = None  # engine API 1.44+; older engines ignore it
+
+    def with_defaults(self) -> HealthCheck:
+        """The check with the engine's timings wherever neither it nor an image sets one."""
+        unset = {f.name: getattr(ENGINE_HEALTH_DEFAULTS, f.name) for f in dataclasses.fields(self)
+                 if getattr(self, f.name) is None and f.name != "test"}
+        return dataclasses.replace(self, **unset)
+
+
+# What the engine uses when neither the service nor the image sets a health check timing.
+ENGINE_HEALTH_DEFAULTS = HealthCheck(interval=30.0, timeout=30.0, retries=3, start_period=0.0, start_interval=5.0)
 
 
 @dataclass(frozen=True)
 class NetworkAttachment:
     name: str
     aliases: list[str] = field(default_factory=list)
+    driver_opts: dict[str, str] = field(default_factory=dict)  # of the endpoint, for the network driver
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    driver: str | None = None  # None: the engine's default driver
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,14 +157,21 @@ class ContainerConfig:
     stop_grace_period: float = DEFAULT_STOP_GRACE_PERIOD
     init: bool = False
     read_only: bool = False
+    tty: bool = False
+    stdin_open: bool = False
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     ulimits: list[Ulimit] = field(default_factory=list)
     sysctls: dict[str, str] = field(default_factory=dict)
     extra_hosts: dict[str, str] = field(default_factory=dict)  # hostname -> address
     dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    oom_score_adj: int | None = None
+    isolation: str | None = None  # None: the engine's default
+    logging: LogConfig | None = None  # None: the engine's default driver and options
     tmpfs: dict[str, str] = field(default_factory=dict)  # target -> mount options ("size=64m")
-    healthcheck: HealthCheck | None = None
+    healthcheck: HealthCheck | None = None  # None: the image's
     mounts: list[Mount] = field(default_factory=list)
     ports: list[PublishedPort] = field(default_factory=list)
     resources: Resources = field(default_factory=Resources)

@@ -253,7 +253,8 @@ class ProcessRuntime(Runtime):
         loop.add_reader(task.pidfd, self._on_exit, task_id)
         if record["healthcheck"]:
             task.health = HealthStatus.STARTING
-            task.health_task = loop.create_task(self._check_health(record, HealthCheck(**record["healthcheck"])))
+            check = HealthCheck(**record["healthcheck"]).with_defaults()  # no image to inherit from
+            task.health_task = loop.create_task(self._check_health(record, check))
 
     def _stop_watching(self, task: _Task) -> None:
         if task.pidfd is not None:

@@ -31,6 +31,13 @@ ENV = {"SET": "value", "EMPTY": "", "INNER": "deep"}
     ("$$SET", "$SET"),
     ("cost: $$5 and $${SET}", "cost: $5 and ${SET}"),
     ("${UNSET}", ""),
+    # A "$" that starts no variable is kept (Compose spec, 12-interpolation.md).
+    ("cost $ 5, $5 and 100$", "cost $ 5, $5 and 100$"),
+    # Defaults are taken as written but for ${…} (docker/cli's softDefault returns them
+    # literally): a bcrypt hash survives whole.
+    ("${UNSET:-$2y$05$oZcj4FgdSFEYNCH0EH/3Vu}", "$2y$05$oZcj4FgdSFEYNCH0EH/3Vu"),
+    ("${UNSET:-$SET}", "$SET"),
+    ("${SET:+$$}", "$$"),
 ])
 def test_forms(text, result):
     assert interpolate(text, ENV) == result
@@ -40,7 +47,7 @@ def test_forms(text, result):
     ("${UNSET:?please set it}", "required variable UNSET is missing a value: please set it"),
     ("${EMPTY:?empty is not enough}", "required variable EMPTY"),
     ("${UNSET?}", "required variable UNSET is missing a value"),
-    ("$ 5", "invalid interpolation format"),
+    ("${ 5}", "has no variable name"),
     ("${SET", 'missing "}"'),
     ("${SET/x}", "unknown operator"),
 ])
@@ -78,6 +85,35 @@ def test_explicit_env_files_replace_dotenv_and_later_ones_win(tmp_path):
 def test_env_file_values_may_refer_to_earlier_lines():
     values, issues = parse_env_file('A=1\nB="${A}\\n2"\nC=\'${A}\'\n', "x.env", {})
     assert values == {"A": "1", "B": "1\n2", "C": "${A}"} and issues == []
+
+
+@pytest.mark.parametrize("line, value", [
+    # The Compose spec's examples (05-services.md, "Env_file format").
+    ('VAR="VAL # not a comment"', "VAL # not a comment"),
+    ('VAR="VAL" # comment', "VAL"),
+    ("VAR=VAL# not a comment", "VAL# not a comment"),
+    ("VAR=VAL # comment", "VAL"),
+    ("VAR='Let\\'s go!'", "Let's go!"),
+    ('VAR="{\\"hello\\": \\"json\\"}"', '{"hello": "json"}'),
+    ('VAR="some\\tvalue"', "some\tvalue"),
+    ("VAR='some\\tvalue'", "some\\tvalue"),
+    ("VAR=some\\tvalue", "some\\tvalue"),
+    ('VAR="a\\$b"', "a$b"),
+    ("VAR=", ""),
+])
+def test_env_file_value_forms(line, value):
+    assert parse_env_file(line + "\n", "x.env", {}) == ({"VAR": value}, [])
+
+
+def test_env_file_bare_key_passes_the_variable_through_and_quotes_span_lines():
+    values, issues = parse_env_file('FROM_SHELL\nUNSET\nMULTI="one\ntwo"\nAFTER=3\n', "x.env",
+                                    {"FROM_SHELL": "yes"})
+    assert values == {"FROM_SHELL": "yes", "MULTI": "one\ntwo", "AFTER": "3"} and issues == []
+
+
+def test_env_file_raw_format_takes_values_as_written():
+    values, _ = parse_env_file("A='$B' # x\n", "x.env", {"B": "no"}, raw=True)
+    assert values == {"A": "'$B' # x"}
 
 
 def test_missing_required_variable_names_variable_file_and_place(tmp_path):

@@ -75,7 +75,8 @@ def test_two_files(tmp_path):
     assert web.container.entrypoint == ["/init"]                     # kept
     assert web.container.env == {"A": "1", "B": "2", "C": "3"}       # merged by name
     assert web.container.labels == {"team": "core", "tier": "back"}
-    assert [(p.target, p.published) for p in web.endpoint.ports] == [(80, 8081), (90, 9090)]  # by target
+    # The spec's unique key (13-merge.md): an override adds 8081:80 beside 8080:80, as docker/cli does.
+    assert [(p.target, p.published) for p in web.endpoint.ports] == [(80, 8080), (90, 9090), (80, 8081)]
     assert [(m.target, m.source) for m in web.container.mounts] == [
         ("/data", str(first_dir / "other")), ("/cache", "cache")]    # by target, path from first file
     assert [(s.source, s.target) for s in web.container.secrets] == [("two", "/run/secrets/one")]

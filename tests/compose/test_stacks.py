@@ -67,7 +67,18 @@ def test_voting_app():
         secrets={"db_password": SecretSpec(name="db_password", file=str(STACKS / "voting" / "db_password.txt"))},
     )
     assert result.stack == expected
-    assert result.warnings == []
+    compose = STACKS / "voting" / "compose.yml"
+    assert result.warnings == [
+        f"{compose}:34: services.vote.ports: ports in ingress mode are not published yet: swarmlet has no routing "
+        "mesh; mode: host publishes a port on each node that runs a task",
+        f"{compose}:58: services.worker.deploy.update_config.failure_action: rollback acts as pause: swarmlet does "
+        "not roll back yet",
+        f"{compose}:58: services.worker.deploy.update_config.monitor: monitor has no effect yet: swarmlet's "
+        "updates do not watch updated tasks after they start",
+        f"{compose}:58: services.worker.deploy.update_config.max_failure_ratio: max_failure_ratio has no effect "
+        "yet: swarmlet's updates do not watch updated tasks after they start",
+        f"{compose}:59: services.worker.deploy.rollback_config: rollback_config has no effect yet: swarmlet does "
+        "not roll back yet"]
 
 
 def test_monitoring_stack_with_global_services():
@@ -106,8 +117,12 @@ def test_monitoring_stack_with_global_services():
         configs={"prom_config": ConfigSpec(name="prom_config", external=True, cluster_name="prometheus-v1")},
     )
     assert result.stack == expected
-    assert result.warnings == [f'{STACKS / "monitoring" / "compose.yml"}:19: services.cadvisor.privileged: '
-                               '"privileged" is ignored: it has no meaning on a cluster']
+    compose = STACKS / "monitoring" / "compose.yml"
+    assert result.warnings == [
+        f'{compose}:19: services.cadvisor.privileged: "privileged" is ignored: it has no effect on a cluster '
+        "(docker stack deploy ignores it too)",
+        f"{compose}:32: services.prometheus.ports: ports in ingress mode are not published yet: swarmlet has no "
+        "routing mesh; mode: host publishes a port on each node that runs a task"]
 
 
 def test_specs_survive_a_plain_dict_round_trip():

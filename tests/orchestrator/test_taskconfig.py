@@ -6,7 +6,8 @@ import pytest
 from swarmlet.agent.taskconfig import container_config, has_healthcheck
 from swarmlet.api import specs
 from swarmlet.api.objects import task_object_spec
-from swarmlet.runtime import FileReference, HealthCheck, NetworkAttachment, PublishedPort, Resources, Ulimit
+from swarmlet.runtime import (FileReference, HealthCheck, LogConfig, Mount, NetworkAttachment, PublishedPort,
+                              Resources, Ulimit)
 
 from .conftest import make_service
 
@@ -18,6 +19,33 @@ def _spec(**container_fields):
         resources=specs.ResourceRequirements(limits=specs.Resources(cpus=0.5, memory=64 << 20, pids=100)))
     service["spec"]["container"].update(container_fields)
     return task_object_spec(service, slot=1, node_id="n1")
+
+
+def test_a_check_without_test_re_times_the_images_check():
+    spec = _spec(healthcheck=specs.HealthCheck(interval=20.0, retries=3).to_dict())
+    assert container_config("t1", spec, "n1", {}, {}).healthcheck == HealthCheck(None, interval=20.0, retries=3)
+    assert not has_healthcheck(spec)  # whether there is a check at all is the image's to say
+
+
+def test_container_options_docker_stack_deploy_applies_reach_the_config():
+    mount = specs.Mount(type="volume", target="/data", source="shop_data", volume_nocopy=True, volume_driver="local",
+                        volume_driver_opts={"type": "tmpfs"}, volume_labels={"team": "a"})
+    bind = specs.Mount(type="bind", target="/host", source="/srv", bind_propagation="rslave")
+    scratch = specs.Mount(type="tmpfs", target="/scratch", tmpfs_size=1 << 20, tmpfs_mode=0o1777)
+    spec = _spec(tty=True, stdin_open=True, dns_search=["example.com"], dns_options=["ndots:2"], oom_score_adj=-500,
+                 isolation="default", logging=specs.LogDriver(None, {"max-size": "10m"}).to_dict(),
+                 mounts=[m.to_dict() for m in (mount, bind, scratch)])
+    spec["networks"][0]["driver_opts"] = {"com.example.opt": "1"}
+    config = container_config("t1", spec, "n1", {}, {})
+    assert (config.tty, config.stdin_open, config.oom_score_adj, config.isolation) == (True, True, -500, "default")
+    assert (config.dns_search, config.dns_options) == (["example.com"], ["ndots:2"])
+    assert config.logging == LogConfig(None, {"max-size": "10m"})
+    assert config.mounts == [
+        Mount("volume", "/data", "shop_data", no_copy=True, volume_driver="local", volume_driver_opts={"type": "tmpfs"},
+              volume_labels={"team": "a"}),
+        Mount("bind", "/host", "/srv", propagation="rslave"),
+        Mount("tmpfs", "/scratch", tmpfs_size=1 << 20, tmpfs_mode=0o1777)]
+    assert config.networks[0].driver_opts == {"com.example.opt": "1"}
 
 
 def test_every_part_of_the_task_reaches_the_config():
@@ -45,8 +73,10 @@ def test_every_part_of_the_task_reaches_the_config():
 
 
 def test_no_healthcheck_and_missing_secret():
+    assert container_config("t1", _spec(), "n1", {}, {}).healthcheck is None  # the image's, untouched
     spec = _spec(healthcheck={"test": ["NONE"], "interval": 1, "timeout": 1, "retries": 1, "start_period": 0})
     assert not has_healthcheck(spec)
-    assert container_config("t1", spec, "n1", {}, {}).healthcheck is None
+    # Kept, so that the engine switches the image's HEALTHCHECK off (disable: true).
+    assert container_config("t1", spec, "n1", {}, {}).healthcheck.test == ["NONE"]
     with pytest.raises(KeyError, match="shop_db"):
         container_config("t1", _spec(secrets=[specs.FileRef("shop_db", "/run/secrets/db").to_dict()]), "n1", {}, {})

@@ -61,8 +61,8 @@ def test_every_field_reaches_its_place():
     assert (kwargs["stop_signal"], kwargs["stop_timeout"]) == ("SIGUSR1", 3)  # whole seconds, rounded up
     assert kwargs["labels"]["team"] == "blue"
     assert kwargs["labels"][LABEL_STOP_GRACE] == "2.5"  # the exact grace, for shutdown()
-    assert kwargs["healthcheck"] == {"test": ["CMD", "true"], "interval": 2_000_000_000, "timeout": 1_500_000_000,
-                                     "retries": 4, "start_period": 500_000_000}
+    assert kwargs["healthcheck"] == {"Test": ["CMD", "true"], "Interval": 2_000_000_000, "Timeout": 1_500_000_000,
+                                     "Retries": 4, "StartPeriod": 500_000_000}
     assert kwargs["ports"] == [(8080, "tcp"), (53, "udp")]
     assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "", "HostPort": ""}],
                                     "53/udp": [{"HostIp": "", "HostPort": "5353"}]}
@@ -99,7 +99,7 @@ def test_the_first_network_is_given_at_creation_and_the_others_connected_after()
     endpoints = create.kwargs["networking_config"]["EndpointsConfig"]
     assert list(endpoints) == ["id-front"]
     assert endpoints["id-front"]["Aliases"] == ["web"]
-    assert create.later_networks == [("id-back", None), ("id-admin", ["web", "www"])]
+    assert create.later_networks == [("id-back", None, None), ("id-admin", ["web", "www"], None)]
 
 
 def test_each_network_needs_its_id():

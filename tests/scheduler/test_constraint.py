@@ -1,7 +1,7 @@
 import pytest
 
 from swarmlet.manager.scheduler import NodeInfo, PlacementSpecError, TaskRequest, parse_constraint
-from swarmlet.manager.scheduler.constraint import parse_preference
+from swarmlet.api.constraints import parse_preference
 
 NODE = NodeInfo(
     "n1",
@@ -55,7 +55,9 @@ def test_constraint_on_missing_label_fails_for_equal_and_passes_for_not_equal():
         ("node.colour==red", "unknown key 'node.colour'"),
         ("node.labels.==a", "unknown key 'node.labels.'"),
         ("node.role==", "missing or invalid value"),
-        ("node.role==a,b", "missing or invalid value"),
+        ("node.role==a,b", "missing or invalid value 'a,b'"),
+        ("node.labels.zone==a,b", "missing or invalid value 'a,b'"),
+        ("node.role==boss", "node.role is manager or worker"),
     ],
 )
 def test_malformed_constraint_is_rejected_with_expression_quoted(expression, message):
@@ -71,8 +73,15 @@ def test_task_request_validates_constraints_when_built():
 
 
 def test_task_request_validates_preferences_when_built():
-    with pytest.raises(PlacementSpecError, match="invalid placement preference 'zone'"):
-        TaskRequest("t1", "svc", preferences=["zone"])
+    with pytest.raises(PlacementSpecError, match="invalid placement preference ''"):
+        TaskRequest("t1", "svc", preferences=[" "])
+
+
+@pytest.mark.parametrize("descriptor", ["node.id", "node.hostname", "zone"])
+def test_preference_on_anything_but_labels_puts_every_node_in_one_group(descriptor):
+    # SwarmKit accepts any descriptor but spreads only over node and engine labels.
+    read = parse_preference(descriptor)
+    assert read(NODE) is None and read(NodeInfo("n2", hostname="beta")) is None
 
 
 def test_preference_reads_label_or_none():

@@ -8,7 +8,7 @@ Public API:
     parse_constraint(expr) -> Constraint, PlacementSpecError
 """
 
-from swarmlet.manager.scheduler.constraint import Constraint, PlacementSpecError, parse_constraint
+from swarmlet.api.constraints import Constraint, PlacementSpecError, parse_constraint
 from swarmlet.manager.scheduler.scaledown import choose_tasks_to_remove
 from swarmlet.manager.scheduler.scheduler import plan, schedule
 from swarmlet.manager.scheduler.types import NANO_CPUS_PER_CPU, NodeInfo, Placement, Plan, Resources, TaskRequest

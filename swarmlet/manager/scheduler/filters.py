@@ -7,8 +7,8 @@ their rejections are reported.
 
 from __future__ import annotations
 
+from swarmlet.api.constraints import Constraint
 from swarmlet.api.objects import NodeState
-from swarmlet.manager.scheduler.constraint import Constraint
 from swarmlet.manager.scheduler.types import NodeInfo, TaskRequest
 
 # Architectures reported under different names by different tools: engines report the

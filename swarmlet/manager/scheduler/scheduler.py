@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from swarmlet.manager.scheduler.constraint import parse_preferences
+from swarmlet.api.constraints import parse_preferences
 from swarmlet.manager.scheduler.decision_tree import build_tree
 from swarmlet.manager.scheduler.nodeinfo import copy_node
 from swarmlet.manager.scheduler.pipeline import NO_SUITABLE_NODE, Pipeline

@@ -14,7 +14,7 @@ import time
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState
 from swarmlet.api.views import Node, Task
 from swarmlet.manager.leaderloop import LeaderLoop, drain
-from swarmlet.manager.scheduler.constraint import PlacementSpecError
+from swarmlet.api.constraints import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
 from swarmlet.manager.scheduler.storemap import node_infos, task_request
 from swarmlet.manager.retry import commit_each_on_conflict

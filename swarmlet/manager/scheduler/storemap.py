@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from swarmlet.api.specs import PortConfig
 from swarmlet.api.views import Node, Task, TaskSpec
 from swarmlet.api.objects import is_terminal
-from swarmlet.manager.scheduler.constraint import parse_constraints
+from swarmlet.api.constraints import parse_constraints
 from swarmlet.manager.scheduler.types import NodeInfo, Resources, TaskRequest
 
 PUBLISH_MODE_HOST = "host"

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from swarmlet.api.constraints import Constraint, parse_constraints, parse_preferences
 from swarmlet.api.objects import NANO_CPUS_PER_CPU
-from swarmlet.manager.scheduler.constraint import Constraint, parse_constraints, parse_preferences
 
 
 

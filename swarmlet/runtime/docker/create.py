@@ -22,11 +22,11 @@ LABEL_STOP_GRACE = "swarmlet.stop.grace-period"
 @dataclass(frozen=True)
 class ContainerCreate:
     """`APIClient.create_container(**kwargs)`, then `connect_container_to_network(id,
-    network_id, aliases=…)` for each of `later_networks`: the engine takes one network at
-    creation."""
+    network_id, aliases=…, driver_opt=…)` for each of `later_networks`: the engine takes one
+    network at creation."""
 
     kwargs: dict[str, Any]
-    later_networks: list[tuple[str, list[str] | None]] = field(default_factory=list)
+    later_networks: list[tuple[str, list[str] | None, dict[str, str] | None]] = field(default_factory=list)
 
 
 def container_name(config: ContainerConfig) -> str:
@@ -38,13 +38,27 @@ def _seconds_to_ns(seconds: float) -> int:
 
 
 def docker_healthcheck(check: HealthCheck) -> dict:
-    return {
-        "test": check.test,
-        "interval": _seconds_to_ns(check.interval),
-        "timeout": _seconds_to_ns(check.timeout),
-        "retries": check.retries,
-        "start_period": _seconds_to_ns(check.start_period),
-    }
+    """An empty test and zero timings are the image's (the Engine API's "inherit")."""
+    healthcheck = docker.types.Healthcheck(
+        test=check.test or [],
+        interval=_seconds_to_ns(check.interval or 0),
+        timeout=_seconds_to_ns(check.timeout or 0),
+        retries=check.retries or 0,
+        start_period=_seconds_to_ns(check.start_period or 0),
+    )
+    if check.start_interval:  # API 1.44+; the SDK does not know it, older engines ignore it
+        healthcheck["StartInterval"] = _seconds_to_ns(check.start_interval)
+    return healthcheck
+
+
+def docker_mount(mount) -> docker.types.Mount:
+    driver = docker.types.DriverConfig(mount.volume_driver, mount.volume_driver_opts or None) \
+        if mount.volume_driver or mount.volume_driver_opts else None  # no name: the engine's default driver
+    return docker.types.Mount(
+        target=mount.target, source=mount.source, type=mount.type, read_only=mount.read_only,
+        propagation=mount.propagation, no_copy=mount.no_copy, labels=mount.volume_labels or None,
+        driver_config=driver, tmpfs_size=mount.tmpfs_size, tmpfs_mode=mount.tmpfs_mode,
+    )
 
 
 def container_create(
@@ -57,15 +71,7 @@ def container_create(
     task's secrets and configs on the host, bind-mounted read-only at their targets."""
     if len(network_ids) != len(config.networks):
         raise ValueError(f"{len(config.networks)} networks but {len(network_ids)} network IDs")
-    mounts = [
-        docker.types.Mount(
-            target=mount.target,
-            source=mount.source,
-            type=mount.type,
-            read_only=mount.read_only,
-        )
-        for mount in config.mounts
-    ]
+    mounts = [docker_mount(mount) for mount in config.mounts]
     mounts += [
         docker.types.Mount(target=file.target, source=str(file.host_path), type="bind", read_only=True)
         for file in task_files
@@ -87,6 +93,12 @@ def container_create(
         sysctls=config.sysctls or None,
         extra_hosts=config.extra_hosts or None,
         dns=config.dns or None,
+        dns_search=config.dns_search or None,
+        dns_opt=config.dns_options or None,
+        oom_score_adj=config.oom_score_adj,
+        isolation=config.isolation,
+        log_config=docker.types.LogConfig(type=config.logging.driver, config=config.logging.options)
+        if config.logging else None,
         tmpfs=config.tmpfs or None,
         network_mode=attachments[0][0] if attachments else None,
     )
@@ -94,7 +106,8 @@ def container_create(
     if attachments:
         first_id, first = attachments[0]
         networking_config = docker.types.NetworkingConfig(
-            {first_id: docker.types.EndpointConfig(api_version, aliases=first.aliases or None)}
+            {first_id: docker.types.EndpointConfig(api_version, aliases=first.aliases or None,
+                                                   driver_opt=first.driver_opts or None)}
         )
     labels = {**config.all_labels(), LABEL_STOP_GRACE: repr(float(config.stop_grace_period))}
     kwargs = dict(
@@ -106,6 +119,8 @@ def container_create(
         hostname=config.hostname,
         user=config.user,
         working_dir=config.working_dir,
+        tty=config.tty,
+        stdin_open=config.stdin_open,
         stop_signal=config.stop_signal,
         stop_timeout=math.ceil(config.stop_grace_period),
         healthcheck=docker_healthcheck(config.healthcheck) if config.healthcheck else None,
@@ -114,5 +129,6 @@ def container_create(
         host_config=host_config,
         networking_config=networking_config,
     )
-    later = [(network_id, attachment.aliases or None) for network_id, attachment in attachments[1:]]
+    later = [(network_id, attachment.aliases or None, attachment.driver_opts or None)
+             for network_id, attachment in attachments[1:]]
     return ContainerCreate(kwargs=kwargs, later_networks=later)

@@ -200,8 +200,9 @@ class DockerRuntime(Runtime):
             raise TaskRuntimeError(f"cannot create container for task {config.task_id}: {exc.explanation or exc}") from exc
         container_id = created["Id"]
         try:
-            for network_id, aliases in create.later_networks:
-                await self._call(self._api.connect_container_to_network, container_id, network_id, aliases=aliases)
+            for network_id, aliases, driver_opts in create.later_networks:
+                await self._call(self._api.connect_container_to_network, container_id, network_id, aliases=aliases,
+                                 driver_opt=driver_opts)
         except docker.errors.APIError as exc:
             await self._call(self._api.remove_container, container_id, force=True)
             if _is_missing_network(exc):
