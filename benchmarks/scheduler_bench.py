@@ -16,7 +16,7 @@ import pstats
 import sys
 import time
 
-from swarmlet.manager.scheduler import NodeInfo, Resources, TaskRequest, schedule
+from swarmlet.manager.scheduler import NodeInfo, ResourceAmount, TaskRequest, schedule
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -37,7 +37,7 @@ def make_nodes(count: int) -> list[NodeInfo]:
                 state="down" if i % 250 == 7 else "ready",
                 availability="drain" if i % 200 == 11 else "active",
                 labels=labels,
-                capacity=Resources.from_cpus(32, 128 * GIB),
+                capacity=ResourceAmount.from_cpus(32, 128 * GIB),
             )
         )
     return nodes
@@ -46,15 +46,15 @@ def make_nodes(count: int) -> list[NodeInfo]:
 def make_tasks(count: int, nodes: list[NodeInfo]) -> list[TaskRequest]:
     # The global service takes one task per node; the rest is shared by weight.
     tasks = [
-        TaskRequest(f"agent-{node.node_id}", "agent", node_id=node.node_id, reservations=Resources(0, 64 * MIB))
+        TaskRequest(f"agent-{node.node_id}", "agent", node_id=node.node_id, reservations=ResourceAmount(0, 64 * MIB))
         for node in nodes
     ]
     replicated = count - len(tasks)
     mix = [
-        (0.40, dict(service_id="web", reservations=Resources.from_cpus(0.1, 128 * MIB), preferences=("node.labels.zone",))),
-        (0.30, dict(service_id="api", reservations=Resources.from_cpus(0.25, 256 * MIB), constraints=("node.role==worker",))),
+        (0.40, dict(service_id="web", reservations=ResourceAmount.from_cpus(0.1, 128 * MIB), preferences=("node.labels.zone",))),
+        (0.30, dict(service_id="api", reservations=ResourceAmount.from_cpus(0.25, 256 * MIB), constraints=("node.role==worker",))),
         (0.20, dict(service_id="batch")),
-        (0.05, dict(service_id="db", reservations=Resources(0, 1 * GIB), constraints=("node.labels.tier==db",), max_replicas_per_node=60)),
+        (0.05, dict(service_id="db", reservations=ResourceAmount(0, 1 * GIB), constraints=("node.labels.tier==db",), max_replicas_per_node=60)),
         (0.05, dict(service_id="edge", host_ports=(("tcp", 8443),), constraints=("node.labels.zone!=c",))),
     ]
     for weight, spec in mix:

@@ -20,13 +20,17 @@ import time
 from typing import Callable
 
 from swarmlet.agent.taskconfig import container_config, has_healthcheck
-from swarmlet.api.objects import is_terminal, state_rank
-from swarmlet.api.session import Assignments
-from swarmlet.runtime import EventKind, ImageNotFoundError, OwnedTask, Runtime, RuntimeEvent, TaskRuntimeError, TaskState
+from swarmlet.api.objects import ACTIVE_DESIRED_STATES, DesiredState, TaskState, is_terminal, state_rank
+from swarmlet.api.session import PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, Assignments
+from swarmlet.api.views import TaskSpec
+from swarmlet.runtime.base import HealthStatus
+from swarmlet.runtime import EventKind, ImageNotFoundError, OwnedTask, Runtime, RuntimeEvent, TaskRuntimeError, ContainerState
 
 log = logging.getLogger("swarmlet.executor")
 
 StatusSink = Callable[[str, dict], None]
+
+UNHEALTHY_PREFIX = "container unhealthy"
 
 
 class TaskRunner:
@@ -34,8 +38,8 @@ class TaskRunner:
         self.executor = executor
         self.runtime = executor.runtime
         self.task_id = task_id
-        self.spec = entry["spec"]
-        self.phase = entry.get("phase", "new")
+        self.spec = TaskSpec(entry["spec"])
+        self.phase = entry.get("phase", PHASE_NEW)
         self.owned = owned
         self.assigned = True
         self.exit: RuntimeEvent | None = None
@@ -46,7 +50,7 @@ class TaskRunner:
 
     # -- input ---------------------------------------------------------------------------------------
     def update(self, entry: dict) -> None:
-        self.spec = entry["spec"]
+        self.spec = TaskSpec(entry["spec"])
         self._changed.set()
 
     def unassign(self) -> None:
@@ -57,26 +61,26 @@ class TaskRunner:
         if event.kind is EventKind.EXITED:
             self.exit = event
         elif event.kind is EventKind.HEALTH:
-            self.health = "healthy" if event.detail == "healthy" else (
-                event.detail if event.detail.startswith("container unhealthy") else None)
+            self.health = HealthStatus.HEALTHY.value if event.detail == HealthStatus.HEALTHY else (
+                event.detail if event.detail.startswith(UNHEALTHY_PREFIX) else None)
         self._changed.set()
 
     @property
-    def desired(self) -> str:
-        return self.spec["desired_state"] if self.assigned else "remove"
+    def desired(self) -> DesiredState:
+        return self.spec.desired_state if self.assigned else DesiredState.REMOVE
 
     async def _changes(self) -> None:
         await self._changed.wait()
         self._changed.clear()
 
-    def report(self, state: str, message: str = "", err: str | None = None, exit_code: int | None = None) -> None:
+    def report(self, state: TaskState, message: str = "", err: str | None = None, exit_code: int | None = None) -> None:
         if self.state and state_rank(state) < state_rank(self.state):
             return
         self.state = state
         now = time.time()
         status = {"state": state, "timestamp": now, "message": message, "err": err, "exit_code": exit_code,
                   "container_id": self.task_id}
-        if state == "running":
+        if state == TaskState.RUNNING:
             status["started_at"] = now
         self.executor.publish(self.task_id, status)
 
@@ -88,16 +92,16 @@ class TaskRunner:
             raise
         except Exception as err:  # a runtime failure ends the task, never the executor
             log.exception("task %s failed in the executor", self.task_id)
-            self.report("failed", "executor error", err=str(err))
+            self.report(TaskState.FAILED, "executor error", err=str(err))
             await self._finish()
 
     async def _run(self) -> None:
         if self.owned is None:
-            if self.phase != "new" or self.desired not in ("ready", "running"):
-                if self.phase == "active":  # the store thinks it runs, but nothing of it is here
-                    self.report("failed", "task vanished from the node", err="no container or process found")
-                elif self.phase == "new":
-                    self.report("shutdown", "shut down before it started")
+            if self.phase != PHASE_NEW or self.desired not in ACTIVE_DESIRED_STATES:
+                if self.phase == PHASE_ACTIVE:  # the store thinks it runs, but nothing of it is here
+                    self.report(TaskState.FAILED, "task vanished from the node", err="no container or process found")
+                elif self.phase == PHASE_NEW:
+                    self.report(TaskState.SHUTDOWN, "shut down before it started")
                 await self._finish()
                 return
             if not await self._prepare_and_start():
@@ -107,71 +111,71 @@ class TaskRunner:
         await self._supervise()
 
     async def _prepare_and_start(self) -> bool:
-        self.report("accepted")
-        self.report("preparing")
+        self.report(TaskState.ACCEPTED)
+        self.report(TaskState.PREPARING)
         try:
             config = container_config(self.task_id, self.spec, self.runtime.node_id, self.executor.secrets,
                                       self.executor.configs)
             await self.runtime.prepare(config)
         except (ImageNotFoundError, TaskRuntimeError, KeyError) as err:
             detail = f"missing secret or config {err}" if isinstance(err, KeyError) else str(err)
-            self.report("rejected", "preparing failed", err=detail)
+            self.report(TaskState.REJECTED, "preparing failed", err=detail)
             await self._finish()
             return False
-        self.report("ready")
-        while self.desired == "ready":
+        self.report(TaskState.READY)
+        while self.desired == DesiredState.READY:
             await self._changes()
-        if self.desired != "running":
-            self.report("shutdown", "shut down before it started")
+        if self.desired != DesiredState.RUNNING:
+            self.report(TaskState.SHUTDOWN, "shut down before it started")
             await self._finish()
             return False
-        self.report("starting")
+        self.report(TaskState.STARTING)
         try:
             await self.runtime.start(self.task_id)
         except TaskRuntimeError as err:
-            self.report("failed", "starting failed", err=str(err))
+            self.report(TaskState.FAILED, "starting failed", err=str(err))
             await self._finish()
             return False
         return True
 
     async def _adopt(self) -> bool:
         state = await self.runtime.inspect(self.task_id)
-        if state is None or state.state is TaskState.CREATED:
-            if self.phase == "ended":
+        if state is None or state.state is ContainerState.CREATED:
+            if self.phase == PHASE_ENDED:
                 await self._finish()
                 return False
             self.owned = None
             return await self._prepare_and_start()
-        if state.state is TaskState.EXITED and self.exit is None:
+        if state.state is ContainerState.EXITED and self.exit is None:
             self.exit = RuntimeEvent(self.task_id, EventKind.EXITED, state.error or "", exit_code=state.exit_code)
-        if self.phase == "ended" and self.exit is not None:
+        if self.phase == PHASE_ENDED and self.exit is not None:
             await self._finish()
             return False
-        self.state = "starting"
+        self.state = TaskState.STARTING
         log.info("adopted task %s, already %s", self.task_id, state.state.value)
         return True
 
     async def _supervise(self) -> None:
         checked = has_healthcheck(self.spec)
         if not checked and self.exit is None:
-            self.report("running")
+            self.report(TaskState.RUNNING)
         while True:
             if self.exit is not None:
                 code = self.exit.exit_code
                 if code == 0:
-                    self.report("complete", "finished", exit_code=0)
+                    self.report(TaskState.COMPLETE, "finished", exit_code=0)
                 else:
-                    self.report("failed", "task exited", err=self.exit.detail or f"exit code {code}", exit_code=code)
+                    self.report(TaskState.FAILED, "task exited", err=self.exit.detail or f"exit code {code}", exit_code=code)
                 break
-            if self.health and self.health.startswith("container unhealthy"):
+            if self.health and self.health.startswith(UNHEALTHY_PREFIX):
                 await self.runtime.shutdown(self.task_id)
-                self.report("failed", "health check failed", err=self.health, exit_code=await self._exit_code())
+                self.report(TaskState.FAILED, "health check failed", err=self.health, exit_code=await self._exit_code())
                 break
-            if self.health == "healthy" and self.state != "running":
-                self.report("running")
-            if self.desired not in ("ready", "running"):
+            if self.health == HealthStatus.HEALTHY and self.state != TaskState.RUNNING:
+                self.report(TaskState.RUNNING)
+            if self.desired not in ACTIVE_DESIRED_STATES:
                 await self.runtime.shutdown(self.task_id)
-                self.report("shutdown", "shut down", exit_code=await self._exit_code())
+                self.report(TaskState.SHUTDOWN, "shut down", exit_code=await self._exit_code())
                 break
             await self._changes()
         await self._finish()
@@ -186,9 +190,9 @@ class TaskRunner:
         without waiting for the leader's round trip (a stack removal's containers go sooner)."""
         removed = False
         while self.assigned:
-            if self.desired not in ("ready", "running") and not is_terminal(self.state or "new"):
-                self.report("shutdown", "shut down")
-            if self.desired == "remove" and is_terminal(self.state or "new") and not removed:
+            if self.desired not in ACTIVE_DESIRED_STATES and not is_terminal(self.state or TaskState.NEW):
+                self.report(TaskState.SHUTDOWN, "shut down")
+            if self.desired == DesiredState.REMOVE and is_terminal(self.state or TaskState.NEW) and not removed:
                 await self.runtime.remove(self.task_id)
                 removed = True
                 continue  # the assignment may have changed meanwhile
@@ -196,7 +200,7 @@ class TaskRunner:
         if not removed:
             await self.runtime.remove(self.task_id)
         self.executor.forget(self.task_id)
-        await self.executor.tidy_stack(self.spec.get("stack") or "")
+        await self.executor.tidy_stack(self.spec.stack)
 
 
 class Executor:
@@ -262,7 +266,7 @@ class Executor:
         await self.tidy_stack(self._leftovers.pop(task_id, ""))
 
     def stacks_in_use(self) -> set[str]:
-        return {r.spec.get("stack") or "" for r in self.runners.values()} | set(self._leftovers.values())
+        return {r.spec.stack for r in self.runners.values()} | set(self._leftovers.values())
 
     async def tidy_stack(self, stack: str) -> None:
         """Once the last task of a stack has gone from this node, its networks go too

@@ -1,43 +1,48 @@
 """A task, as the dispatcher sends it, mapped to the runtime's ContainerConfig (pure).
 
+The task's spec arrives as a dict on the session; it is read here through the typed
+``TaskSpec`` view (``swarmlet.api.views``), so every default is the vocabulary's.
 Only host-mode published ports are given to the runtime (ingress publishing needs the
 routing mesh, which swarmlet does not have yet). Each network attachment gets the
 service's short name as an alias, as ``docker stack deploy`` does.
 """
 from __future__ import annotations
 
+from swarmlet.api import specs
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL
+from swarmlet.api.views import TaskSpec
 from swarmlet.runtime import (ContainerConfig, FileReference, HealthCheck, LogConfig, Mount, NetworkAttachment,
-                              PublishedPort, Resources, Ulimit)
+                              PublishedPort, Ulimit)
+
+PUBLISH_MODE_HOST = "host"
+DISABLED_HEALTHCHECK = "NONE"
 
 
-def _file_refs(refs: list[dict], files: dict[str, dict]) -> list[FileReference]:
-    return [FileReference(name=ref["source"], data=files[ref["source"]]["data"], target=ref.get("target"),
-                          uid=int(ref.get("uid") or 0), gid=int(ref.get("gid") or 0), mode=ref.get("mode", 0o444))
+def _file_refs(refs: list[specs.FileRef], files: dict[str, dict]) -> list[FileReference]:
+    return [FileReference(name=ref.source, data=files[ref.source]["data"], target=ref.target,
+                          uid=int(ref.uid or 0), gid=int(ref.gid or 0), mode=ref.mode)
             for ref in refs]
 
 
-def _healthcheck(check: dict | None) -> HealthCheck | None:
+def _healthcheck(check: specs.HealthCheck | None) -> HealthCheck | None:
     """None (the image's check, untouched) when the service sets none; ["NONE"] is kept,
     to switch the image's check off."""
-    if not check:
+    if check is None:
         return None
-    return HealthCheck(test=list(check["test"]) if check.get("test") else None, interval=check.get("interval"),
-                       timeout=check.get("timeout"), retries=check.get("retries"),
-                       start_period=check.get("start_period"), start_interval=check.get("start_interval"))
+    return HealthCheck(test=list(check.test) if check.test else None, interval=check.interval,
+                       timeout=check.timeout, retries=check.retries, start_period=check.start_period,
+                       start_interval=check.start_interval)
 
 
-def _mount(mount: dict) -> Mount:
-    return Mount(type=mount["type"], target=mount["target"], source=mount.get("source"),
-                 read_only=mount.get("read_only", False), propagation=mount.get("bind_propagation"),
-                 no_copy=mount.get("volume_nocopy", False), volume_driver=mount.get("volume_driver"),
-                 volume_driver_opts=dict(mount.get("volume_driver_opts") or {}),
-                 volume_labels=dict(mount.get("volume_labels") or {}),
-                 tmpfs_size=mount.get("tmpfs_size"), tmpfs_mode=mount.get("tmpfs_mode"))
+def _mount(mount: specs.Mount) -> Mount:
+    return Mount(type=mount.type, target=mount.target, source=mount.source, read_only=mount.read_only,
+                 propagation=mount.bind_propagation, no_copy=mount.volume_nocopy, volume_driver=mount.volume_driver,
+                 volume_driver_opts=dict(mount.volume_driver_opts), volume_labels=dict(mount.volume_labels),
+                 tmpfs_size=mount.tmpfs_size, tmpfs_mode=mount.tmpfs_mode)
 
 
-def _logging(driver: dict | None) -> LogConfig | None:
-    return LogConfig(driver.get("name"), dict(driver.get("options") or {})) if driver is not None else None
+def _logging(driver: specs.LogDriver | None) -> LogConfig | None:
+    return LogConfig(driver.name, dict(driver.options)) if driver is not None else None
 
 
 def _tmpfs(entries: list[str]) -> dict[str, str]:
@@ -48,48 +53,42 @@ def _tmpfs(entries: list[str]) -> dict[str, str]:
     return result
 
 
-def has_healthcheck(spec: dict) -> bool:
+def has_healthcheck(spec: TaskSpec) -> bool:
     """Whether the spec itself gives a health check test (an image's is not known here)."""
-    check = _healthcheck(spec["container"].get("healthcheck"))
-    return check is not None and check.test is not None and check.test[0] != "NONE"
+    check = spec.container.healthcheck
+    return check is not None and bool(check.test) and check.test[0] != DISABLED_HEALTHCHECK
 
 
-def container_config(task_id: str, spec: dict, node_id: str, secrets: dict[str, dict],
+def container_config(task_id: str, spec: TaskSpec, node_id: str, secrets: dict[str, dict],
                      configs: dict[str, dict]) -> ContainerConfig:
     """``secrets``/``configs``: name -> {"data": bytes} as in the assignment message.
     Raises KeyError naming a secret or config that did not come with the task."""
-    container = spec["container"]
-    stack = spec.get("stack", "")
-    short_name = spec["service_name"][len(stack) + 1:] if stack else spec["service_name"]
-    limits = (spec.get("resources") or {}).get("limits") or {}
-    labels = dict(container.get("labels") or {})
+    container = spec.container
+    stack = spec.stack
+    short_name = spec.service_name[len(stack) + 1:] if stack else spec.service_name
+    labels = dict(container.labels)
     if stack:
         labels[STACK_NAMESPACE_LABEL] = stack
     return ContainerConfig(
-        task_id=task_id, service_id=spec["service_id"], service_name=spec["service_name"], node_id=node_id,
-        image=container["image"], stack_namespace=stack,
-        command=container.get("command"), entrypoint=container.get("entrypoint"),
-        env=dict(container.get("env") or {}), labels=labels, hostname=container.get("hostname"),
-        user=container.get("user"), working_dir=container.get("working_dir"),
-        stop_signal=container.get("stop_signal"), stop_grace_period=container.get("stop_grace_period", 10.0),
-        init=bool(container.get("init")), read_only=bool(container.get("read_only")),
-        tty=bool(container.get("tty")), stdin_open=bool(container.get("stdin_open")),
-        cap_add=list(container.get("cap_add") or []), cap_drop=list(container.get("cap_drop") or []),
-        ulimits=[Ulimit(name, limit["soft"], limit["hard"]) for name, limit in (container.get("ulimits") or {}).items()],
-        sysctls=dict(container.get("sysctls") or {}),
-        extra_hosts=dict(entry.split(":", 1) for entry in container.get("extra_hosts") or [] if ":" in entry),
-        dns=list(container.get("dns") or []), dns_search=list(container.get("dns_search") or []),
-        dns_options=list(container.get("dns_options") or []), oom_score_adj=container.get("oom_score_adj"),
-        isolation=container.get("isolation"), logging=_logging(container.get("logging")),
-        tmpfs=_tmpfs(container.get("tmpfs") or []),
-        healthcheck=_healthcheck(container.get("healthcheck")),
-        mounts=[_mount(m) for m in container.get("mounts") or []],
-        ports=[PublishedPort(target=p["target"], published=p.get("published"), protocol=p.get("protocol", "tcp"))
-               for p in spec.get("ports") or [] if p.get("mode") == "host"],
-        resources=Resources(cpus=limits.get("cpus"), memory=limits.get("memory"), pids=limits.get("pids")),
-        networks=[NetworkAttachment(n["name"], sorted({*n.get("aliases", []), short_name}),
-                                    dict(n.get("driver_opts") or {}))
-                  for n in spec.get("networks") or []],
-        secrets=_file_refs(container.get("secrets") or [], secrets),
-        configs=_file_refs(container.get("configs") or [], configs),
+        task_id=task_id, service_id=spec.service_id, service_name=spec.service_name, node_id=node_id,
+        image=container.image, stack_namespace=stack, command=container.command, entrypoint=container.entrypoint,
+        env=dict(container.env), labels=labels, hostname=container.hostname, user=container.user,
+        working_dir=container.working_dir, stop_signal=container.stop_signal,
+        stop_grace_period=container.stop_grace_period, init=bool(container.init), read_only=container.read_only,
+        tty=container.tty, stdin_open=container.stdin_open, cap_add=list(container.cap_add),
+        cap_drop=list(container.cap_drop),
+        ulimits=[Ulimit(name, limit.soft, limit.hard) for name, limit in container.ulimits.items()],
+        sysctls=dict(container.sysctls),
+        extra_hosts=dict(entry.split(":", 1) for entry in container.extra_hosts if ":" in entry),
+        dns=list(container.dns), dns_search=list(container.dns_search), dns_options=list(container.dns_options),
+        oom_score_adj=container.oom_score_adj, isolation=container.isolation, logging=_logging(container.logging),
+        tmpfs=_tmpfs(container.tmpfs), healthcheck=_healthcheck(container.healthcheck),
+        mounts=[_mount(m) for m in container.mounts],
+        ports=[PublishedPort(target=p.target, published=p.published, protocol=p.protocol)
+               for p in spec.ports if p.mode == PUBLISH_MODE_HOST],
+        resources=spec.resources.limits,
+        networks=[NetworkAttachment(n.name, sorted({*n.aliases, short_name}), dict(n.driver_opts))
+                  for n in spec.networks],
+        secrets=_file_refs(container.secrets, secrets),
+        configs=_file_refs(container.configs, configs),
     )

@@ -67,10 +67,15 @@ class UnknownMessage(ProtocolError):
 
 # -- nested shapes --------------------------------------------------------------------------------
 
+# How far the store says an assigned task got: not yet taken up by its node, under way,
+# or ended (a restarted agent must not start again a task that already ran).
+PHASE_NEW, PHASE_ACTIVE, PHASE_ENDED = "new", "active", "ended"
+
+
 class AssignedTask(TypedDict):
     id: str
-    spec: dict
-    phase: str  # "new", "active" or "ended": how far the store says the task got
+    spec: dict  # the task's stored spec (read with api.views.TaskSpec)
+    phase: str  # PHASE_NEW, PHASE_ACTIVE or PHASE_ENDED
 
 
 class FileData(TypedDict):

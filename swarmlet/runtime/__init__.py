@@ -22,7 +22,7 @@ from swarmlet.runtime.base import (
     TaskNotFoundError,
     TaskRuntimeError,
     TaskRuntimeState,
-    TaskState,
+    ContainerState,
     Ulimit,
 )
 from swarmlet.runtime.docker import DockerRuntime
@@ -51,6 +51,6 @@ __all__ = [
     "TaskNotFoundError",
     "TaskRuntimeError",
     "TaskRuntimeState",
-    "TaskState",
+    "ContainerState",
     "Ulimit",
 ]

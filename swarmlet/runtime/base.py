@@ -18,6 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+# The task's resource limits are the service's (one Resources class, in the vocabulary);
+# defaults are the vocabulary's too.
+from swarmlet.api.specs import (DEFAULT_FILE_MODE, DEFAULT_PORT_PROTOCOL, DEFAULT_STOP_GRACE_PERIOD, SECRETS_DIR,
+                                Resources)
+
 # Label keys every runtime writes on what it creates; `list_owned` reads them back.
 LABEL_TASK_ID = "swarmlet.task.id"
 LABEL_SERVICE_ID = "swarmlet.service.id"
@@ -27,8 +32,6 @@ LABEL_STACK_NAMESPACE = "swarmlet.stack.namespace"
 LABEL_NETWORK = "swarmlet.network"
 
 DEFAULT_STOP_SIGNAL = "SIGTERM"
-DEFAULT_STOP_GRACE_PERIOD = 10.0  # seconds, as in Docker Swarm
-DEFAULT_SECRETS_DIR = "/run/secrets"
 
 
 class TaskRuntimeError(Exception):
@@ -69,14 +72,7 @@ class PublishedPort:
 
     target: int
     published: int | None = None  # None: the engine picks a free host port
-    protocol: str = "tcp"  # "tcp" | "udp" | "sctp"
-
-
-@dataclass(frozen=True)
-class Resources:
-    cpus: float | None = None  # 1.5 = one and a half cores
-    memory: int | None = None  # bytes
-    pids: int | None = None
+    protocol: str = DEFAULT_PORT_PROTOCOL  # "tcp" | "udp" | "sctp"
 
 
 @dataclass(frozen=True)
@@ -124,7 +120,7 @@ class FileReference:
     target: str | None = None  # secrets: default /run/secrets/<name>; configs: /<name>
     uid: int = 0
     gid: int = 0
-    mode: int = 0o444
+    mode: int = DEFAULT_FILE_MODE
 
 
 @dataclass(frozen=True)
@@ -193,7 +189,10 @@ class ContainerConfig:
         return {**self.labels, **self.identity_labels()}
 
 
-class TaskState(str, enum.Enum):
+class ContainerState(str, enum.Enum):
+    """Where a task's container (or process) is, as its runtime sees it; the task's own
+    state (``api.objects.TaskState``) is the agent's to report from this."""
+
     CREATED = "created"
     RUNNING = "running"
     EXITED = "exited"
@@ -216,7 +215,7 @@ class ExitStatus:
 @dataclass(frozen=True)
 class TaskRuntimeState:
     task_id: str
-    state: TaskState
+    state: ContainerState
     health: HealthStatus = HealthStatus.NONE
     exit_code: int | None = None
     started_at: datetime | None = None
@@ -232,7 +231,7 @@ class OwnedTask:
     service_id: str
     service_name: str
     stack_namespace: str
-    state: TaskState
+    state: ContainerState
     labels: dict[str, str] = field(default_factory=dict)
 
 

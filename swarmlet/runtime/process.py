@@ -56,7 +56,7 @@ from swarmlet.runtime.base import (
     TaskNotFoundError,
     TaskRuntimeError,
     TaskRuntimeState,
-    TaskState,
+    ContainerState,
     describe_exit,
     describe_unhealthy,
     host_description,
@@ -192,7 +192,7 @@ class ProcessRuntime(Runtime):
                 "stop_signal": config.stop_signal or DEFAULT_STOP_SIGNAL,
                 "stop_grace_period": config.stop_grace_period,
                 "healthcheck": asdict(config.healthcheck) if config.healthcheck else None,
-                "state": TaskState.CREATED.value,
+                "state": ContainerState.CREATED.value,
                 "pid": None,
                 "pid_start_time": None,
                 "started_at": None,
@@ -204,7 +204,7 @@ class ProcessRuntime(Runtime):
 
     async def start(self, task_id: str) -> None:
         record = self._require(task_id)
-        if record["state"] != TaskState.CREATED.value:
+        if record["state"] != ContainerState.CREATED.value:
             return
         user, _, group = (record["user"] or "").partition(":")
         try:
@@ -222,13 +222,13 @@ class ProcessRuntime(Runtime):
                     group=(int(group) if group.isdigit() else group) or None,
                 )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            record.update(state=TaskState.EXITED.value, exit_code=UNKNOWN_EXIT_CODE, finished_at=_now(),
+            record.update(state=ContainerState.EXITED.value, exit_code=UNKNOWN_EXIT_CODE, finished_at=_now(),
                           error=f"cannot start task: {exc}")
             self._save(record)
             raise TaskRuntimeError(f"cannot start task {task_id}: {exc}") from exc
         _children[child.pid] = child
         record.update(
-            state=TaskState.RUNNING.value,
+            state=ContainerState.RUNNING.value,
             pid=child.pid,
             pid_start_time=process_start_time(child.pid),
             started_at=_now(),
@@ -269,7 +269,7 @@ class ProcessRuntime(Runtime):
         record = self._load(task_id)
         task = self._task(task_id)
         self._stop_watching(task)
-        if record is None or record["state"] == TaskState.EXITED.value:
+        if record is None or record["state"] == ContainerState.EXITED.value:
             return
         pid = record["pid"]
         exit_code = self._reap(pid)
@@ -283,7 +283,7 @@ class ProcessRuntime(Runtime):
             error = "the process exited while no runtime watched it; exit code unknown"
         else:
             error = describe_exit(exit_code, unhealthy_output=unhealthy)
-        record.update(state=TaskState.EXITED.value, exit_code=exit_code, finished_at=_now(), error=error)
+        record.update(state=ContainerState.EXITED.value, exit_code=exit_code, finished_at=_now(), error=error)
         self._save(record)
         if task.exit_future is not None and not task.exit_future.done():
             task.exit_future.set_result(ExitStatus(exit_code=exit_code, error=error))
@@ -302,14 +302,14 @@ class ProcessRuntime(Runtime):
 
     def _adopt(self, record: dict) -> dict:
         """Bring a task this object did not start under supervision, or mark it exited."""
-        if record["state"] != TaskState.RUNNING.value or self._task(record["task_id"]).pidfd is not None:
+        if record["state"] != ContainerState.RUNNING.value or self._task(record["task_id"]).pidfd is not None:
             return record
         if record["pid_start_time"] is not None and process_start_time(record["pid"]) == record["pid_start_time"]:
             self._supervise(record)
             return self._load(record["task_id"])
         # The PID is gone or now belongs to another process: the task ended unseen.
         record.update(
-            state=TaskState.EXITED.value,
+            state=ContainerState.EXITED.value,
             exit_code=UNKNOWN_EXIT_CODE,
             finished_at=_now(),
             error="the process exited while no runtime watched it; exit code unknown",
@@ -319,7 +319,7 @@ class ProcessRuntime(Runtime):
 
     async def wait(self, task_id: str) -> ExitStatus:
         record = self._adopt(self._require(task_id))
-        if record["state"] != TaskState.EXITED.value:
+        if record["state"] != ContainerState.EXITED.value:
             task = self._task(task_id)
             if task.exit_future is None:  # created, not started yet
                 task.exit_future = asyncio.get_running_loop().create_future()
@@ -328,7 +328,7 @@ class ProcessRuntime(Runtime):
 
     async def shutdown(self, task_id: str, grace: float | None = None) -> None:
         record = self._adopt(self._require(task_id))
-        if record["state"] != TaskState.RUNNING.value:
+        if record["state"] != ContainerState.RUNNING.value:
             return
         exit_future = self._task(task_id).exit_future
         grace = record["stop_grace_period"] if grace is None else grace
@@ -354,7 +354,7 @@ class ProcessRuntime(Runtime):
         record = self._load(task_id)
         if record is None:
             return
-        if self._adopt(record)["state"] == TaskState.RUNNING.value:
+        if self._adopt(record)["state"] == ContainerState.RUNNING.value:
             await self.shutdown(task_id, grace=0)
         task = self._tasks.pop(task_id, None)
         if task is not None:
@@ -368,9 +368,9 @@ class ProcessRuntime(Runtime):
             return None
         record = self._adopt(record)
         task = self._task(task_id)
-        state = TaskState(record["state"])
+        state = ContainerState(record["state"])
         error = record["error"]
-        if state is TaskState.RUNNING and task.health is HealthStatus.UNHEALTHY:
+        if state is ContainerState.RUNNING and task.health is HealthStatus.UNHEALTHY:
             error = describe_unhealthy(task.health_output)
         return TaskRuntimeState(
             task_id=task_id,
@@ -397,7 +397,7 @@ class ProcessRuntime(Runtime):
             while follow:
                 exit_future = self._task(task_id).exit_future
                 record = self._adopt(self._require(task_id))
-                finished = record["state"] == TaskState.EXITED.value
+                finished = record["state"] == ContainerState.EXITED.value
                 if not finished and exit_future is not None:
                     # Wakes at once when the task exits, else after the interval.
                     await asyncio.wait([exit_future], timeout=_LOG_FOLLOW_INTERVAL)
@@ -425,7 +425,7 @@ class ProcessRuntime(Runtime):
                     service_id=labels.get(LABEL_SERVICE_ID, ""),
                     service_name=labels.get(LABEL_SERVICE_NAME, ""),
                     stack_namespace=labels.get(LABEL_STACK_NAMESPACE, ""),
-                    state=TaskState(record["state"]),
+                    state=ContainerState(record["state"]),
                     labels=labels,
                 )
             )

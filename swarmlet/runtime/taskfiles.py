@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarmlet.runtime.base import DEFAULT_SECRETS_DIR, ContainerConfig, FileReference, SecretStorageError
+from swarmlet.runtime.base import SECRETS_DIR, ContainerConfig, FileReference, SecretStorageError
 
 DEFAULT_TASK_FILES_ROOT = Path("/dev/shm/swarmlet")
 MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
@@ -29,7 +29,7 @@ class TaskFile:
 
 def secret_target(secret: FileReference) -> str:
     target = secret.target or secret.name
-    return target if target.startswith("/") else posixpath.join(DEFAULT_SECRETS_DIR, target)
+    return target if target.startswith("/") else posixpath.join(SECRETS_DIR, target)
 
 
 def config_target(config: FileReference) -> str:

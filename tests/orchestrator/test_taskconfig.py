@@ -9,6 +9,9 @@ from swarmlet.api.objects import task_object_spec
 from swarmlet.runtime import (FileReference, HealthCheck, LogConfig, Mount, NetworkAttachment, PublishedPort,
                               Resources, Ulimit)
 
+from swarmlet.api.views import TaskSpec
+from swarmlet.store.state import freeze
+
 from .conftest import make_service
 
 
@@ -21,10 +24,14 @@ def _spec(**container_fields):
     return task_object_spec(service, slot=1, node_id="n1")
 
 
+def _view(spec: dict) -> TaskSpec:
+    return TaskSpec(freeze(spec))
+
+
 def test_a_check_without_test_re_times_the_images_check():
     spec = _spec(healthcheck=specs.HealthCheck(interval=20.0, retries=3).to_dict())
-    assert container_config("t1", spec, "n1", {}, {}).healthcheck == HealthCheck(None, interval=20.0, retries=3)
-    assert not has_healthcheck(spec)  # whether there is a check at all is the image's to say
+    assert container_config("t1", _view(spec), "n1", {}, {}).healthcheck == HealthCheck(None, interval=20.0, retries=3)
+    assert not has_healthcheck(_view(spec))  # whether there is a check at all is the image's to say
 
 
 def test_container_options_docker_stack_deploy_applies_reach_the_config():
@@ -36,7 +43,7 @@ def test_container_options_docker_stack_deploy_applies_reach_the_config():
                  isolation="default", logging=specs.LogDriver(None, {"max-size": "10m"}).to_dict(),
                  mounts=[m.to_dict() for m in (mount, bind, scratch)])
     spec["networks"][0]["driver_opts"] = {"com.example.opt": "1"}
-    config = container_config("t1", spec, "n1", {}, {})
+    config = container_config("t1", _view(spec), "n1", {}, {})
     assert (config.tty, config.stdin_open, config.oom_score_adj, config.isolation) == (True, True, -500, "default")
     assert (config.dns_search, config.dns_options) == (["example.com"], ["ndots:2"])
     assert config.logging == LogConfig(None, {"max-size": "10m"})
@@ -55,7 +62,7 @@ def test_every_part_of_the_task_reaches_the_config():
                  healthcheck=specs.HealthCheck(["CMD", "true"], interval=2.0).to_dict(),
                  secrets=[specs.FileRef("shop_db", "/run/secrets/db", uid="5", mode=0o400).to_dict()],
                  configs=[specs.FileRef("shop_conf", "/etc/app.conf").to_dict()])
-    config = container_config("t1", spec, "n1", {"shop_db": {"data": b"pw"}}, {"shop_conf": {"data": b"x=1"}})
+    config = container_config("t1", _view(spec), "n1", {"shop_db": {"data": b"pw"}}, {"shop_conf": {"data": b"x=1"}})
     assert (config.task_id, config.service_id, config.service_name, config.node_id, config.stack_namespace) == \
         ("t1", "svc-web", "shop_web", "n1", "shop")
     assert config.labels["com.docker.stack.namespace"] == "shop"
@@ -69,14 +76,14 @@ def test_every_part_of_the_task_reaches_the_config():
     assert config.networks == [NetworkAttachment("shop_front", ["web", "www"])]
     assert config.secrets == [FileReference("shop_db", b"pw", "/run/secrets/db", uid=5, gid=0, mode=0o400)]
     assert config.configs == [FileReference("shop_conf", b"x=1", "/etc/app.conf")]
-    assert has_healthcheck(spec)
+    assert has_healthcheck(_view(spec))
 
 
 def test_no_healthcheck_and_missing_secret():
-    assert container_config("t1", _spec(), "n1", {}, {}).healthcheck is None  # the image's, untouched
+    assert container_config("t1", _view(_spec()), "n1", {}, {}).healthcheck is None  # the image's, untouched
     spec = _spec(healthcheck={"test": ["NONE"], "interval": 1, "timeout": 1, "retries": 1, "start_period": 0})
-    assert not has_healthcheck(spec)
+    assert not has_healthcheck(_view(spec))
     # Kept, so that the engine switches the image's HEALTHCHECK off (disable: true).
-    assert container_config("t1", spec, "n1", {}, {}).healthcheck.test == ["NONE"]
+    assert container_config("t1", _view(spec), "n1", {}, {}).healthcheck.test == ["NONE"]
     with pytest.raises(KeyError, match="shop_db"):
-        container_config("t1", _spec(secrets=[specs.FileRef("shop_db", "/run/secrets/db").to_dict()]), "n1", {}, {})
+        container_config("t1", _view(_spec(secrets=[specs.FileRef("shop_db", "/run/secrets/db").to_dict()])), "n1", {}, {})

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, ContainerConfig, RuntimeEvent, TaskState
+from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, ContainerConfig, RuntimeEvent, ContainerState
 from swarmlet.runtime.docker import DockerRuntime, MachineNetworkLock
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT
 
@@ -46,7 +46,7 @@ async def _check_logs_tail_and_follow(runtime, task_id: str, release) -> None:
             if line == "5":
                 break
         # The task still runs: whatever comes next can only come from following.
-        assert (await runtime.inspect(task_id)).state is TaskState.RUNNING
+        assert (await runtime.inspect(task_id)).state is ContainerState.RUNNING
         await release()
         followed += [line async for line in follower]  # ends when the task exits
 

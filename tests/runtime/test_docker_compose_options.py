@@ -14,7 +14,7 @@ from swarmlet.runtime.base import (
     LogConfig,
     Mount,
     NetworkAttachment,
-    TaskState,
+    ContainerState,
 )
 
 pytestmark = pytest.mark.docker
@@ -123,7 +123,7 @@ async def test_disable_switches_the_images_health_check_off(
     assert _attrs(docker_client, config)["Config"]["Healthcheck"]["Test"] == ["NONE"]
     await docker_runtime.start(config.task_id)
     state = await docker_runtime.inspect(config.task_id)
-    assert (state.state, state.health) == (TaskState.RUNNING, HealthStatus.NONE)
+    assert (state.state, state.health) == (ContainerState.RUNNING, HealthStatus.NONE)
 
 
 async def test_start_interval_reaches_engines_that_know_it(docker_runtime, docker_client, node_id, make_config):

@@ -14,7 +14,7 @@ from swarmlet.runtime.base import (
     NetworkAttachment,
     PublishedPort,
     Resources,
-    TaskState,
+    ContainerState,
     Ulimit,
 )
 from swarmlet.runtime.docker.create import LABEL_STOP_GRACE, container_create
@@ -124,7 +124,7 @@ def test_exit_status_from_the_inspected_state(state, exit_code, oom_killed, erro
 def test_a_listed_container_is_a_task_only_with_a_task_label():
     assert owned_task({"Labels": {LABEL_NODE_ID: "node1"}, "State": "running"}) is None
     task = owned_task({"Labels": {LABEL_TASK_ID: "t1", "swarmlet.stack.namespace": "shop"}, "State": "paused"})
-    assert (task.task_id, task.stack_namespace, task.state) == ("t1", "shop", TaskState.RUNNING)
+    assert (task.task_id, task.stack_namespace, task.state) == ("t1", "shop", ContainerState.RUNNING)
 
 
 def test_engine_labels_are_read_as_docker_reads_them():

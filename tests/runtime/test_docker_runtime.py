@@ -29,7 +29,7 @@ from swarmlet.runtime.base import (
     NetworkAttachment,
     Resources,
     TaskRuntimeError,
-    TaskState,
+    ContainerState,
 )
 from swarmlet.runtime.taskfiles import filesystem_type
 
@@ -51,7 +51,7 @@ async def test_runs_a_task_and_reports_its_exit_code(docker_runtime, node_id, ma
     assert not status.oom_killed
     assert status.error == "exit code 3"
     state = await docker_runtime.inspect(config.task_id)
-    assert state.state is TaskState.EXITED
+    assert state.state is ContainerState.EXITED
     assert state.exit_code == 3
     # Not finished_at >= started_at: for a task this short the engine may stamp its end a
     # few microseconds before its start.
@@ -116,7 +116,7 @@ async def test_prepare_applies_the_config_without_starting(docker_runtime, docke
     assert host["Ulimits"] == [{"Name": "nofile", "Soft": 1024, "Hard": 2048}]
     assert host["CapDrop"] == ["NET_RAW"]
     assert host["ExtraHosts"] == ["db.local:10.1.2.3"]
-    assert (await docker_runtime.inspect(config.task_id)).state is TaskState.CREATED
+    assert (await docker_runtime.inspect(config.task_id)).state is ContainerState.CREATED
 
     status = await asyncio.wait_for(_start_and_wait(docker_runtime, config.task_id), 30)
     assert status.exit_code == 0
@@ -362,10 +362,10 @@ async def test_each_runtime_sees_only_its_own_nodes_containers(docker_runtimes, 
 
     owned = await mine.list_owned()
 
-    assert [(t.task_id, t.service_id, t.state) for t in owned] == [(my_task.task_id, my_task.service_id, TaskState.CREATED)]
+    assert [(t.task_id, t.service_id, t.state) for t in owned] == [(my_task.task_id, my_task.service_id, ContainerState.CREATED)]
     assert await mine.inspect(their_task.task_id) is None
     await mine.remove(their_task.task_id)  # not ours: nothing happens
-    assert (await theirs.inspect(their_task.task_id)).state is TaskState.CREATED
+    assert (await theirs.inspect(their_task.task_id)).state is ContainerState.CREATED
     with pytest.raises(Exception, match="not|node"):
         await mine.prepare(make_config(node_id + "-other"))
 

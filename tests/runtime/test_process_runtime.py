@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from swarmlet.runtime.base import EventKind, FileReference, HealthCheck, HealthStatus, TaskRuntimeError, TaskState
+from swarmlet.runtime.base import EventKind, FileReference, HealthCheck, HealthStatus, TaskRuntimeError, ContainerState
 from swarmlet.runtime.process import ProcessRuntime
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT, filesystem_type
 
@@ -45,7 +45,7 @@ async def process_runtimes(data_dir):
 async def _kill_if_running(runtime: ProcessRuntime, task_id: str) -> None:
     """Independent of shutdown(), so a broken shutdown still leaves no stray processes."""
     state = await runtime.inspect(task_id)
-    if state is not None and state.state is TaskState.RUNNING:
+    if state is not None and state.state is ContainerState.RUNNING:
         pid = json.loads((runtime._task_dir(task_id) / "task.json").read_text())["pid"]
         try:
             os.killpg(pid, signal.SIGKILL)
@@ -76,7 +76,7 @@ async def test_runs_the_command_with_env_and_working_dir(process_runtime, node_i
                          working_dir=str(tmp_path))
     events = process_runtime.events()
     await process_runtime.prepare(config)
-    assert (await process_runtime.inspect(config.task_id)).state is TaskState.CREATED
+    assert (await process_runtime.inspect(config.task_id)).state is ContainerState.CREATED
 
     await process_runtime.start(config.task_id)
     status = await asyncio.wait_for(process_runtime.wait(config.task_id), 10)
@@ -86,7 +86,7 @@ async def test_runs_the_command_with_env_and_working_dir(process_runtime, node_i
     exited = await next_event(events, lambda e: e.task_id == config.task_id)  # a start is no event
     assert (exited.kind, exited.exit_code, exited.detail) == (EventKind.EXITED, 4, "exit code 4")
     state = await process_runtime.inspect(config.task_id)
-    assert (state.state, state.exit_code) == (TaskState.EXITED, 4)
+    assert (state.state, state.exit_code) == (ContainerState.EXITED, 4)
     assert state.finished_at >= state.started_at
 
 
@@ -143,7 +143,7 @@ async def test_a_new_runtime_adopts_running_processes(process_runtimes, node_id,
     second = process_runtimes(node_id)
     owned = await second.list_owned()
 
-    assert [(t.task_id, t.service_id, t.state) for t in owned] == [(config.task_id, config.service_id, TaskState.RUNNING)]
+    assert [(t.task_id, t.service_id, t.state) for t in owned] == [(config.task_id, config.service_id, ContainerState.RUNNING)]
     events = second.events()
     await second.shutdown(config.task_id, grace=5)
     exited = await next_event(events, lambda e: e.task_id == config.task_id and e.kind is EventKind.EXITED)
@@ -162,7 +162,7 @@ async def test_a_recorded_pid_now_used_by_another_process_is_not_adopted(process
 
     owned = await process_runtime.list_owned()
 
-    assert [t.state for t in owned] == [TaskState.EXITED]
+    assert [t.state for t in owned] == [ContainerState.EXITED]
     status = await process_runtime.wait(config.task_id)
     assert status.exit_code == -1 and "exit code unknown" in status.error
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from swarmlet.manager.scheduler import NodeInfo, Resources, TaskRequest
+from swarmlet.manager.scheduler import NodeInfo, ResourceAmount, TaskRequest
 
 GIB = 1 << 30
 
@@ -12,7 +12,7 @@ def roomy_node():
     """Factory for a ready, active node with plenty of room; override any field."""
 
     def make(node_id: str, **fields) -> NodeInfo:
-        fields.setdefault("capacity", Resources.from_cpus(8, 16 * GIB))
+        fields.setdefault("capacity", ResourceAmount.from_cpus(8, 16 * GIB))
         return NodeInfo(node_id, hostname=f"host-{node_id}", **fields)
 
     return make

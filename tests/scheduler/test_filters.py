@@ -1,6 +1,6 @@
 import pytest
 
-from swarmlet.manager.scheduler import NodeInfo, Resources, TaskRequest, parse_constraint
+from swarmlet.manager.scheduler import NodeInfo, ResourceAmount, TaskRequest, parse_constraint
 from swarmlet.manager.scheduler.filters import (
     CPU_FILTER,
     MEMORY_FILTER,
@@ -29,15 +29,15 @@ def test_availability_filter(availability, accepted):
 
 
 def test_cpu_filter_counts_what_is_already_reserved():
-    node = NodeInfo("n", capacity=Resources.from_cpus(2, 0), reserved=Resources.from_cpus(1.5, 0))
-    assert CPU_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources.from_cpus(0.5))) is True
-    assert CPU_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources.from_cpus(0.6))) is False
+    node = NodeInfo("n", capacity=ResourceAmount.from_cpus(2, 0), reserved=ResourceAmount.from_cpus(1.5, 0))
+    assert CPU_FILTER.accepts(node, TaskRequest("t", "s", reservations=ResourceAmount.from_cpus(0.5))) is True
+    assert CPU_FILTER.accepts(node, TaskRequest("t", "s", reservations=ResourceAmount.from_cpus(0.6))) is False
 
 
 def test_memory_filter_counts_what_is_already_reserved():
-    node = NodeInfo("n", capacity=Resources(0, 4 * GIB), reserved=Resources(0, 3 * GIB))
-    assert MEMORY_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources(0, GIB))) is True
-    assert MEMORY_FILTER.accepts(node, TaskRequest("t", "s", reservations=Resources(0, GIB + 1))) is False
+    node = NodeInfo("n", capacity=ResourceAmount(0, 4 * GIB), reserved=ResourceAmount(0, 3 * GIB))
+    assert MEMORY_FILTER.accepts(node, TaskRequest("t", "s", reservations=ResourceAmount(0, GIB))) is True
+    assert MEMORY_FILTER.accepts(node, TaskRequest("t", "s", reservations=ResourceAmount(0, GIB + 1))) is False
 
 
 def test_constraint_filter():
@@ -98,7 +98,7 @@ def test_only_applicable_filters_are_used():
     full = TaskRequest(
         "t",
         "s",
-        reservations=Resources.from_cpus(1, GIB),
+        reservations=ResourceAmount.from_cpus(1, GIB),
         constraints=["node.role==worker", "node.labels.zone==a"],
         platforms=[("linux", "")],
         host_ports=[("tcp", 80)],
@@ -114,13 +114,13 @@ def test_dynamic_host_port_zero_needs_no_port_filter():
 
 
 def test_pipeline_explains_first_rejecting_filter_per_node_in_filter_order():
-    task = TaskRequest("t", "s", reservations=Resources(0, GIB), constraints=["node.labels.zone==a"])
+    task = TaskRequest("t", "s", reservations=ResourceAmount(0, GIB), constraints=["node.labels.zone==a"])
     nodes = [
-        NodeInfo("small-a", labels={"zone": "a"}, capacity=Resources(0, GIB // 2)),
-        NodeInfo("small-b", labels={"zone": "b"}, capacity=Resources(0, GIB // 2)),  # memory reported, not zone
-        NodeInfo("big-b", labels={"zone": "b"}, capacity=Resources(0, 2 * GIB)),
-        NodeInfo("big-none", capacity=Resources(0, 2 * GIB)),
-        NodeInfo("big-a", labels={"zone": "a"}, capacity=Resources(0, 2 * GIB)),
+        NodeInfo("small-a", labels={"zone": "a"}, capacity=ResourceAmount(0, GIB // 2)),
+        NodeInfo("small-b", labels={"zone": "b"}, capacity=ResourceAmount(0, GIB // 2)),  # memory reported, not zone
+        NodeInfo("big-b", labels={"zone": "b"}, capacity=ResourceAmount(0, 2 * GIB)),
+        NodeInfo("big-none", capacity=ResourceAmount(0, 2 * GIB)),
+        NodeInfo("big-a", labels={"zone": "a"}, capacity=ResourceAmount(0, 2 * GIB)),
     ]
     pipeline = Pipeline.for_task(task)
     accepted, rejections = pipeline.split(nodes)

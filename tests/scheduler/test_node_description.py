@@ -6,7 +6,7 @@ from swarmlet.agent.agent import describe_node
 from swarmlet.api.objects import NODE_READY, node_object_spec, node_object_status
 from swarmlet.api.specs import Placement, Platform
 from swarmlet.api.views import Node, Task
-from swarmlet.manager.scheduler import Resources, schedule
+from swarmlet.manager.scheduler import ResourceAmount, schedule
 from swarmlet.manager.scheduler.storemap import node_info, task_request
 from swarmlet.node.config import NodeConfig
 from swarmlet.runtime.base import NodeDescription
@@ -38,7 +38,7 @@ def stored_task(task_id: str, placement: Placement) -> Task:
 def test_the_runtimes_description_reaches_the_node_info():
     info = node_info(stored_node("n1", described({"disk": "ssd"})))
     assert (info.platform_os, info.platform_arch) == ("linux", "x86_64")
-    assert info.capacity == Resources.from_cpus(2, 4 * GIB)
+    assert info.capacity == ResourceAmount.from_cpus(2, 4 * GIB)
     assert info.engine_labels == {"disk": "ssd"}
 
 

@@ -2,7 +2,7 @@ import random
 from collections import Counter
 from copy import deepcopy
 
-from swarmlet.manager.scheduler import NodeInfo, Placement, Resources, TaskRequest, plan, schedule
+from swarmlet.manager.scheduler import NodeInfo, Placement, ResourceAmount, TaskRequest, plan, schedule
 
 GIB = 1 << 30
 
@@ -30,8 +30,8 @@ def test_prefers_fewest_tasks_of_the_service_then_fewest_overall_then_node_id(ro
 
 
 def test_resources_are_exhausted_as_the_batch_fills_nodes(roomy_node, replicas):
-    nodes = [roomy_node(f"n{i}", capacity=Resources.from_cpus(4, 2 * GIB)) for i in range(3)]
-    placements = schedule(nodes, replicas(8, reservations=Resources(0, GIB)))
+    nodes = [roomy_node(f"n{i}", capacity=ResourceAmount.from_cpus(4, 2 * GIB)) for i in range(3)]
+    placements = schedule(nodes, replicas(8, reservations=ResourceAmount(0, GIB)))
     assert tasks_per_node(placements) == {"n0": 2, "n1": 2, "n2": 2}
     pending = [p for p in placements if p.node_id is None]
     assert len(pending) == 2
@@ -40,10 +40,10 @@ def test_resources_are_exhausted_as_the_batch_fills_nodes(roomy_node, replicas):
 
 def test_cpu_reservations_already_on_a_node_count_against_it(roomy_node, replicas):
     nodes = [
-        roomy_node("busy", capacity=Resources.from_cpus(2), reserved=Resources.from_cpus(1.5)),
-        roomy_node("idle", capacity=Resources.from_cpus(2)),
+        roomy_node("busy", capacity=ResourceAmount.from_cpus(2), reserved=ResourceAmount.from_cpus(1.5)),
+        roomy_node("idle", capacity=ResourceAmount.from_cpus(2)),
     ]
-    placements = schedule(nodes, replicas(3, reservations=Resources.from_cpus(1)))
+    placements = schedule(nodes, replicas(3, reservations=ResourceAmount.from_cpus(1)))
     assert tasks_per_node(placements) == {"idle": 2}
     assert placements[2].explanation == "no suitable node: insufficient cpu on 2 nodes"
 
@@ -110,10 +110,10 @@ def test_nested_preferences_spread_inside_each_outer_group(roomy_node, replicas)
 
 def test_full_preference_group_overflows_to_the_others(roomy_node, replicas):
     nodes = [
-        roomy_node("a1", labels={"zone": "a"}, capacity=Resources(0, GIB)),
-        roomy_node("b1", labels={"zone": "b"}, capacity=Resources(0, 8 * GIB)),
+        roomy_node("a1", labels={"zone": "a"}, capacity=ResourceAmount(0, GIB)),
+        roomy_node("b1", labels={"zone": "b"}, capacity=ResourceAmount(0, 8 * GIB)),
     ]
-    placements = schedule(nodes, replicas(4, preferences=["node.labels.zone"], reservations=Resources(0, GIB)))
+    placements = schedule(nodes, replicas(4, preferences=["node.labels.zone"], reservations=ResourceAmount(0, GIB)))
     assert tasks_per_node(placements) == {"a1": 1, "b1": 3}
 
 
@@ -150,8 +150,8 @@ def test_global_task_explains_why_its_node_is_unsuitable(roomy_node):
 
 
 def test_later_batches_see_earlier_placements(roomy_node):
-    nodes = [roomy_node("n1", capacity=Resources(0, 2 * GIB)), roomy_node("n2", capacity=Resources(0, 2 * GIB))]
-    tasks = [TaskRequest("a1", "a", reservations=Resources(0, 2 * GIB)), TaskRequest("b1", "b")]
+    nodes = [roomy_node("n1", capacity=ResourceAmount(0, 2 * GIB)), roomy_node("n2", capacity=ResourceAmount(0, 2 * GIB))]
+    tasks = [TaskRequest("a1", "a", reservations=ResourceAmount(0, 2 * GIB)), TaskRequest("b1", "b")]
     placements = schedule(nodes, tasks)
     # Service a fills n1; b then prefers n2, which has fewer tasks overall.
     assert [p.node_id for p in placements] == ["n1", "n2"]
@@ -160,13 +160,13 @@ def test_later_batches_see_earlier_placements(roomy_node):
 def test_inputs_are_not_mutated_and_plan_returns_updated_copies(roomy_node, replicas):
     nodes = [roomy_node("n1"), roomy_node("n2")]
     before = deepcopy(nodes)
-    result = plan(nodes, replicas(3, reservations=Resources(0, GIB), host_ports=[("udp", 0)]))
+    result = plan(nodes, replicas(3, reservations=ResourceAmount(0, GIB), host_ports=[("udp", 0)]))
     assert nodes == before
     updated = {n.node_id: n for n in result.nodes}
     assert updated["n1"].tasks_by_service == {"svc": 2}
     assert updated["n1"].total_tasks == 2
-    assert updated["n1"].reserved == Resources(0, 2 * GIB)
-    assert updated["n2"].reserved == Resources(0, GIB)
+    assert updated["n1"].reserved == ResourceAmount(0, 2 * GIB)
+    assert updated["n2"].reserved == ResourceAmount(0, GIB)
 
 
 def test_host_ports_recorded_on_updated_node(roomy_node):
@@ -180,14 +180,14 @@ def _mixed_cluster():
             f"n{i}",
             labels={"zone": "abc"[i % 3]} if i % 4 else {},
             role="manager" if i < 2 else "worker",
-            capacity=Resources.from_cpus(4, 4 * GIB),
+            capacity=ResourceAmount.from_cpus(4, 4 * GIB),
             tasks_by_service={"web": i % 3},
             total_tasks=i % 5,
         )
         for i in range(12)
     ]
     tasks = (
-        [TaskRequest(f"web{i}", "web", preferences=["node.labels.zone"], reservations=Resources(0, GIB)) for i in range(20)]
+        [TaskRequest(f"web{i}", "web", preferences=["node.labels.zone"], reservations=ResourceAmount(0, GIB)) for i in range(20)]
         + [TaskRequest(f"api{i}", "api", constraints=["node.role==worker"], max_replicas_per_node=2) for i in range(15)]
         + [TaskRequest(f"agent{i}", "agent", node_id=f"n{i}") for i in range(12)]
     )

@@ -13,11 +13,8 @@ from __future__ import annotations
 import hashlib
 
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, is_terminal, state_rank
-from swarmlet.api.session import Assignments, pack
+from swarmlet.api.session import PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, Assignments, pack
 from swarmlet.api.views import Config, Secret, Task
-
-# How far the store says a task got, as the agent needs to know it (``task_phase``).
-PHASE_NEW, PHASE_ACTIVE, PHASE_ENDED = "new", "active", "ended"
 
 
 def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], configs: list[Config]) -> Assignments:

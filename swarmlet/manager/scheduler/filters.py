@@ -61,7 +61,7 @@ class ResourceFilter(Filter):
     def __init__(self, name: str, resource: str):
         self.name = name
         self.reason = f"insufficient {name}"
-        self.resource = resource  # a field of Resources
+        self.resource = resource  # a field of ResourceAmount
 
     def accepts(self, node, task):
         free = getattr(node.capacity, self.resource) - getattr(node.reserved, self.resource)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from swarmlet.manager.scheduler.types import NodeInfo, Resources, TaskRequest
+from swarmlet.manager.scheduler.types import NodeInfo, ResourceAmount, TaskRequest
 
-_NOTHING = Resources()
+_NOTHING = ResourceAmount()
 
 
 def copy_node(node: NodeInfo) -> NodeInfo:

@@ -11,14 +11,14 @@ from swarmlet.api.specs import PortConfig
 from swarmlet.api.views import Node, Task, TaskSpec
 from swarmlet.api.objects import is_terminal
 from swarmlet.api.constraints import parse_constraints
-from swarmlet.manager.scheduler.types import NodeInfo, Resources, TaskRequest
+from swarmlet.manager.scheduler.types import NodeInfo, ResourceAmount, TaskRequest
 
 PUBLISH_MODE_HOST = "host"
 
 
-def task_reservations(spec: TaskSpec) -> Resources:
+def task_reservations(spec: TaskSpec) -> ResourceAmount:
     reservations = spec.resources.reservations
-    return Resources.from_cpus(reservations.cpus or 0.0, reservations.memory or 0)
+    return ResourceAmount.from_cpus(reservations.cpus or 0.0, reservations.memory or 0)
 
 
 def host_ports(ports: list[PortConfig]) -> tuple[tuple[str, int], ...]:
@@ -40,7 +40,7 @@ def node_info(node: Node, tasks: Iterable[Task] = ()) -> NodeInfo:
                     availability=spec.availability,
                     platform_os=platform.get("os", "linux"), platform_arch=platform.get("arch", "x86_64"),
                     labels=dict(spec.labels), engine_labels=dict(description.get("engine_labels") or {}),
-                    capacity=Resources(capacity.get("nano_cpus", 0), capacity.get("memory_bytes", 0)))
+                    capacity=ResourceAmount(capacity.get("nano_cpus", 0), capacity.get("memory_bytes", 0)))
     for task in tasks:
         task_spec = task.spec
         service_id = task_spec.service_id

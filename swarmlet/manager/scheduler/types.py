@@ -18,16 +18,20 @@ from swarmlet.api.objects import NANO_CPUS_PER_CPU
 
 
 @dataclass(frozen=True, slots=True)
-class Resources:
+class ResourceAmount:
+    """An amount of CPU and memory as the scheduler adds them up: integers (nano-CPUs,
+    bytes), as SwarmKit counts them. What a service asks for is ``api.specs.Resources``
+    (CPUs as a float); ``from_cpus`` converts."""
+
     nano_cpus: int = 0
     memory_bytes: int = 0
 
     @classmethod
-    def from_cpus(cls, cpus: float, memory_bytes: int = 0) -> Resources:
+    def from_cpus(cls, cpus: float, memory_bytes: int = 0) -> ResourceAmount:
         return cls(round(cpus * NANO_CPUS_PER_CPU), memory_bytes)
 
-    def __add__(self, other: Resources) -> Resources:
-        return Resources(self.nano_cpus + other.nano_cpus, self.memory_bytes + other.memory_bytes)
+    def __add__(self, other: ResourceAmount) -> ResourceAmount:
+        return ResourceAmount(self.nano_cpus + other.nano_cpus, self.memory_bytes + other.memory_bytes)
 
 
 @dataclass(slots=True)
@@ -47,10 +51,10 @@ class NodeInfo:
     platform_arch: str = "x86_64"
     labels: dict[str, str] = field(default_factory=dict)
     engine_labels: dict[str, str] = field(default_factory=dict)
-    capacity: Resources = Resources()
+    capacity: ResourceAmount = ResourceAmount()
     tasks_by_service: dict[str, int] = field(default_factory=dict)
     total_tasks: int = 0
-    reserved: Resources = Resources()
+    reserved: ResourceAmount = ResourceAmount()
     host_ports: set[tuple[str, int]] = field(default_factory=set)  # (protocol, published_port)
 
 
@@ -66,7 +70,7 @@ class TaskRequest:
     service_id: str
     node_id: str | None = None  # set for global-service tasks: only this node is considered
     slot: int | None = None  # informational for replicated tasks; does not affect placement
-    reservations: Resources = Resources()
+    reservations: ResourceAmount = ResourceAmount()
     constraints: tuple[str, ...] = ()
     preferences: tuple[str, ...] = ()  # label keys to spread over, outermost first
     max_replicas_per_node: int = 0  # 0 = unlimited

@@ -16,25 +16,25 @@ from swarmlet.runtime.base import (
     NodeDescription,
     OwnedTask,
     TaskRuntimeState,
-    TaskState,
+    ContainerState,
     describe_exit,
     describe_unhealthy,
 )
 
 CONTAINER_STATES = {
-    "created": TaskState.CREATED,
-    "running": TaskState.RUNNING,
-    "paused": TaskState.RUNNING,
-    "restarting": TaskState.RUNNING,
-    "removing": TaskState.EXITED,
-    "exited": TaskState.EXITED,
-    "dead": TaskState.EXITED,
+    "created": ContainerState.CREATED,
+    "running": ContainerState.RUNNING,
+    "paused": ContainerState.RUNNING,
+    "restarting": ContainerState.RUNNING,
+    "removing": ContainerState.EXITED,
+    "exited": ContainerState.EXITED,
+    "dead": ContainerState.EXITED,
 }
 _DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
-def task_state(container_status: str) -> TaskState:
-    return CONTAINER_STATES.get(container_status, TaskState.EXITED)
+def container_state(container_status: str) -> ContainerState:
+    return CONTAINER_STATES.get(container_status, ContainerState.EXITED)
 
 
 def parse_docker_time(value: str | None) -> datetime | None:
@@ -65,10 +65,10 @@ def exit_status_from_state(state: dict) -> ExitStatus:
 
 def runtime_state(task_id: str, state: dict) -> TaskRuntimeState:
     """Map a container's State (from inspect) to the task's runtime state."""
-    current = task_state(state["Status"])
+    current = container_state(state["Status"])
     health_status = (state.get("Health") or {}).get("Status")
     health = HealthStatus(health_status) if health_status else HealthStatus.NONE
-    if current is TaskState.EXITED:
+    if current is ContainerState.EXITED:
         error = exit_status_from_state(state).error
     elif health is HealthStatus.UNHEALTHY:
         error = describe_unhealthy(last_health_output(state))
@@ -78,9 +78,9 @@ def runtime_state(task_id: str, state: dict) -> TaskRuntimeState:
         task_id=task_id,
         state=current,
         health=health,
-        exit_code=state.get("ExitCode") if current is TaskState.EXITED else None,
+        exit_code=state.get("ExitCode") if current is ContainerState.EXITED else None,
         started_at=parse_docker_time(state.get("StartedAt")),
-        finished_at=parse_docker_time(state.get("FinishedAt")) if current is TaskState.EXITED else None,
+        finished_at=parse_docker_time(state.get("FinishedAt")) if current is ContainerState.EXITED else None,
         error=error,
     )
 
@@ -96,7 +96,7 @@ def owned_task(listed: dict) -> OwnedTask | None:
         service_id=labels.get(LABEL_SERVICE_ID, ""),
         service_name=labels.get(LABEL_SERVICE_NAME, ""),
         stack_namespace=labels.get(LABEL_STACK_NAMESPACE, ""),
-        state=task_state(listed.get("State", "")),
+        state=container_state(listed.get("State", "")),
         labels=labels,
     )
 
