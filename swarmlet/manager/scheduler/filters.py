@@ -8,7 +8,7 @@ their rejections are reported.
 from __future__ import annotations
 
 from swarmlet.api.constraints import Constraint
-from swarmlet.api.objects import NodeState
+from swarmlet.api.objects import Availability, NodeState
 from swarmlet.manager.scheduler.types import NodeInfo, TaskRequest
 
 # Architectures reported under different names by different tools: engines report the
@@ -50,7 +50,7 @@ class AvailabilityFilter(Filter):
     reason = "node paused or drained"
 
     def accepts(self, node, task):
-        return node.availability == "active"
+        return node.availability == Availability.ACTIVE
 
 
 class ResourceFilter(Filter):

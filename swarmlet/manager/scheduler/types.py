@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from swarmlet.api.constraints import Constraint, parse_constraints, parse_preferences
-from swarmlet.api.objects import NANO_CPUS_PER_CPU
+from swarmlet.api.objects import NANO_CPUS_PER_CPU, Availability, NodeState
 
 
 
@@ -45,8 +45,8 @@ class NodeInfo:
     node_id: str
     hostname: str = ""
     role: str = "worker"  # 'manager' | 'worker'
-    state: str = "ready"  # 'ready' | 'down' | 'unknown' | 'disconnected'
-    availability: str = "active"  # 'active' | 'pause' | 'drain'
+    state: NodeState = NodeState.READY
+    availability: Availability = Availability.ACTIVE
     platform_os: str = "linux"
     platform_arch: str = "x86_64"
     labels: dict[str, str] = field(default_factory=dict)
