@@ -125,11 +125,3 @@ async def test_disable_switches_the_images_health_check_off(
     state = await docker_runtime.inspect(config.task_id)
     assert (state.state, state.health) == (ContainerState.RUNNING, HealthStatus.NONE)
 
-
-async def test_start_interval_reaches_engines_that_know_it(docker_runtime, docker_client, node_id, make_config):
-    version = docker_client.version()["ApiVersion"]
-    if tuple(map(int, version.split("."))) < (1, 44):
-        pytest.skip(f"the engine's API {version} predates StartInterval (1.44); it ignores the field")
-    config = make_config(node_id, command=["true"], healthcheck=HealthCheck(["CMD", "true"], start_interval=0.5))
-    await docker_runtime.prepare(config)
-    assert _attrs(docker_client, config)["Config"]["Healthcheck"]["StartInterval"] == 500_000_000

@@ -17,7 +17,7 @@ from swarmlet.runtime.base import (
     ContainerState,
     Ulimit,
 )
-from swarmlet.runtime.docker.create import LABEL_STOP_GRACE, container_create
+from swarmlet.runtime.docker.create import LABEL_STOP_GRACE, container_create, docker_healthcheck
 from swarmlet.runtime.docker.state import engine_labels, exit_status_from_state, node_description, owned_task
 from swarmlet.runtime.taskfiles import TaskFile
 
@@ -140,3 +140,11 @@ def test_the_node_description_from_docker_info():
     assert (described.os, described.architecture) == ("linux", "x86_64")  # as the engine names them
     assert (described.cpus, described.memory_bytes) == (4.0, 8 << 30)
     assert described.engine_labels == {"disk": "ssd"}
+
+
+def test_a_health_check_start_interval_is_sent_and_left_out_timings_inherit():
+    # The engine here (API 1.41) ignores StartInterval (1.44+): what is sent is the test.
+    check = docker_healthcheck(HealthCheck(["CMD", "true"], start_interval=0.5))
+    assert check["StartInterval"] == 500_000_000
+    assert (check["Interval"], check["Timeout"], check["Retries"]) == (0, 0, 0)  # 0: the image's
+    assert "StartInterval" not in docker_healthcheck(HealthCheck(["CMD", "true"]))
