@@ -13,7 +13,8 @@ from swarmlet.api import errors, specs
 from swarmlet.api.limits import DEFAULT_REPLICAS_PER_SERVICE, Limits, limits_from, parse_limit
 from swarmlet.api.objects import CLUSTER_ID, cluster_object_spec
 from swarmlet.api.views import Cluster, Task
-from swarmlet.manager.orchestrator.loop import ALL, RECONCILE_BUDGET, Orchestrator
+from swarmlet.manager.orchestrator.loop import ALL, Orchestrator
+from swarmlet.manager.retry import WRITE_BATCH
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.manager.stacks import StackApi
 
@@ -192,6 +193,6 @@ async def test_a_large_scale_is_reconciled_in_parts_while_the_loop_keeps_running
     await watcher
     transactions = store.commits[commits_before:]
     assert len(store.list(Task)) == 5000
-    assert len(transactions) == 5000 // RECONCILE_BUDGET and all(len(t) <= RECONCILE_BUDGET + 1 for t in transactions)
+    assert len(transactions) == 5000 // WRITE_BATCH and all(len(t) <= WRITE_BATCH + 1 for t in transactions)
     # Each part is one pure decision plus one commit: far below the API's 1 s (~0.1 s on 2 busy cores).
     assert len(gaps) >= len(transactions) and max(gaps) < 0.5, max(gaps)

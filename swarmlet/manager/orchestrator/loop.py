@@ -4,7 +4,7 @@ when a node changed), and again when a restart or update delay runs out. Each
 service's decision is committed as one transaction; a conflict (the dispatcher or the
 scheduler wrote one of its tasks meanwhile) just reconciles that service again.
 
-A decision touches at most ``RECONCILE_BUDGET`` tasks: a service scaled to thousands
+A decision touches at most ``WRITE_BATCH`` tasks (retry.py): a service scaled to thousands
 of replicas is reconciled in parts, one transaction each, the event loop running
 between them (and between services), so the API keeps answering meanwhile."""
 from __future__ import annotations
@@ -16,15 +16,13 @@ import time
 from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
+from swarmlet.manager.retry import WRITE_BATCH
 from swarmlet.node.config import new_id
 from swarmlet.store import StoreError
 
 log = logging.getLogger("swarmlet.orchestrator")
 
 ALL = "*"
-# Task changes per transaction: ~30 ms of the leader's loop for 500 creates on a 2-core
-# machine (building, encoding, applying), and few round trips for 10,000 replicas.
-RECONCILE_BUDGET = 500
 
 
 def decision_ops(service: Service | None, decision: Decision) -> list[dict]:
@@ -99,7 +97,7 @@ class Orchestrator(LeaderLoop):
             waiting = None
             if service is not None and not tasks and service.raw_spec.get("depends_on"):
                 waiting = dependencies_waiting(service, list(services.values()), tasks_by_service)
-            decision = reconcile_service(service, tasks, nodes, now, waiting, budget=RECONCILE_BUDGET)
+            decision = reconcile_service(service, tasks, nodes, now, waiting, budget=WRITE_BATCH)
             if decision.wake_at is not None:
                 wake_at = decision.wake_at if wake_at is None else min(wake_at, decision.wake_at)
             if decision.truncated:
