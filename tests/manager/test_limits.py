@@ -194,5 +194,5 @@ async def test_a_large_scale_is_reconciled_in_parts_while_the_loop_keeps_running
     transactions = store.commits[commits_before:]
     assert len(store.list(Task)) == 5000
     assert len(transactions) == 5000 // WRITE_BATCH and all(len(t) <= WRITE_BATCH + 1 for t in transactions)
-    # Each part is one pure decision plus one commit: far below the API's 1 s (~0.1 s on 2 busy cores).
-    assert len(gaps) >= len(transactions) and max(gaps) < 0.5, max(gaps)
+    # Each part is one pure decision plus one commit (~0.1 s on 2 busy cores): within the API's 1 s.
+    assert len(gaps) >= len(transactions) and max(gaps) < 1.0, max(gaps)
