@@ -43,6 +43,23 @@ class TooLarge(Invalid):
     code = "too_large"
 
 
+class OverLimit(TooLarge):
+    """A request past one of the cluster's limits (``swarmlet.api.limits``); the message
+    names the limit, ``limit`` is its setting (``limits.replicas_per_service``)."""
+
+    code = "over_limit"
+
+    def __init__(self, message: str, limit: str):
+        super().__init__(message)
+        self.limit = limit
+
+
+class BodyTooLarge(OverLimit):
+    """A request body past ``limits.request_body_bytes`` (HTTP 413)."""
+
+    code = "body_too_large"
+
+
 class Forbidden(SwarmletError):
     """The caller may not do this (a refused join token, a node that is not who it says)."""
 

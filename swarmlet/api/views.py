@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar, overload
 
+from swarmlet.api.limits import Limits
 from swarmlet.api.objects import Availability, DesiredState, NodeState, ServiceMode, TaskState
 from swarmlet.api.specs import (ContainerSpec, NetworkAttachment, Placement, PortConfig, ResourceRequirements,
                                 RestartPolicy, ServiceSpec)
@@ -196,6 +197,10 @@ class Cluster(StoredObject):
     @property
     def removed_node_ids(self) -> frozenset[str]:
         return frozenset(self.status.get("removed_node_ids") or ())
+
+    @property
+    def limits(self) -> Limits:
+        return Limits.from_spec(self.spec.get("limits"))
 
 
 class Secret(StoredObject):

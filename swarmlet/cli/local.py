@@ -5,6 +5,7 @@ import shlex
 
 import click
 
+from swarmlet.cli.nodes import limit_option
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.local.cluster import DEFAULT_FIRST_ADDRESS, DEFAULT_LOCAL_DIR, LocalCluster, LocalClusterError
 from swarmlet.node.config import DEFAULT_API_PORT
@@ -36,9 +37,10 @@ def local():
 @click.option("--cert-expiry", default=None, help="Validity of node certificates (e.g. 90d, 10m).")
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
 @click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots.")
+@limit_option
 @dir_option
 def up(managers, workers, first_address, port, runtime, heartbeat_period, cert_expiry, election_timeout,
-       snapshot_interval, directory):
+       snapshot_interval, limits, directory):
     """Start a local cluster and wait until every node is ready."""
     args = ["--runtime", runtime]
     if heartbeat_period is not None:
@@ -49,6 +51,8 @@ def up(managers, workers, first_address, port, runtime, heartbeat_period, cert_e
         args += ["--election-timeout", *map(str, election_timeout)]
     if snapshot_interval is not None:
         args += ["--snapshot-interval", str(snapshot_interval)]
+    for name, value in limits.items():
+        args += ["--limit", f"{name}={value}"]
     cluster = LocalCluster(directory)
     nodes = _run(lambda: cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True)))
     click.echo(f"Local cluster up: {managers} managers, {workers} workers in {cluster.directory}.")

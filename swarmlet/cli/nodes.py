@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from swarmlet.api.limits import Limits, parse_limit
 from swarmlet.api.objects import AVAILABILITIES, DEFAULT_HEARTBEAT_PERIOD
 from swarmlet.cli.client import client_options, make_client
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
@@ -31,6 +32,18 @@ shared_engine_option = click.option(
     help="Other nodes on this machine use the same Docker engine (`swarmlet local` sets it).")
 log_level_option = click.option("--log-level", default="INFO", show_default=True,
                                 type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+
+
+def _parse_limits(ctx, param, values: tuple[str, ...]) -> dict[str, int]:
+    try:
+        return dict(parse_limit(value) for value in values)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+limit_option = click.option(
+    "--limit", "limits", multiple=True, callback=_parse_limits, metavar="NAME=VALUE",
+    help=f"A cluster limit; repeatable. NAME: {', '.join(Limits().to_dict())} (docs/orchestration.md, Limits).")
 
 
 def parse_duration(text: str) -> float:
@@ -103,19 +116,20 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
 @click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots (10000).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
+@limit_option
 @shared_engine_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
-         runtime, shared_engine, data_dir, detach, log_level):
+         runtime, limits, shared_engine, data_dir, detach, log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
     try:
         config = init_cluster(directory, advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname,
                               cert_expiry=parse_duration(cert_expiry), heartbeat_period=heartbeat_period,
                               raft_settings=raft_overrides(election_timeout, snapshot_interval), runtime=runtime,
-                              shared_engine=shared_engine)
+                              shared_engine=shared_engine, limits=limits)
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")
@@ -263,6 +277,35 @@ def cluster_status(output_format, host, context_dir):
     emit("table", status["managers"], ["MANAGER ID", "HOSTNAME", "RAFT ADDRESS", "LEADER", "REACHABLE", "LAG"],
          lambda m: [m["id"], m.get("hostname"), m["address"], "yes" if m["leader"] else "",
                     "yes" if m["reachable"] else "NO", "?" if m["lag"] is None else m["lag"]])
+
+
+def _show_settings(settings: dict, output_format: str) -> None:
+    if output_format == "json":
+        emit_json(settings)
+        return
+    click.echo(f"Cluster {settings['name']}: heartbeat period {settings['heartbeat_period']}s, "
+               f"node certificates valid {settings['cert_expiry'] / 86400:g} days")
+    emit("table", sorted(settings["limits"].items()), ["LIMIT", "VALUE"], lambda item: [f"limits.{item[0]}", item[1]])
+
+
+@cluster.command("settings")
+@FORMAT_OPTION
+@client_options
+def cluster_settings(output_format, host, context_dir):
+    """The cluster's settings: heartbeat period, certificate validity, limits."""
+    _show_settings(make_client(host, context_dir).call("GET", "/v1/cluster/settings"), output_format)
+
+
+@cluster.command("update")
+@limit_option
+@FORMAT_OPTION
+@client_options
+def cluster_update(limits, output_format, host, context_dir):
+    """Change the cluster's limits (--limit NAME=VALUE, repeatable)."""
+    if not limits:
+        raise click.UsageError("nothing to change: pass --limit NAME=VALUE")
+    _show_settings(make_client(host, context_dir).call("POST", "/v1/cluster/settings", {"limits": limits}),
+                   output_format)
 
 
 @click.group()

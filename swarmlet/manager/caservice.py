@@ -13,6 +13,7 @@ from swarmlet.api.views import Cluster, Node, manager_api_addresses
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER, NodeIdentity, generate_secret, identity_of
 from swarmlet.manager import caserver
 from swarmlet.manager.nodes import NodeService, node_create_op
+from swarmlet.manager.settings import cluster_of
 from swarmlet.node.config import NodeConfig, new_id
 from swarmlet.store import ClusterStore
 
@@ -34,10 +35,7 @@ class CAService:
         self._nodes = nodes
 
     def cluster(self) -> Cluster:
-        cluster = self.store.get(Cluster, CLUSTER_ID)
-        if cluster is None:
-            raise errors.Unavailable("this manager has not yet received the cluster state")
-        return cluster
+        return cluster_of(self.store)
 
     # -- certificates presented on every channel ----------------------------------------------------
     def check_certificate(self, der: bytes) -> tuple[NodeIdentity | None, str | None]:

@@ -6,6 +6,7 @@ bootstrap; each role lives in its own module:
 - ``membership.py``: the Raft group (members, leader, ``cluster status``),
 - ``caservice.py`` (decisions in ``caserver.py``): joining, renewal, join tokens, certificate checks,
 - ``nodes.py``: nodes (labels, availability, promotion and demotion, removal),
+- ``settings.py``: the cluster's settings, its limits among them (checked in ``stacks.py``),
 - ``configs.py``, ``stacks.py``, ``logs.py``: configs, stacks and services, service logs,
 - ``dispatcher/``, ``orchestrator/``, ``scheduler/``: the leader-only loops,
 - ``controlapi/``: the HTTP routes over all of these.
@@ -33,6 +34,7 @@ from swarmlet.manager.nodes import NodeService, node_create_op
 from swarmlet.manager.orchestrator.loop import Orchestrator
 from swarmlet.manager.peers import PeerCalls
 from swarmlet.manager.scheduler.service import SchedulerLoop
+from swarmlet.manager.settings import ClusterSettings
 from swarmlet.manager.stacks import StackApi
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
@@ -65,8 +67,9 @@ class Manager:
         self.dispatcher = Dispatcher(self.store, self.membership.leader_api_address)
         self.nodes = NodeService(self.store, self.membership, self.dispatcher.drop_session, self.peers)
         self.ca = CAService(self.store, config, tls.ca_pem, data_dir.read_cluster_key, self.nodes)
+        self.settings = ClusterSettings(self.store)
         self.configs = ConfigService(self.store)
-        self.stacks = StackApi(self.store)
+        self.stacks = StackApi(self.store, self.settings.limits)
         self.logs = ServiceLogs(self.store, self.stacks.resolve_service, self.dispatcher.task_logs)
         self.orchestrator = Orchestrator(self.store)
         self.scheduler = SchedulerLoop(self.store)

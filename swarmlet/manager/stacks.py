@@ -6,19 +6,26 @@ configs and services, as ``docker stack deploy`` names them: ``<stack>_<name>``,
 labelled ``com.docker.stack.namespace=<stack>``. Services whose spec did not change are
 not touched; ``prune`` deletes the stack's services no longer in the file. An external
 secret or config that does not exist refuses the whole deploy, naming it.
+
+The cluster's limits (``swarmlet.api.limits``) are checked here, on what a deploy or a
+scale would leave in the store, before anything is committed (``check_services``).
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import re
+from collections import Counter
+from typing import Callable, Mapping
 
 from swarmlet.api import specs
 from swarmlet.api.errors import Invalid, TooLarge
+from swarmlet.api.limits import Limits
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState
 from swarmlet.api.references import resolve
-from swarmlet.api.views import Config, Network, Secret, Service, StoredObject, Task
+from swarmlet.api.views import Config, Network, Node, Secret, Service, StoredObject, Task
 from swarmlet.node.config import new_id
+from swarmlet.manager.settings import ClusterSettings
 from swarmlet.store import ClusterStore
 
 MAX_SECRET_SIZE = 500 * 1024
@@ -37,7 +44,11 @@ STACK_KINDS: tuple[type[StoredObject], ...] = (Service, Network, Secret, Config)
 
 
 def stack_of(obj: StoredObject) -> str | None:
-    return (obj.raw["spec"].get("labels") or {}).get(STACK_NAMESPACE_LABEL)
+    return stack_of_spec(obj.raw["spec"])
+
+
+def stack_of_spec(spec: Mapping) -> str | None:
+    return (spec.get("labels") or {}).get(STACK_NAMESPACE_LABEL)
 
 
 def scoped_name(stack: str, name: str, entry: dict) -> str:
@@ -133,6 +144,57 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
     return ops
 
 
+# -- limits --------------------------------------------------------------------------------------------
+
+Specs = Mapping[str, Mapping]  # service ID -> stored spec
+
+
+def replicas_of(spec: Mapping | None) -> int:
+    replicas = (spec or {}).get("replicas") or 0
+    if isinstance(replicas, bool) or not isinstance(replicas, int):
+        raise Invalid(f"service {spec['name']}: replicas must be an integer, not {replicas!r}")
+    return replicas
+
+
+def desired_tasks(specs: Specs, nodes: int) -> int:
+    """What ``limits.tasks_per_cluster`` counts: the replicas of every replicated service
+    and one task per node for every global one (history is not counted: at most
+    ``TASK_HISTORY_LIMIT`` per slot)."""
+    return sum(replicas_of(spec) if spec["mode"] in REPLICATED_MODES else nodes for spec in specs.values())
+
+
+def services_after(services: Specs, ops: list[dict]) -> dict[str, Mapping]:
+    """The services' specs once ``ops`` are applied."""
+    after = dict(services)
+    for op in ops:
+        if op["kind"] == Service.kind:
+            if op["op"] == "delete":
+                after.pop(op["id"], None)
+            else:
+                after[op["id"]] = op["spec"]
+    return after
+
+
+def check_stack_size(limits: Limits, stack: str, services: int, current: int) -> None:
+    limits.check("services_per_stack", f"stack {stack}: services", services, current)
+
+
+def check_services(limits: Limits, before: Specs, after: Specs, nodes: int) -> None:
+    """Refuse (``OverLimit``, naming the limit) a change of the cluster's services from
+    ``before`` to ``after`` that grows anything past a limit. What is already over a
+    limit lowered since may stay so or shrink."""
+    changed = {sid: spec for sid, spec in after.items() if spec is not before.get(sid)}
+    stacks_before = Counter(stack_of_spec(spec) for spec in before.values())
+    stacks_after = Counter(stack_of_spec(spec) for spec in after.values())
+    for stack in sorted({stack_of_spec(spec) for spec in changed.values()} - {None}):
+        check_stack_size(limits, stack, stacks_after[stack], stacks_before[stack])
+    for service_id, spec in sorted(changed.items()):
+        if spec["mode"] in REPLICATED_MODES:
+            limits.check("replicas_per_service", f"service {spec['name']}: replicas", replicas_of(spec),
+                         replicas_of(before.get(service_id)))
+    limits.check("tasks_per_cluster", "desired tasks", desired_tasks(after, nodes), desired_tasks(before, nodes))
+
+
 # -- views ---------------------------------------------------------------------------------------------
 
 def task_public(task: Task) -> dict:
@@ -158,14 +220,26 @@ def service_public(service: Service, tasks: list[Task]) -> dict:
 
 
 class StackApi:
-    def __init__(self, store: ClusterStore):
+    def __init__(self, store: ClusterStore, limits: Callable[[], Limits] | None = None):
         self.store = store
+        self._limits = limits or ClusterSettings(store).limits
+
+    def _check(self, limits: Limits, before: Specs, after: Specs) -> None:
+        check_services(limits, before, after, nodes=len(self.store.list(Node)))
 
     def _existing(self) -> dict[str, list[StoredObject]]:
         return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
     async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool) -> dict:
-        ops = deploy_ops(stack, stack_spec, files, prune, self._existing())
+        existing = self._existing()
+        limits = self._limits()
+        # The cheap check first: a stack of a million services is refused before its specs are built.
+        check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
+                         sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
+        ops = deploy_ops(stack, stack_spec, files, prune, existing)
+        limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(ops))
+        before = {s.id: s.raw_spec for s in existing[Service.kind]}
+        self._check(limits, before, services_after(before, ops))
         result = await self.store.commit(ops) if ops else {"index": self.store.index}
         changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in ops if op["kind"] == "service")
         return {"stack": stack, "changed_services": changed, "operations": len(ops), "index": result.get("index")}
@@ -203,6 +277,8 @@ class StackApi:
             raise Invalid(f"service {service.name} is {mode}: only replicated services scale")
         if replicas < 0:
             raise Invalid("replicas must be 0 or more")
+        before = {s.id: s.raw_spec for s in self.store.list(Service)}
+        self._check(self._limits(), before, dict(before, **{service.id: dict(service.raw_spec, replicas=replicas)}))
         await self.store.commit([{"op": "update", "kind": "service", "id": service.id, "version": service.version,
                                   "spec": dict(service.raw_spec, replicas=replicas)}])
         return self.service(service.id)

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import msgpack
 
+from swarmlet.api.limits import limits_from
 from swarmlet.api.objects import DEFAULT_CERT_EXPIRY, DEFAULT_HEARTBEAT_PERIOD, cluster_object_spec
 from swarmlet.ca import (ROLE_ADMIN, ROLE_MANAGER, NodeCertStore, RootCA, TokenError, client_context,
                          generate_key_pem, generate_secret, insecure_fetch_context, make_csr, parse_token)
@@ -52,10 +53,16 @@ def _refuse_existing(data_dir: DataDir) -> None:
 def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: str | None = None,
                  hostname: str | None = None, cert_expiry: float = DEFAULT_CERT_EXPIRY,
                  heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD, raft_settings: dict | None = None,
-                 runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False) -> NodeConfig:
+                 runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False,
+                 limits: dict[str, int] | None = None) -> NodeConfig:
     """Create a new cluster's root CA, this first manager's identity, the operator's
-    admin certificate, and the cluster object that the node writes on first start."""
+    admin certificate, and the cluster object that the node writes on first start.
+    ``limits``: the cluster's limits that differ from the defaults (swarmlet.api.limits)."""
     _refuse_existing(data_dir)
+    try:
+        cluster_limits = limits_from(limits or {})
+    except ValueError as err:
+        raise JoinError(str(err)) from None
     ip, api_port = split_address(advertise_addr or default_advertise_ip(), DEFAULT_API_PORT)
     cluster_id, node_id = new_id(), new_id()
     ca = RootCA.create(cluster_id)
@@ -76,7 +83,8 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
     write_private(data_dir.admin_dir / "hosts", (config.api_address + "\n").encode())
     spec = cluster_object_spec(name=cluster_id, ca_cert=ca.cert_pem, ca_key=ca.key_pem,
                                worker_secret=generate_secret(), manager_secret=generate_secret(),
-                               cert_expiry=cert_expiry, heartbeat_period=heartbeat_period)
+                               cert_expiry=cert_expiry, heartbeat_period=heartbeat_period,
+                               limits=cluster_limits.to_dict())
     data_dir.write_sealed(data_dir.path / BOOTSTRAP_FILE, msgpack.packb(spec, use_bin_type=True), _BOOTSTRAP_PURPOSE)
     data_dir.save(config)
     return config

@@ -71,3 +71,27 @@ def test_scale_arguments_are_checked_before_any_call(run):
     result = run("service", "scale", "web")
     assert result.exit_code == 2 and "expected SERVICE=REPLICAS" in result.output
     assert run("service", "logs", "app_job", "--tail", "x").exit_code == 2
+
+
+def test_cluster_limits_on_the_command_line(monkeypatch, tmp_path):
+    from swarmlet.cli import nodes as nodes_module
+
+    sent = []
+
+    class SettingsClient:
+        def call(self, method, path, body=None, timeout=None):
+            sent.append((method, path, body))
+            return {"name": "c", "version": 3, "heartbeat_period": 1.0, "cert_expiry": 90 * 86400.0,
+                    "limits": dict({"replicas_per_service": 10000}, **(body or {}).get("limits", {}))}
+
+    monkeypatch.setattr(nodes_module, "make_client", lambda host, context: SettingsClient())
+    runner = CliRunner()
+    result = runner.invoke(cli, ["cluster", "update", "--limit", "replicas_per_service=20000"])
+    assert result.exit_code == 0 and "limits.replicas_per_service" in result.output and "20000" in result.output
+    assert sent == [("POST", "/v1/cluster/settings", {"limits": {"replicas_per_service": 20000}})]
+    assert runner.invoke(cli, ["cluster", "update"]).exit_code != 0  # nothing to change
+    for bad in ("replicas=5", "replicas_per_service=lots"):
+        refused = runner.invoke(cli, ["init", "--data-dir", str(tmp_path / "d"), "--limit", bad])
+        assert refused.exit_code != 0 and "--limit" in refused.output
+    refused = runner.invoke(cli, ["init", "--data-dir", str(tmp_path / "d"), "--limit", "replicas_per_service=0"])
+    assert refused.exit_code != 0 and "at least 1" in refused.output and not (tmp_path / "d").exists()

@@ -56,6 +56,15 @@ async def test_a_batch_that_conflicts_is_written_key_by_key(store):
     assert all(store.raw("node", k)["status"]["state"] == "ready" for k in "abc")
 
 
+async def test_many_keys_are_written_in_batches(store):
+    for node_id in "abcde":
+        await store.add_node(node_id)
+    before = len(store.commits)
+    ops = lambda keys: [bump(store, "node", k, state="ready") for k in keys]  # noqa: E731
+    assert await commit_each_on_conflict(store, list("abcde"), ops, batch=2) == []
+    assert [len(t) for t in store.commits[before:]] == [2, 2, 1]
+
+
 async def test_a_batch_refused_for_another_reason_is_raised(store):
     await store.add_node("a")
     store.fail_next = NoQuorum("no quorum")

@@ -71,3 +71,15 @@ def test_decision_ops_form_one_transaction():
     decision = w.decide()
     ops = decision_ops(None, decision)
     assert {op["op"] for op in ops} == {"update"} and len(ops) == 2
+
+
+def test_replicas_of_one_spec_share_their_requirements_converted_once():
+    from swarmlet.manager.scheduler.storemap import task_request
+
+    placement = specs.Placement(constraints=["node.role==worker"], max_replicas_per_node=2)
+    w = _world(make_service(replicas=3, placement=placement), [make_node("n1")])
+    first, *others = task_views(w.tasks.values())
+    like = task_request(first)
+    for task in others:
+        assert task_request(task, like) == task_request(task)  # the same request, only cheaper
+    assert task_request(others[0], like).task_id == others[0].id

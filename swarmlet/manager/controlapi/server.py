@@ -11,8 +11,11 @@ Domain code refuses with the errors of ``swarmlet.api.errors``; this module alon
 turns them into HTTP statuses (``HTTP_STATUS``). Every refusal is answered with a JSON
 ``{"error": message, "code": kind}`` and logged.
 
+Request bodies are read up to the cluster's ``limits.request_body_bytes`` (``read_body``):
+a larger one is refused with 413 naming the limit, before it is parsed.
+
 The routes call the Manager's services (``request.app["manager"].nodes``, ``.ca``,
-``.membership``, ``.configs``, ``.stacks``, ``.logs``, ``.dispatcher``; see manager.py),
+``.membership``, ``.settings``, ``.configs``, ``.stacks``, ``.logs``, ``.dispatcher``; see manager.py),
 which builds this app: it is not imported here, so that the dependency runs one way.
 """
 from __future__ import annotations
@@ -41,7 +44,8 @@ ADMIN_OR_MANAGER = ("admin", "manager")
 # The most specific class of a refusal that is listed here decides its status.
 HTTP_STATUS: dict[type[errors.SwarmletError], int] = {
     errors.Invalid: 400, errors.Forbidden: 403, errors.NotFound: 404, errors.Conflict: 409,
-    errors.Unavailable: 503, errors.Timeout: 504}
+    errors.BodyTooLarge: 413, errors.Unavailable: 503, errors.Timeout: 504}
+BODY_CHUNK = 64 * 1024
 
 
 def http_status(err: errors.SwarmletError) -> int:
@@ -95,9 +99,25 @@ def _refuse(request: web.Request, status: int, message: str, code: str) -> web.R
     return reply({"error": message, "code": code}, status)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, refused (``BodyTooLarge``) past ``limits.request_body_bytes``:
+    at once when its Content-Length says so, else as soon as that much has arrived, so an
+    endless body costs no more than the limit. (aiohttp's own ``client_max_size`` is
+    fixed when the app is built; the limit is a cluster setting that may change.)"""
+    limits = request.app["manager"].settings.limits()
+    what = "the request body's size"
+    if request.content_length is not None:
+        limits.check("request_body_bytes", what, request.content_length, error=errors.BodyTooLarge)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(BODY_CHUNK):
+        body += chunk
+        limits.check("request_body_bytes", f"{what} (at least)", len(body), error=errors.BodyTooLarge)
+    return bytes(body)
+
+
 async def json_body(request: web.Request) -> dict:
     try:
-        body = await request.json()
+        body = json.loads(await read_body(request))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise errors.Invalid(f"request body is not valid JSON: {err}") from None
     if not isinstance(body, dict):
@@ -191,6 +211,22 @@ async def demote_node(request):
 @requires(*ADMIN_OR_MANAGER)
 async def cluster_status(request):
     return reply(await request.app["manager"].membership.status(forward=request.query.get("local") != "1"))
+
+
+@routes.get("/v1/cluster/settings")
+@requires(*ADMIN_ONLY)
+async def cluster_settings(request):
+    return reply(request.app["manager"].settings.public())
+
+
+@routes.post("/v1/cluster/settings")
+@requires(*ADMIN_ONLY)
+async def update_cluster_settings(request):
+    body = await json_body(request)
+    unknown = sorted(set(body) - {"limits"})
+    if unknown:
+        raise errors.Invalid(f"only the limits change after init, not {', '.join(unknown)}")
+    return reply(await request.app["manager"].settings.update_limits(field(body, "limits", dict)))
 
 
 @routes.get("/v1/join-tokens")
@@ -378,7 +414,8 @@ async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
 
 def build_app(manager) -> web.Application:
     """The API of ``manager`` (a Manager, see the module's docstring)."""
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    # read_body enforces the cluster's body limit; aiohttp's own readers are not used.
+    app = web.Application()
     app["manager"] = manager
     app.add_routes(routes)
     return app

@@ -2,7 +2,11 @@
 store event touched (a full pass when it becomes leader, when the state was reset, or
 when a node changed), and again when a restart or update delay runs out. Each
 service's decision is committed as one transaction; a conflict (the dispatcher or the
-scheduler wrote one of its tasks meanwhile) just reconciles that service again."""
+scheduler wrote one of its tasks meanwhile) just reconciles that service again.
+
+A decision touches at most ``WRITE_BATCH`` tasks (retry.py): a service scaled to thousands
+of replicas is reconciled in parts, one transaction each, the event loop running
+between them (and between services), so the API keeps answering meanwhile."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +16,7 @@ import time
 from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
+from swarmlet.manager.retry import WRITE_BATCH
 from swarmlet.node.config import new_id
 from swarmlet.store import StoreError
 
@@ -92,9 +97,11 @@ class Orchestrator(LeaderLoop):
             waiting = None
             if service is not None and not tasks and service.raw_spec.get("depends_on"):
                 waiting = dependencies_waiting(service, list(services.values()), tasks_by_service)
-            decision = reconcile_service(service, tasks, nodes, now, waiting)
+            decision = reconcile_service(service, tasks, nodes, now, waiting, budget=WRITE_BATCH)
             if decision.wake_at is not None:
                 wake_at = decision.wake_at if wake_at is None else min(wake_at, decision.wake_at)
+            if decision.truncated:
+                redo.add(service_id)  # the rest of it, at once
             if decision.empty:
                 continue
             if not self.store.is_leader:
@@ -104,4 +111,5 @@ class Orchestrator(LeaderLoop):
             except StoreError as err:
                 log.debug("reconciling service %s: %s; again", service_id, err)
                 redo.add(service_id)
+            await asyncio.sleep(0)  # let the API (and the rest of the leader) run between transactions
         return wake_at, redo

@@ -25,6 +25,13 @@ the others are history (at most ``TASK_HISTORY_LIMIT`` tasks per slot in all).
   failure_action pause stops picking new slots once an updated task failed.
 - Removal: tasks marked ``remove`` are deleted once stopped (or never placed, or their
   node is gone or down).
+
+``budget`` bounds how many tasks one decision touches (creates, updates and deletes):
+past it the decision stops early and says so (``truncated``); reconciling again, with
+the store as the first part left it, goes on from there. The loop commits each part as
+one transaction and lets the event loop run between them, so that a service scaled to
+thousands of replicas never holds the leader for long (issue 8: a 100,000,000-replica
+scale built every task at once, at ~40 MB/s, while no API call was answered).
 """
 from __future__ import annotations
 
@@ -51,6 +58,15 @@ class Decision:
     deletes: list[Task] = field(default_factory=list)  # tasks as read
     wake_at: float | None = None  # reconcile again at this time (a restart delay, an update delay)
     service_status: dict | None = None  # a new service status, when it changes
+    budget: int | None = None  # at most this many task changes (None: no bound)
+    truncated: bool = False  # the budget ran out: reconcile again for the rest
+
+    def full(self) -> bool:
+        """Whether the decision holds its budget of task changes (then it is truncated)."""
+        if self.budget is None or len(self.creates) + len(self.updates) + len(self.deletes) < self.budget:
+            return False
+        self.truncated = True
+        return True
 
     def wake(self, when: float) -> None:
         self.wake_at = when if self.wake_at is None else min(self.wake_at, when)
@@ -156,13 +172,16 @@ class _Service:
 
 
 def reconcile_service(service: Service | None, tasks: list[Task], nodes: Nodes, now: float,
-                      waiting_for: str | None = None) -> Decision:
+                      waiting_for: str | None = None, budget: int | None = None) -> Decision:
     """``tasks``: all tasks of the service; ``nodes`` by ID; ``waiting_for``: what
-    ``dependencies_waiting`` said (tasks are first created only once it is None)."""
-    decision = Decision()
+    ``dependencies_waiting`` said (tasks are first created only once it is None);
+    ``budget``: at most that many task changes (see the module's docstring)."""
+    decision = Decision(budget=budget)
     live = _reap_removed(tasks, nodes, decision)
     if service is None:
         for task in live:
+            if decision.full():
+                break
             decision.set_desired(task, DesiredState.REMOVE)
         return decision
     current = _Service(service)
@@ -192,7 +211,7 @@ def _reap_removed(tasks: list[Task], nodes: Nodes, decision: Decision) -> list[T
     live = []
     for task in tasks:
         if desired(task) == DesiredState.REMOVE:
-            if stopped(task, nodes):
+            if stopped(task, nodes) and not decision.full():
                 decision.deletes.append(task)
         else:
             live.append(task)
@@ -215,6 +234,8 @@ def _reconcile_replicated(service: _Service, slots, nodes, now, can_create, deci
     if len(occupied) < wanted and can_create:
         free = (n for n in range(1, wanted + len(occupied) + 1) if n not in occupied)
         for _ in range(wanted - len(occupied)):
+            if decision.full():
+                break
             _new_task(service, decision, now, slot=next(free), node_id=None)
     elif len(occupied) > wanted:
         by_node: dict[str, list[tuple[str, bool]]] = {}
@@ -225,6 +246,8 @@ def _reconcile_replicated(service: _Service, slots, nodes, now, can_create, deci
             by_node.setdefault(current.spec.node_id or "", []).append(
                 (current.id, state(current) == TaskState.RUNNING))
         for task_id in choose_tasks_to_remove(by_node, len(occupied) - wanted):
+            if decision.full():
+                break
             for task in slots.pop(newest[task_id]):
                 if desired(task) in ACTIVE:
                     decision.set_desired(task, DesiredState.REMOVE)
@@ -270,6 +293,8 @@ def _restart_and_promote(service: _Service, node_id, group, nodes, now, decision
     for task in active:
         if task.id in updated:
             continue
+        if decision.full():
+            return
         # A global task's node is its slot: a down node keeps its task until it returns.
         lost = node_id is None and node_lost(task, nodes)
         ended = is_terminal(state(task))
@@ -303,7 +328,7 @@ def _trim_history(group, nodes, decision) -> None:
     active = len(group) - len(history)
     excess = len(history) + active - TASK_HISTORY_LIMIT
     for task in history:  # oldest first
-        if excess <= 0:
+        if excess <= 0 or decision.full():
             break
         if stopped(task, nodes):
             decision.deletes.append(task)
@@ -353,6 +378,8 @@ def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
         return
     start_first = config.order == UPDATE_START_FIRST
     for key, old in dirty[:room]:
+        if decision.full():
+            break
         node_id = key if service.spec.mode in GLOBAL_MODES else None
         slot = None if node_id else key
         running_old = [t for t in old if state(t) == TaskState.RUNNING]

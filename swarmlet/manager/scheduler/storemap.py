@@ -6,6 +6,7 @@ constraints node by node) share it. It reads the store's typed views
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from swarmlet.api.specs import PortConfig
 from swarmlet.api.views import Node, Task, TaskSpec
@@ -59,10 +60,14 @@ def node_infos(nodes: Iterable[Node], tasks: Iterable[Task]) -> list[NodeInfo]:
     return [node_info(node, by_node.get(node.id, ())) for node in nodes]
 
 
-def task_request(task: Task) -> TaskRequest:
+def task_request(task: Task, like: TaskRequest | None = None) -> TaskRequest:
+    """``like``: the request of a task made from the same service spec (same service and
+    ``spec_digest``), whose requirements are taken instead of converted again."""
     spec = task.spec
-    placement = spec.placement
     bound = spec.node_id if spec.slot is None else None
+    if like is not None:
+        return replace(like, task_id=task.id, node_id=bound, slot=spec.slot)
+    placement = spec.placement
     return TaskRequest(task_id=task.id, service_id=spec.service_id, node_id=bound, slot=spec.slot,
                        reservations=task_reservations(spec), constraints=tuple(placement.constraints),
                        preferences=tuple(placement.preferences),
