@@ -31,15 +31,17 @@ async def retry_on_conflict(store: ClusterStore, make_ops: Callable[[], list[dic
 
 async def commit_each_on_conflict(store: ClusterStore, keys: Sequence[Key],
                                   make_ops: Callable[[Sequence[Key]], list[dict]]) -> list[tuple[Key, StoreError]]:
-    """One transaction for all ``keys`` (one Raft write for a whole batch); when another
-    write got in between, each key again on its own, so that one raced object does not
-    hold back the rest. Returns the keys that could not be written, with why; an error
-    other than a conflict on the batch (no quorum, a timeout) is raised."""
+    """The writes for all ``keys`` in as few transactions as the store's bounds allow
+    (``commit_batched``: one Raft write for a whole batch); when another write got in
+    between, each key again on its own, so that one raced object does not hold back the
+    rest (a key already written reads as unchanged then). Returns the keys that could
+    not be written, with why; an error other than a conflict on the batch (no quorum, a
+    timeout) is raised."""
     ops = make_ops(keys)
     if not ops:
         return []
     try:
-        await store.commit(ops)
+        await store.commit_batched(ops)
         return []
     except Conflict:
         pass

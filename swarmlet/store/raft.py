@@ -15,13 +15,26 @@
   never itself in the log.
 - A leader-side watchdog forces a snapshot when a connected follower stops advancing
   (the livelock of a restarted ex-leader behind a later leader).
+- Big writes (docs/performance.md, "Large writes"): an entry is at most
+  ``MAX_ENTRY_BYTES``, below ``APPEND_ENTRIES_BATCH_BYTES``, so pysyncobj never takes its
+  path for an entry bigger than one AppendEntries batch (which cuts the pickled entry
+  into pieces and marks the wrong piece as the last: followers unpickle a truncated
+  entry, the tick raises, elections follow). The store cuts large changes into bounded
+  entries (store.py). Applying an entry and reading or writing a snapshot run with the
+  garbage collector paused (a gen-2 pass over a big heap was most of their time), and
+  a manager whose Raft thread was busy for longer than half an election timeout gives
+  the leader a fresh timeout before it may start an election: the heartbeats that
+  arrived meanwhile are still unread in its socket.
 
 Everything here runs on pysyncobj's own thread; ``store.py`` is the asyncio face.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +55,35 @@ _SEND_APPEND_ENTRIES = SyncObj._SyncObj__sendAppendEntries
 # A manager that cannot open an entry of the log cannot apply it, and must not skip it
 # (its state would silently diverge): it stops with this exit status (EX_SOFTWARE).
 EXIT_UNREADABLE_LOG = 70
+# The largest entry (a sealed transaction) the log takes. The store keeps its
+# transactions below it (store.MAX_TRANSACTION_BYTES, etcd's 1.5 MiB).
+MAX_ENTRY_BYTES = 2 * 1024 * 1024
+# pysyncobj sends an entry at least this big in chunks, and that path truncates (see
+# above): twice the largest entry, so no entry ever takes it. One AppendEntries message
+# carries entries up to about this much (plus the one that crosses it).
+APPEND_ENTRIES_BATCH_BYTES = 2 * MAX_ENTRY_BYTES
+# A snapshot travels in chunks of this size, each one frame (64 KiB by default: 800
+# round trips of TLS + Fernet + pickle for a 50 MB state).
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+
+
+class EntryTooLarge(ValueError):
+    pass
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector off for a moment. Decoding a big entry or snapshot
+    allocates hundreds of thousands of (acyclic) objects, and each allocation burst
+    triggers collections that walk the whole heap: with a 10 MB state, 1.9 s instead
+    of 0.2 s to load it. Only the Raft thread uses this."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class AtRestSealers:
@@ -106,6 +148,8 @@ class RaftSettings:
             deserializer=deserializer,
             onStateChanged=on_state_changed,
             bindRetryTime=0.2,
+            appendEntriesBatchSizeBytes=APPEND_ENTRIES_BATCH_BYTES,
+            logCompactionBatchSize=SNAPSHOT_CHUNK_BYTES,
             **self.extra,
         )
 
@@ -121,7 +165,10 @@ class RaftView:
     term: int
     commit_index: int
     last_applied: int
-    peers: dict  # address -> {"connected": bool, "match_index": int|None}
+    # address -> {"connected": bool, "match_index": int|None, "responding": bool,
+    #             "snapshot": bool (the leader is sending it a snapshot)}; from the
+    #             leader's own bookkeeping, so only on the leader are the last two true.
+    peers: dict
     taken_at: float
 
 
@@ -176,15 +223,31 @@ class ReplicatedStore(SyncObj):
             return
         _SEND_APPEND_ENTRIES(self)
 
+    # -- a busy Raft thread does not start elections --------------------------------------
+    # The election deadline is checked at the start of a tick, the socket read at its
+    # end: after a long apply or snapshot load, the leader's heartbeats are waiting
+    # unread, and without this the follower would stand for election at once.
+    def _onTick(self, timeToWait=0.0):
+        started = time.monotonic()
+        super()._onTick(timeToWait)
+        now = time.monotonic()
+        if now - started - timeToWait > self._settings.election_timeout_min / 2:
+            fresh = now + random.uniform(self._settings.election_timeout_min, self._settings.election_timeout_max)
+            self._SyncObj__raftElectionDeadline = max(self._SyncObj__raftElectionDeadline, fresh)
+
     # -- the single replicated entry point ----------------------------------------------
     def propose(self, command: bytes, callback) -> None:
-        """Replicate a transaction (sealed; see the module's docstring)."""
-        self.apply(self._sealers.entry.seal(command), callback=callback)
+        """Replicate a transaction (sealed; see the module's docstring). An entry over
+        ``MAX_ENTRY_BYTES`` raises :class:`EntryTooLarge` and is not proposed."""
+        entry = self._sealers.entry.seal(command)
+        if len(entry) > MAX_ENTRY_BYTES:
+            raise EntryTooLarge(f"a Raft entry holds at most {MAX_ENTRY_BYTES} bytes; this one has {len(entry)}")
+        self.apply(entry, callback=callback)
 
     @replicated
     def apply(self, entry: bytes) -> dict:
         command = self._open_entry(entry)
-        with self.state_lock:
+        with self.state_lock, gc_paused():
             applied = self.state.apply(command)
         self._on_applied(applied)
         return applied.result
@@ -201,7 +264,7 @@ class ReplicatedStore(SyncObj):
     # -- snapshots: msgpack, written synchronously, no fork ------------------------------
     def _write_snapshot(self, filename: str, raft_data) -> None:
         last_entry, previous_entry, cluster = raft_data
-        with self.state_lock:
+        with self.state_lock, gc_paused():
             payload = msgpack.packb({
                 "state": self.state.snapshot(),
                 "last": list(last_entry), "previous": list(previous_entry),
@@ -218,11 +281,13 @@ class ReplicatedStore(SyncObj):
         with open(filename, "rb") as f:
             blob = f.read()
         # A sealed snapshot that does not open raises: pysyncobj then does not load it.
-        data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False,
-                               object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
-        restored = StoreState.from_snapshot(data["state"])
+        with gc_paused():
+            data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False,
+                                   object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
+            restored = StoreState.from_snapshot(data["state"])
         with self.state_lock:
             self.state = restored
+        log.info("raft: state loaded from a snapshot at index %d (%.1f MB)", restored.index, len(blob) / 1e6)
         self._on_reset()
         return tuple(data["last"]), tuple(data["previous"]), [TCPNode(a) for a in data["cluster"]]
 
@@ -234,12 +299,18 @@ class ReplicatedStore(SyncObj):
         self._last_view_at = now
         status = self.getStatus()
         peers = {}
+        is_leader = self._isLeader()
+        # The leader's bookkeeping (pysyncobj 0.3.x internals, tests/store/test_raft_internals.py).
+        responses = self._SyncObj__lastResponseTime if is_leader else {}
+        next_index = self._SyncObj__raftNextIndex if is_leader else {}
+        first_index = self._SyncObj__raftLog[0][1]
         for node in self.otherNodes:
             peers[node.address] = {
                 "connected": status.get(f"partner_node_status_server_{node.id}") == 2,
                 "match_index": status.get(f"match_idx_server_{node.id}"),
+                "responding": now - responses.get(node, 0.0) < self._settings.stalled_follower_timeout,
+                "snapshot": node in next_index and next_index[node] <= first_index,
             }
-        is_leader = self._isLeader()
         view = RaftView(
             self_address=self._self_address,
             leader=str(status["leader"]) if status["leader"] is not None else None,
@@ -267,12 +338,16 @@ def stalled_followers(progress: dict[str, tuple[int, float]], view: RaftView, no
     ``progress`` maps a follower to (its match index, when it last changed). A
     connected follower behind the commit index whose match index has not moved for
     ``timeout`` is stalled; its clock restarts so it is not reported on every tick.
+    A follower that does not answer (frozen, or busy) or that is being sent a snapshot
+    is not stalled in this sense: a new snapshot would not help it, and compacting
+    again would restart a transmission under way (a large state would never arrive).
     """
     updated, stalled = {}, []
     for address, peer in view.peers.items():
         match = peer["match_index"] or 0
         previous = progress.get(address)
-        if not peer["connected"] or match >= view.commit_index or previous is None or previous[0] != match:
+        if (not peer["connected"] or not peer.get("responding", True) or peer.get("snapshot")
+                or match >= view.commit_index or previous is None or previous[0] != match):
             updated[address] = (match, now)
         elif now - previous[1] > timeout:
             stalled.append(address)

@@ -1,8 +1,11 @@
 """The orchestrator's I/O edge: while this manager leads, reconcile every service that a
 store event touched (a full pass when it becomes leader, when the state was reset, or
 when a node changed), and again when a restart or update delay runs out. Each
-service's decision is committed as one transaction; a conflict (the dispatcher or the
-scheduler wrote one of its tasks meanwhile) just reconciles that service again."""
+service's decision is committed with ``commit_batched``: bounded transactions (a
+service of 10,000 replicas is 5 of them), the service's status last. The decision's
+operations are independent of each other, so a part that did not commit (a conflict:
+the dispatcher or the scheduler wrote one of its tasks meanwhile) just reconciles that
+service again, from what the store says then."""
 from __future__ import annotations
 
 import asyncio
@@ -100,7 +103,8 @@ class Orchestrator(LeaderLoop):
             if not self.store.is_leader:
                 return None, set()
             try:
-                await self.store.commit(decision_ops(service, decision))
+                await self.store.commit_batched(decision_ops(service, decision),
+                                                proceed=lambda: self.store.is_leader)
             except StoreError as err:
                 log.debug("reconciling service %s: %s; again", service_id, err)
                 redo.add(service_id)
