@@ -239,8 +239,10 @@ async def leader_main(args, workdir: str) -> dict:
             counter.take()
             for child in children:
                 (await child.ask("status"))  # reset stall meters and logs
+            # The child to stop or restart is a follower (not whichever leads now).
+            victim = next(c for c, st in zip(children, before[1:]) if not st["is_leader"])
             if args.stop_follower:
-                children[1].signal(signal.SIGSTOP)
+                victim.signal(signal.SIGSTOP)
             start = time.monotonic()
             outcome = "committed"
             try:
@@ -253,7 +255,7 @@ async def leader_main(args, workdir: str) -> dict:
             committed = time.monotonic() - start
             if args.stop_follower:
                 await asyncio.sleep(0.5)
-                children[1].signal(signal.SIGCONT)
+                victim.signal(signal.SIGCONT)
             converged, after = await wait_converged(store, meter, children, args.timeout)
             logs = [counter.take()] + [s.pop("log", []) for s in after[1:]]
             rows.append([f"{count} tasks ({args.mode}{', follower stopped' if args.stop_follower else ''})",
@@ -277,14 +279,16 @@ async def fill_and_resync(args, workdir, store, meter, children, counter) -> lis
     for i in range(count):
         await store.commit([{"op": "create", "kind": "config", "id": f"cfg-{i}",
                              "spec": {"name": f"cfg-{i}", "data": data}}], timeout=args.timeout)
-    children[1].stop()
-    shutil.rmtree(os.path.join(workdir, "raft2"))
+    states = await everyone(store, meter, children)
+    position = next(i for i, st in enumerate(states[1:]) if not st["is_leader"])  # restart a follower
+    children[position].stop()
+    shutil.rmtree(os.path.join(workdir, f"raft{children[position].index}"))
     store._raft.forceLogCompaction()  # so that the fresh follower can only get a snapshot
-    before = await everyone(store, meter, children[:1])
+    before = await everyone(store, meter, [c for i, c in enumerate(children) if i != position])
     counter.take()
     start = time.monotonic()
-    children[1] = Child(workdir, 2, args.port)
-    await children[1].expect(60)
+    children[position] = Child(workdir, children[position].index, args.port)
+    await children[position].expect(60)
     converged, after = await wait_converged(store, meter, children, args.timeout)
     logs = [counter.take()] + [s.pop("log", []) for s in after[1:]]
     return [f"fresh follower, {args.configs_mb} MiB of configs", args.configs_mb, "snapshot", "-",

@@ -270,6 +270,12 @@ class StoreState:
     def snapshot(self) -> dict:
         return {"index": self.index, "objects": self.objects, "requests": list(self.requests.items())}
 
+    def picture(self) -> dict:
+        """``snapshot()`` that later applies do not change: shallow copies of the maps
+        (the objects in them are frozen, so they are shared, not copied)."""
+        return {"index": self.index, "objects": {kind: dict(objects) for kind, objects in self.objects.items()},
+                "requests": list(self.requests.items())}
+
     @classmethod
     def from_snapshot(cls, data: dict) -> "StoreState":
         state = cls()

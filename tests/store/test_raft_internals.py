@@ -34,3 +34,19 @@ def test_the_internals_of_the_big_write_guards_exist():
     assert MAX_TRANSACTION_BYTES < MAX_ENTRY_BYTES < APPEND_ENTRIES_BATCH_BYTES
     assert SyncObjConf(appendEntriesBatchSizeBytes=APPEND_ENTRIES_BATCH_BYTES).appendEntriesBatchSizeBytes \
         == APPEND_ENTRIES_BATCH_BYTES
+
+
+def test_the_serializer_path_of_snapshots_written_on_their_own_thread_exists():
+    """raft.py's snapshot writer relies on how pysyncobj's Serializer treats a custom
+    serializer with a serializeChecker (see ReplicatedStore._write_snapshot)."""
+    import inspect
+
+    from pysyncobj.serializer import Serializer
+
+    serialize = inspect.getsource(Serializer.serialize)
+    assert serialize.index("self.__serializer(tmpFile") < serialize.index("atomicReplace(tmpFile")
+    assert "except Exception" in serialize and "self.__pid = -2" in serialize  # a failed rename is only recorded
+    check = inspect.getsource(Serializer.checkSerializing)
+    assert check.index("self.__serializeChecker is not None") < check.index("self.__useFork")
+    assert "self.__transmissions = {}" in inspect.getsource(Serializer.__init__)
+    assert "if self.__pid != 0:" in inspect.getsource(Serializer.getTransmissionData)

@@ -239,3 +239,15 @@ def test_an_operation_too_big_for_any_transaction_is_refused_naming_the_limit():
     with pytest.raises(TransactionError) as refused:
         cut_transaction([create("config", "c", {"data": b"x" * 5000})], max_ops=10, max_bytes=4096)
     assert refused.value.code == "too_large" and "4096 bytes" in str(refused.value)
+
+
+def test_a_snapshot_packed_in_pieces_is_the_same_bytes_and_a_picture_does_not_move():
+    from swarmlet.store.raft import pack_in_pieces
+
+    state = StoreState()
+    apply(state, [create("task", f"t{i}", {"n": i, "tags": list(range(i % 100))}) for i in range(500)], rid="r1")
+    picture = state.picture()
+    payload = {"state": picture, "last": [b"x", 7, 2], "cluster": ["a:1", "b:1"]}
+    assert pack_in_pieces(payload) == msgpack.packb(payload, use_bin_type=True)
+    apply(state, [create("task", "later")])
+    assert "later" not in picture["objects"]["task"] and picture["index"] == 1
