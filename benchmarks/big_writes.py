@@ -154,7 +154,7 @@ class Child:
         self.log = open(os.path.join(workdir, f"follower{index}.log"), "a")
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--follower", "--index", str(index), "--port", str(port),
-             "--workdir", workdir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
+             "--workdir", workdir, "--first-address", ADDRESSES[0]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
 
     async def ask(self, command: str, timeout: float = 30) -> dict:
         self.proc.stdin.write(command + "\n")
@@ -224,14 +224,16 @@ async def leader_main(args, workdir: str) -> dict:
         await child.expect(60)
     store.start()
     meter = StallMeter(store)
-    rows, notes = [], []
+    rows, notes, checks = [], [], []
     try:
         await store.wait_for(lambda: store.is_leader or (store.view and store.view.leader), timeout=30)
         await store.wait_for(lambda: store.view and all(p["connected"] for p in store.view.peers.values()), 30)
         if not store.is_leader:
             notes.append(f"a child leads ({store.leader_address}); writes go through it")
         if args.configs_mb:
-            rows += [await fill_and_resync(args, workdir, store, meter, children, counter)]
+            row = await fill_and_resync(args, workdir, store, meter, children, counter)
+            rows.append(row)
+            checks.append({"write": "fresh follower", "terms": row[5], "warnings": row[7], "converged": row[4] == row[4]})
         for count in args.tasks:
             ops = task_ops(f"t{count}", count)
             size = len(json.dumps(ops))
@@ -258,6 +260,10 @@ async def leader_main(args, workdir: str) -> dict:
                 victim.signal(signal.SIGCONT)
             converged, after = await wait_converged(store, meter, children, args.timeout)
             logs = [counter.take()] + [s.pop("log", []) for s in after[1:]]
+            checks.append({"write": f"{count} tasks", "outcome": outcome, "terms_before": [s["term"] for s in before],
+                           "terms_after": [s["term"] for s in after], "warnings": logs,
+                           "converged": converged == converged, "digests": len({s["digest"] for s in after}),
+                           "tasks": None})
             rows.append([f"{count} tasks ({args.mode}{', follower stopped' if args.stop_follower else ''})",
                          round(size / 1e6, 1), outcome, round(committed, 2), round(converged, 2),
                          " ".join(str(s["term"]) for s in before) + " -> " + " ".join(str(s["term"]) for s in after),
@@ -270,7 +276,7 @@ async def leader_main(args, workdir: str) -> dict:
         store.close()
         for child in children:
             child.stop()
-    return {"rows": rows, "notes": notes}
+    return {"rows": rows, "notes": notes, "checks": checks}
 
 
 async def fill_and_resync(args, workdir, store, meter, children, counter) -> list:
@@ -297,6 +303,11 @@ async def fill_and_resync(args, workdir, store, meter, children, counter) -> lis
             " ".join(str(s["stall"]) for s in after), " ".join(str(len(lines)) for lines in logs), after[0]["index"]]
 
 
+def set_addresses(first: str) -> None:
+    prefix, last = first.rsplit(".", 1)
+    ADDRESSES[:] = [f"{prefix}.{int(last) + i}" for i in range(3)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="3000,5000,10000,20000", help="task creates per write, comma-separated")
@@ -305,13 +316,19 @@ def main() -> int:
     parser.add_argument("--configs-mb", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--port", type=int, default=4420)
+    parser.add_argument("--json", action="store_true", help="print the rows and notes as one JSON object")
+    parser.add_argument("--first-address", default=None, help="the leader's address (+1, +2: the followers)")
     parser.add_argument("--follower", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.follower:
+        if args.first_address:
+            set_addresses(args.first_address)
         return follower_main(args)
     args.tasks = [int(c) for c in args.tasks.split(",") if c.strip()]
+    if args.first_address:
+        set_addresses(args.first_address)
     workdir = tempfile.mkdtemp(prefix="wt-raft-bigwrites-", dir="/tmp")
     started, load_before = time.monotonic(), load_average()
     try:
@@ -319,6 +336,9 @@ def main() -> int:
         out = asyncio.run(leader_main(args, workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if args.json:
+        print(json.dumps(out))
+        return 0
     print(table(["write", "JSON MB", "outcome", "commit s", "converged s", "terms before -> after",
                  "worst Raft stall s (L F1 F2)", "warnings (L F1 F2)", "index"], out["rows"],
                 title="Large writes (3 managers, TLS + cluster key, loopback)"))
