@@ -34,7 +34,6 @@ import io
 import json
 import os
 import pstats
-import secrets
 import shutil
 import subprocess
 import sys
@@ -43,11 +42,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# This checkout's swarmlet, not an installed one.
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _cluster  # noqa: E402
 from _common import load_average, median, ms, percentile, table  # noqa: E402
 
-from swarmlet.ca import RootCA, client_context, generate_key_pem, make_csr, server_context  # noqa: E402
 from swarmlet.api.views import Config  # noqa: E402
-from swarmlet.store import ClusterStore, RaftSettings, StoreError, TlsPolicy  # noqa: E402
+from swarmlet.store import ClusterStore, RaftSettings, StoreError  # noqa: E402
 
 ADDRESSES = ["127.0.201.2", "127.0.201.3", "127.0.201.4"]
 DATA = b"x" * 64
@@ -57,34 +58,11 @@ CHILD_LIFETIME = 1800.0  # a follower exits by itself after this long, whatever 
 
 # -- TLS material and the store ------------------------------------------------------------------------
 def make_tls(workdir: str) -> None:
-    ca = RootCA.create("bench-" + secrets.token_hex(4))
-    tls_dir = os.path.join(workdir, "tls")
-    os.makedirs(tls_dir, mode=0o700)
-    with open(os.path.join(tls_dir, "ca.pem"), "wb") as f:
-        f.write(ca.cert_pem)
-    for i, ip in enumerate(ADDRESSES):
-        key = generate_key_pem()
-        cert = ca.issue(make_csr(key), f"bench-manager-{i}", "manager", [ip])
-        for suffix, content in (("crt", cert), ("key", key)):
-            path = os.path.join(tls_dir, f"node{i}.{suffix}")
-            with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
-                f.write(content)
-    with open(os.path.join(workdir, "cluster_key"), "w") as f:
-        f.write(secrets.token_urlsafe(32))
+    _cluster.make_tls(workdir, ADDRESSES)
 
 
 def make_store(workdir: str, index: int, port: int, settings: RaftSettings) -> ClusterStore:
-    tls_dir = os.path.join(workdir, "tls")
-    read = lambda name: open(os.path.join(tls_dir, name), "rb").read()  # noqa: E731
-    ca, cert, key = read("ca.pem"), read(f"node{index}.crt"), read(f"node{index}.key")
-    server = server_context(ca, cert, key)
-    client = client_context(ca, cert, key)
-    policy = TlsPolicy(lambda: server, lambda: client, lambda der: None)  # any manager cert of this CA
-    cluster_key = open(os.path.join(workdir, "cluster_key")).read()
-    return ClusterStore(self_address=f"{ADDRESSES[index]}:{port}",
-                        peers=[f"{ip}:{port}" for ip in ADDRESSES],
-                        data_dir=os.path.join(workdir, f"raft{index}"), cluster_key=cluster_key,
-                        tls_policy=policy, settings=settings)
+    return _cluster.make_store(workdir, ADDRESSES, index, port, settings)
 
 
 # -- the measurements (run in the leader and in a follower alike) -----------------------------------------

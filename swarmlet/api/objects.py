@@ -144,12 +144,14 @@ def spec_digest(service_spec: dict) -> str:
 
 
 def task_object_spec(service: dict, *, slot: int | None, node_id: str | None, desired_state: str = DESIRED_RUNNING,
-                     not_before: float = 0.0, restarts: list[float] | None = None) -> dict:
+                     not_before: float = 0.0, restarts: list[float] | None = None,
+                     digest: str | None = None) -> dict:
+    """``digest``: the spec's ``spec_digest``, when the caller has it already."""
     spec = service["spec"]
     return {"service_id": service["id"], "service_name": spec["name"],
             "stack": spec.get("labels", {}).get(STACK_NAMESPACE_LABEL, ""), "mode": spec["mode"],
             "slot": slot, "node_id": node_id, "desired_state": desired_state,
-            "spec_digest": spec_digest(spec), "not_before": not_before, "restarts": list(restarts or []),
+            "spec_digest": digest or spec_digest(spec), "not_before": not_before, "restarts": list(restarts or []),
             "container": spec["container"], "resources": spec["resources"],
             "restart_policy": spec["restart_policy"], "placement": spec["placement"],
             "networks": spec["networks"], "ports": spec.get("endpoint", {}).get("ports", [])}

@@ -37,11 +37,12 @@ async def retry_on_conflict(store: ClusterStore, make_ops: Callable[[], list[dic
 async def commit_each_on_conflict(store: ClusterStore, keys: Sequence[Key],
                                   make_ops: Callable[[Sequence[Key]], list[dict]],
                                   batch: int = WRITE_BATCH) -> list[tuple[Key, StoreError]]:
-    """One transaction per ``batch`` keys (one Raft write for a whole batch of a loop's
-    work, the event loop running between them); when another write got in between, each
-    key of that batch again on its own, so that one raced object does not hold back the
-    rest. Returns the keys that could not be written, with why; an error other than a
-    conflict on a batch (no quorum, a timeout) is raised."""
+    """The writes for ``keys``, ``batch`` keys at a time with the event loop running
+    between (each batch in as few transactions as the store's bounds allow:
+    ``commit_batched``); when another write got in between, each key of that batch again
+    on its own, so that one raced object does not hold back the rest (a key already
+    written reads as unchanged then). Returns the keys that could not be written, with
+    why; an error other than a conflict on a batch (no quorum, a timeout) is raised."""
     failures = []
     for start in range(0, len(keys), batch):
         if start:
@@ -56,7 +57,7 @@ async def _commit_batch(store: ClusterStore, keys: Sequence[Key],
     if not ops:
         return []
     try:
-        await store.commit(ops)
+        await store.commit_batched(ops)
         return []
     except Conflict:
         pass

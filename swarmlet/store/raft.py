@@ -3,9 +3,13 @@
 - One replicated entry point, ``apply(command: bytes)``: replicated methods are
   identified by their sorted position, so adding another one would silently replay old
   journals into the wrong method.
-- Snapshots are written by our own serializer, as msgpack, synchronously on the Raft
-  thread: no ``fork()`` (whose child inherits and holds the node's listening ports
-  after a crash) and no pickle in the snapshot file a follower receives.
+- Snapshots are written by our own serializer, as msgpack: no ``fork()`` (whose child
+  inherits and holds the node's listening ports after a crash) and no pickle in the
+  snapshot file a follower receives. They are written on a thread of their own, from a
+  picture of the state taken on the Raft thread (shallow copies: stored objects are
+  frozen), packed one object at a time so that the Raft thread gets the GIL between
+  them: packing a 20 MB state in one call stalled heartbeats for ~0.2 s, long enough
+  for elections when snapshots come often.
 - Raft connections are TLS with manager certificates (see transport.py) *and*
   Fernet-encrypted with the cluster key.
 - Nothing readable reaches the disk: every entry is sealed (AES-GCM, ``ca/sealing.py``)
@@ -15,20 +19,33 @@
   never itself in the log.
 - A leader-side watchdog forces a snapshot when a connected follower stops advancing
   (the livelock of a restarted ex-leader behind a later leader).
+- Big writes (docs/performance.md, "Large writes"): an entry is at most
+  ``MAX_ENTRY_BYTES``, below ``APPEND_ENTRIES_BATCH_BYTES``, so pysyncobj never takes its
+  path for an entry bigger than one AppendEntries batch (which cuts the pickled entry
+  into pieces and marks the wrong piece as the last: followers unpickle a truncated
+  entry, the tick raises, elections follow). The store cuts large changes into bounded
+  entries (store.py). Applying an entry and reading or writing a snapshot run with the
+  garbage collector paused (a gen-2 pass over a big heap was most of their time), and
+  a manager whose Raft thread was busy for longer than half an election timeout gives
+  the leader a fresh timeout before it may start an election: the heartbeats that
+  arrived meanwhile are still unread in its socket.
 
 Everything here runs on pysyncobj's own thread; ``store.py`` is the asyncio face.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import msgpack
-from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj import SERIALIZER_STATE, SyncObj, SyncObjConf, replicated
 from pysyncobj.node import TCPNode
 
 from swarmlet.ca.sealing import SealError, Sealer, derive_key, is_sealed
@@ -42,6 +59,35 @@ _SEND_APPEND_ENTRIES = SyncObj._SyncObj__sendAppendEntries
 # A manager that cannot open an entry of the log cannot apply it, and must not skip it
 # (its state would silently diverge): it stops with this exit status (EX_SOFTWARE).
 EXIT_UNREADABLE_LOG = 70
+# The largest entry (a sealed transaction) the log takes. The store keeps its
+# transactions below it (store.MAX_TRANSACTION_BYTES, etcd's 1.5 MiB).
+MAX_ENTRY_BYTES = 2 * 1024 * 1024
+# pysyncobj sends an entry at least this big in chunks, and that path truncates (see
+# above): twice the largest entry, so no entry ever takes it. One AppendEntries message
+# carries entries up to about this much (plus the one that crosses it).
+APPEND_ENTRIES_BATCH_BYTES = 2 * MAX_ENTRY_BYTES
+# A snapshot travels in chunks of this size, each one frame (64 KiB by default: 800
+# round trips of TLS + Fernet + pickle for a 50 MB state).
+SNAPSHOT_CHUNK_BYTES = 1024 * 1024
+
+
+class EntryTooLarge(ValueError):
+    pass
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """The cyclic garbage collector off for a moment. Decoding a big entry or snapshot
+    allocates hundreds of thousands of (acyclic) objects, and each allocation burst
+    triggers collections that walk the whole heap: with a 10 MB state, 1.9 s instead
+    of 0.2 s to load it. Only the Raft thread uses this."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class AtRestSealers:
@@ -83,7 +129,7 @@ class RaftSettings:
     extra: dict = field(default_factory=dict)
 
     def to_conf(self, bind_address: str, data_dir: str, password: str, serializer, deserializer,
-                on_state_changed=None) -> SyncObjConf:
+                serialize_checker=None, on_state_changed=None) -> SyncObjConf:
         return SyncObjConf(
             password=password,
             bindAddress=bind_address,
@@ -103,9 +149,12 @@ class RaftSettings:
             journalFile=os.path.join(data_dir, "raft.journal"),
             fullDumpFile=os.path.join(data_dir, "raft.snapshot"),
             serializer=serializer,
+            serializeChecker=serialize_checker,
             deserializer=deserializer,
             onStateChanged=on_state_changed,
             bindRetryTime=0.2,
+            appendEntriesBatchSizeBytes=APPEND_ENTRIES_BATCH_BYTES,
+            logCompactionBatchSize=SNAPSHOT_CHUNK_BYTES,
             **self.extra,
         )
 
@@ -121,7 +170,10 @@ class RaftView:
     term: int
     commit_index: int
     last_applied: int
-    peers: dict  # address -> {"connected": bool, "match_index": int|None}
+    # address -> {"connected": bool, "match_index": int|None, "responding": bool,
+    #             "snapshot": bool (the leader is sending it a snapshot)}; from the
+    #             leader's own bookkeeping, so only on the leader are the last two true.
+    peers: dict
     taken_at: float
 
 
@@ -147,9 +199,11 @@ class ReplicatedStore(SyncObj):
         self._draining_commands = False
         self._append_entries_due = False
         self._sealers = AtRestSealers(password)
+        self._snapshot_job: SnapshotJob | None = None
+        self._dump_file = os.path.join(data_dir, "raft.snapshot")
         make_private_dir(data_dir)
         conf = settings.to_conf(bind_address or self_address, data_dir, password,
-                                self._write_snapshot, self._read_snapshot)
+                                self._write_snapshot, self._read_snapshot, self._snapshot_status)
         super().__init__(self_address, [p for p in peers if p != self_address], conf,
                          transportClass=TlsTransport)
         self.addOnTickCallback(self._on_tick)
@@ -176,15 +230,31 @@ class ReplicatedStore(SyncObj):
             return
         _SEND_APPEND_ENTRIES(self)
 
+    # -- a busy Raft thread does not start elections --------------------------------------
+    # The election deadline is checked at the start of a tick, the socket read at its
+    # end: after a long apply or snapshot load, the leader's heartbeats are waiting
+    # unread, and without this the follower would stand for election at once.
+    def _onTick(self, timeToWait=0.0):
+        started = time.monotonic()
+        super()._onTick(timeToWait)
+        now = time.monotonic()
+        if now - started - timeToWait > self._settings.election_timeout_min / 2:
+            fresh = now + random.uniform(self._settings.election_timeout_min, self._settings.election_timeout_max)
+            self._SyncObj__raftElectionDeadline = max(self._SyncObj__raftElectionDeadline, fresh)
+
     # -- the single replicated entry point ----------------------------------------------
     def propose(self, command: bytes, callback) -> None:
-        """Replicate a transaction (sealed; see the module's docstring)."""
-        self.apply(self._sealers.entry.seal(command), callback=callback)
+        """Replicate a transaction (sealed; see the module's docstring). An entry over
+        ``MAX_ENTRY_BYTES`` raises :class:`EntryTooLarge` and is not proposed."""
+        entry = self._sealers.entry.seal(command)
+        if len(entry) > MAX_ENTRY_BYTES:
+            raise EntryTooLarge(f"a Raft entry holds at most {MAX_ENTRY_BYTES} bytes; this one has {len(entry)}")
+        self.apply(entry, callback=callback)
 
     @replicated
     def apply(self, entry: bytes) -> dict:
         command = self._open_entry(entry)
-        with self.state_lock:
+        with self.state_lock, gc_paused():
             applied = self.state.apply(command)
         self._on_applied(applied)
         return applied.result
@@ -198,31 +268,50 @@ class ReplicatedStore(SyncObj):
             logging.shutdown()
             os._exit(EXIT_UNREADABLE_LOG)
 
-    # -- snapshots: msgpack, written synchronously, no fork ------------------------------
-    def _write_snapshot(self, filename: str, raft_data) -> None:
+    # -- snapshots: msgpack, written on a thread of their own, no fork ----------------------
+    # pysyncobj calls the serializer with a temporary file name and renames that file
+    # over its dump file right after; with a ``serializeChecker`` it then asks the
+    # checker, tick after tick, whether the snapshot is written, and only on SUCCESS
+    # drops the log entries the snapshot covers. We create no temporary file (so its
+    # rename fails, silently: pysyncobj only records it, and the checker's answer wins),
+    # write the dump file ourselves on a thread, and replace it atomically when done.
+    def _write_snapshot(self, filename: str, raft_data) -> None:  # Raft thread
         last_entry, previous_entry, cluster = raft_data
         with self.state_lock:
-            payload = msgpack.packb({
-                "state": self.state.snapshot(),
-                "last": list(last_entry), "previous": list(previous_entry),
-                "cluster": sorted(node.address for node in cluster),
-            }, use_bin_type=True)
-        sealed = self._sealers.snapshot.seal(payload)
-        descriptor = os.open(filename, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-        with os.fdopen(descriptor, "wb") as f:
-            f.write(sealed)
-            f.flush()
-            os.fsync(f.fileno())
+            picture = self.state.picture()
+        payload = {"state": picture, "last": list(last_entry), "previous": list(previous_entry),
+                   "cluster": sorted(node.address for node in cluster)}
+        job = SnapshotJob()
+        self._snapshot_job = job
+        threading.Thread(target=job.run, args=(payload, self._sealers, self._dump_file), name="raft-snapshot",
+                         daemon=True).start()
+
+    def _snapshot_status(self):  # Raft thread, each tick
+        job = self._snapshot_job
+        if job is None:
+            return SERIALIZER_STATE.NOT_SERIALIZING
+        if not job.done.is_set():
+            return SERIALIZER_STATE.SERIALIZING
+        self._snapshot_job = None
+        if job.error is not None:
+            log.warning("raft: writing a snapshot failed: %s", job.error)
+            return SERIALIZER_STATE.FAILED
+        # Snapshot transmissions under way restart with the new file, as pysyncobj's own
+        # serializers do; the old one is about to lose the log entries after it.
+        self._SyncObj__serializer._Serializer__transmissions = {}
+        return SERIALIZER_STATE.SUCCESS
 
     def _read_snapshot(self, filename: str):
         with open(filename, "rb") as f:
             blob = f.read()
         # A sealed snapshot that does not open raises: pysyncobj then does not load it.
-        data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False,
-                               object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
-        restored = StoreState.from_snapshot(data["state"])
+        with gc_paused():
+            data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False,
+                                   object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
+            restored = StoreState.from_snapshot(data["state"])
         with self.state_lock:
             self.state = restored
+        log.info("raft: state loaded from a snapshot at index %d (%.1f MB)", restored.index, len(blob) / 1e6)
         self._on_reset()
         return tuple(data["last"]), tuple(data["previous"]), [TCPNode(a) for a in data["cluster"]]
 
@@ -234,12 +323,18 @@ class ReplicatedStore(SyncObj):
         self._last_view_at = now
         status = self.getStatus()
         peers = {}
+        is_leader = self._isLeader()
+        # The leader's bookkeeping (pysyncobj 0.3.x internals, tests/store/test_raft_internals.py).
+        responses = self._SyncObj__lastResponseTime if is_leader else {}
+        next_index = self._SyncObj__raftNextIndex if is_leader else {}
+        first_index = self._SyncObj__raftLog[0][1]
         for node in self.otherNodes:
             peers[node.address] = {
                 "connected": status.get(f"partner_node_status_server_{node.id}") == 2,
                 "match_index": status.get(f"match_idx_server_{node.id}"),
+                "responding": now - responses.get(node, 0.0) < self._settings.stalled_follower_timeout,
+                "snapshot": node in next_index and next_index[node] <= first_index,
             }
-        is_leader = self._isLeader()
         view = RaftView(
             self_address=self._self_address,
             leader=str(status["leader"]) if status["leader"] is not None else None,
@@ -260,6 +355,55 @@ class ReplicatedStore(SyncObj):
             self.forceLogCompaction()
 
 
+class SnapshotJob:
+    """One snapshot being written, on its own thread."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.error: Exception | None = None
+
+    def run(self, payload: dict, sealers: AtRestSealers, dump_file: str) -> None:
+        try:
+            sealed = sealers.snapshot.seal(pack_in_pieces(payload))
+            writing = dump_file + ".writing"
+            descriptor = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+            with os.fdopen(descriptor, "wb") as f:
+                f.write(sealed)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(writing, dump_file)
+        except Exception as err:  # reported by the checker, on the Raft thread
+            self.error = err
+        finally:
+            self.done.set()
+
+
+PIECE_ITEMS = 64  # a map or array with more items than this is packed item by item
+
+
+def pack_in_pieces(value) -> bytes:
+    """``msgpack.packb(value, use_bin_type=True)``, the same bytes, made by many small
+    calls instead of one long one (the GIL can pass to another thread between them)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    pieces: list[bytes] = []
+
+    def pack(item) -> None:
+        if isinstance(item, dict) and len(item) > PIECE_ITEMS:
+            pieces.append(packer.pack_map_header(len(item)))
+            for key, member in item.items():
+                pieces.append(packer.pack(key))
+                pack(member)
+        elif isinstance(item, (list, tuple)) and len(item) > PIECE_ITEMS:
+            pieces.append(packer.pack_array_header(len(item)))
+            for member in item:
+                pack(member)
+        else:
+            pieces.append(packer.pack(item))
+
+    pack(value)
+    return b"".join(pieces)
+
+
 def stalled_followers(progress: dict[str, tuple[int, float]], view: RaftView, now: float,
                       timeout: float) -> tuple[dict[str, tuple[int, float]], list[str]]:
     """The livelock watchdog's decision, as a pure function.
@@ -267,12 +411,16 @@ def stalled_followers(progress: dict[str, tuple[int, float]], view: RaftView, no
     ``progress`` maps a follower to (its match index, when it last changed). A
     connected follower behind the commit index whose match index has not moved for
     ``timeout`` is stalled; its clock restarts so it is not reported on every tick.
+    A follower that does not answer (frozen, or busy) or that is being sent a snapshot
+    is not stalled in this sense: a new snapshot would not help it, and compacting
+    again would restart a transmission under way (a large state would never arrive).
     """
     updated, stalled = {}, []
     for address, peer in view.peers.items():
         match = peer["match_index"] or 0
         previous = progress.get(address)
-        if not peer["connected"] or match >= view.commit_index or previous is None or previous[0] != match:
+        if (not peer["connected"] or not peer.get("responding", True) or peer.get("snapshot")
+                or match >= view.commit_index or previous is None or previous[0] != match):
             updated[address] = (match, now)
         elif now - previous[1] > timeout:
             stalled.append(address)

@@ -1,8 +1,13 @@
 """The cluster store as the manager's asyncio code sees it.
 
 Reads are local (any manager answers them, possibly a little behind the leader).
-Writes are transactions committed through Raft: ``await store.commit(ops)`` returns
-once the transaction is applied on *this* manager, or raises:
+Writes are transactions committed through Raft, one transaction one Raft entry:
+``await store.commit(ops)`` applies all of ``ops`` or none of them, and returns once
+the transaction is applied on *this* manager, or raises:
+
+- :class:`TransactionTooLarge` at once, proposing nothing, when the transaction is over
+  ``MAX_TRANSACTION_OPS`` operations or ``MAX_TRANSACTION_BYTES`` encoded (an entry must
+  stay small: it is applied on the Raft thread, between heartbeats),
 
 - :class:`NoQuorum` when no leader could be reached within the deadline (the write was
   not committed unless the error says the outcome is unknown),
@@ -13,6 +18,15 @@ once the transaction is applied on *this* manager, or raises:
   when the state machine refused the transaction (then nothing of it was applied).
 
 Every applied transaction is delivered, in order, to the subscribers on the loop.
+
+``await store.commit_batched(ops)`` is for large changes made of *independent*
+operations (the orchestrator's task creates, the scheduler's assignments, agents'
+status reports): it cuts them into bounded transactions committed one after the other.
+Each transaction is atomic; the whole is not. If one fails, those before it stay
+committed, none after it is tried, and the error says how many operations were
+committed. Level-triggered callers (which compare desired and actual state again on
+the next pass) need no more; a change that must be all-or-nothing goes through
+``commit`` and so must fit one transaction.
 """
 from __future__ import annotations
 
@@ -28,13 +42,20 @@ from pysyncobj import FAIL_REASON
 
 from swarmlet.api import errors
 from swarmlet.api.views import StoredObject
-from swarmlet.store.raft import RaftSettings, RaftView, ReplicatedStore
-from swarmlet.store.state import Applied, Change, encode_transaction
+from swarmlet.store.raft import MAX_ENTRY_BYTES, RaftSettings, RaftView, ReplicatedStore
+from swarmlet.store.state import Applied, Change, TransactionError, cut_transaction, encode_transaction
 from swarmlet.store.transport import TlsPolicy
 
 log = logging.getLogger("swarmlet.store")
 
 DEFAULT_WRITE_TIMEOUT = 5.0
+# One transaction, one Raft entry, bounded (etcd refuses requests over 1.5 MiB; SwarmKit
+# cuts store batches at 200 changes): 2,000 task creates encode to ~1 MB and apply in
+# ~25 ms on the Raft thread, against elections after 0.3-0.6 s without a heartbeat. The
+# byte bound also admits one config of the largest size (manager/configs.py).
+MAX_TRANSACTION_BYTES = 1536 * 1024
+MAX_TRANSACTION_OPS = 2_000
+assert MAX_TRANSACTION_BYTES + 1024 < MAX_ENTRY_BYTES  # sealing adds a few dozen bytes
 O = TypeVar("O", bound=StoredObject)
 
 
@@ -68,7 +89,41 @@ class InvalidTransaction(StoreError, errors.Invalid):
     code = "invalid"
 
 
-_REFUSALS = {cls.code: cls for cls in (Conflict, NotFound, AlreadyExists, InvalidTransaction)}
+class TransactionTooLarge(StoreError, errors.TooLarge):
+    code = "too_large"
+
+
+_REFUSALS = {cls.code: cls for cls in (Conflict, NotFound, AlreadyExists, InvalidTransaction, TransactionTooLarge)}
+
+
+def check_bounds(ops: list[dict], command: bytes) -> None:
+    """Raise :class:`TransactionTooLarge`, naming the limits, for a transaction over them."""
+    if len(ops) > MAX_TRANSACTION_OPS or len(command) > MAX_TRANSACTION_BYTES:
+        raise TransactionTooLarge(
+            f"a transaction holds at most {MAX_TRANSACTION_OPS} operations and {MAX_TRANSACTION_BYTES // 1024} KiB "
+            f"encoded; this one has {len(ops)} operations, {len(command) // 1024} KiB")
+
+
+async def commit_in_batches(commit: Callable[[list[dict], str], Awaitable[dict]], ops: list[dict],
+                            request_id: str, proceed: Callable[[], bool] | None, index: int) -> dict:
+    """``ClusterStore.commit_batched`` over any ``commit(ops, request_id)`` (the
+    manager's tests use it with an in-memory store)."""
+    try:
+        batches = cut_transaction(ops, MAX_TRANSACTION_OPS, MAX_TRANSACTION_BYTES)
+    except TransactionError as err:
+        raise TransactionTooLarge(str(err)) from None
+    committed, transactions, result = 0, 0, {"index": index}
+    for position, batch in enumerate(batches):
+        if position and proceed is not None and not proceed():
+            break
+        try:
+            result = await commit(batch, f"{request_id}.{position}")
+        except StoreError as err:
+            err.committed_operations = committed
+            raise
+        committed, transactions = committed + len(batch), transactions + 1
+    return {"ok": True, "index": result.get("index"), "operations": committed, "transactions": transactions,
+            "complete": committed == len(ops)}
 _RETRYABLE = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER, FAIL_REASON.LEADER_CHANGED,
               FAIL_REASON.DISCARDED, FAIL_REASON.QUEUE_FULL, FAIL_REASON.REQUEST_DENIED}
 
@@ -176,13 +231,30 @@ class ClusterStore:
     # -- writes --------------------------------------------------------------------------------
     async def commit(self, ops: list[dict], request_id: str | None = None,
                      timeout: float = DEFAULT_WRITE_TIMEOUT) -> dict:
+        """Commit ``ops`` as one atomic transaction (see the module's docstring)."""
         request_id = request_id or new_request_id()
         command = encode_transaction(request_id, time.time(), ops)
+        check_bounds(ops, command)
         result = await self._replicate(lambda cb: self._raft.propose(command, cb),
                                        f"request {request_id}", timeout)
         if not result.get("ok"):
             raise _REFUSALS.get(result.get("code"), StoreError)(result.get("error", "refused"))
         return result
+
+    async def commit_batched(self, ops: list[dict], request_id: str | None = None,
+                             timeout: float = DEFAULT_WRITE_TIMEOUT,
+                             proceed: Callable[[], bool] | None = None) -> dict:
+        """Commit independent ``ops`` as consecutive bounded transactions, in order (see
+        the module's docstring: each is atomic, the whole is not).
+
+        ``timeout`` applies to each transaction. ``proceed`` is asked before each one
+        after the first; when it says no, the rest is left out (``complete`` is False).
+        Batch ``i`` has request ID ``{request_id}.{i}``: retrying the same ``ops`` with
+        the same request ID does not apply a batch twice. An error is that of the
+        failing transaction, with ``committed_operations`` set on it.
+        """
+        return await commit_in_batches(lambda batch, rid: self.commit(batch, rid, timeout), ops,
+                                       request_id or new_request_id(), proceed, self.index)
 
     async def add_member(self, address: str, timeout: float = 10.0) -> None:
         """Add a manager to the Raft configuration (it should be running already)."""

@@ -12,6 +12,7 @@ import pytest
 from swarmlet.api.objects import CLUSTER_ID, node_object_spec, node_object_status
 from swarmlet.store import AlreadyExists, Conflict, InvalidTransaction, NotFound, StoreError, StoreEvent, new_request_id
 from swarmlet.store.state import StoreState, encode_transaction
+from swarmlet.store.store import check_bounds, commit_in_batches
 
 _REFUSALS = {cls.code: cls for cls in (Conflict, NotFound, AlreadyExists, InvalidTransaction)}
 
@@ -40,13 +41,18 @@ class MemoryStore:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        applied = self.state.apply(encode_transaction(request_id or new_request_id(), time.time(), ops))
+        command = encode_transaction(request_id or new_request_id(), time.time(), ops)
+        check_bounds(ops, command)  # the real store's bounds
+        applied = self.state.apply(command)
         if not applied.result.get("ok"):
             raise _REFUSALS.get(applied.result.get("code"), StoreError)(applied.result.get("error"))
         if applied.changes:
             for queue in self._subscribers:
                 queue.put_nowait(StoreEvent(applied.index, applied.changes))
         return applied.result
+
+    async def commit_batched(self, ops: list[dict], request_id: str | None = None, proceed=None) -> dict:
+        return await commit_in_batches(self.commit, ops, request_id or new_request_id(), proceed, self.index)
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()

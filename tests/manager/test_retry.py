@@ -81,3 +81,16 @@ async def test_the_keys_that_could_not_be_written_are_returned(store):
     failures = await commit_each_on_conflict(store, ["a", "b"], ops)  # "b" is built stale every time
     assert [(key, type(err)) for key, err in failures] == [("b", Conflict)]
     assert store.raw("node", "a")["status"]["state"] == "ready"
+
+
+async def test_a_large_batch_is_written_in_bounded_transactions(store):
+    from swarmlet.store import MAX_TRANSACTION_OPS
+
+    keys = [f"k{i}" for i in range(2 * MAX_TRANSACTION_OPS + 1)]
+    before = len(store.commits)
+    failures = await commit_each_on_conflict(
+        store, keys, lambda ks: [{"op": "create", "kind": "task", "id": k, "spec": {}} for k in ks])
+    assert failures == []
+    sizes = [len(ops) for ops in store.commits[before:]]
+    assert sizes == [MAX_TRANSACTION_OPS, MAX_TRANSACTION_OPS, 1]
+    assert len(store.raw_list("task")) == len(keys)

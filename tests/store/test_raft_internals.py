@@ -10,3 +10,43 @@ def test_the_append_entries_hook_exists_and_is_overridden():
     assert callable(getattr(SyncObj, "_checkCommandsToApply", None))
     assert ReplicatedStore._SyncObj__sendAppendEntries is not SyncObj._SyncObj__sendAppendEntries
     assert ReplicatedStore._checkCommandsToApply is not SyncObj._checkCommandsToApply
+
+
+def test_the_internals_of_the_big_write_guards_exist():
+    """raft.py reads the leader's bookkeeping (response times, next indices, the log's
+    first entry) and pushes the election deadline after a long tick; and it relies on
+    entries never reaching pysyncobj's chunked path for big entries."""
+    import inspect
+
+    from pysyncobj import SyncObjConf
+
+    from swarmlet.store.raft import APPEND_ENTRIES_BATCH_BYTES, MAX_ENTRY_BYTES
+    from swarmlet.store.store import MAX_TRANSACTION_BYTES
+
+    init = inspect.getsource(SyncObj.__init__)
+    for name in ("__raftElectionDeadline", "__lastResponseTime", "__raftNextIndex", "__raftLog"):
+        assert f"self.{name}" in init, name
+    tick = inspect.getsource(SyncObj._onTick)
+    assert tick.index("__raftElectionDeadline < monotonicTime()") < tick.index("self._poller.poll(")
+    assert ReplicatedStore._onTick is not SyncObj._onTick
+    send = inspect.getsource(SyncObj._SyncObj__sendAppendEntries)
+    assert "len(entries[0][0]) >= batchSizeBytes" in send  # the chunked path, never taken
+    assert MAX_TRANSACTION_BYTES < MAX_ENTRY_BYTES < APPEND_ENTRIES_BATCH_BYTES
+    assert SyncObjConf(appendEntriesBatchSizeBytes=APPEND_ENTRIES_BATCH_BYTES).appendEntriesBatchSizeBytes \
+        == APPEND_ENTRIES_BATCH_BYTES
+
+
+def test_the_serializer_path_of_snapshots_written_on_their_own_thread_exists():
+    """raft.py's snapshot writer relies on how pysyncobj's Serializer treats a custom
+    serializer with a serializeChecker (see ReplicatedStore._write_snapshot)."""
+    import inspect
+
+    from pysyncobj.serializer import Serializer
+
+    serialize = inspect.getsource(Serializer.serialize)
+    assert serialize.index("self.__serializer(tmpFile") < serialize.index("atomicReplace(tmpFile")
+    assert "except Exception" in serialize and "self.__pid = -2" in serialize  # a failed rename is only recorded
+    check = inspect.getsource(Serializer.checkSerializing)
+    assert check.index("self.__serializeChecker is not None") < check.index("self.__useFork")
+    assert "self.__transmissions = {}" in inspect.getsource(Serializer.__init__)
+    assert "if self.__pid != 0:" in inspect.getsource(Serializer.getTransmissionData)

@@ -207,3 +207,47 @@ def test_updated_and_restored_objects_are_frozen_too():
             node["status"]["tags"].append("y")
         with pytest.raises(ReadOnlyError):
             node["spec"]["l"]["k"] = "v"
+
+
+def test_a_follower_that_does_not_answer_or_is_being_sent_a_snapshot_is_not_stalled():
+    # A frozen follower and one receiving a large snapshot both keep their match index
+    # for longer than the timeout; compacting again would restart the transmission.
+    peers = {"b": {"connected": True, "match_index": 40, "responding": False, "snapshot": False},
+             "c": {"connected": True, "match_index": 40, "responding": True, "snapshot": True}}
+    progress, stalled = stalled_followers({}, view(peers), now=0.0, timeout=2.0)
+    for now in (1.0, 2.5, 5.0):
+        progress, stalled = stalled_followers(progress, view(peers), now=now, timeout=2.0)
+        assert stalled == []
+
+
+# -- cutting a large change into bounded transactions (pure) ---------------------------------------------
+from swarmlet.store.state import TransactionError, cut_transaction  # noqa: E402
+
+
+def test_a_large_change_is_cut_in_order_into_transactions_within_both_bounds():
+    ops = [create("task", f"t{i:05d}", {"blob": "x" * (50 + i % 200)}) for i in range(5000)]
+    batches = cut_transaction(ops, max_ops=1000, max_bytes=64 * 1024)
+    assert [op for batch in batches for op in batch] == ops
+    assert all(len(batch) <= 1000 for batch in batches)
+    assert all(len(encode_transaction("r" * 24, 1e9, batch)) <= 64 * 1024 for batch in batches)
+    assert len(batches) > 5000 * 150 // (64 * 1024)  # the byte bound cut it, not only the count
+    assert cut_transaction(ops[:10], max_ops=4, max_bytes=1 << 20) == [ops[:4], ops[4:8], ops[8:10]]
+    assert cut_transaction([], max_ops=4, max_bytes=1 << 20) == []
+
+
+def test_an_operation_too_big_for_any_transaction_is_refused_naming_the_limit():
+    with pytest.raises(TransactionError) as refused:
+        cut_transaction([create("config", "c", {"data": b"x" * 5000})], max_ops=10, max_bytes=4096)
+    assert refused.value.code == "too_large" and "4096 bytes" in str(refused.value)
+
+
+def test_a_snapshot_packed_in_pieces_is_the_same_bytes_and_a_picture_does_not_move():
+    from swarmlet.store.raft import pack_in_pieces
+
+    state = StoreState()
+    apply(state, [create("task", f"t{i}", {"n": i, "tags": list(range(i % 100))}) for i in range(500)], rid="r1")
+    picture = state.picture()
+    payload = {"state": picture, "last": [b"x", 7, 2], "cluster": ["a:1", "b:1"]}
+    assert pack_in_pieces(payload) == msgpack.packb(payload, use_bin_type=True)
+    apply(state, [create("task", "later")])
+    assert "later" not in picture["objects"]["task"] and picture["index"] == 1

@@ -1,12 +1,14 @@
 """The orchestrator's I/O edge: while this manager leads, reconcile every service that a
 store event touched (a full pass when it becomes leader, when the state was reset, or
 when a node changed), and again when a restart or update delay runs out. Each
-service's decision is committed as one transaction; a conflict (the dispatcher or the
-scheduler wrote one of its tasks meanwhile) just reconciles that service again.
+service's decision is committed with ``commit_batched`` (bounded transactions, the
+service's status last). The decision's operations are independent of each other, so a
+part that did not commit (a conflict: the dispatcher or the scheduler wrote one of its
+tasks meanwhile) just reconciles that service again, from what the store says then.
 
 A decision touches at most ``WRITE_BATCH`` tasks (retry.py): a service scaled to thousands
-of replicas is reconciled in parts, one transaction each, the event loop running
-between them (and between services), so the API keeps answering meanwhile."""
+of replicas is reconciled in parts, the event loop running between them (and between
+services), so the API keeps answering meanwhile."""
 from __future__ import annotations
 
 import asyncio
@@ -107,7 +109,8 @@ class Orchestrator(LeaderLoop):
             if not self.store.is_leader:
                 return None, set()
             try:
-                await self.store.commit(decision_ops(service, decision))
+                await self.store.commit_batched(decision_ops(service, decision),
+                                                proceed=lambda: self.store.is_leader)
             except StoreError as err:
                 log.debug("reconciling service %s: %s; again", service_id, err)
                 redo.add(service_id)

@@ -169,6 +169,8 @@ class _Service:
         self.spec = self.view.spec
         self.raw = self.view.raw
         self.is_job = self.spec.mode in JOB_MODES
+        # Once per reconcile, not per task: a service of 20,000 replicas is 20,000 tasks.
+        self.digest = spec_digest(self.raw["spec"])
 
 
 def reconcile_service(service: Service | None, tasks: list[Task], nodes: Nodes, now: float,
@@ -223,7 +225,7 @@ def _new_task(service: _Service, decision: Decision, now: float, *, slot: int | 
               restarts: list | None = None) -> None:
     decision.creates.append({"spec": task_object_spec(service.raw, slot=slot, node_id=node_id,
                                                        desired_state=desired_state, not_before=not_before,
-                                                       restarts=restarts),
+                                                       restarts=restarts, digest=service.digest),
                              "status": task_status(TaskState.PENDING, now)})
 
 
@@ -337,7 +339,7 @@ def _trim_history(group, nodes, decision) -> None:
 
 def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
     config = service.spec.update_config
-    digest = spec_digest(service.raw["spec"])
+    digest = service.digest
     decided = {t.id: spec["desired_state"] for t, spec in decision.updates}
     dirty, in_progress, failed, started = [], 0, False, []
     for key, group in sorted(slots.items(), key=lambda item: str(item[0])):
