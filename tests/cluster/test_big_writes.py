@@ -27,7 +27,7 @@ from .conftest import FAST_SETTINGS, TestCluster, _ranges, wait_until
 
 pytestmark = pytest.mark.cluster
 MANAGERS = ["manager-1", "manager-2", "manager-3"]
-REPLICAS = 20_000
+REPLICAS = 10_000  # the default limit of replicas per service (api/limits.py)
 # What a manager must never log: pysyncobj's tick failing, a frame that does not decode,
 # the livelock watchdog compacting because followers look stuck.
 BAD_LOG_LINES = ("Traceback", "failed _onTick", "undecodable frame", "can't decode", "stuck behind")
@@ -113,14 +113,15 @@ def count_tasks(cluster, name: str, service: str) -> int:
 
 
 ORCHESTRATOR_NOT_YET_CALM = pytest.mark.xfail(strict=False, reason=(
-    "remaining work (issue 8): the orchestrator re-reads and reconciles every task of the cluster after each "
-    "applied batch, ~1 s on the loop at 20,000-40,000 tasks; the loop falls behind the Raft views (leadership "
-    "unfences for a moment, the leader loops restart) and the busy main thread starves the Raft thread of the "
-    "GIL, so elections still happen, and a deposed leader's remaining batches can still commit (extra tasks)"))
+    "remaining work (issue 8): the store now holds such writes (tests/store/test_big_writes.py), but on a real "
+    "cluster the leader's loops still re-read and reconcile every task after each applied batch (~1 s on the loop "
+    "at 20,000 tasks), so leadership unfences, the loops restart and elections can follow; last seen: 10,000 "
+    "pending replicas not all created within 90 s at load average ~7. Needs per-service task indexes and "
+    "incremental passes"))
 
 
 @ORCHESTRATOR_NOT_YET_CALM
-def test_a_service_of_20000_pending_replicas_is_created_without_an_election(cluster, tmp_path):
+def test_a_service_of_10000_pending_replicas_is_created_without_an_election(cluster, tmp_path):
     watch = Watch(cluster)
     started = time.monotonic()
     deploy(cluster, tmp_path, "big", pending_service(REPLICAS))
@@ -181,7 +182,7 @@ def load_stack_dict(directory: Path, configs: int) -> dict:
 
 
 @ORCHESTRATOR_NOT_YET_CALM
-def test_a_follower_frozen_while_20000_tasks_are_created_catches_up_through_a_snapshot(cluster, tmp_path):
+def test_a_follower_frozen_while_10000_tasks_are_created_catches_up_through_a_snapshot(cluster, tmp_path):
     leader = cluster.wait_for_leader()
     follower = next(n for n in MANAGERS if n != leader)
     watch = Watch(cluster)
