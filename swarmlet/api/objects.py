@@ -70,9 +70,20 @@ AVAILABILITIES = tuple(a.value for a in Availability)  # plain strings: click sh
 DEFAULT_HEARTBEAT_PERIOD = 1.0
 # A node is marked down after this many heartbeat periods without one (~3 s by default).
 HEARTBEAT_MISSES_ALLOWED = 3
+# The leader answers every heartbeat; past this many a second (nodes / period) a larger
+# cluster gets a longer period, up to Swarm's default, rather than a busier leader.
+LEADER_HEARTBEATS_PER_SECOND = 200
+MAX_SUGGESTED_HEARTBEAT_PERIOD = 5.0
 DEFAULT_CERT_EXPIRY = 90 * 24 * 3600.0
 # CPU amounts in node descriptions and the scheduler's arithmetic: integers, as in SwarmKit.
 NANO_CPUS_PER_CPU = 1_000_000_000
+
+
+def suggested_heartbeat_period(nodes: int, floor: float = DEFAULT_HEARTBEAT_PERIOD) -> float:
+    """The heartbeat period for a cluster of ``nodes``: ``floor`` while the leader's share
+    of heartbeats stays within budget, longer (up to 5 s) past it. 1,000 nodes: 5 s, so
+    a node is down after 15 s, as in Swarm."""
+    return max(floor, min(MAX_SUGGESTED_HEARTBEAT_PERIOD, nodes / LEADER_HEARTBEATS_PER_SECOND))
 
 
 def cluster_object_spec(*, name: str, ca_cert: bytes, ca_key: bytes, worker_secret: str, manager_secret: str,

@@ -1,14 +1,20 @@
 """`swarmlet local …`: a whole cluster on this machine, one process per node."""
 from __future__ import annotations
 
+import asyncio
+import os
 import shlex
+from pathlib import Path
 
 import click
 
+from swarmlet.api.objects import suggested_heartbeat_period
 from swarmlet.cli.nodes import limit_option
 from swarmlet.cli.output import FORMAT_OPTION, emit
-from swarmlet.local.cluster import DEFAULT_FIRST_ADDRESS, DEFAULT_LOCAL_DIR, LocalCluster, LocalClusterError
+from swarmlet.local.cluster import (DEFAULT_FIRST_ADDRESS, DEFAULT_HOLLOW_PER_HOST, DEFAULT_LOCAL_DIR, LocalCluster,
+                                    LocalClusterError)
 from swarmlet.node.config import DEFAULT_API_PORT
+from swarmlet.runtime.hollow import DEFAULT_START_DELAY
 
 dir_option = click.option("--dir", "directory", default=str(DEFAULT_LOCAL_DIR), show_default=True,
                           envvar="SWARMLET_LOCAL_DIR", help="Where the local cluster keeps its nodes.")
@@ -29,22 +35,30 @@ def local():
 @local.command("up")
 @click.option("--managers", default=3, show_default=True, type=click.IntRange(1, 9))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0, 50))
+@click.option("--hollow-workers", default=0, show_default=True, type=click.IntRange(0, 5000),
+              help="Simulated workers (real join, session and heartbeats; tasks only pretend to run).")
+@click.option("--hollow-per-host", default=DEFAULT_HOLLOW_PER_HOST, show_default=True, type=click.IntRange(1),
+              help="Hollow workers per host process.")
+@click.option("--hollow-start-delay", default=DEFAULT_START_DELAY, show_default=True, type=float,
+              help="Seconds a hollow worker's task takes to start.")
 @click.option("--first-address", default=DEFAULT_FIRST_ADDRESS, show_default=True,
               help="Loopback address of the first node; the others follow it.")
 @click.option("--port", default=DEFAULT_API_PORT, show_default=True, type=int, help="API port (Raft: port+1).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
-@click.option("--heartbeat-period", type=float, default=None, help="Seconds between node heartbeats.")
+@click.option("--heartbeat-period", type=float, default=None,
+              help="Seconds between node heartbeats (default: 1, longer for many nodes, up to 5 for 1,000).")
 @click.option("--cert-expiry", default=None, help="Validity of node certificates (e.g. 90d, 10m).")
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
 @click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots.")
 @limit_option
 @dir_option
-def up(managers, workers, first_address, port, runtime, heartbeat_period, cert_expiry, election_timeout,
-       snapshot_interval, limits, directory):
+def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, first_address, port, runtime,
+       heartbeat_period, cert_expiry, election_timeout, snapshot_interval, limits, directory):
     """Start a local cluster and wait until every node is ready."""
     args = ["--runtime", runtime]
-    if heartbeat_period is not None:
-        args += ["--heartbeat-period", str(heartbeat_period)]
+    if heartbeat_period is None:
+        heartbeat_period = suggested_heartbeat_period(managers + workers + hollow_workers)
+    args += ["--heartbeat-period", str(heartbeat_period)]
     if cert_expiry is not None:
         args += ["--cert-expiry", cert_expiry]
     if election_timeout:
@@ -54,8 +68,12 @@ def up(managers, workers, first_address, port, runtime, heartbeat_period, cert_e
     for name, value in limits.items():
         args += ["--limit", f"{name}={value}"]
     cluster = LocalCluster(directory)
-    nodes = _run(lambda: cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True)))
-    click.echo(f"Local cluster up: {managers} managers, {workers} workers in {cluster.directory}.")
+    nodes = _run(lambda: cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True),
+                                    hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
+                                    hollow_start_delay=hollow_start_delay))
+    hollow = f", {hollow_workers} hollow workers" if hollow_workers else ""
+    click.echo(f"Local cluster up: {managers} managers, {workers} workers{hollow} in {cluster.directory} "
+               f"(heartbeat every {heartbeat_period:g}s).")
     click.echo("Point the CLI at it with:\n\n    eval \"$(swarmlet local env" +
                ("" if directory == str(DEFAULT_LOCAL_DIR) else f" --dir {shlex.quote(str(cluster.directory))}") +
                ")\"\n")
@@ -77,9 +95,11 @@ def status(output_format, directory):
     """Each node's name, ID, role, address, PID, data dir and whether it is alive."""
     rows = _run(lambda: LocalCluster(directory).status())
     if output_format == "json":
-        rows = [{k: r[k] for k in ("name", "id", "role", "address", "pid", "data_dir", "alive", "state")} for r in rows]
+        rows = [{k: r[k] for k in ("name", "id", "role", "address", "pid", "data_dir", "alive", "state", "hollow")}
+                for r in rows]
     emit(output_format, rows, ["NAME", "ID", "ROLE", "ADDRESS", "PID", "STATE", "DATA DIR"],
-         lambda r: [r["name"], r["id"], r["role"], r["address"], r["pid"], r["state"], r["data_dir"]])
+         lambda r: [r["name"], r["id"], r["role"] + (" (hollow)" if r["hollow"] else ""), r["address"], r["pid"],
+                    r["state"], r["data_dir"]])
 
 
 @local.command("kill")
@@ -88,18 +108,29 @@ def status(output_format, directory):
               default="KILL", show_default=True)
 @dir_option
 def kill(node, signame, directory):
-    """Send a signal to a node's process (KILL, STOP to freeze, CONT to thaw, TERM)."""
-    killed = _run(lambda: LocalCluster(directory).kill(node, signame))
-    click.echo(f"sent SIG{signame.upper()} to {killed.name}")
+    """Send a signal to a node's process (KILL, STOP to freeze, CONT to thaw, TERM).
+    A hollow worker shares its process with the others of its host: they all get it."""
+    cluster = LocalCluster(directory)
+    killed = _run(lambda: cluster.kill(node, signame))
+    click.echo(f"sent SIG{signame.upper()} to {_process_of(cluster, killed)}")
 
 
 @local.command("start")
 @click.argument("node")
 @dir_option
 def start(node, directory):
-    """Restart a stopped or killed node (`swarmlet agent` on its data dir)."""
-    started = _run(lambda: LocalCluster(directory).start(node))
-    click.echo(f"{started.name} started")
+    """Restart a stopped or killed node (`swarmlet agent` on its data dir; a hollow
+    worker's host process, with every node it holds)."""
+    cluster = LocalCluster(directory)
+    started = _run(lambda: cluster.start(node))
+    click.echo(f"{_process_of(cluster, started)} started")
+
+
+def _process_of(cluster: LocalCluster, node) -> str:
+    if not node.hollow:
+        return node.name
+    members = cluster.host_members(node)
+    return f"{Path(node.host).name} (hollow workers {members[0].name} … {members[-1].name})"
 
 
 @local.command("partition")
@@ -126,3 +157,19 @@ def down(directory):
     """Stop every node of the local cluster and remove its directory."""
     _run(lambda: LocalCluster(directory).down())
     click.echo("local cluster removed")
+
+
+@click.command("hollow-host", hidden=True)
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The host's directory (host.json), made by `swarmlet local up --hollow-workers`.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def hollow_host(directory, log_level):
+    """Run the hollow workers of one host directory in this process, until SIGTERM."""
+    from swarmlet.node.hollow import run_host
+    from swarmlet.node.run import configure_logging
+    from swarmlet.private import OWNER_ONLY_UMASK
+
+    os.umask(OWNER_ONLY_UMASK)
+    configure_logging(log_level)
+    asyncio.run(run_host(Path(directory)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from swarmlet.cli.local import local
+from swarmlet.cli.local import hollow_host, local
 from swarmlet.cli.nodes import COMMANDS as NODE_COMMANDS
 from swarmlet.cli.service import service
 from swarmlet.cli.stack import stack
@@ -16,7 +16,7 @@ def cli() -> None:
     """swarmlet: run Compose stacks on a cluster of hosts."""
 
 
-for command in [*NODE_COMMANDS, local, stack, service]:
+for command in [*NODE_COMMANDS, local, hollow_host, stack, service]:
     cli.add_command(command)
 
 

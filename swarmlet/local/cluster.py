@@ -2,6 +2,12 @@
 loopback address (127.0.0.2, 127.0.0.3, …), formed through the real ``init`` and
 ``join`` commands with real tokens. The cluster's directory holds each node's data
 dir, a copy of the admin certificate, and ``cluster.json`` naming the nodes.
+
+Hollow workers (``--hollow-workers``, swarmlet/node/hollow.py) join through the same
+token and CSR path but run many to a process: ``hollow-host-N/`` holds one such
+process's files and the nodes' data dirs lie beside the others'. Their node.pid is
+their host's PID, so ``status``, ``kill`` and ``start`` of a hollow node act on its
+whole host (every node it runs).
 """
 from __future__ import annotations
 
@@ -18,13 +24,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from swarmlet.node.config import DEFAULT_API_PORT, DataDir
-from swarmlet.private import make_private_dir, write_private
+from swarmlet.node.hollow import HOST_LOG, TOKEN_FILE, HollowNodeSpec, HostSpec
+from swarmlet.private import make_private_dir, open_private_append, write_private
 
 DEFAULT_LOCAL_DIR = Path.home() / ".swarmlet-local"
 DEFAULT_FIRST_ADDRESS = "127.0.0.2"
 STOP_TIMEOUT = 10.0
 # Every node of a local cluster runs its tasks on this machine's one Docker engine.
 SHARED_ENGINE_ARGS = ["--shared-engine"]
+# Hollow nodes per host process: its one loop serves every session, heartbeat and task
+# of its nodes; a few processes share the machine's cores with the managers.
+DEFAULT_HOLLOW_PER_HOST = 250
+# A hollow host has this long, plus a little per node (joins are bounded), to be ready.
+HOLLOW_READY_TIMEOUT = 60.0
+HOLLOW_READY_PER_NODE = 0.1
 
 
 class LocalClusterError(Exception):
@@ -38,6 +51,11 @@ class LocalNode:
     address: str
     data_dir: str
     id: str = ""
+    host: str = ""  # a hollow node's: the directory of the host process that runs it
+
+    @property
+    def hollow(self) -> bool:
+        return bool(self.host)
 
 
 def process_state(pid: int | None) -> str:
@@ -95,13 +113,16 @@ class LocalCluster:
             except (OSError, ValueError):
                 role = node.role
             rows.append({"name": node.name, "id": node.id, "role": role, "address": node.address, "pid": pid,
-                         "data_dir": node.data_dir, "alive": state == "running", "state": state})
+                         "data_dir": node.data_dir, "alive": state == "running", "state": state,
+                         "hollow": node.hollow})
         return rows
 
     def hosts(self) -> list[str]:
         nodes, port = self.load()
         managers = []
         for node in nodes:
+            if node.hollow:
+                continue  # always a worker
             try:
                 role = DataDir(node.data_dir).load().role
             except (OSError, ValueError):
@@ -115,7 +136,8 @@ class LocalCluster:
 
     # -- up ---------------------------------------------------------------------------------------------
     def up(self, managers: int = 3, workers: int = 2, first_address: str = DEFAULT_FIRST_ADDRESS,
-           port: int = DEFAULT_API_PORT, node_args: list[str] | None = None, log=print) -> list[LocalNode]:
+           port: int = DEFAULT_API_PORT, node_args: list[str] | None = None, log=print, hollow_workers: int = 0,
+           hollow_per_host: int = DEFAULT_HOLLOW_PER_HOST, hollow_start_delay: float | None = None) -> list[LocalNode]:
         if managers < 1:
             raise LocalClusterError("a cluster needs at least one manager")
         if self.state_path.exists():
@@ -154,7 +176,36 @@ class LocalCluster:
             _wait_command(process, f"join of {node.name}")
             node.id = DataDir(node.data_dir).load().node_id
         self._save(nodes, port)
+        if hollow_workers:
+            nodes += self._up_hollow(hollow_workers, hollow_per_host, hollow_start_delay, base + len(nodes),
+                                     worker_token, first, port, log)
+            self._save(nodes, port)
         write_private(self.admin_dir / "hosts", ("\n".join(self.hosts()) + "\n").encode())
+        return nodes
+
+    def _up_hollow(self, count: int, per_host: int, start_delay: float | None, first_address, token: str,
+                   via: LocalNode, port: int, log) -> list[LocalNode]:
+        """Hollow workers on the addresses from ``first_address`` on, ``per_host`` to a
+        host process; the hosts join their nodes (the real join path) and run them."""
+        nodes = [LocalNode(f"hollow-{i + 1}", "worker", str(first_address + i), str(self.directory / f"hollow-{i + 1}"),
+                           host=str(self.directory / f"hollow-host-{i // per_host + 1}")) for i in range(count)]
+        hosts: dict[str, list[LocalNode]] = {}
+        for node in nodes:
+            hosts.setdefault(node.host, []).append(node)
+        for host, members in hosts.items():
+            log(f"starting {Path(host).name}: {len(members)} hollow workers ({members[0].name} … {members[-1].name})")
+            make_private_dir(host)
+            spec = HostSpec([HollowNodeSpec(n.name, n.address, n.data_dir) for n in members],
+                            manager=f"{via.address}:{port}", port=port)
+            if start_delay is not None:
+                spec.start_delay = start_delay
+            spec.save(Path(host))
+            write_private(Path(host) / TOKEN_FILE, token.encode())
+        started = [(members, _spawn_host(host)) for host, members in hosts.items()]
+        for members, process in started:
+            _wait_hollow_ready(members, process)
+        for node in nodes:
+            node.id = DataDir(node.data_dir).load().node_id
         return nodes
 
     def add_node(self, role: str = "worker", join_args: list[str] | None = None) -> LocalNode:
@@ -199,8 +250,18 @@ class LocalCluster:
             return node
         if state == "running":
             raise LocalClusterError(f"{node.name} is already running")
+        if node.hollow:  # its host runs again, with every node it holds
+            _wait_hollow_ready(self.host_members(node), _spawn_host(node.host))
+            return node
         _swarmlet("agent", "--data-dir", node.data_dir, "--detach")
         return node
+
+    def host_members(self, node: LocalNode) -> list[LocalNode]:
+        """The nodes that share ``node``'s process: the hollow nodes of its host, or itself."""
+        if not node.hollow:
+            return [node]
+        nodes, _ = self.load()
+        return [n for n in nodes if n.host == node.host]
 
     # -- partitions (iptables on the loopback addresses) ----------------------------------------------
     def _rule_comment(self, node: LocalNode) -> str:
@@ -241,8 +302,9 @@ class LocalCluster:
         # Every node whose data dir lies in this directory: the listed ones, and any
         # joined into it by hand.
         data_dirs = {n.data_dir for n in nodes} | {str(p.parent) for p in self.directory.glob("*/node.pid")}
-        pids = [p for p in (self.pid_of(LocalNode("", "", "", d)) for d in sorted(data_dirs))
-                if process_state(p) != "dead"]
+        # A hollow host's PID is in each of its nodes' data dirs: signal it once.
+        pids = sorted({p for p in (self.pid_of(LocalNode("", "", "", d)) for d in sorted(data_dirs))
+                       if process_state(p) != "dead"})
         for pid in pids:
             for signum in (signal.SIGCONT, signal.SIGTERM):
                 try:
@@ -255,7 +317,7 @@ class LocalCluster:
         for pid in pids:
             if process_state(pid) != "dead":
                 os.kill(pid, signal.SIGKILL)
-        remove_tasks(nodes)
+        remove_tasks([n for n in nodes if not n.hollow])  # a hollow node's tasks died with its host
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -310,4 +372,33 @@ def _wait_command(process: subprocess.Popen, what: str) -> str:
 
 def _swarmlet(*args: str) -> str:
     return _wait_command(_spawn(*args), " ".join(args[:1]))
+
+
+def _spawn_host(host: str) -> subprocess.Popen:
+    """A hollow host process in the background, logging to its directory."""
+    with open_private_append(Path(host) / HOST_LOG) as log_file:
+        return subprocess.Popen(_command("hollow-host", "--dir", host), stdin=subprocess.DEVNULL, stdout=log_file,
+                                stderr=log_file, start_new_session=True)
+
+
+def _wait_hollow_ready(nodes: list[LocalNode], process: subprocess.Popen) -> None:
+    """Until every node of the host has its session up; a host that dies or is late fails."""
+    deadline = time.monotonic() + HOLLOW_READY_TIMEOUT + HOLLOW_READY_PER_NODE * len(nodes)
+    host = Path(nodes[0].host)
+    while not all(DataDir(n.data_dir).ready_path.exists() for n in nodes):
+        if process.poll() is not None:
+            raise LocalClusterError(f"{host.name} exited (code {process.returncode}) before its nodes were ready; "
+                                    f"see {host / HOST_LOG}:\n{_tail(host / HOST_LOG)}")
+        if time.monotonic() > deadline:
+            process.kill()  # never leave behind a host nobody is waiting for
+            raise LocalClusterError(f"{host.name}'s nodes were not ready in time; see {host / HOST_LOG}:\n"
+                                    f"{_tail(host / HOST_LOG)}")
+        time.sleep(0.05)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 

@@ -120,9 +120,11 @@ def tighten_data_dir(data_dir: DataDir) -> None:
 
 def make_runtime(config, data_dir: DataDir):
     """The runtime a node's tasks run on (``NodeConfig.runtime``)."""
-    from swarmlet.runtime import DockerRuntime, ProcessRuntime
+    from swarmlet.runtime import DockerRuntime, HollowRuntime, ProcessRuntime
     from swarmlet.runtime.docker import MachineNetworkLock
 
+    if config.runtime == "hollow":  # a hollow node's (swarmlet/node/hollow.py): nothing runs
+        return HollowRuntime(config.node_id)
     if config.runtime == "process":
         return ProcessRuntime(config.node_id, data_dir.path / "runtime")
     return DockerRuntime(config.node_id, network_lock=MachineNetworkLock() if config.shared_engine else None)

@@ -1,5 +1,6 @@
 """The runtime layer the worker agent drives: one narrow interface (`Runtime`), two
-implementations (`DockerRuntime`, `ProcessRuntime`). See base.py for the contract."""
+implementations (`DockerRuntime`, `ProcessRuntime`) and a simulated one for scale tests
+(`HollowRuntime`). See base.py for the contract."""
 
 from swarmlet.runtime.base import (
     ContainerConfig,
@@ -26,6 +27,7 @@ from swarmlet.runtime.base import (
     Ulimit,
 )
 from swarmlet.runtime.docker import DockerRuntime
+from swarmlet.runtime.hollow import HollowRuntime
 from swarmlet.runtime.process import ProcessRuntime
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "FileReference",
     "HealthCheck",
     "HealthStatus",
+    "HollowRuntime",
     "ImageNotFoundError",
     "LogConfig",
     "Mount",

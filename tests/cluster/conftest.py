@@ -57,8 +57,8 @@ class TestCluster:
         self.args = ["--dir", str(directory)]
         self.env: dict = {}
 
-    def up(self, managers: int, workers: int, extra: list[str]) -> "TestCluster":
-        swarmlet("local", "up", "--managers", str(managers), "--workers", str(workers),
+    def up(self, managers: int, workers: int, extra: list[str], hollow: int = 0) -> "TestCluster":
+        swarmlet("local", "up", "--managers", str(managers), "--workers", str(workers), "--hollow-workers", str(hollow),
                  "--first-address", self.first_address, "--runtime", self.runtime, *extra, *self.args)
         self.env = self.local.env()
         return self
@@ -123,12 +123,13 @@ def make_cluster(tmp_path):
     started: list[TestCluster] = []
 
     def make(managers: int = 3, workers: int = 0, extra: list[str] | None = None,
-             runtime: str = "process") -> TestCluster:
-        """``runtime="docker"``: tasks run as containers (use with the docker fixtures)."""
+             runtime: str = "process", hollow: int = 0) -> TestCluster:
+        """``runtime="docker"``: tasks run as containers (use with the docker fixtures).
+        ``hollow``: that many hollow workers besides (swarmlet/node/hollow.py)."""
         third = next(_ranges) % 250
         cluster = TestCluster(tmp_path / f"cluster{len(started)}", f"127.0.{third}.2", runtime)
         started.append(cluster)  # torn down even if `up` fails half-way
-        return cluster.up(managers, workers, FAST_SETTINGS + list(extra or []))
+        return cluster.up(managers, workers, FAST_SETTINGS + list(extra or []), hollow)
 
     yield make
     for cluster in started:

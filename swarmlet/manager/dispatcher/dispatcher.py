@@ -62,6 +62,7 @@ class Dispatcher(LeaderLoop):
         self._statuses: dict[str, tuple[str, dict]] = {}  # task -> (node, status) not yet written
         self._statuses_waiting = asyncio.Event()
         self._log_streams: dict[str, tuple[asyncio.Queue, dict[str, str]]] = {}  # request -> (queue, task -> node)
+        self._managers: tuple[int, list[str]] = (-1, [])  # (store index, manager API addresses then)
 
     @property
     def heartbeat_period(self) -> float:
@@ -198,8 +199,16 @@ class Dispatcher(LeaderLoop):
 
     def _welcome(self, node_id: str, kind: type[Welcome]) -> Welcome:
         node = self.store.get(Node, node_id)
-        return kind(heartbeat_period=self.heartbeat_period, managers=manager_api_addresses(self.store.list(Node)),
+        return kind(heartbeat_period=self.heartbeat_period, managers=self._manager_addresses(),
                     node={"spec": node.spec.raw} if node else None)
+
+    def _manager_addresses(self) -> list[str]:
+        """Listed again only once the store has changed: every heartbeat's ack carries
+        them, and a list of every node per heartbeat costs a leader of N nodes N² a period."""
+        index = self.store.index
+        if self._managers[0] != index:
+            self._managers = (index, manager_api_addresses(self.store.list(Node)))
+        return self._managers[1]
 
     # -- assignments and statuses ---------------------------------------------------------------------
     async def _send(self, node_id: str, ws: web.WebSocketResponse, message: Message) -> None:

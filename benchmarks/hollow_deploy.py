@@ -1,0 +1,236 @@
+"""A large deploy on hollow workers: 3 managers + N hollow workers (real joins, real
+sessions and heartbeats, tasks that only pretend to run; swarmlet/node/hollow.py),
+one service of R replicas placed on the hollow nodes.
+
+Run: python benchmarks/hollow_deploy.py [--hollow 200] [--replicas 10000] [--managers 3]
+                                        [--per-host 250] [--start-delay 0.1]
+                                        [--first-address 127.0.232.2] [--dir D] [--timeout 600] [--keep]
+
+Measured, from `POST /v1/stacks/<name>` (what `swarmlet stack deploy` sends):
+- time until every task is assigned to a node, and until every task runs;
+- `GET /v1/nodes` on the leader every 0.1 s during the deploy: p50, p99, max;
+- the leader's RSS (peak, sampled every 0.2 s) and the number of leader changes;
+- the hollow hosts' RSS per hollow node and CPU per hollow node, at rest.
+`swarmlet local up` itself (the N joins) is timed too. The cluster is taken down at
+the end unless --keep.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import load_average, median, percentile, table  # noqa: E402
+from deploy import cpu_seconds, run, swarmlet  # noqa: E402
+
+from swarmlet.cli.client import ApiError, Client, ClusterUnreachable  # noqa: E402
+from swarmlet.cli.stack import deploy_body  # noqa: E402
+from swarmlet.compose import load_stack  # noqa: E402
+from swarmlet.local.cluster import LocalCluster  # noqa: E402
+from swarmlet.runtime.hollow import DEFAULT_START_DELAY, HOLLOW_ENGINE_LABEL  # noqa: E402
+
+STACK = "hollowbench"
+NODES_POLL = 0.1  # seconds between GET /v1/nodes probes
+RSS_POLL = 0.2
+PROGRESS_POLL = 1.0  # GET /v1/stacks/…/tasks of 10,000 tasks is itself work for the manager asked
+REST_SECONDS = 10.0  # how long the at-rest CPU of the hosts is measured
+DEFAULT_TIMEOUT = 600.0
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def compose_file(directory: Path, replicas: int) -> Path:
+    path = directory / f"{STACK}.yml"
+    path.write_text(f"""services:
+  web:
+    image: busybox
+    command: ["sleep", "600"]
+    deploy:
+      replicas: {replicas}
+      placement:
+        constraints: ["engine.labels.{HOLLOW_ENGINE_LABEL} == true"]
+""")
+    return path
+
+
+class Probe(threading.Thread):
+    """Calls ``sample()`` every ``interval`` until stopped."""
+
+    def __init__(self, interval: float, sample):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.sample = sample
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            self.sample()
+            self.halt.wait(self.interval)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.directory = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="swarmlet-hollow-bench-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.local = LocalCluster(self.directory / "cluster")
+
+    def up(self) -> float:
+        started = time.monotonic()
+        swarmlet("local", "up", "--managers", str(self.args.managers), "--workers", "0",
+                 "--hollow-workers", str(self.args.hollow), "--hollow-per-host", str(self.args.per_host),
+                 "--hollow-start-delay", str(self.args.start_delay), "--runtime", "process",
+                 "--first-address", self.args.first_address, "--dir", str(self.local.directory))
+        elapsed = time.monotonic() - started
+        env = self.local.env()
+        self.hosts = env["SWARMLET_HOST"].split(",")
+        self.client = Client(self.hosts, self.local.admin_dir, timeout=60)
+        return elapsed
+
+    def leader(self) -> tuple[str, int, Client]:
+        """(leader ID, its PID, a client that asks only it)."""
+        status = self.client.call("GET", "/v1/cluster/status")
+        rows = {r["id"]: r for r in self.local.status()}
+        leader = rows[status["leader"]]
+        port = self.local.load()[1]
+        return status["leader"], leader["pid"], Client([f"{leader['address']}:{port}"], self.local.admin_dir, timeout=60)
+
+    def host_pids(self) -> list[int]:
+        return sorted({r["pid"] for r in self.local.status() if r["hollow"] and r["pid"]})
+
+    def at_rest(self) -> tuple[float, float]:
+        """(RSS KB per hollow node, CPU % of one core per 1,000 hollow nodes) of the hosts."""
+        pids = self.host_pids()
+        before = cpu_seconds(pids)
+        time.sleep(REST_SECONDS)  # a measurement window, not a synchronisation
+        cpu = (cpu_seconds(pids) - before) / REST_SECONDS
+        rss = sum(rss_kb(p) for p in pids)
+        return rss / self.args.hollow, cpu * 100 * 1000 / self.args.hollow
+
+    def deploy(self) -> dict:
+        leader_id, leader_pid, leader_client = self.leader()
+        body = deploy_body(load_stack([compose_file(self.directory, self.args.replicas)]).stack)
+        latencies: list[float] = []
+        failures: list[str] = []
+        rss = [rss_kb(leader_pid)]
+        leaders = [leader_id]
+
+        def nodes_probe() -> None:
+            began = time.monotonic()
+            try:
+                leader_client.call("GET", "/v1/nodes")
+                latencies.append(time.monotonic() - began)
+            except (ApiError, ClusterUnreachable) as err:
+                failures.append(str(err))
+
+        def rss_probe() -> None:
+            rss.append(rss_kb(leader_pid))
+            try:
+                current = self.client.call("GET", "/v1/cluster/status", timeout=5)["leader"]
+            except (ApiError, ClusterUnreachable):
+                return
+            if current and current != leaders[-1]:
+                leaders.append(current)
+
+        probes = [Probe(NODES_POLL, nodes_probe), Probe(RSS_POLL, rss_probe)]
+        for probe in probes:
+            probe.start()
+        cpu_before = cpu_seconds([leader_pid])
+        started = time.monotonic()
+        self.client.call("POST", f"/v1/stacks/{STACK}", body, timeout=120)
+        accepted = time.monotonic() - started
+        assigned = running = None
+        counts = {}
+        while time.monotonic() - started < self.args.timeout:
+            try:
+                tasks = self.client.call("GET", f"/v1/stacks/{STACK}/tasks", timeout=60)
+            except (ApiError, ClusterUnreachable):
+                continue
+            active = [t for t in tasks if t["desired_state"] in ("ready", "running")]
+            counts = {}
+            for task in active:
+                counts[task["state"]] = counts.get(task["state"], 0) + 1
+            if assigned is None and len(active) == self.args.replicas and all(t["node_id"] for t in active):
+                assigned = time.monotonic() - started
+            if len(active) == self.args.replicas and counts.get("running") == self.args.replicas:
+                running = time.monotonic() - started
+                break
+            time.sleep(PROGRESS_POLL)
+        elapsed = time.monotonic() - started
+        for probe in probes:
+            probe.halt.set()
+            probe.join()
+        return {"accepted": accepted, "assigned": assigned, "running": running, "elapsed": elapsed,
+                "counts": counts, "latencies": latencies, "failures": failures, "rss_before": rss[0],
+                "rss_peak": max(rss), "leader_changes": len(leaders) - 1,
+                "leader_cpu": cpu_seconds([leader_pid]) - cpu_before}
+
+    def down(self) -> None:
+        if self.local.state_path.exists():
+            run(sys.executable, "-m", "swarmlet.cli.main", "local", "down", "--dir", str(self.local.directory),
+                check=False)
+
+
+def seconds(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hollow", type=int, default=200, help="hollow workers")
+    parser.add_argument("--replicas", type=int, default=10_000)
+    parser.add_argument("--managers", type=int, default=3)
+    parser.add_argument("--per-host", type=int, default=250, help="hollow workers per host process")
+    parser.add_argument("--start-delay", type=float, default=DEFAULT_START_DELAY)
+    parser.add_argument("--first-address", default="127.0.232.2")
+    parser.add_argument("--dir", help="where the cluster goes (default: a new temporary directory)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="give up on the deploy after this")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    args = parser.parse_args()
+    # A SIGTERM (`timeout`, CI) still takes the cluster down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    bench = Bench(args)
+    try:
+        up = bench.up()
+        per_node_rss, cpu_per_1000 = bench.at_rest()
+        result = bench.deploy()
+    finally:
+        if not args.keep:
+            bench.down()
+    latencies = result["latencies"] or [float("nan")]
+    rows = [
+        ["local up (3 managers + joins)", f"{up:.1f} s"],
+        ["hollow host RSS per node, at rest", f"{per_node_rss:.0f} KB"],
+        ["hollow host CPU per 1,000 nodes, at rest", f"{cpu_per_1000:.1f} % of a core"],
+        ["deploy accepted (POST returned)", f"{result['accepted']:.2f} s"],
+        ["all tasks assigned", f"{seconds(result['assigned'])} s"],
+        ["all tasks running", f"{seconds(result['running'])} s"],
+        ["task states at the end", ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items()))],
+        ["GET /v1/nodes p50 / p99 / max (ms)", f"{median(latencies) * 1000:.0f} / "
+                                               f"{percentile(latencies, 99) * 1000:.0f} / {max(latencies) * 1000:.0f}"
+                                               f" ({len(result['latencies'])} calls, {len(result['failures'])} failed)"],
+        ["leader RSS before / peak", f"{result['rss_before'] / 1024:.0f} / {result['rss_peak'] / 1024:.0f} MB"],
+        ["leader CPU during the deploy", f"{result['leader_cpu']:.1f} s in {result['elapsed']:.1f} s"],
+        ["leader changes", result["leader_changes"]],
+    ]
+    print(table(["measure", "value"], rows,
+                title=f"{args.managers} managers + {args.hollow} hollow workers, {args.replicas} replicas "
+                      f"(load {load_average()})"))
+
+
+if __name__ == "__main__":
+    main()
