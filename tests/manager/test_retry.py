@@ -88,8 +88,9 @@ async def test_a_large_batch_is_written_in_bounded_transactions(store):
 
     keys = [f"k{i}" for i in range(2 * MAX_TRANSACTION_OPS + 1)]
     before = len(store.commits)
+    # A loop's batch larger than the store's bound is still cut to the store's bound.
     failures = await commit_each_on_conflict(
-        store, keys, lambda ks: [{"op": "create", "kind": "task", "id": k, "spec": {}} for k in ks])
+        store, keys, lambda ks: [{"op": "create", "kind": "task", "id": k, "spec": {}} for k in ks], batch=len(keys))
     assert failures == []
     sizes = [len(ops) for ops in store.commits[before:]]
     assert sizes == [MAX_TRANSACTION_OPS, MAX_TRANSACTION_OPS, 1]
