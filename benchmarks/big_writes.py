@@ -34,7 +34,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _cluster  # noqa: E402
 from _common import load_average, table  # noqa: E402
+from _follower import FollowerProcess  # noqa: E402
 
 from swarmlet.api.objects import task_object_spec, task_status  # noqa: E402
 from swarmlet.api.views import Config, Task  # noqa: E402
@@ -148,40 +148,9 @@ def follower_main(args) -> int:
     return 0
 
 
-class Child:
-    def __init__(self, workdir: str, index: int, port: int):
-        self.index = index
-        self.log = open(os.path.join(workdir, f"follower{index}.log"), "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--follower", "--index", str(index), "--port", str(port),
-             "--workdir", workdir, "--first-address", ADDRESSES[0]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
-
-    async def ask(self, command: str, timeout: float = 30) -> dict:
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return await self.expect(timeout)
-
-    async def expect(self, timeout: float) -> dict:
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
-        if not line:
-            raise RuntimeError(f"follower {self.index} exited (rc={self.proc.poll()})")
-        return json.loads(line)
-
-    def signal(self, sig) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def stop(self) -> None:
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.log.close()
+def follower(workdir: str, index: int, port: int) -> FollowerProcess:
+    # Appended to: a follower restarted in the same run keeps its earlier log.
+    return FollowerProcess(__file__, workdir, index, port, ["--first-address", ADDRESSES[0]], log_mode="a")
 
 
 # -- the writes ------------------------------------------------------------------------------------------------
@@ -219,7 +188,7 @@ async def leader_main(args, workdir: str) -> dict:
     logging.getLogger().addHandler(counter)
     logging.getLogger().setLevel(logging.WARNING)
     store = make_store(workdir, 0, args.port, RaftSettings())
-    children = [Child(workdir, i, args.port) for i in (1, 2)]
+    children = [follower(workdir, i, args.port) for i in (1, 2)]
     for child in children:
         await child.expect(60)
     store.start()
@@ -293,7 +262,7 @@ async def fill_and_resync(args, workdir, store, meter, children, counter) -> lis
     before = await everyone(store, meter, [c for i, c in enumerate(children) if i != position])
     counter.take()
     start = time.monotonic()
-    children[position] = Child(workdir, children[position].index, args.port)
+    children[position] = follower(workdir, children[position].index, args.port)
     await children[position].expect(60)
     converged, after = await wait_converged(store, meter, children, args.timeout)
     logs = [counter.take()] + [s.pop("log", []) for s in after[1:]]

@@ -35,7 +35,6 @@ import json
 import os
 import pstats
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -46,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _cluster  # noqa: E402
 from _common import load_average, median, ms, percentile, table  # noqa: E402
+from _follower import FollowerProcess  # noqa: E402
 
 from swarmlet.api.views import Config  # noqa: E402
 from swarmlet.store import ClusterStore, RaftSettings, StoreError  # noqa: E402
@@ -172,39 +172,6 @@ def follower_main(args) -> int:
     return 0
 
 
-class Child:
-    def __init__(self, workdir: str, index: int, port: int, extra: list[str]):
-        self.log = open(os.path.join(workdir, f"follower{index}.log"), "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--follower", "--index", str(index), "--port", str(port),
-             "--workdir", workdir, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        self.index = index
-
-    async def ask(self, command: str, timeout: float) -> dict:
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return await self.expect(timeout)
-
-    async def expect(self, timeout: float) -> dict:
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
-        if not line:
-            raise RuntimeError(f"follower {self.index} exited (rc={self.proc.poll()}); see its log")
-        return json.loads(line)
-
-    def stop(self) -> None:
-        try:
-            self.proc.stdin.write("quit\n")
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()  # by its PID (Popen.kill)
-            self.proc.wait(5)
-        self.log.close()
-
-
 # -- profiling both threads of the leader -------------------------------------------------------------------
 class ThreadProfiles:
     """cProfile for the leader's main thread (the asyncio loop) and for its Raft thread,
@@ -267,7 +234,7 @@ def _trim(text: str) -> str:
 async def leader_main(args, workdir: str) -> dict:
     store = make_store(workdir, 0, args.port, RaftSettings())
     store.start()
-    children = [Child(workdir, i, args.port, []) for i in (1, 2)]
+    children = [FollowerProcess(__file__, workdir, i, args.port) for i in (1, 2)]
     out: dict = {"rows": [], "notes": []}
     try:
         for child in children:

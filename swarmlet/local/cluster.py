@@ -211,7 +211,6 @@ class LocalCluster:
     def add_node(self, role: str = "worker", join_args: list[str] | None = None) -> LocalNode:
         """Join one more node (the next loopback address) to the running local cluster."""
         nodes, port = self.load()
-        first = nodes[0]
         number = 1 + sum(1 for n in nodes if n.name.startswith(f"{role}-"))
         address = str(max(ipaddress.IPv4Address(n.address) for n in nodes) + 1)
         node = LocalNode(f"{role}-{number}", role, address, str(self.directory / f"{role}-{number}"))

@@ -20,8 +20,7 @@ from datetime import datetime
 
 # The task's resource limits are the service's (one Resources class, in the vocabulary);
 # defaults are the vocabulary's too.
-from swarmlet.api.specs import (DEFAULT_FILE_MODE, DEFAULT_PORT_PROTOCOL, DEFAULT_STOP_GRACE_PERIOD, SECRETS_DIR,
-                                Resources)
+from swarmlet.api.specs import DEFAULT_FILE_MODE, DEFAULT_PORT_PROTOCOL, DEFAULT_STOP_GRACE_PERIOD, Resources
 
 # Label keys every runtime writes on what it creates; `list_owned` reads them back.
 LABEL_TASK_ID = "swarmlet.task.id"

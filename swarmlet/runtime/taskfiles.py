@@ -15,7 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarmlet.runtime.base import SECRETS_DIR, ContainerConfig, FileReference, SecretStorageError
+from swarmlet.api.specs import SECRETS_DIR
+from swarmlet.runtime.base import ContainerConfig, FileReference, SecretStorageError
 
 DEFAULT_TASK_FILES_ROOT = Path("/dev/shm/swarmlet")
 MEMORY_FILESYSTEMS = {"tmpfs", "ramfs"}
