@@ -95,3 +95,20 @@ class NetworkPlane:
             for n in raw["networks"])
         ingress = tuple(PublishedPort(**{**p, "backends": backends(p["backends"])}) for p in raw["ingress"])
         return cls(node_address=raw["node_address"], version=raw["version"], networks=networks, ingress=ingress)
+
+
+# -- names on a node, one rule each ---------------------------------------------------------------
+
+def vxlan_device_name(vni: int) -> str:
+    """The node's VXLAN device for a network (Linux device names are at most 15 bytes)."""
+    return f"swvx{vni}"
+
+
+def bridge_device_name(vni: int) -> str:
+    """The node's bridge for a network, the one the network's containers and VXLAN device share."""
+    return f"swbr{vni}"
+
+
+def docker_network_name(network: OverlayNetwork) -> str:
+    """The node engine's Docker network that stands for an overlay network on that node."""
+    return f"{network.name}-overlay"
