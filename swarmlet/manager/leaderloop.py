@@ -1,13 +1,15 @@
 """The shape every leader-only component shares: runs while this manager leads, watching
 the store from the moment it took over, and stops (dropping what it was doing) when
 leadership is lost. A new leader's loop starts with a full pass, so nothing missed
-during a failover is lost."""
+during a failover is lost; and its writes are fenced (store.py, "Fenced leader writes"),
+so nothing a deposed leader's loop still had in flight lands after it."""
 from __future__ import annotations
 
 import asyncio
 import logging
 
 from swarmlet.store import ClusterStore
+from swarmlet.store.store import hold_fence
 
 log = logging.getLogger("swarmlet.manager")
 
@@ -38,6 +40,8 @@ class LeaderLoop:
         try:
             while self.store.is_leader:
                 try:
+                    # Nothing this loop writes may land after a later leader's claim.
+                    hold_fence(await self.store.leadership_fence())
                     await self.run(queue)
                     return
                 except asyncio.CancelledError:

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
 
-KINDS = ("cluster", "node", "service", "task", "secret", "config", "network")
+# "leadership" holds one object: the claim of the current leader, the fence its leader-only
+# writes name (store.py, "Fenced leader writes").
+KINDS = ("cluster", "node", "service", "task", "secret", "config", "network", "leadership")
 
 # Results of applied request IDs are remembered so that a client retrying a write
 # whose outcome it never learnt (a timeout, a leader change) cannot apply it twice.
@@ -131,7 +134,9 @@ def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> by
 
     ``{"op": "create", "kind", "id", "spec", "status"}``,
     ``{"op": "update", "kind", "id", "version", "spec"?, "status"?}`` (a field left
-    out keeps its value) or ``{"op": "delete", "kind", "id", "version"}``.
+    out keeps its value), ``{"op": "delete", "kind", "id", "version"}``, or
+    ``{"op": "expect", "kind", "id", "version"}``: a precondition that writes nothing
+    (the whole transaction is refused, ``conflict``, unless the object is at that version).
     """
     return msgpack.packb({"rid": request_id, "ts": timestamp, "ops": ops}, use_bin_type=True)
 
@@ -173,6 +178,16 @@ def decode_transaction(command: bytes) -> dict:
     return txn
 
 
+# Secondary indexes, so that work grows with the change and not with the cluster: the
+# orchestrator reads one service's tasks, the dispatcher one node's, the scheduler the
+# pending ones. (kind, name) -> how the indexed value is read from a stored object.
+INDEXES: dict[tuple[str, str], Callable[[dict], Any]] = {
+    ("task", "service_id"): lambda obj: obj["spec"].get("service_id"),
+    ("task", "node_id"): lambda obj: obj["spec"].get("node_id"),
+    ("task", "state"): lambda obj: obj["status"].get("state"),
+}
+
+
 class StoreState:
     """All objects of the cluster, by kind and ID, plus the applied index."""
 
@@ -180,6 +195,8 @@ class StoreState:
         self.index = 0
         self.objects: dict[str, dict[str, dict]] = {kind: {} for kind in KINDS}
         self.requests: collections.OrderedDict[str, dict] = collections.OrderedDict()
+        # (kind, name) -> indexed value -> the IDs having it (a dict: ordered, O(1) removal)
+        self.indexes: dict[tuple[str, str], dict[Any, dict[str, None]]] = {key: {} for key in INDEXES}
 
     # -- reads ---------------------------------------------------------------
     def get(self, kind: str, object_id: str) -> dict | None:
@@ -187,6 +204,26 @@ class StoreState:
 
     def list(self, kind: str) -> list[dict]:
         return list(self.objects[kind].values())
+
+    def select(self, kind: str, name: str, value: Any) -> list[dict]:
+        """The objects of ``kind`` whose indexed ``name`` is ``value`` (see INDEXES)."""
+        objects = self.objects[kind]
+        return [objects[object_id] for object_id in self.indexes[(kind, name)].get(value, ())]
+
+    def _reindex(self, kind: str, object_id: str, old: dict | None, new: dict | None) -> None:
+        for (indexed_kind, name), read in INDEXES.items():
+            if indexed_kind != kind:
+                continue
+            index = self.indexes[(kind, name)]
+            before, after = (read(old) if old is not None else None), (read(new) if new is not None else None)
+            if old is not None and (new is None or before != after):
+                ids = index.get(before)
+                if ids is not None:
+                    ids.pop(object_id, None)
+                    if not ids:
+                        del index[before]
+            if new is not None and (old is None or before != after):
+                index.setdefault(after, {})[object_id] = None
 
     # -- the one write path ------------------------------------------------------
     def apply(self, command: bytes) -> Applied:
@@ -231,6 +268,13 @@ class StoreState:
         for position, op in enumerate(ops):
             kind, object_id, action = _op_fields(op, position)
             existing = current(kind, object_id)
+            if action == "expect":
+                if existing is None or existing["version"] != op.get("version"):
+                    raise TransactionError(
+                        "conflict",
+                        f"{kind} {object_id} is at version {existing['version'] if existing else None}, the "
+                        f"transaction expected version {op.get('version')}")
+                continue
             if action == "create":
                 if existing is not None:
                     raise TransactionError("exists", f"{kind} {object_id} already exists")
@@ -260,10 +304,12 @@ class StoreState:
             changes.append(Change(action, kind, object_id, obj))
 
         for (kind, object_id), obj in staged.items():
+            old = self.objects[kind].get(object_id)
             if obj is None:
                 self.objects[kind].pop(object_id, None)
             else:
                 self.objects[kind][object_id] = obj
+            self._reindex(kind, object_id, old, obj)
         return changes
 
     # -- snapshots -----------------------------------------------------------------
@@ -282,6 +328,8 @@ class StoreState:
         state.index = data["index"]
         for kind in KINDS:
             state.objects[kind] = {object_id: freeze(obj) for object_id, obj in data["objects"].get(kind, {}).items()}
+            for object_id, obj in state.objects[kind].items():
+                state._reindex(kind, object_id, None, obj)
         state.requests = collections.OrderedDict((k, v) for k, v in data["requests"])
         return state
 
@@ -290,7 +338,7 @@ def _op_fields(op: Any, position: int) -> tuple[str, str, str]:
     if not isinstance(op, dict):
         raise TransactionError("invalid", f"operation {position} is not a map")
     action, kind, object_id = op.get("op"), op.get("kind"), op.get("id")
-    if action not in ("create", "update", "delete"):
+    if action not in ("create", "update", "delete", "expect"):
         raise TransactionError("invalid", f"operation {position}: unknown op {action!r}")
     if kind not in KINDS:
         raise TransactionError("invalid", f"operation {position}: unknown kind {kind!r}")

@@ -12,7 +12,7 @@ import pytest
 from swarmlet.api.objects import CLUSTER_ID, node_object_spec, node_object_status
 from swarmlet.store import AlreadyExists, Conflict, InvalidTransaction, NotFound, StoreError, StoreEvent, new_request_id
 from swarmlet.store.state import StoreState, encode_transaction
-from swarmlet.store.store import check_bounds, commit_in_batches
+from swarmlet.store.store import LEADERSHIP, check_bounds, claim_leadership, commit_in_batches, fenced
 
 _REFUSALS = {cls.code: cls for cls in (Conflict, NotFound, AlreadyExists, InvalidTransaction)}
 
@@ -24,6 +24,7 @@ class MemoryStore:
         self.commits: list[list[dict]] = []  # every transaction tried, refused ones too
         self.fail_next: StoreError | None = None  # raised by the next commit instead of applying it
         self._subscribers: list[asyncio.Queue] = []
+        self._fence: asyncio.Future | None = None
 
     def get(self, kind, object_id: str):
         raw = self.state.get(kind.kind, object_id)
@@ -32,11 +33,16 @@ class MemoryStore:
     def list(self, kind) -> list:
         return [kind(raw) for raw in self.state.list(kind.kind)]
 
+    def select(self, kind, **criterion) -> list:
+        ((name, value),) = criterion.items()
+        return [kind(raw) for raw in self.state.select(kind.kind, name, value)]
+
     @property
     def index(self) -> int:
         return self.state.index
 
     async def commit(self, ops: list[dict], request_id: str | None = None) -> dict:
+        ops = fenced(ops)
         self.commits.append(ops)
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
@@ -53,6 +59,18 @@ class MemoryStore:
 
     async def commit_batched(self, ops: list[dict], request_id: str | None = None, proceed=None) -> dict:
         return await commit_in_batches(self.commit, ops, request_id or new_request_id(), proceed, self.index)
+
+    async def leadership_fence(self) -> int:
+        """As the real store: one claim per leadership, shared by every leader loop."""
+        if self._fence is None:
+            self._fence = asyncio.ensure_future(self.claim())
+        return await asyncio.shield(self._fence)
+
+    async def claim(self) -> int:
+        """A new leadership's claim (what a manager elected after this one would write)."""
+        async def claiming() -> int:  # in a task of its own, as the real store claims
+            return await claim_leadership(self.commit, lambda: self.state.get(LEADERSHIP, LEADERSHIP), "memory")
+        return await asyncio.ensure_future(claiming())
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()

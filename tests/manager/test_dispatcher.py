@@ -49,7 +49,11 @@ async def receive(ws):
 
 
 async def next_change(queue: asyncio.Queue):
-    return await asyncio.wait_for(queue.get(), REPLY_TIMEOUT)
+    """The next applied transaction, leaving out leadership claims (a leader loop's first write)."""
+    while True:
+        event = await asyncio.wait_for(queue.get(), REPLY_TIMEOUT)
+        if not all(change.kind == "leadership" for change in event.changes):
+            return event
 
 
 def task_spec(node_id: str, **fields) -> dict:

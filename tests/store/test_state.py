@@ -251,3 +251,54 @@ def test_a_snapshot_packed_in_pieces_is_the_same_bytes_and_a_picture_does_not_mo
     assert pack_in_pieces(payload) == msgpack.packb(payload, use_bin_type=True)
     apply(state, [create("task", "later")])
     assert "later" not in picture["objects"]["task"] and picture["index"] == 1
+
+
+def test_an_expect_op_is_a_precondition_that_writes_nothing():
+    state = StoreState()
+    apply(state, [create("leadership", "leadership", {"address": "a"})])
+    held = apply(state, [create("task", "t1"), {"op": "expect", "kind": "leadership", "id": "leadership", "version": 1}])
+    assert held.result["ok"] and [c.id for c in held.changes] == ["t1"]
+    apply(state, [update("leadership", "leadership", 1, spec={"address": "b"})])  # a later claim
+    stale = apply(state, [create("task", "t2"), {"op": "expect", "kind": "leadership", "id": "leadership", "version": 1}])
+    assert stale.result == {"ok": False, "code": "conflict",
+                            "error": "leadership leadership is at version 3, the transaction expected version 1"}
+    assert state.get("task", "t2") is None
+    missing = apply(state, [{"op": "expect", "kind": "config", "id": "nope", "version": 1}])
+    assert missing.result["code"] == "conflict"
+
+
+def _task(object_id, service, node=None, state="pending"):
+    return {"op": "create", "kind": "task", "id": object_id,
+            "spec": {"service_id": service, "node_id": node}, "status": {"state": state}}
+
+
+def _ids(objects):
+    return sorted(o["id"] for o in objects)
+
+
+def test_the_task_indexes_follow_every_create_update_and_delete():
+    state = StoreState()
+    apply(state, [_task("t1", "s1"), _task("t2", "s1"), _task("t3", "s2", node="n1", state="running")])
+    assert _ids(state.select("task", "service_id", "s1")) == ["t1", "t2"]
+    assert _ids(state.select("task", "state", "pending")) == ["t1", "t2"]
+    assert _ids(state.select("task", "node_id", "n1")) == ["t3"]
+    apply(state, [update("task", "t1", 1, spec={"service_id": "s1", "node_id": "n1"}, status={"state": "assigned"})])
+    assert _ids(state.select("task", "node_id", "n1")) == ["t1", "t3"]
+    assert _ids(state.select("task", "state", "pending")) == ["t2"]
+    assert state.select("task", "service_id", "s1")[0]["version"] in (1, 2)
+    refused = apply(state, [{"op": "delete", "kind": "task", "id": "t3", "version": 1}, create("task", "t1")])
+    assert not refused.result["ok"] and _ids(state.select("task", "node_id", "n1")) == ["t1", "t3"]  # nothing moved
+    apply(state, [{"op": "delete", "kind": "task", "id": "t3", "version": 1}])
+    assert state.select("task", "service_id", "s2") == [] and "s2" not in state.indexes[("task", "service_id")]
+    # the indexed objects are the stored ones, current
+    assert state.select("task", "node_id", "n1") == [state.get("task", "t1")]
+
+
+def test_the_indexes_are_rebuilt_from_a_snapshot_and_match_a_scan():
+    state = StoreState()
+    apply(state, [_task(f"t{i}", f"s{i % 3}", node=f"n{i % 2}", state=("running", "pending")[i % 2])
+                  for i in range(30)])
+    restored = StoreState.from_snapshot(msgpack.unpackb(msgpack.packb(state.snapshot()), raw=False))
+    for name, value in (("service_id", "s1"), ("node_id", "n0"), ("state", "pending")):
+        scan = [o for o in state.list("task") if (o["spec"] | o["status"]).get(name) == value]
+        assert _ids(restored.select("task", name, value)) == _ids(state.select("task", name, value)) == _ids(scan)

@@ -1,0 +1,92 @@
+"""The scheduling loop over the in-memory store, with the orchestrator creating the tasks:
+what a pass looks at grows with what changed, not with the cluster (issue 8), and
+nothing that needs another look is missed."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from swarmlet.api import specs
+from swarmlet.api.objects import STACK_NAMESPACE_LABEL, TaskState, node_object_spec
+from swarmlet.api.views import Node, Task
+from swarmlet.manager.orchestrator.loop import Orchestrator
+from swarmlet.manager.scheduler.service import SchedulerLoop
+
+DEADLINE = 5.0
+
+
+def service_spec(name: str, replicas: int, zone: str) -> dict:
+    return specs.ServiceSpec(name=f"app_{name}", mode="replicated", replicas=replicas,
+                             container=specs.ContainerSpec(image="busybox", command=["sleep", "1000"]),
+                             placement=specs.Placement(constraints=[f"node.labels.zone=={zone}"]),
+                             labels={STACK_NAMESPACE_LABEL: "app"}).to_dict()
+
+
+async def until(predicate, what: str):
+    deadline = time.monotonic() + DEADLINE
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def placed(store, service_id: str) -> dict[str, str | None]:
+    return {t.id: t.spec.node_id for t in store.select(Task, service_id=service_id)}
+
+
+class Reads:
+    """Counts the store reads the loops make."""
+
+    def __init__(self, store, monkeypatch):
+        self.full_task_lists = 0
+        self.node_task_reads: list[str] = []
+        list_, select = store.list, store.select
+
+        def counting_list(kind):
+            self.full_task_lists += kind is Task
+            return list_(kind)
+
+        def counting_select(kind, **criterion):
+            if "node_id" in criterion:
+                self.node_task_reads.append(criterion["node_id"])
+            return select(kind, **criterion)
+        monkeypatch.setattr(store, "list", counting_list)
+        monkeypatch.setattr(store, "select", counting_select)
+
+
+@pytest.fixture
+async def loops(store):
+    await store.add("node", "n1", node_object_spec("worker", "active", {"zone": "a"}), {"state": "ready", "hostname": "n1"})
+    await store.add("node", "n2", node_object_spec("worker", "active", {}), {"state": "ready", "hostname": "n2"})
+    running = [Orchestrator(store), SchedulerLoop(store)]
+    for loop in running:
+        await loop.leadership_changed(True)
+    yield running
+    for loop in running:
+        await loop.stop()
+
+
+async def test_a_task_no_node_takes_is_placed_once_a_node_changes_to_take_it(store, loops):
+    await store.add("service", "web", service_spec("web", 3, "a"))
+    await until(lambda: sorted(placed(store, "web").values()) == ["n1"] * 3, "3 tasks on n1")
+    await store.add("service", "db", service_spec("db", 1, "b"))
+    await until(lambda: any("no suitable node" in (t.status.message or "") for t in store.select(Task, service_id="db")),
+                "db pending with the scheduler's explanation")
+    (pending,) = store.select(Task, service_id="db")
+    assert pending.status.state == TaskState.PENDING and pending.spec.node_id is None
+    node = store.get(Node, "n2")
+    await store.commit([{"op": "update", "kind": "node", "id": "n2", "version": node.version,
+                         "spec": node.spec.raw | {"labels": {"zone": "b"}}}])
+    await until(lambda: list(placed(store, "db").values()) == ["n2"], "db placed on n2 after its label changed")
+
+
+async def test_a_new_pending_task_is_placed_without_reading_every_task_or_unchanged_nodes(store, loops, monkeypatch):
+    await store.add("service", "web", service_spec("web", 5, "a"))
+    await until(lambda: sorted(placed(store, "web").values()) == ["n1"] * 5, "5 tasks on n1")
+    reads = Reads(store, monkeypatch)
+    await store.add("service", "api", service_spec("api", 1, "a"))
+    await until(lambda: list(placed(store, "api").values()) == ["n1"], "api placed on n1")
+    assert reads.full_task_lists == 0
+    assert "n2" not in reads.node_task_reads  # n2 changed in no way: its NodeInfo was kept
