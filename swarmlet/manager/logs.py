@@ -33,7 +33,7 @@ class ServiceLogs:
 
     async def lines(self, ref: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
         service = self._resolve_service(ref)
-        tasks = sorted((t for t in self.store.list(Task) if t.spec.service_id == service.id and has_output(t)),
+        tasks = sorted((t for t in self.store.select(Task, service_id=service.id) if has_output(t)),
                        key=lambda t: (t.spec.slot or 0, t.created_at))
         hostnames = {n.id: n.status.hostname or n.id for n in self.store.list(Node)}
         async for task, line in self._task_logs(tasks, tail, follow):

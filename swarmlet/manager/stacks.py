@@ -253,20 +253,20 @@ class StackApi:
         return [{"name": name, "services": count} for name, count in sorted(counts.items())]
 
     def services(self, stack: str | None = None) -> list[dict]:
-        tasks = self.store.list(Task)
         services = [s for s in self.store.list(Service) if stack is None or stack_of(s) == stack]
-        return [service_public(s, tasks) for s in sorted(services, key=lambda s: s.name)]
+        return [service_public(s, self.store.select(Task, service_id=s.id)) for s in sorted(services, key=lambda s: s.name)]
 
     def resolve_service(self, ref: str) -> Service:
         return resolve("service", ref, self.store.list(Service))
 
     def service(self, ref: str) -> dict:
-        return service_public(self.resolve_service(ref), self.store.list(Task))
+        service = self.resolve_service(ref)
+        return service_public(service, self.store.select(Task, service_id=service.id))
 
     def tasks(self, service_ref: str | None = None, stack: str | None = None) -> list[dict]:
         service_id = self.resolve_service(service_ref).id if service_ref else None
-        tasks = [t for t in self.store.list(Task)
-                 if (service_id is None or t.spec.service_id == service_id) and (stack is None or t.spec.stack == stack)]
+        candidates = self.store.list(Task) if service_id is None else self.store.select(Task, service_id=service_id)
+        tasks = [t for t in candidates if stack is None or t.spec.stack == stack]
         return [task_public(t) for t in sorted(tasks, key=lambda t: (t.spec.service_name, t.spec.slot or 0,
                                                                       t.created_at))]
 

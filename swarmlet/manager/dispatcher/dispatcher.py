@@ -220,7 +220,8 @@ class Dispatcher(LeaderLoop):
         ws = self._sessions.get(node_id)
         if ws is None or ws.closed or not self.store.is_leader:
             return
-        message = node_assignment(node_id, self.store.list(Task), self.store.list(Secret), self.store.list(Config))
+        message = node_assignment(node_id, self.store.select(Task, node_id=node_id), self.store.list(Secret),
+                                  self.store.list(Config))
         digest = assignment_digest(message)
         if self._sent.get(node_id) == digest:
             return

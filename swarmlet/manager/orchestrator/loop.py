@@ -56,6 +56,24 @@ def touched_services(event) -> set[str]:
     return touched
 
 
+class TasksByService:
+    """Each service's tasks, read from the store's index the first time they are asked
+    for: a pass over the services one event touched reads only theirs, not every task."""
+
+    def __init__(self, store):
+        self.store = store
+        self.read: dict[str, list[Task]] = {}
+
+    def read_all(self) -> None:
+        for task in self.store.list(Task):
+            self.read.setdefault(task.spec.service_id, []).append(task)
+
+    def get(self, service_id: str, default=None) -> list[Task]:
+        if service_id not in self.read:
+            self.read[service_id] = self.store.select(Task, service_id=service_id)
+        return self.read[service_id] or (default if default is not None else [])
+
+
 class Orchestrator(LeaderLoop):
     name = "orchestrator"
 
@@ -84,11 +102,10 @@ class Orchestrator(LeaderLoop):
         """Reconcile the dirty services; returns the earliest wake-up and what to redo."""
         services = {s.id: s for s in self.store.list(Service)}
         nodes = {n.id: n for n in self.store.list(Node)}
-        tasks_by_service: dict[str, list[Task]] = {}
-        for task in self.store.list(Task):
-            tasks_by_service.setdefault(task.spec.service_id, []).append(task)
+        tasks_by_service = TasksByService(self.store)
         if ALL in dirty:
-            dirty = set(services) | set(tasks_by_service)
+            tasks_by_service.read_all()
+            dirty = set(services) | set(tasks_by_service.read)
         # A service held back by depends_on is looked at again whenever anything moves.
         dirty |= {s.id for s in services.values() if s.raw_spec.get("depends_on") and not tasks_by_service.get(s.id)}
         now = time.time()
