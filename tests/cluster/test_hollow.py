@@ -81,3 +81,60 @@ def test_hollow_workers_join_run_a_stack_evenly_and_their_host_going_down_resche
     wait_until(lambda: gone <= ready_nodes(), 20, "the restarted host's nodes ready")
     tasks = s.running("scale_web", REPLICAS, timeout=60)
     assert set(per_node(tasks)) == gone
+
+
+BIG_HOLLOW = 200
+BIG_REPLICAS = 10_000
+
+
+def test_10000_replicas_on_200_hollow_workers_and_a_leader_killed_mid_deploy_leave_no_slot_twice(make_cluster, tmp_path):
+    """Issue 8's scale test: the leader dies while it is creating and placing 10,000
+    tasks; the next leader finishes the deploy, and no slot ever gets a second task
+    (the deposed leader's writes still in flight are fenced off)."""
+    cluster = make_cluster(managers=3, hollow=BIG_HOLLOW, extra=["--hollow-per-host", str(BIG_HOLLOW)])
+    hollow_ids = {r["id"] for r in cluster.status() if r["hollow"]}
+
+    def ready_nodes():
+        return {n["id"] for n in cluster.client().call("GET", "/v1/nodes") if n["status"]["state"] == "ready"}
+    wait_until(lambda: hollow_ids <= ready_nodes(), 60, "every hollow node ready", interval=0.5)
+
+    s = Stacks(cluster, tmp_path)
+    s.api.timeout = 60
+    s.deploy("big", f"""
+        services:
+          web:
+            image: busybox
+            command: ["sleep", "600"]
+            deploy:
+              replicas: {BIG_REPLICAS}
+              placement: {{constraints: ["engine.labels.swarmlet.hollow == true"]}}
+    """)
+    leader = cluster.wait_for_leader()
+    followers = [n for n in ("manager-1", "manager-2", "manager-3") if n != leader]
+
+    def created_some():  # read through a follower, the leader being busy
+        service = cluster.client(followers[0], timeout=30).call("GET", "/v1/services/big_web")
+        return len(cluster.client(followers[0], timeout=30).call("GET", f"/v1/tasks?service={service['id']}")) >= 1000
+    wait_until(created_some, 60, "the deploy under way (1,000 tasks created)", interval=0.2)
+    cluster.kill(leader)
+    new_leader = cluster.wait_for_leader(timeout=30, among=followers, via=followers[0])
+
+    survivor = cluster.client(*followers, timeout=60)
+    service_id = survivor.call("GET", "/v1/services/big_web")["id"]
+    seen: list[dict] = []
+
+    def all_running():
+        seen[:] = survivor.call("GET", f"/v1/tasks?service={service_id}")
+        active = [t for t in seen if t["desired_state"] in ("ready", "running")]
+        return active if len(active) == BIG_REPLICAS and all(t["state"] == "running" for t in active) else None
+    try:
+        tasks = wait_until(all_running, 240, f"{BIG_REPLICAS} running tasks", interval=1.0)
+    except AssertionError as err:  # say how far it got, not every task
+        raise AssertionError(f"{err}; tasks by (desired, state): "
+                             f"{Counter((t['desired_state'], t['state']) for t in seen).most_common(8)}") from None
+    slots = Counter(t["slot"] for t in tasks)
+    assert len(slots) == BIG_REPLICAS and max(slots.values()) == 1, "a slot with two active tasks"
+    spread = per_node(tasks)
+    assert set(spread) == hollow_ids
+    assert max(spread.values()) - min(spread.values()) <= 1, spread
+    assert new_leader in followers
