@@ -1,0 +1,135 @@
+"""Who makes a network's bridge on a node: the adapter seam.
+
+On a real node the bridge is the node engine's Docker bridge network
+`docker_network_name(network)`, so that the runtime can attach containers to it with
+their allocated addresses (`DockerBridges`). Tests without an engine, and nodes whose
+tasks are plain processes in namespaces, use a bridge made through netlink
+(`PlainBridges`). Either way the bridge is `bridge_device_name(vni)`, holds the node's
+gateway address with the subnet's prefix, and has the network's MTU.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Protocol
+
+from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
+from swarmlet.network.links import Links
+
+LABEL_OVERLAY_ID = "swarmlet.overlay.id"
+LABEL_OVERLAY_VNI = "swarmlet.overlay.vni"
+_BRIDGE_NAME = "swbr"
+
+
+class BridgeNetworks(Protocol):
+    async def ensure(self, network: OverlayNetwork) -> None:
+        """The network's bridge exists, right (subnet, gateway, MTU, internal), and is up."""
+
+    async def ours(self) -> set[int]:
+        """The VNIs of every bridge this adapter made, current or not."""
+
+    async def remove(self, vni: int) -> None:
+        """The bridge of that VNI is gone (nothing when it already is)."""
+
+
+class PlainBridges:
+    """Bridges made through netlink, for nodes without a Docker engine."""
+
+    def __init__(self, links: Links):
+        self._links = links
+
+    async def ensure(self, network: OverlayNetwork) -> None:
+        ipr, name = self._links.ipr, bridge_device_name(network.vni)
+        index = await self._links.index(name)
+        if index is None:
+            await ipr.link("add", ifname=name, kind="bridge")
+            index = await self._links.index(name)
+        prefix = ipaddress.ip_network(network.subnet).prefixlen
+        held = set()
+        async for addr in await ipr.addr("dump", index=index):
+            if addr["prefixlen"] != 32:
+                held.add((addr.get("IFA_ADDRESS"), addr["prefixlen"]))
+        if (network.gateway, prefix) not in held:
+            await ipr.addr("add", index=index, address=network.gateway, prefixlen=prefix)
+        for address, length in held - {(network.gateway, prefix)}:
+            await ipr.addr("del", index=index, address=address, prefixlen=length)
+        link = await self._links.link(index)
+        if link.get("IFLA_MTU") != network.mtu or not link["flags"] & 1:
+            await ipr.link("set", index=index, mtu=network.mtu, state="up")
+
+    async def ours(self) -> set[int]:
+        vnis = set()
+        async for link in await self._links.ipr.link("dump"):
+            name = link.get("IFLA_IFNAME") or ""
+            kind = (link.get("IFLA_LINKINFO") or {}).get("IFLA_INFO_KIND") if link.get("IFLA_LINKINFO") else None
+            if name.startswith(_BRIDGE_NAME) and name[len(_BRIDGE_NAME):].isdigit() and kind == "bridge":
+                vnis.add(int(name[len(_BRIDGE_NAME):]))
+        return vnis
+
+    async def remove(self, vni: int) -> None:
+        await self._links.remove_link(bridge_device_name(vni))
+
+
+class DockerBridges:
+    """The node engine's bridge networks, through the docker SDK (`runtime.docker.client`)."""
+
+    def __init__(self, engine):
+        """`engine`: a `swarmlet.runtime.docker.client.Engine` for this node's engine."""
+        self._engine = engine
+
+    @staticmethod
+    def _wanted(network: OverlayNetwork) -> dict:
+        return {
+            "Driver": "bridge",
+            "Internal": network.internal,
+            "Subnet": network.subnet,
+            "Gateway": network.gateway,
+            "Bridge": bridge_device_name(network.vni),
+            "MTU": str(network.mtu),
+        }
+
+    @staticmethod
+    def _actual(info: dict) -> dict:
+        config = (info.get("IPAM") or {}).get("Config") or [{}]
+        options = info.get("Options") or {}
+        return {
+            "Driver": info.get("Driver"),
+            "Internal": bool(info.get("Internal")),
+            "Subnet": config[0].get("Subnet"),
+            "Gateway": config[0].get("Gateway"),
+            "Bridge": options.get("com.docker.network.bridge.name"),
+            "MTU": options.get("com.docker.network.driver.mtu"),
+        }
+
+    async def _find(self, name: str) -> dict | None:
+        api = self._engine.api
+        found = await self._engine.call(api.networks, names=[name])
+        return next((n for n in found if n.get("Name") == name), None)
+
+    async def ensure(self, network: OverlayNetwork) -> None:
+        import docker.types
+
+        api, name = self._engine.api, docker_network_name(network)
+        existing = await self._find(name)
+        if existing is not None:
+            info = await self._engine.call(api.inspect_network, existing["Id"])
+            if self._actual(info) == self._wanted(network):
+                return
+            # The engine cannot change a network's subnet or options in place.
+            await self._engine.call(api.remove_network, existing["Id"])
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=network.subnet,
+                                                                           gateway=network.gateway)])
+        await self._engine.call(
+            api.create_network, name, driver="bridge", internal=network.internal, ipam=ipam,
+            options={"com.docker.network.bridge.name": bridge_device_name(network.vni),
+                     "com.docker.network.driver.mtu": str(network.mtu)},
+            labels={LABEL_OVERLAY_ID: network.id, LABEL_OVERLAY_VNI: str(network.vni)})
+
+    async def ours(self) -> set[int]:
+        found = await self._engine.call(self._engine.api.networks, filters={"label": [LABEL_OVERLAY_VNI]})
+        return {int(n["Labels"][LABEL_OVERLAY_VNI]) for n in found}
+
+    async def remove(self, vni: int) -> None:
+        api = self._engine.api
+        found = await self._engine.call(api.networks, filters={"label": [f"{LABEL_OVERLAY_VNI}={vni}"]})
+        for network in found:
+            await self._engine.call(api.remove_network, network["Id"])
