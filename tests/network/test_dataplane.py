@@ -80,6 +80,20 @@ def test_reapplying_the_same_plane_changes_nothing(world, topo):
     assert {node: world.state(node) for node in topo.NODES} == before
 
 
+def test_flood_entries_follow_the_peers(world, topo):
+    from dataclasses import replace
+    plane = topo.plane_for("n1")
+    app = plane.networks[0]
+    flood = lambda: [l for l in world.state("n1")["fdb"] if "swvx4097" in l]  # noqa: E731
+    assert [l.split()[4] for l in flood()] == [topo.NODES["n2"], topo.NODES["n3"]]
+    try:
+        world.agents["n1"].apply(replace(plane, networks=(replace(app, peers=(topo.NODES["n2"],)),) + plane.networks[1:]))
+        assert [l.split()[4] for l in flood()] == [topo.NODES["n2"]]
+    finally:
+        world.agents["n1"].apply(plane)
+    assert [l.split()[4] for l in flood()] == [topo.NODES["n2"], topo.NODES["n3"]]
+
+
 def test_a_bad_plane_is_refused_and_changes_nothing(world, topo):
     from dataclasses import replace
     before = world.state("n1")
