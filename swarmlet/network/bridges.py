@@ -13,6 +13,7 @@ import ipaddress
 from typing import Protocol
 
 from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
+from swarmlet.network import netfilter
 from swarmlet.network.links import Links
 
 LABEL_OVERLAY_ID = "swarmlet.overlay.id"
@@ -113,6 +114,7 @@ class DockerBridges:
         if existing is not None:
             info = await self._engine.call(api.inspect_network, existing["Id"])
             if self._actual(info) == self._wanted(network):
+                await self._let_mesh_in(network)
                 return
             # The engine cannot change a network's subnet or options in place.
             await self._engine.call(api.remove_network, existing["Id"])
@@ -123,6 +125,15 @@ class DockerBridges:
             options={"com.docker.network.bridge.name": bridge_device_name(network.vni),
                      "com.docker.network.driver.mtu": str(network.mtu)},
             labels={LABEL_OVERLAY_ID: network.id, LABEL_OVERLAY_VNI: str(network.vni)})
+        await self._let_mesh_in(network)
+
+    @staticmethod
+    async def _let_mesh_in(network: OverlayNetwork) -> None:
+        bridge = bridge_device_name(network.vni)
+        if network.internal:
+            await netfilter.forget_docker_bridge(bridge)  # the mesh never enters an internal network
+        else:
+            await netfilter.let_mesh_into_docker_bridge(bridge)
 
     async def ours(self) -> set[int]:
         found = await self._engine.call(self._engine.api.networks, filters={"label": [LABEL_OVERLAY_VNI]})
@@ -133,3 +144,4 @@ class DockerBridges:
         found = await self._engine.call(api.networks, filters={"label": [f"{LABEL_OVERLAY_VNI}={vni}"]})
         for network in found:
             await self._engine.call(api.remove_network, network["Id"])
+        await netfilter.forget_docker_bridge(bridge_device_name(vni))

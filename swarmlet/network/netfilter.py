@@ -47,3 +47,42 @@ async def forget_flows_to(address: str) -> None:
     a DNAT'ed connection to it stops at once instead of going on to a dead task."""
     # conntrack exits 1 when no flow matched.
     await _run("conntrack", "-D", "--reply-src", address, ok_codes=(0, 1))
+
+
+# Docker's own iptables rules (in the node's namespace when its engine runs there) drop
+# forwarded flows that enter a Docker bridge from another interface unless a container
+# published the port, and a drop in Docker's table cannot be overridden from ours. Its
+# DOCKER-USER chain is the place the engine leaves to its users: one rule per bridge
+# there lets our DNAT'ed flows (the routing mesh) in.
+DOCKER_USER_CHAIN = "DOCKER-USER"
+_MESH_COMMENT = "swarmlet routing mesh"
+
+
+def _docker_user_rule(bridge: str) -> list[str]:
+    return [DOCKER_USER_CHAIN, "-o", bridge, "-m", "conntrack", "--ctstate", "DNAT", "-m", "comment",
+            "--comment", _MESH_COMMENT, "-j", "ACCEPT"]
+
+
+async def _docker_user_exists() -> bool:
+    if shutil.which("iptables") is None:
+        return False
+    process = await asyncio.create_subprocess_exec("iptables", "-n", "-L", DOCKER_USER_CHAIN,
+                                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    return await process.wait() == 0
+
+
+async def let_mesh_into_docker_bridge(bridge: str) -> bool:
+    """Make sure Docker's forward rules let DNAT'ed flows into `bridge`; False when the
+    engine manages no iptables here (nothing to do)."""
+    if not await _docker_user_exists():
+        return False
+    process = await asyncio.create_subprocess_exec("iptables", "-C", *_docker_user_rule(bridge),
+                                                   stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    if await process.wait() != 0:
+        await _run("iptables", "-I", *_docker_user_rule(bridge))
+    return True
+
+
+async def forget_docker_bridge(bridge: str) -> None:
+    if await _docker_user_exists():
+        await _run("iptables", "-D", *_docker_user_rule(bridge), ok_codes=(0, 1))

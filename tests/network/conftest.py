@@ -20,9 +20,14 @@ def need_world() -> None:
         pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def world():
+@pytest.fixture(scope="session")
+def root_world() -> None:
+    """Root and the tools the world needs, or a skip (a failure in CI)."""
     need_world()
+
+
+@pytest.fixture(scope="module")
+def world(root_world):
     world = networld.World()
     try:
         world.build()

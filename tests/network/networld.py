@@ -152,9 +152,9 @@ def keepalive_get(connection: http.client.HTTPConnection) -> str:
 class Agent:
     """The data-plane agent of one node, a process inside the node's namespace."""
 
-    def __init__(self, node: Netns):
+    def __init__(self, node: Netns, *options: str):
         self.node = node
-        self.process = node.popen(sys.executable, str(HERE / "nodeagent.py"), stdin=subprocess.PIPE,
+        self.process = node.popen(sys.executable, str(HERE / "nodeagent.py"), *options, stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
 
     def command(self, message: dict) -> dict:
