@@ -5,9 +5,9 @@ restarts adopts the devices, forwarding entries, bridges and rules it finds: tra
 through VIPs and the routing mesh never stops; only the resolver, which lives in the
 process, starts again.
 
-The order of one apply: answers first (an in-memory swap), then devices (a new network's
-bridge, VXLAN device, flood entries and VIPs), then the ruleset in one nft transaction,
-then the tracked flows of backends that left (so no connection goes on to a dead task),
+The order of one apply: answers first (an in-memory swap), then the ruleset in one nft
+transaction and the tracked flows of backends that left (so no connection goes on to a
+dead task), then devices (a new network's bridge, VXLAN device, flood entries and VIPs),
 then the resolver's listeners, and last the devices of networks that left.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarmlet.api.netplane import NetworkPlane, OverlayNetwork, bridge_device_name, vxlan_device_name
+from swarmlet.api.netplane import NetworkPlane, OverlayNetwork, vxlan_device_name
 from swarmlet.network import discovery, netfilter
 from swarmlet.network.bridges import BridgeNetworks, PlainBridges
 from swarmlet.network.links import Links
@@ -67,15 +67,21 @@ class OverlayDataPlane:
         async with self._lock:
             self._resolver.set_names(discovery.plane_names(plane))
             enable_forwarding()
+            # Rules name devices by name only, so they go first: a removed backend stops
+            # getting traffic before the (slower, with many VIPs) device pass.
+            written, forgotten = await self._sync_ruleset(render_ruleset(plane))
             for network in plane.networks:
                 await self._bridges.ensure(network)
                 index = await self._links.ensure_vxlan(network, plane.node_address)
                 await self._links.sync_fdb(index, network.peers)
                 await self._links.sync_vips(network, vips_of(network))
-            written, forgotten = await self._sync_ruleset(render_ruleset(plane))
             await self._resolver.sync({n.id: n.gateway for n in plane.networks})
             removed = await self._remove_networks_except({n.vni for n in plane.networks})
             self.applied = plane
+            if written or forgotten or removed:
+                log.info("network plane %d applied: ruleset %s, flows of %s dropped, networks %s removed",
+                         plane.version, "written" if written else "unchanged", list(forgotten) or "none",
+                         list(removed) or "none")
             return ApplyResult(plane.version, written, forgotten, removed)
 
     async def _sync_ruleset(self, desired: Ruleset) -> tuple[bool, tuple[str, ...]]:

@@ -71,6 +71,7 @@ class NetworkResolver:
         self._upstreams = upstreams
         self._rotation = itertools.count()
         self._udp: asyncio.DatagramTransport | None = None
+        self._forwarding: set[asyncio.Task] = set()  # queries waiting on an upstream
         self._tcp: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
@@ -81,7 +82,9 @@ class NetworkResolver:
             def datagram_received(self, data: bytes, peer) -> None:
                 reply = resolver._quick_reply(data)
                 if reply is None:
-                    loop.create_task(resolver._forward_udp(data, peer))
+                    task = loop.create_task(resolver._forward_udp(data, peer))
+                    resolver._forwarding.add(task)
+                    task.add_done_callback(resolver._forwarding.discard)
                 elif reply:
                     resolver._udp.sendto(reply, peer)
 
@@ -91,6 +94,8 @@ class NetworkResolver:
             self._serve_tcp, sock=_bound_socket(self.address, self.port, socket.SOCK_STREAM))
 
     async def close(self) -> None:
+        for task in list(self._forwarding):
+            task.cancel()
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:

@@ -2,6 +2,7 @@
 each node's agent applying its plane from inside the node's namespace (conftest.py)."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -47,8 +48,15 @@ def test_names_resolve_on_the_network_they_belong_to(world, topo):
 
 def test_the_vip_balances_over_backends_on_both_nodes(world, topo):
     c1 = world.namespaces["c1"]
+    c1.ip("neigh", "flush", "to", topo.WEB_VIP)  # so that it asks again
     answers = [c1.http_get(topo.WEB_VIP, topo.PORT) for _ in range(8)]
     assert set(answers) == {"web1", "web2"}, answers  # web1 is on the client's own bridge
+    # the client's own node answered its ARP for the VIP; the others never heard it (a node
+    # answering an ARP request learns the asker)
+    bridge_mac = json.loads(world.namespaces["n1"].ip("-j", "link", "show", "swbr4097"))[0]["address"]
+    assert [n["lladdr"] for n in json.loads(c1.ip("-j", "neigh", "show", topo.WEB_VIP))] == [bridge_mac]
+    for node in ("n2", "n3"):
+        assert json.loads(world.namespaces[node].ip("-j", "neigh", "show", topo.C1.address)) == [], node
     # a port the VIP does not forward is refused at once
     with pytest.raises(ConnectionRefusedError):
         c1.http_get(topo.WEB_VIP, 9999)

@@ -1,5 +1,5 @@
 """Service discovery's answers, pure."""
-from dnslib import QTYPE, DNSRecord
+from dnslib import DNSRecord
 
 from swarmlet.api.netplane import Backend, NetworkPlane, OverlayNetwork, ServiceEndpoint
 from swarmlet.network import discovery

@@ -47,6 +47,9 @@ def engine_node(root_world, docker_test_image):
             ns.ip("link", "set", "lo", "up")
             ns.ip("addr", "add", f"{address}/24", "dev", "eth0")
             ns.ip("link", "set", "eth0", "up")
+        # As on a host that did not forward before: dockerd turns forwarding on and sets
+        # its FORWARD chain's policy to DROP, which the routing mesh must get past.
+        node.sh("sysctl", "-qw", "net.ipv4.ip_forward=0")
         socket = root / "docker.sock"
         host = f"unix://{socket}"
         dockerd = node.popen("dockerd", "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
@@ -102,6 +105,7 @@ def test_the_docker_adapter_makes_the_engines_network_and_the_overlay_works_thro
                  "nslookup swd_web; printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc web 8080")
     assert "10.0.7.2" in out and out.rstrip().endswith("web1"), out
     # the routing mesh passes Docker's own forward rules
+    assert "-P FORWARD DROP" in node.sh("iptables", "-S", "FORWARD")
     assert client.http_get(NODE, 18080).strip() == "web1"
 
     again = agent.apply(PLANE)
