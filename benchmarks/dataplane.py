@@ -10,9 +10,12 @@ inside the node's namespace), plain-netns tasks serving HTTP (Python's
 ThreadingHTTPServer), a client namespace on the LAN. For the HTTP figures web has one
 backend, web2 on node n2, so every path ends at the same server:
 
-- direct: task c1 (node n1) → 10.0.1.12:8080 over the VXLAN overlay;
-- vip:    c1 → the VIP 10.0.1.2:8080, DNAT'ed on n1, then the same overlay;
-- mesh:   the LAN client → n1's address:18080, DNAT'ed on n1, then the same overlay.
+- direct:  task c1 (node n1) → 10.0.1.12:8080 over the VXLAN overlay;
+- vip:     c1 → the VIP 10.0.1.2:8080, DNAT'ed on n1, then the same overlay (vs direct);
+- routed:  the LAN client → 10.0.1.12:8080 through a plain route via n2, no NAT;
+- mesh-n2: the LAN client → n2's address:18080, DNAT'ed on n2 (vs routed: the same hops);
+- mesh-n1: the LAN client → n1's address:18080, DNAT'ed on n1, then the overlay to n2
+           (vs routed: that plus the overlay crossing).
 
 Per path, interleaved over --rounds rounds of --seconds each: requests/s and latency
 with a new connection per request (what NAT and conntrack cost), requests/s on one
@@ -22,6 +25,7 @@ median over rounds of the path's figure over direct's in the same round.
 from __future__ import annotations
 
 import argparse
+import os
 import http.client
 import statistics
 import sys
@@ -98,16 +102,21 @@ def measure_apply(world, changes):
 
 def measure_http(world, seconds, rounds):
     c1, client = world.namespaces["c1"], world.namespaces["client"]
+    # The LAN client reaches web2 without NAT through a route via web2's node: the same
+    # hops as the mesh on that node, so the two differ by the DNAT and SNAT alone.
+    client.ip("route", "replace", f"{networld.WEB2.address}/32", "via", networld.NODES["n2"])
     paths = {
         "direct": (c1, networld.WEB2.address, networld.PORT),
         "vip": (c1, networld.WEB_VIP, networld.PORT),
-        "mesh": (client, networld.NODES["n1"], networld.PUBLISHED),
+        "routed": (client, networld.WEB2.address, networld.PORT),
+        "mesh-n2": (client, networld.NODES["n2"], networld.PUBLISHED),
+        "mesh-n1": (client, networld.NODES["n1"], networld.PUBLISHED),
     }
     results = {name: {"latencies": [], "rps_new": [], "rps_keepalive": [], "mbps": []} for name in paths}
     names = list(paths)
     for round_ in range(rounds):
         # The machine is shared: each figure interleaved with the others, the order turning.
-        order = names[round_ % 3:] + names[:round_ % 3]
+        order = names[round_ % len(names):] + names[:round_ % len(names)]
         for name in order:
             ns, address, port = paths[name]
             latencies = ns.call(new_connection_requests, address, port, seconds)
@@ -122,9 +131,14 @@ def measure_http(world, seconds, rounds):
     return results
 
 
+# Each path against the direct path of the same kind: a task's own (c1) for the VIP, the
+# LAN client's routed one for the mesh.
+BASELINE = {"direct": "direct", "vip": "direct", "routed": "routed", "mesh-n2": "routed", "mesh-n1": "routed"}
+
+
 def ratio(results, name, key):
-    """The median over rounds of this path's figure over direct's in the same round."""
-    return statistics.median(a / b for a, b in zip(results[name][key], results["direct"][key]))
+    """The median over rounds of this path's figure over its baseline's in the same round."""
+    return statistics.median(a / b for a, b in zip(results[name][key], results[BASELINE[name]][key]))
 
 
 def endpoints_plane(node_address, count):
@@ -178,6 +192,7 @@ def main():
     try:
         world.build()
         per_node, overall, unchanged = measure_apply(world, args.changes)
+        print(f"load average {os.getloadavg()[0]:.1f}")
         print(f"apply a change (one backend leaves or returns), {args.changes} changes x 3 nodes:")
         print(f"  per node p50 {statistics.median(per_node) * 1e3:.1f} ms, p95 {percentile(per_node, 0.95) * 1e3:.1f} ms,"
               f" max {max(per_node) * 1e3:.1f} ms")
@@ -185,11 +200,12 @@ def main():
         print(f"  re-apply of an unchanged plane p50 {statistics.median(unchanged) * 1e3:.1f} ms")
         world.apply_all(web=(networld.WEB2,), version=200)
         results = measure_http(world, args.seconds, args.rounds)
-        print(f"HTTP to web2 (node n2), {args.rounds} rounds x {args.seconds:g} s per request figure, interleaved:")
+        print(f"HTTP to web2 (node n2), {args.rounds} rounds x {args.seconds:g} s per request figure, interleaved"
+              f" (load average before: {os.getloadavg()[0]:.1f}):")
         for name, r in results.items():
             lat = r["latencies"]
-            print(f"  {name:6s} new connection: {statistics.median(r['rps_new']):6.0f} req/s"
-                  f" ({ratio(results, name, 'rps_new'):.2f}x direct),"
+            print(f"  {name:7s} (vs {BASELINE[name]:6s}) new connection: {statistics.median(r['rps_new']):6.0f} req/s"
+                  f" ({ratio(results, name, 'rps_new'):.2f}x),"
                   f" p50 {statistics.median(lat) * 1e3:.2f} ms, p99 {percentile(lat, 0.99) * 1e3:.2f} ms;"
                   f" keep-alive {statistics.median(r['rps_keepalive']):5.0f} req/s ({ratio(results, name, 'rps_keepalive'):.2f}x);"
                   f" 32 MiB download {statistics.median(r['mbps']):5.0f} MB/s ({ratio(results, name, 'mbps'):.2f}x)")

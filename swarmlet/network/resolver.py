@@ -71,6 +71,7 @@ class NetworkResolver:
         self._upstreams = upstreams
         self._rotation = itertools.count()
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_closed: asyncio.Future | None = None
         self._forwarding: set[asyncio.Task] = set()  # queries waiting on an upstream
         self._tcp: asyncio.base_events.Server | None = None
 
@@ -78,7 +79,13 @@ class NetworkResolver:
         loop = asyncio.get_running_loop()
         resolver = self
 
+        closed = self._udp_closed = loop.create_future()
+
         class Protocol(asyncio.DatagramProtocol):
+            def connection_lost(self, exc) -> None:
+                if not closed.done():
+                    closed.set_result(None)
+
             def datagram_received(self, data: bytes, peer) -> None:
                 reply = resolver._quick_reply(data)
                 if reply is None:
@@ -98,6 +105,7 @@ class NetworkResolver:
             task.cancel()
         if self._udp is not None:
             self._udp.close()
+            await self._udp_closed  # the socket is closed on a later turn of the loop
         if self._tcp is not None:
             self._tcp.close()
             await self._tcp.wait_closed()
