@@ -10,11 +10,12 @@ gateway address with the subnet's prefix, and has the network's MTU.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from typing import Protocol
 
 from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
 from swarmlet.network import netfilter
-from swarmlet.network.links import Links
+from swarmlet.network.links import IFF_UP, VIP_PREFIX, Links
 
 LABEL_OVERLAY_ID = "swarmlet.overlay.id"
 LABEL_OVERLAY_VNI = "swarmlet.overlay.vni"
@@ -46,15 +47,15 @@ class PlainBridges:
             index = await self._links.index(name)
         prefix = ipaddress.ip_network(network.subnet).prefixlen
         held = set()
-        async for addr in await ipr.addr("dump", index=index):
-            if addr["prefixlen"] != 32:
+        async for addr in await ipr.addr("dump", index=index, family=socket.AF_INET):
+            if addr["prefixlen"] != VIP_PREFIX:  # the VIPs are the data plane's, not the bridge's
                 held.add((addr.get("IFA_ADDRESS"), addr["prefixlen"]))
         if (network.gateway, prefix) not in held:
             await ipr.addr("add", index=index, address=network.gateway, prefixlen=prefix)
         for address, length in held - {(network.gateway, prefix)}:
             await ipr.addr("del", index=index, address=address, prefixlen=length)
         link = await self._links.link(index)
-        if link.get("IFLA_MTU") != network.mtu or not link["flags"] & 1:
+        if link.get("IFLA_MTU") != network.mtu or not link["flags"] & IFF_UP:
             await ipr.link("set", index=index, mtu=network.mtu, state="up")
 
     async def ours(self) -> set[int]:

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarmlet.api.netplane import NetworkPlane, OverlayNetwork, vxlan_device_name
+from swarmlet.api.netplane import NetworkPlane, vxlan_device_name
 from swarmlet.network import discovery, netfilter
 from swarmlet.network.bridges import BridgeNetworks, PlainBridges
 from swarmlet.network.links import Links
 from swarmlet.network.resolver import DNS_PORT, Resolver
-from swarmlet.network.ruleset import Ruleset, render_ruleset
+from swarmlet.network.ruleset import Ruleset, render_ruleset, vips_of
 from swarmlet.network.validation import check_plane
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ class ApplyResult:
     ruleset_written: bool  # False when the kernel already held this ruleset
     flows_forgotten: tuple[str, ...]  # backends whose tracked flows were dropped
     networks_removed: tuple[int, ...]  # VNIs
-
-
-def vips_of(network: OverlayNetwork) -> set[str]:
-    return {s.vip for s in network.services if s.endpoint_mode == "vip" and s.vip}
 
 
 def enable_forwarding(path: Path = FORWARDING_SYSCTL) -> None:
@@ -74,7 +70,7 @@ class OverlayDataPlane:
                 await self._bridges.ensure(network)
                 index = await self._links.ensure_vxlan(network, plane.node_address)
                 await self._links.sync_fdb(index, network.peers)
-                await self._links.sync_vips(network, vips_of(network))
+                await self._links.sync_vips(network, set(vips_of(network)))
             await self._resolver.sync({n.id: n.gateway for n in plane.networks})
             removed = await self._remove_networks_except({n.vni for n in plane.networks})
             self.applied = plane

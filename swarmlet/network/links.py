@@ -6,6 +6,7 @@ the difference, so it adopts what an earlier agent left in place.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 
 from pyroute2 import AsyncIPRoute
@@ -16,7 +17,7 @@ from swarmlet.api.netplane import VXLAN_PORT, OverlayNetwork, bridge_device_name
 FLOOD_MAC = "00:00:00:00:00:00"  # the FDB entry a VXLAN device sends broadcast and unknown frames to
 VIP_PREFIX = 32
 _VXLAN_NAME = re.compile(r"^swvx(\d+)$")
-_IFF_UP = 1
+IFF_UP = 1
 # errnos of a delete that found nothing to delete: ENOENT, ESRCH, ENODEV, EADDRNOTAVAIL
 _ALREADY_GONE = (2, 3, 19, 99)
 
@@ -85,7 +86,7 @@ class Links:
                                 vxlan_port=VXLAN_PORT, vxlan_learning=1)
             index = await self.index(name)
         link = await self.link(index)
-        if (link.get("IFLA_MASTER"), link.get("IFLA_MTU")) != (bridge, network.mtu) or not link["flags"] & _IFF_UP:
+        if (link.get("IFLA_MASTER"), link.get("IFLA_MTU")) != (bridge, network.mtu) or not link["flags"] & IFF_UP:
             await self.ipr.link("set", index=index, master=bridge, mtu=network.mtu, state="up")
         return index
 
@@ -110,7 +111,7 @@ class Links:
         """The bridge holds exactly these /32 addresses besides its gateway."""
         bridge = await self.index(bridge_device_name(network.vni))
         held = set()
-        async for addr in await self.ipr.addr("dump", index=bridge):
+        async for addr in await self.ipr.addr("dump", index=bridge, family=socket.AF_INET):
             if addr["prefixlen"] == VIP_PREFIX and addr.get("IFA_ADDRESS") != network.gateway:
                 held.add(addr.get("IFA_ADDRESS"))
         for vip in sorted(vips - held):

@@ -135,7 +135,8 @@ def _service_rules(network: OverlayNetwork) -> list[str]:
     return rules
 
 
-def _vips(network: OverlayNetwork) -> list[str]:
+def vips_of(network: OverlayNetwork) -> list[str]:
+    """The network's VIPs, in address order: the services in `vip` mode."""
     return sorted({s.vip for s in network.services if s.endpoint_mode == "vip" and s.vip}, key=_ip_key)
 
 
@@ -155,7 +156,7 @@ def render_ruleset(plane: NetworkPlane) -> Ruleset:
         bridge, vxlan = bridge_device_name(network.vni), vxlan_device_name(network.vni)
         services += _service_rules(network)
         backends.update(a for s in network.services if s.endpoint_mode == "vip" and s.vip
-                        for a in _backend_addresses(s.backends))
+                        for a in _backend_addresses(s.backends))  # what _service_rules DNATs to
         # Replies to a DNAT'ed flow must come back through this node, whichever bridge
         # port or node the backend is on.
         postrouting.append(f'oifname "{bridge}" ct status dnat snat ip to {network.gateway}')
@@ -166,7 +167,7 @@ def render_ruleset(plane: NetworkPlane) -> Ruleset:
             inputs.append(f'iifname "{bridge}" ip daddr != {network.gateway} drop')
         else:
             postrouting.append(f'ip saddr {network.subnet} oifname != "{bridge}" masquerade')
-        vips = _vips(network)
+        vips = vips_of(network)
         if vips:
             bridge_forward.append(f'oifname "{vxlan}" arp daddr ip {_set(vips)} drop')
             bridge_input.append(f'iifname "{vxlan}" arp daddr ip {_set(vips)} drop')
