@@ -60,8 +60,9 @@ def test_the_vip_balances_over_backends_on_both_nodes(world, topo):
     # a port the VIP does not forward is refused at once
     with pytest.raises(ConnectionRefusedError):
         c1.http_get(topo.WEB_VIP, 9999)
-    # every port of a VIP without `ports`, across nodes, on the internal network too
+    # every port and protocol of a VIP without `ports`, across nodes, on the internal network too
     assert world.namespaces["i1"].http_get(topo.STORE_VIP, topo.PORT) == "i2"
+    assert world.namespaces["i1"].udp_echo(topo.STORE_VIP, topo.PORT, b"ping") == b"ping"
 
 
 def test_the_mesh_answers_on_every_node_address(world, topo):
