@@ -3,6 +3,7 @@ each node's agent applying its plane from inside the node's namespace (conftest.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -151,6 +152,17 @@ def test_a_restarted_agent_adopts_the_data_plane_without_a_gap(world, topo):
     through_vip = connection_to(c1, topo.WEB_VIP, topo.PORT, "web2", topo)
     through_mesh = connection_to(client, topo.NODES["n3"], topo.PUBLISHED, "web1", topo)
     before = {node: world.state(node) for node in topo.NODES}
+    # new connections through the mesh all along the restart: none may fail
+    stop, outcomes = threading.Event(), []
+
+    def keep_asking():
+        while not stop.is_set():
+            try:
+                outcomes.append(client.http_get(topo.NODES["n3"], topo.PUBLISHED, timeout=1))
+            except OSError as err:
+                outcomes.append(err)
+    asking = threading.Thread(target=keep_asking)
+    asking.start()
     try:
         for node in topo.NODES:
             world.agents[node].kill()  # a crash: nothing is cleaned up
@@ -165,9 +177,14 @@ def test_a_restarted_agent_adopts_the_data_plane_without_a_gap(world, topo):
         assert topo.keepalive_get(through_vip) == "web2"
         assert topo.keepalive_get(through_mesh) == "web1"
         assert addresses(c1.dns(topo.APP.gateway("n1"), "web")) == [topo.WEB_VIP]  # the resolver is back
+        topo.wait_until(lambda: len(outcomes) >= 20, 10, "requests through the mesh")
     finally:
+        stop.set()
+        asking.join()
         through_vip.close()
         through_mesh.close()
+    failures = [o for o in outcomes if not isinstance(o, str)]
+    assert not failures and set(outcomes) == {"web1", "web2"}, failures[:3]
 
 
 def test_networks_that_leave_the_plane_are_removed_and_remove_all_leaves_nothing(world, topo):
