@@ -5,17 +5,16 @@ On a real node the bridge is the node engine's Docker bridge network
 their allocated addresses (`DockerBridges`). Tests without an engine, and nodes whose
 tasks are plain processes in namespaces, use a bridge made through netlink
 (`PlainBridges`). Either way the bridge is `bridge_device_name(vni)`, holds the node's
-gateway address with the subnet's prefix, and has the network's MTU.
+gateway address with the subnet's prefix (set by the engine, or by the data plane for a
+bridge of its own), and has the network's MTU.
 """
 from __future__ import annotations
 
-import ipaddress
-import socket
 from typing import Protocol
 
 from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
 from swarmlet.network import netfilter
-from swarmlet.network.links import IFF_UP, VIP_PREFIX, Links
+from swarmlet.network.links import IFF_UP, Links
 
 LABEL_OVERLAY_ID = "swarmlet.overlay.id"
 LABEL_OVERLAY_VNI = "swarmlet.overlay.vni"
@@ -23,8 +22,13 @@ _BRIDGE_NAME = "swbr"
 
 
 class BridgeNetworks(Protocol):
+    # True when the data plane puts the gateway address on the bridge itself (the engine
+    # does it for its own networks).
+    sets_gateway: bool
+
     async def ensure(self, network: OverlayNetwork) -> None:
-        """The network's bridge exists, right (subnet, gateway, MTU, internal), and is up."""
+        """The network's bridge exists, right (MTU, internal; subnet and gateway unless the
+        data plane sets the gateway), and is up."""
 
     async def ours(self) -> set[int]:
         """The VNIs of every bridge this adapter made, current or not."""
@@ -36,6 +40,8 @@ class BridgeNetworks(Protocol):
 class PlainBridges:
     """Bridges made through netlink, for nodes without a Docker engine."""
 
+    sets_gateway = True
+
     def __init__(self, links: Links):
         self._links = links
 
@@ -45,15 +51,6 @@ class PlainBridges:
         if index is None:
             await ipr.link("add", ifname=name, kind="bridge")
             index = await self._links.index(name)
-        prefix = ipaddress.ip_network(network.subnet).prefixlen
-        held = set()
-        async for addr in await ipr.addr("dump", index=index, family=socket.AF_INET):
-            if addr["prefixlen"] != VIP_PREFIX:  # the VIPs are the data plane's, not the bridge's
-                held.add((addr.get("IFA_ADDRESS"), addr["prefixlen"]))
-        if (network.gateway, prefix) not in held:
-            await ipr.addr("add", index=index, address=network.gateway, prefixlen=prefix)
-        for address, length in held - {(network.gateway, prefix)}:
-            await ipr.addr("del", index=index, address=address, prefixlen=length)
         link = await self._links.link(index)
         if link.get("IFLA_MTU") != network.mtu or not link["flags"] & IFF_UP:
             await ipr.link("set", index=index, mtu=network.mtu, state="up")
@@ -73,6 +70,8 @@ class PlainBridges:
 
 class DockerBridges:
     """The node engine's bridge networks, through the docker SDK (`runtime.docker.client`)."""
+
+    sets_gateway = False
 
     def __init__(self, engine):
         """`engine`: a `swarmlet.runtime.docker.client.Engine` for this node's engine."""

@@ -70,7 +70,7 @@ class OverlayDataPlane:
                 await self._bridges.ensure(network)
                 index = await self._links.ensure_vxlan(network, plane.node_address)
                 await self._links.sync_fdb(index, network.peers)
-                await self._links.sync_vips(network, set(vips_of(network)))
+                await self._links.sync_addresses(network, set(vips_of(network)), self._bridges.sets_gateway)
             await self._resolver.sync({n.id: n.gateway for n in plane.networks})
             removed = await self._remove_networks_except({n.vni for n in plane.networks})
             self.applied = plane

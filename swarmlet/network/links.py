@@ -5,6 +5,7 @@ the difference, so it adopts what an earlier agent left in place.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from dataclasses import dataclass
@@ -107,17 +108,26 @@ class Links:
             await self._quietly(self.ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst))
         return diff
 
-    async def sync_vips(self, network: OverlayNetwork, vips: set[str]) -> None:
-        """The bridge holds exactly these /32 addresses besides its gateway."""
+    async def sync_addresses(self, network: OverlayNetwork, vips: set[str], with_gateway: bool) -> None:
+        """The bridge holds the VIPs as /32 addresses and, `with_gateway` (a bridge of our
+        own, not an engine's), the gateway with the subnet's prefix and nothing else. One
+        read of the bridge's addresses for both (with many VIPs, decoding it is most of an
+        unchanged apply)."""
         bridge = await self.index(bridge_device_name(network.vni))
         held = set()
         async for addr in await self.ipr.addr("dump", index=bridge, family=socket.AF_INET):
-            if addr["prefixlen"] == VIP_PREFIX and addr.get("IFA_ADDRESS") != network.gateway:
-                held.add(addr.get("IFA_ADDRESS"))
-        for vip in sorted(vips - held):
-            await self.ipr.addr("add", index=bridge, address=vip, prefixlen=VIP_PREFIX)
-        for vip in sorted(held - vips):
-            await self._quietly(self.ipr.addr("del", index=bridge, address=vip, prefixlen=VIP_PREFIX))
+            held.add((addr.get("IFA_ADDRESS"), addr["prefixlen"]))
+        wanted = {(vip, VIP_PREFIX) for vip in vips}
+        gateway = (network.gateway, ipaddress.ip_network(network.subnet).prefixlen)
+        if with_gateway:
+            wanted.add(gateway)
+            stale = held - wanted
+        else:  # only our VIPs are ours to remove
+            stale = {(a, p) for a, p in held if p == VIP_PREFIX and a != network.gateway} - wanted
+        for address, prefix in sorted(wanted - held):
+            await self.ipr.addr("add", index=bridge, address=address, prefixlen=prefix)
+        for address, prefix in sorted(stale):
+            await self._quietly(self.ipr.addr("del", index=bridge, address=address, prefixlen=prefix))
 
     async def remove_link(self, name: str) -> None:
         index = await self.index(name)

@@ -3,6 +3,7 @@ forwarding of other names to an upstream resolver, and prompt refusals."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import time
 
@@ -14,9 +15,18 @@ ADDRESS = "127.0.0.1"
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind((ADDRESS, 0))
-        return probe.getsockname()[1]
+    """A port free for UDP and TCP both, below the ephemeral range: a busy machine's client
+    connections hold ephemeral TCP ports that a UDP probe cannot see."""
+    while True:
+        port = random.randrange(20000, 32000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                udp.bind((ADDRESS, port))
+                tcp.bind((ADDRESS, port))
+            return port
+        except OSError:
+            continue
 
 
 class Upstream(asyncio.DatagramProtocol):
