@@ -10,6 +10,7 @@ none. TTL 0: answers follow the plane the moment it is applied.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -76,3 +77,27 @@ def refusal(request: DNSRecord, rcode: int) -> DNSRecord:
 
 
 NXDOMAIN, SERVFAIL, FORMERR = RCODE.NXDOMAIN, RCODE.SERVFAIL, RCODE.FORMERR
+
+CLASSIC_UDP_LIMIT = 512  # bytes of a UDP reply without EDNS (RFC 1035)
+_OPT = 41  # the EDNS pseudo-record, whose class is the asker's UDP payload size
+
+
+def udp_limit(request: DNSRecord) -> int:
+    sizes = [rr.rclass for rr in request.ar if rr.rtype == _OPT]
+    return max(CLASSIC_UDP_LIMIT, min(sizes[0], 65535)) if sizes else CLASSIC_UDP_LIMIT
+
+
+def pack_for_udp(reply: DNSRecord, limit: int) -> bytes:
+    """The reply within `limit` bytes: as many records as fit and the TC flag, so that the
+    asker retries over TCP for the whole answer (a service with many tasks)."""
+    packed = reply.pack()
+    if len(packed) <= limit:
+        return packed
+    cut = DNSRecord(header=copy.deepcopy(reply.header), q=reply.q)  # the reply itself stays whole
+    cut.header.tc = 1
+    for rr in reply.rr:
+        cut.add_answer(rr)
+        if len(cut.pack()) > limit:
+            cut.rr.pop()
+            break
+    return cut.pack()

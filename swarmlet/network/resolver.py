@@ -87,7 +87,7 @@ class NetworkResolver:
                     closed.set_result(None)
 
             def datagram_received(self, data: bytes, peer) -> None:
-                reply = resolver._quick_reply(data)
+                reply = resolver._quick_reply(data, udp=True)
                 if reply is None:
                     task = loop.create_task(resolver._forward_udp(data, peer))
                     resolver._forwarding.add(task)
@@ -97,8 +97,12 @@ class NetworkResolver:
 
         self._udp, _ = await loop.create_datagram_endpoint(
             Protocol, sock=_bound_socket(self.address, self.port, socket.SOCK_DGRAM))
-        self._tcp = await asyncio.start_server(
-            self._serve_tcp, sock=_bound_socket(self.address, self.port, socket.SOCK_STREAM))
+        try:
+            self._tcp = await asyncio.start_server(
+                self._serve_tcp, sock=_bound_socket(self.address, self.port, socket.SOCK_STREAM))
+        except OSError:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         for task in list(self._forwarding):
@@ -110,7 +114,7 @@ class NetworkResolver:
             self._tcp.close()
             await self._tcp.wait_closed()
 
-    def _quick_reply(self, data: bytes) -> bytes | None:
+    def _quick_reply(self, data: bytes, udp: bool = False) -> bytes | None:
         """The reply when it needs no upstream (b"" for garbage: no reply); None when it does."""
         try:
             request = DNSRecord.parse(data)
@@ -120,7 +124,7 @@ class NetworkResolver:
             return discovery.refusal(request, discovery.FORMERR).pack()
         reply = discovery.answer(self._names(), request, next(self._rotation))
         if reply is not None:
-            return reply.pack()
+            return discovery.pack_for_udp(reply, discovery.udp_limit(request)) if udp else reply.pack()
         if not self._upstreams.servers:
             return discovery.refusal(request, discovery.NXDOMAIN).pack()
         return None

@@ -49,3 +49,20 @@ def test_answers_have_ttl_zero_and_refusals_their_code():
     reply = discovery.answer(discovery.network_names(NET), request)
     assert [rr.ttl for rr in reply.rr] == [0] and reply.header.id == request.header.id
     assert discovery.refusal(request, discovery.NXDOMAIN).header.rcode == discovery.NXDOMAIN
+
+
+def test_a_long_answer_is_cut_to_the_udp_limit_with_tc_and_whole_with_edns():
+    from dataclasses import replace
+
+    from dnslib import EDNS0
+    many = tuple(Backend(f"t{i}", f"10.0.1.{i + 10}", "10.99.0.2") for i in range(100))
+    names = discovery.network_names(replace(NET, services=(replace(NET.services[0], backends=many),)))
+    request = DNSRecord.question("tasks.web")
+    reply = discovery.answer(names, request)
+    packed = discovery.pack_for_udp(reply, discovery.udp_limit(request))
+    cut = DNSRecord.parse(packed)
+    assert len(packed) <= 512 and cut.header.tc == 1 and 0 < len(cut.rr) < 100
+    assert len(DNSRecord.parse(reply.pack()).rr) == 100  # what TCP sends
+    request.add_ar(EDNS0(udp_len=4096))
+    whole = DNSRecord.parse(discovery.pack_for_udp(reply, discovery.udp_limit(DNSRecord.parse(request.pack()))))
+    assert whole.header.tc == 0 and len(whole.rr) == 100
