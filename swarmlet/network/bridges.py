@@ -10,6 +10,7 @@ bridge of its own), and has the network's MTU.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Protocol
 
 from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
@@ -73,9 +74,16 @@ class DockerBridges:
 
     sets_gateway = False
 
-    def __init__(self, engine):
-        """`engine`: a `swarmlet.runtime.docker.client.Engine` for this node's engine."""
+    def __init__(self, engine, lock=None):
+        """`engine`: a `swarmlet.runtime.docker.client.Engine` for this node's engine.
+        `lock`: the runtime's `NetworkLock` (runtime/docker/networks.py), held exclusively
+        while a network is created or removed, so that no container is being created on
+        it meanwhile (the engine is not atomic there)."""
         self._engine = engine
+        self._lock = lock
+
+    def _exclusive(self):
+        return self._lock.exclusive() if self._lock is not None else contextlib.nullcontext()
 
     @staticmethod
     def _wanted(network: OverlayNetwork) -> dict:
@@ -116,15 +124,17 @@ class DockerBridges:
             if self._actual(info) == self._wanted(network):
                 await self._let_mesh_in(network)
                 return
-            # The engine cannot change a network's subnet or options in place.
-            await self._engine.call(api.remove_network, existing["Id"])
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=network.subnet,
                                                                            gateway=network.gateway)])
-        await self._engine.call(
-            api.create_network, name, driver="bridge", internal=network.internal, ipam=ipam,
-            options={"com.docker.network.bridge.name": bridge_device_name(network.vni),
-                     "com.docker.network.driver.mtu": str(network.mtu)},
-            labels={LABEL_OVERLAY_ID: network.id, LABEL_OVERLAY_VNI: str(network.vni)})
+        async with self._exclusive():
+            if existing is not None:
+                # The engine cannot change a network's subnet or options in place.
+                await self._engine.call(api.remove_network, existing["Id"])
+            await self._engine.call(
+                api.create_network, name, driver="bridge", internal=network.internal, ipam=ipam,
+                options={"com.docker.network.bridge.name": bridge_device_name(network.vni),
+                         "com.docker.network.driver.mtu": str(network.mtu)},
+                labels={LABEL_OVERLAY_ID: network.id, LABEL_OVERLAY_VNI: str(network.vni)})
         await self._let_mesh_in(network)
 
     @staticmethod
@@ -142,6 +152,7 @@ class DockerBridges:
     async def remove(self, vni: int) -> None:
         api = self._engine.api
         found = await self._engine.call(api.networks, filters={"label": [f"{LABEL_OVERLAY_VNI}={vni}"]})
-        for network in found:
-            await self._engine.call(api.remove_network, network["Id"])
+        async with self._exclusive():
+            for network in found:
+                await self._engine.call(api.remove_network, network["Id"])
         await netfilter.forget_docker_bridge(bridge_device_name(vni))

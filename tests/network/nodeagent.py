@@ -21,7 +21,9 @@ async def main() -> None:
     if "--docker-host" in sys.argv:
         from swarmlet.network.bridges import DockerBridges
         from swarmlet.runtime.docker.client import Engine
-        bridges = DockerBridges(Engine("swd-test", base_url=sys.argv[sys.argv.index("--docker-host") + 1]))
+        from swarmlet.runtime.docker.networks import ProcessNetworkLock
+        bridges = DockerBridges(Engine("swd-test", base_url=sys.argv[sys.argv.index("--docker-host") + 1]),
+                                ProcessNetworkLock())
     plane = OverlayDataPlane(bridges)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2**28)  # a plane of thousands of endpoints is one line
