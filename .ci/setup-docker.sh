@@ -27,8 +27,12 @@ install_packages() {
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     [ -x /bin/busybox ] || missing+=(busybox-static)
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    # The overlay data plane (tests/network/): nft rulesets, conntrack flushes, ip/bridge.
+    command -v nft >/dev/null 2>&1 || missing+=(nftables)
+    command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+    command -v bridge >/dev/null 2>&1 || missing+=(iproute2)
     if [ ${#missing[@]} -eq 0 ]; then
-        log "packages already installed (docker.io, busybox-static, iptables)"
+        log "packages already installed (docker.io, busybox-static, iptables, nftables, conntrack, iproute2)"
         return
     fi
     log "installing ${missing[*]}"

@@ -1,0 +1,117 @@
+"""The node side of the overlay: makes the kernel of the node it runs in match a
+`NetworkPlane`, level-triggered. Each `apply` reads back what is there (netlink, `nft -j
+list ruleset`, the bridges' owner) and changes only the difference, so an agent that
+restarts adopts the devices, forwarding entries, bridges and rules it finds: traffic
+through VIPs and the routing mesh never stops; only the resolver, which lives in the
+process, starts again.
+
+The order of one apply: answers first (an in-memory swap), then the ruleset in one nft
+transaction and the tracked flows of backends that left (so no connection goes on to a
+dead task), then devices (a new network's bridge, VXLAN device, flood entries and VIPs),
+then the resolver's listeners, and last the devices of networks that left.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarmlet.api.netplane import NetworkPlane, vxlan_device_name
+from swarmlet.network import discovery, netfilter
+from swarmlet.network.bridges import BridgeNetworks, PlainBridges
+from swarmlet.network.links import Links
+from swarmlet.network.resolver import DNS_PORT, Resolver
+from swarmlet.network.ruleset import Ruleset, render_ruleset, vips_of
+from swarmlet.network.validation import check_plane
+
+log = logging.getLogger(__name__)
+
+# Per network namespace on this kernel; the agent runs inside the node's namespace.
+FORWARDING_SYSCTL = Path("/proc/sys/net/ipv4/ip_forward")
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    version: int
+    ruleset_written: bool  # False when the kernel already held this ruleset
+    flows_forgotten: tuple[str, ...]  # backends whose tracked flows were dropped
+    networks_removed: tuple[int, ...]  # VNIs
+
+
+def enable_forwarding(path: Path = FORWARDING_SYSCTL) -> None:
+    if path.read_text().strip() != "1":
+        path.write_text("1\n")
+
+
+class OverlayDataPlane:
+    def __init__(self, bridges: BridgeNetworks | None = None, *, upstreams: Sequence[tuple[str, int]] = (),
+                 dns_port: int = DNS_PORT):
+        """`bridges`: who makes each network's bridge (the node engine's Docker networks
+        on a real node, `DockerBridges`; netlink bridges by default). `upstreams`: the
+        resolvers for names that are not the cluster's ((address, port) pairs)."""
+        self._links = Links()
+        self._bridges = bridges if bridges is not None else PlainBridges(self._links)
+        self._resolver = Resolver(upstreams, dns_port)
+        self._lock = asyncio.Lock()
+        self.applied: NetworkPlane | None = None
+
+    async def apply(self, plane: NetworkPlane) -> ApplyResult:
+        """Make this node match `plane`. A bad plane raises `PlaneError` and changes nothing."""
+        check_plane(plane)
+        async with self._lock:
+            self._resolver.set_names(discovery.plane_names(plane))
+            enable_forwarding()
+            # Rules name devices by name only, so they go first: a removed backend stops
+            # getting traffic before the (slower, with many VIPs) device pass.
+            written, forgotten = await self._sync_ruleset(render_ruleset(plane))
+            for network in plane.networks:
+                await self._bridges.ensure(network)
+                index = await self._links.ensure_vxlan(network, plane.node_address)
+                await self._links.sync_fdb(index, network.peers)
+                await self._links.sync_addresses(network, set(vips_of(network)), self._bridges.sets_gateway)
+            await self._resolver.sync({n.id: n.gateway for n in plane.networks})
+            removed = await self._remove_networks_except({n.vni for n in plane.networks})
+            self.applied = plane
+            if written or forgotten or removed:
+                log.info("network plane %d applied: ruleset %s, flows of %s dropped, networks %s removed",
+                         plane.version, "written" if written else "unchanged", list(forgotten) or "none",
+                         list(removed) or "none")
+            return ApplyResult(plane.version, written, forgotten, removed)
+
+    async def _sync_ruleset(self, desired: Ruleset) -> tuple[bool, tuple[str, ...]]:
+        actual = await netfilter.read_ruleset()
+        written = actual != desired.summary()
+        if written:
+            await netfilter.apply_ruleset(desired)
+        # Read from the kernel's own set, so that backends removed while no agent ran go too.
+        gone = tuple(sorted(actual.backends - desired.backends))
+        for address in gone:
+            await netfilter.forget_flows_to(address)
+        return written, gone
+
+    async def _remove_networks_except(self, wanted: set[int]) -> tuple[int, ...]:
+        present = await self._links.our_vnis() | await self._bridges.ours()
+        removed = tuple(sorted(present - wanted))
+        for vni in removed:
+            await self._links.remove_link(vxlan_device_name(vni))
+            await self._bridges.remove(vni)
+        return removed
+
+    async def remove_all(self) -> None:
+        """Delete everything of ours on this node (the node leaves the cluster)."""
+        async with self._lock:
+            await self._resolver.close()
+            await self._sync_ruleset(Ruleset())
+            await self._remove_networks_except(set())
+            self.applied = None
+
+    async def close(self) -> None:
+        """Stop the resolver; the kernel's data plane stays for the next agent to adopt."""
+        async with self._lock:
+            await self._resolver.close()
+            self._links.close()
+
+
+
