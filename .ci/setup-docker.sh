@@ -27,8 +27,11 @@ install_packages() {
     command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
     [ -x /bin/busybox ] || missing+=(busybox-static)
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    # `local up --isolated`: network namespaces, veths, a bridge (ip), nodes inside them (nsenter).
+    command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+    command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
     if [ ${#missing[@]} -eq 0 ]; then
-        log "packages already installed (docker.io, busybox-static, iptables)"
+        log "packages already installed (docker.io, busybox-static, iptables, iproute2, util-linux)"
         return
     fi
     log "installing ${missing[*]}"
