@@ -83,10 +83,16 @@ def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, f
     for name, value in limits.items():
         args += ["--limit", f"{name}={value}"]
     cluster = LocalCluster(directory)
-    nodes = _run(lambda: cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True),
-                                    hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
-                                    hollow_start_delay=hollow_start_delay, isolated=isolated, runtime=runtime,
-                                    name_prefix=name_prefix, images=list(images)))
+    dir_args = "" if directory == str(DEFAULT_LOCAL_DIR) else f" --dir {shlex.quote(str(cluster.directory))}"
+    try:
+        nodes = cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True),
+                           hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
+                           hollow_start_delay=hollow_start_delay, isolated=isolated, runtime=runtime,
+                           name_prefix=name_prefix, images=list(images))
+    except LocalClusterError as err:
+        left = (f"\nWhat was made so far (namespaces, engines, nodes) stays until `swarmlet local down{dir_args}`."
+                if cluster.record_path.exists() else "")
+        raise click.ClickException(f"{err}{left}") from None
     hollow = f", {hollow_workers} hollow workers" if hollow_workers else ""
     click.echo(f"Local cluster up: {managers} managers, {workers} workers{hollow} in {cluster.directory} "
                f"(heartbeat every {heartbeat_period:g}s).")
@@ -94,9 +100,7 @@ def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, f
         record = cluster.isolation().record
         click.echo(f"Isolated: LAN {record.lan}, this machine at {record.host_address}; the client namespace "
                    f"{record.client_netns} ({record.client_address}): `swarmlet local exec --client -- CMD`.")
-    click.echo("Point the CLI at it with:\n\n    eval \"$(swarmlet local env" +
-               ("" if directory == str(DEFAULT_LOCAL_DIR) else f" --dir {shlex.quote(str(cluster.directory))}") +
-               ")\"\n")
+    click.echo(f"Point the CLI at it with:\n\n    eval \"$(swarmlet local env{dir_args})\"\n")
     return nodes
 
 

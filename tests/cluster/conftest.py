@@ -21,7 +21,7 @@ import pytest
 
 from swarmlet.cli.client import ApiError, Client, ClusterUnreachable
 from swarmlet.local.cluster import LocalCluster
-from swarmlet.local.isolated import NETNS_DIR, Record, cgroup_processes, in_netns
+from swarmlet.local.isolated import NETNS_DIR, Record, cgroup_processes
 
 from ..conftest import docker_unavailable
 
@@ -172,6 +172,17 @@ class IsolatedTestCluster(TestCluster):
     def add_worker(self) -> str:
         return self.local.add_node("worker", ["--runtime", self.runtime], runtime=self.runtime).name
 
+    # The API's addresses and the node names read in this process (`status()` still goes
+    # through the CLI): polls then cost an API call, not a `swarmlet local status` each.
+    def client(self, *names: str, timeout: float = 10.0) -> Client:
+        port = self.local.load()[1]
+        hosts = [f"{self.local.find(n).address}:{port}" for n in names] if names else self.env["SWARMLET_HOST"].split(",")
+        return Client(hosts, self.local.admin_dir, timeout=timeout)
+
+    def leader_name(self, via: str | None = None) -> str | None:
+        status = self.cluster_status(via)
+        return next((n.name for n in self.local.load()[0] if n.id == status["leader"]), None)
+
     def partition(self, name: str) -> None:
         swarmlet("local", "partition", name, *self.args)
 
@@ -202,7 +213,7 @@ class IsolatedTestCluster(TestCluster):
         """A docker API client for the node's own engine."""
         import docker
 
-        return docker.APIClient(base_url=self.node(node)["docker_host"], version="auto", timeout=30)
+        return docker.APIClient(base_url=self.local.find(node).docker_host, version="auto", timeout=30)
 
 
 def isolated_leftovers(record: Record, directory: Path) -> list[str]:

@@ -59,9 +59,9 @@ def deploy(cluster, name: str, compose: str, tmp_path: Path) -> None:
     cluster.client(timeout=20).call("POST", f"/v1/stacks/{name}", deploy_body(load_stack([path]).stack, False))
 
 
-def running_tasks(cluster, stack: str, count: int) -> list[dict]:
+def running_tasks(api, stack: str, count: int) -> list[dict]:
     def check():
-        tasks = [t for t in cluster.client().call("GET", "/v1/tasks") if t["service_name"].startswith(f"{stack}_")
+        tasks = [t for t in api.call("GET", "/v1/tasks") if t["service_name"].startswith(f"{stack}_")
                  and t["desired_state"] == "running"]
         return tasks if len(tasks) == count and all(t["state"] == "running" for t in tasks) else None
     return wait_until(check, 60, f"{count} running tasks of stack {stack}")
@@ -120,8 +120,9 @@ def test_a_stack_puts_its_containers_on_the_engines_of_its_tasks_nodes(cluster, 
             init: true
             deploy: {{mode: global}}
         """, tmp_path)
+    api = cluster.client()
     try:
-        tasks = running_tasks(cluster, "spread", len(NODES))
+        tasks = running_tasks(api, "spread", len(NODES))
         names = {n["id"]: n["name"] for n in cluster.status()}
         assert sorted(names[t["node_id"]] for t in tasks) == NODES
         for node in NODES:
@@ -132,8 +133,8 @@ def test_a_stack_puts_its_containers_on_the_engines_of_its_tasks_nodes(cluster, 
                 engine.close()
             assert on_engine == {t["id"] for t in tasks if names[t["node_id"]] == node}, node
     finally:
-        cluster.client().call("DELETE", "/v1/stacks/spread")
-    wait_until(lambda: not [t for t in cluster.client().call("GET", "/v1/tasks")
+        api.call("DELETE", "/v1/stacks/spread")
+    wait_until(lambda: not [t for t in api.call("GET", "/v1/tasks")
                             if t["service_name"].startswith("spread_") and t["state"] == "running"], 30,
                "the stack's tasks to stop")
 
@@ -197,11 +198,14 @@ def test_kill_and_start_of_the_leader(cluster):
 
 # -- clusters of their own ----------------------------------------------------------------------------------
 
-def test_down_removes_everything_even_with_containers_running(isolated_ok, tmp_path):
+def test_down_removes_everything_even_with_containers_running(isolated_ok, cluster, tmp_path):
+    """Beside the session's cluster, which it leaves untouched."""
+    shared = cluster
     cluster = IsolatedTestCluster(tmp_path / "cluster", runtime="docker")
     try:
         cluster.up(1, 1, FAST_SETTINGS)
         record = cluster.record
+        assert record.lan != shared.record.lan and record.name != shared.record.name
         engine = cluster.engine("worker-1")
         engine.start(engine.create_container("swarmlet-test/busybox:1", ["sleep", "600"])["Id"])
         engine.close()
@@ -214,6 +218,8 @@ def test_down_removes_everything_even_with_containers_running(isolated_ok, tmp_p
     assert isolated_leftovers(record, cluster.directory) == []
     again = swarmlet("local", "down", *cluster.args)
     assert "nothing to remove" in again.stdout
+    assert all(row["alive"] for row in shared.status()) and isolated_leftovers(shared.record, shared.directory)
+    assert shared.connect(None, shared.node("manager-1")["address"], 2377) == "ok"
 
 
 def test_down_undoes_an_up_killed_half_way(isolated_ok, tmp_path):
@@ -254,7 +260,7 @@ def test_process_runtime_nodes_are_isolated_too(isolated_ok, tmp_path):
             services:
               sleeper: {{image: busybox, command: {SLEEPER}, deploy: {{replicas: 2}}}}
             """, tmp_path)
-        tasks = running_tasks(cluster, "proc", 2)
+        tasks = running_tasks(cluster.client(), "proc", 2)
         netns_of = {r["id"]: r["netns"] for r in rows}
         for task in tasks:
             record = json.loads(next(cluster.directory.glob(f"*/runtime/*/tasks/{task['id']}/task.json")).read_text())
