@@ -167,7 +167,10 @@ class LocalCluster:
             if self.state_path.exists() and any(row["state"] != "dead" for row in self.status()):
                 raise LocalClusterError(f"a local cluster already runs in {self.directory}; "
                                         "`swarmlet local down` first")
-            self.down()  # what a dead cluster left: its namespaces, engines, directory
+            isolation = self.isolation()
+            if isolation:  # what a dead isolated cluster left: its engines, namespaces, links
+                isolation.teardown()
+            shutil.rmtree(self.directory)
         make_private_dir(self.directory)
         self._save([], port)  # `down` finds the cluster even if `up` stops before its first node
         names = [(f"manager-{i + 1}", "manager") for i in range(managers)]

@@ -461,7 +461,7 @@ def namespace_processes(netns: list[str]) -> set[int]:
             pass
     parents = _processes()
     inside = set()
-    for pid in parents:
+    for pid in set(parents) - {os.getpid()}:  # a `local down` run through `local exec` goes on
         try:
             link = os.readlink(f"/proc/{pid}/ns/net")
         except OSError:
