@@ -112,13 +112,20 @@ def test_a_container_of_one_engine_is_not_seen_by_another(cluster, docker_client
 
 
 def test_a_stack_puts_its_containers_on_the_engines_of_its_tasks_nodes(cluster, tmp_path):
+    (tmp_path / "greeting.txt").write_text("hello from the store\n")
     deploy(cluster, "spread", f"""
         services:
           everywhere:
             image: swarmlet-test/busybox:1
             command: {SLEEPER}
             init: true
+            configs: [{{source: greeting, target: /greeting}}]
+            networks: [back]
             deploy: {{mode: global}}
+        configs:
+          greeting: {{file: ./greeting.txt}}
+        networks:
+          back: {{}}
         """, tmp_path)
     api = cluster.client()
     try:
@@ -128,7 +135,11 @@ def test_a_stack_puts_its_containers_on_the_engines_of_its_tasks_nodes(cluster, 
         for node in NODES:
             engine = cluster.engine(node)
             try:
-                on_engine = {c["Labels"][LABEL_TASK_ID] for c in engine.containers(filters={"label": LABEL_TASK_ID})}
+                containers = engine.containers(filters={"label": LABEL_TASK_ID})
+                on_engine = {c["Labels"][LABEL_TASK_ID] for c in containers}
+                # The config reached the container through this node's own engine.
+                execution = engine.exec_create(containers[0]["Id"], ["cat", "/greeting"])
+                assert engine.exec_start(execution["Id"]) == b"hello from the store\n", node
             finally:
                 engine.close()
             assert on_engine == {t["id"] for t in tasks if names[t["node_id"]] == node}, node
