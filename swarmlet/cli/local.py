@@ -116,15 +116,18 @@ def env(directory):
 @FORMAT_OPTION
 @dir_option
 def status(output_format, directory):
-    """Each node's name, ID, role, address, PID, data dir and whether it is alive."""
+    """Each node's name, ID, role, address, PID, data dir and whether it is alive (on an
+    isolated cluster also its network namespace; JSON: `netns` and `docker_host`)."""
     rows = _run(lambda: LocalCluster(directory).status())
     if output_format == "json":
         rows = [{k: r[k] for k in ("name", "id", "role", "address", "pid", "data_dir", "alive", "state", "hollow",
                                    "netns", "docker_host")}
                 for r in rows]
-    emit(output_format, rows, ["NAME", "ID", "ROLE", "ADDRESS", "PID", "STATE", "DATA DIR"],
+    isolated = any(r["netns"] for r in rows)
+    emit(output_format, rows, ["NAME", "ID", "ROLE", "ADDRESS", "PID", "STATE", *(["NETNS"] if isolated else []),
+                               "DATA DIR"],
          lambda r: [r["name"], r["id"], r["role"] + (" (hollow)" if r["hollow"] else ""), r["address"], r["pid"],
-                    r["state"], r["data_dir"]])
+                    r["state"], *([r["netns"]] if isolated else []), r["data_dir"]])
 
 
 @local.command("kill")

@@ -90,6 +90,8 @@ def test_every_node_runs_in_its_own_namespace_with_its_own_engine(cluster):
         assert engine.dns == row["address"]
     assert len(sockets) == len(rows)
     managers = [f"{r['address']}:2377" for r in rows if r["role"] == "manager"]
+    table = swarmlet("local", "status", *cluster.args).stdout
+    assert all(row["netns"] in table for row in rows)
     env = swarmlet("local", "env", *cluster.args).stdout
     assert f"export SWARMLET_HOST={','.join(managers)}" in env
 
@@ -102,6 +104,11 @@ def test_a_container_of_one_engine_is_not_seen_by_another(cluster, docker_client
         assert created["Id"] in {c["Id"] for c in one.containers()}
         assert created["Id"] not in {c["Id"] for c in other.containers(all=True)}
         assert created["Id"] not in {c["Id"] for c in docker_client.api.containers(all=True)}  # nor this machine's
+        # `local exec NODE` points the docker CLI at the node's engine.
+        listed = swarmlet("local", "exec", "worker-1", *cluster.args, "--", "docker", "ps", "-q", "--no-trunc").stdout
+        assert created["Id"] in listed.split()
+        listed = swarmlet("local", "exec", "worker-2", *cluster.args, "--", "docker", "ps", "-q", "--no-trunc").stdout
+        assert created["Id"] not in listed.split()
         # Its default bridge is the node's own docker0 (198.19.<n>.0/24), inside the node's namespace.
         address = one.inspect_container(created["Id"])["NetworkSettings"]["IPAddress"]
         assert address.startswith("198.19.4."), address
