@@ -221,10 +221,10 @@ def test_down_removes_everything_even_with_containers_running(isolated_ok, clust
     shared = cluster
     cluster = IsolatedTestCluster(tmp_path / "cluster", runtime="docker")
     try:
-        cluster.up(1, 1, FAST_SETTINGS)
+        cluster.up(1, 0, FAST_SETTINGS)
         record = cluster.record
         assert record.lan != shared.record.lan and record.name != shared.record.name
-        engine = cluster.engine("worker-1")
+        engine = cluster.engine("manager-1")
         engine.start(engine.create_container("swarmlet-test/busybox:1", ["sleep", "600"])["Id"])
         engine.close()
         left = isolated_leftovers(record, cluster.directory)
@@ -243,19 +243,19 @@ def test_down_removes_everything_even_with_containers_running(isolated_ok, clust
 def test_down_undoes_an_up_killed_half_way(isolated_ok, tmp_path):
     directory = tmp_path / "cluster"
     up = subprocess.Popen([sys.executable, "-m", "swarmlet.cli.main", "local", "up", "--isolated", "--name-prefix",
-                           ISOLATED_NAME_PREFIX, "--managers", "2", "--workers", "1", "--dir", str(directory),
+                           ISOLATED_NAME_PREFIX, "--managers", "1", "--workers", "1", "--dir", str(directory),
                            *FAST_SETTINGS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                           start_new_session=True)
     local = LocalCluster(directory)
     try:
-        # Killed once the first manager runs (engines up, images loaded), before the others join.
+        # Killed once the first manager runs (engines up, images loaded), before the worker joins.
         first = directory / "manager-1" / "ready"
         wait_until(lambda: first.exists() or up.poll() is not None, ISOLATED_UP_TIMEOUT, "the first manager")
         assert up.poll() is None, "`up` ended before it could be killed half way"
         os.killpg(up.pid, signal.SIGKILL)
         up.wait()
         record = Record.load(directory / "isolated.json")
-        assert len(record.engines) == 3 and len(record.netns) == 5
+        assert len(record.engines) == 2 and len(record.netns) == 4
         assert any(item.startswith("process") for item in isolated_leftovers(record, directory))
     finally:
         if up.poll() is None:
