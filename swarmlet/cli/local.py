@@ -13,7 +13,7 @@ from swarmlet.cli.nodes import limit_option
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.local.cluster import (DEFAULT_FIRST_ADDRESS, DEFAULT_HOLLOW_PER_HOST, DEFAULT_LOCAL_DIR, LocalCluster,
                                     LocalClusterError)
-from swarmlet.local.isolated import DEFAULT_NAME_PREFIX, MAX_NAME_PREFIX
+from swarmlet.local.isolated import DEFAULT_NAME_PREFIX, MAX_NAME_PREFIX, IsolationError
 from swarmlet.node.config import DEFAULT_API_PORT
 from swarmlet.runtime.hollow import DEFAULT_START_DELAY
 
@@ -27,7 +27,7 @@ DEFAULT_ISOLATED_IMAGES = ("swarmlet-test/busybox:1",)
 def _run(action):
     try:
         return action()
-    except LocalClusterError as err:
+    except (LocalClusterError, IsolationError) as err:
         raise click.ClickException(str(err)) from None
 
 
@@ -89,7 +89,7 @@ def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, f
                            hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
                            hollow_start_delay=hollow_start_delay, isolated=isolated, runtime=runtime,
                            name_prefix=name_prefix, images=list(images))
-    except LocalClusterError as err:
+    except (LocalClusterError, IsolationError) as err:
         left = (f"\nWhat was made so far (namespaces, engines, nodes) stays until `swarmlet local down{dir_args}`."
                 if cluster.record_path.exists() else "")
         raise click.ClickException(f"{err}{left}") from None

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from swarmlet.local.isolated import (DEFAULT_NAME_PREFIX, FIRST_NODE_HOST_NUMBER, RECORD_FILE, Isolation, IsolationError,
+from swarmlet.local.isolated import (DEFAULT_NAME_PREFIX, FIRST_NODE_HOST_NUMBER, RECORD_FILE, Isolation,
                                      isolated_extra_args, in_netns, preflight)
 from swarmlet.node.config import DEFAULT_API_PORT, DataDir
 from swarmlet.node.hollow import HOST_LOG, TOKEN_FILE, HollowNodeSpec, HostSpec
@@ -48,7 +48,8 @@ HOLLOW_READY_PER_NODE = 0.1
 
 
 class LocalClusterError(Exception):
-    pass
+    """A refusal or failure of the local cluster (the CLI shows it, as it does an
+    ``IsolationError`` from swarmlet/local/isolated.py about an isolated cluster's parts)."""
 
 
 @dataclass
@@ -162,7 +163,7 @@ class LocalCluster:
             if hollow_workers:
                 raise LocalClusterError("--hollow-workers cannot be combined with --isolated (hollow workers "
                                         "share one process, so they cannot have a namespace each)")
-            _isolation_call(preflight, runtime)
+            preflight(runtime)
         if self.state_path.exists() or self.record_path.exists():
             if self.state_path.exists() and any(row["state"] != "dead" for row in self.status()):
                 raise LocalClusterError(f"a local cluster already runs in {self.directory}; "
@@ -176,8 +177,8 @@ class LocalCluster:
         names = [(f"manager-{i + 1}", "manager") for i in range(managers)]
         names += [(f"worker-{i + 1}", "worker") for i in range(workers)]
         if isolated:
-            isolation = _isolation_call(Isolation.create, self.directory, name_prefix, log)
-            _isolation_call(isolation.make_lan)
+            isolation = Isolation.create(self.directory, name_prefix, log)
+            isolation.make_lan()
             nodes = [self._isolated_node(isolation, name, role, i, runtime) for i, (name, role) in enumerate(names)]
             self._save(nodes, port)
             self._start_engines(isolation, nodes, images, log)
@@ -221,11 +222,11 @@ class LocalCluster:
 
     def _isolated_node(self, isolation: Isolation, name: str, role: str, index: int, runtime: str) -> LocalNode:
         """A node of an isolated cluster: its namespace and link made, its engine not yet."""
-        address = _isolation_call(isolation.record.node_address, index)
-        netns = _isolation_call(isolation.add_node, name, address)
+        address = isolation.record.node_address(index)
+        netns = isolation.add_node(name, address)
         node = LocalNode(name, role, address, str(self.directory / name), netns=netns)
         if runtime == "docker":
-            node.docker_host = _isolation_call(isolation.start_engine, name, address, index + 1).docker_host
+            node.docker_host = isolation.start_engine(name, address, index + 1).docker_host
         return node
 
     @staticmethod
@@ -233,7 +234,7 @@ class LocalCluster:
         engines = [isolation.record.engine(n.name) for n in nodes if n.docker_host]
         if engines:
             log(f"starting {len(engines)} Docker engines, one in each node's namespace")
-            _isolation_call(isolation.wait_engines, engines, list(images or []))
+            isolation.wait_engines(engines, list(images or []))
 
     def _up_hollow(self, count: int, per_host: int, start_delay: float | None, first_address, token: str,
                    via: LocalNode, port: int, log) -> list[LocalNode]:
@@ -261,7 +262,7 @@ class LocalCluster:
         return nodes
 
     def add_node(self, role: str = "worker", join_args: list[str] | None = None, images: list[str] | None = None,
-                 runtime: str = "docker") -> LocalNode:
+                 runtime: str = "docker", log=print) -> LocalNode:
         """Join one more node (the next address) to the running local cluster; on an
         isolated one, with its own namespace (and engine, with ``images``, when
         ``runtime`` is docker)."""
@@ -274,7 +275,7 @@ class LocalCluster:
             index = last - int(isolation.record.lan_network.network_address) - FIRST_NODE_HOST_NUMBER + 1
             node = self._isolated_node(isolation, name, role, index, runtime)
             self._save(nodes + [node], port)
-            self._start_engines(isolation, [node], images, print)
+            self._start_engines(isolation, [node], images, log)
             engine_args = isolated_extra_args(runtime)
         else:
             address = str(max(ipaddress.IPv4Address(n.address) for n in nodes) + 1)
@@ -349,11 +350,12 @@ class LocalCluster:
 
     def partition(self, ref: str) -> LocalNode:
         """Cut ``ref`` off from every other node of the cluster, both ways. Connections
-        from elsewhere (the CLI on 127.0.0.1) still reach it, as an operator's would."""
+        from elsewhere (the CLI on 127.0.0.1) still reach it, as an operator's would;
+        an isolated node's link goes down, so nothing reaches it, this machine included."""
         node = self.find(ref)
         isolation = self.isolation()
         if isolation:  # its link on the LAN goes down: nothing reaches it, nor does it reach anything
-            _isolation_call(isolation.set_link, node.name, False)
+            isolation.set_link(node.name, False)
             return node
         nodes, _ = self.load()
         for other in nodes:
@@ -369,10 +371,10 @@ class LocalCluster:
         nodes, _ = self.load()
         isolation = self.isolation()
         if isolation:
-            down = _isolation_call(isolation.links_down)
+            down = isolation.links_down()
             healed = [n.name for n in nodes if n.name in down and (ref is None or ref in (n.name, n.id, n.address))]
             for name in healed:
-                _isolation_call(isolation.set_link, name, True)
+                isolation.set_link(name, True)
             return sorted(healed)
         wanted = {self._rule_comment(n) for n in nodes if ref is None or ref in (n.name, n.id, n.address)}
         healed = []
@@ -452,13 +454,6 @@ def _iptables(*args: str) -> str:
     if result.returncode != 0:
         raise LocalClusterError(f"iptables {' '.join(args)}: {result.stderr.strip()}")
     return result.stdout
-
-
-def _isolation_call(function, *args):
-    try:
-        return function(*args)
-    except IsolationError as err:
-        raise LocalClusterError(str(err)) from None
 
 
 def _command(*args: str) -> list[str]:

@@ -11,7 +11,6 @@ import base64
 import itertools
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import pytest
 
 from swarmlet.cli.client import ApiError, Client, ClusterUnreachable
 from swarmlet.local.cluster import LocalCluster
-from swarmlet.local.isolated import NETNS_DIR, Record, cgroup_processes
+from swarmlet.local.isolated import NETNS_DIR, IsolationError, Record, cgroup_processes, preflight
 
 from ..conftest import docker_unavailable
 
@@ -147,11 +146,12 @@ ISOLATED_UP_TIMEOUT = 300.0
 
 
 def isolated_unavailable() -> str | None:
-    """Why an isolated cluster cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "isolated clusters need root (network namespaces, veths, one Docker engine per node)"
-    missing = [tool for tool in ("ip", "nsenter", "dockerd") if not shutil.which(tool)]
-    return f"isolated clusters need {', '.join(missing)}" if missing else None
+    """Why an isolated cluster (docker runtime) cannot run here, or None: `up`'s own check."""
+    try:
+        preflight("docker")
+    except IsolationError as err:
+        return str(err)
+    return None
 
 
 class IsolatedTestCluster(TestCluster):
