@@ -184,7 +184,7 @@ def test_a_partitioned_worker_is_marked_down_and_heal_brings_it_back(cluster):
     worker = cluster.node("worker-2")
     api = cluster.client()
     state = lambda: api.call("GET", f"/v1/nodes/{worker['id']}")["status"]["state"]  # noqa: E731
-    assert state() == "ready"
+    wait_until(lambda: state() == "ready", 20, "worker-2 ready before the partition")
     cluster.partition("worker-2")
     try:
         wait_until(lambda: state() == "down", 20, "worker-2 marked down")
