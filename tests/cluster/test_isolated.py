@@ -308,3 +308,16 @@ def test_hollow_workers_are_refused_with_isolated(tmp_path):
     result = swarmlet("local", "up", "--isolated", "--hollow-workers", "2", "--dir", str(tmp_path / "c"), check=False)
     assert result.returncode != 0 and "--hollow-workers cannot be combined with --isolated" in result.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_names_fit_the_kernels_limits_and_addresses_run_out_clearly():
+    record = Record("abcd", "12345", lan="198.18.7.0/24")
+    assert len(record.name) <= 15  # the root namespace's veth: IFNAMSIZ - 1
+    engine_root = record.run_dir / "worker-50"
+    # containerd's socket is the longest path under an exec root.
+    assert len(f"{engine_root}/containerd/containerd.sock.ttrpc".encode()) < 108
+    assert record.host_address == "198.18.7.1" and record.client_address == "198.18.7.2"
+    assert record.node_address(0) == "198.18.7.11"
+    assert record.node_address(243) == "198.18.7.254"
+    with pytest.raises(IsolationError, match="no address left for node 245"):
+        record.node_address(244)
