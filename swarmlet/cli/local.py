@@ -13,23 +13,28 @@ from swarmlet.cli.nodes import limit_option
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.local.cluster import (DEFAULT_FIRST_ADDRESS, DEFAULT_HOLLOW_PER_HOST, DEFAULT_LOCAL_DIR, LocalCluster,
                                     LocalClusterError)
+from swarmlet.local.isolated import DEFAULT_NAME_PREFIX, MAX_NAME_PREFIX, IsolationError
 from swarmlet.node.config import DEFAULT_API_PORT
 from swarmlet.runtime.hollow import DEFAULT_START_DELAY
 
 dir_option = click.option("--dir", "directory", default=str(DEFAULT_LOCAL_DIR), show_default=True,
                           envvar="SWARMLET_LOCAL_DIR", help="Where the local cluster keeps its nodes.")
 
+# Loaded into every engine of an isolated cluster when this machine's engine has it.
+DEFAULT_ISOLATED_IMAGES = ("swarmlet-test/busybox:1",)
+
 
 def _run(action):
     try:
         return action()
-    except LocalClusterError as err:
+    except (LocalClusterError, IsolationError) as err:
         raise click.ClickException(str(err)) from None
 
 
 @click.group()
 def local():
-    """A cluster on this machine: each node a process on its own loopback address."""
+    """A cluster on this machine: each node a process on its own loopback address, or
+    (--isolated) in its own network namespace with its own Docker engine."""
 
 
 @local.command("up")
@@ -50,10 +55,20 @@ def local():
 @click.option("--cert-expiry", default=None, help="Validity of node certificates (e.g. 90d, 10m).")
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
 @click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots.")
+@click.option("--isolated", is_flag=True,
+              help="Each node in its own network namespace on a LAN (with the docker runtime, its own Docker "
+                   "engine too), plus a client namespace; needs root.")
+@click.option("--name-prefix", default=DEFAULT_NAME_PREFIX, show_default=True, envvar="SWARMLET_LOCAL_NAME_PREFIX",
+              help=f"--isolated: what the names of its namespaces and links start with (1-{MAX_NAME_PREFIX} "
+                   "lower-case letters or digits).")
+@click.option("--image", "images", multiple=True, default=DEFAULT_ISOLATED_IMAGES, show_default=True,
+              help="--isolated --runtime docker: an image of this machine's engine to load into every node's "
+                   "engine; repeatable.")
 @limit_option
 @dir_option
 def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, first_address, port, runtime,
-       heartbeat_period, cert_expiry, election_timeout, snapshot_interval, limits, directory):
+       heartbeat_period, cert_expiry, election_timeout, snapshot_interval, isolated, name_prefix, images, limits,
+       directory):
     """Start a local cluster and wait until every node is ready."""
     args = ["--runtime", runtime]
     if heartbeat_period is None:
@@ -68,15 +83,24 @@ def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, f
     for name, value in limits.items():
         args += ["--limit", f"{name}={value}"]
     cluster = LocalCluster(directory)
-    nodes = _run(lambda: cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True),
-                                    hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
-                                    hollow_start_delay=hollow_start_delay))
+    dir_args = "" if directory == str(DEFAULT_LOCAL_DIR) else f" --dir {shlex.quote(str(cluster.directory))}"
+    try:
+        nodes = cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True),
+                           hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
+                           hollow_start_delay=hollow_start_delay, isolated=isolated, runtime=runtime,
+                           name_prefix=name_prefix, images=list(images))
+    except (LocalClusterError, IsolationError) as err:
+        left = (f"\nWhat was made so far (namespaces, engines, nodes) stays until `swarmlet local down{dir_args}`."
+                if cluster.record_path.exists() else "")
+        raise click.ClickException(f"{err}{left}") from None
     hollow = f", {hollow_workers} hollow workers" if hollow_workers else ""
     click.echo(f"Local cluster up: {managers} managers, {workers} workers{hollow} in {cluster.directory} "
                f"(heartbeat every {heartbeat_period:g}s).")
-    click.echo("Point the CLI at it with:\n\n    eval \"$(swarmlet local env" +
-               ("" if directory == str(DEFAULT_LOCAL_DIR) else f" --dir {shlex.quote(str(cluster.directory))}") +
-               ")\"\n")
+    if isolated:
+        record = cluster.isolation().record
+        click.echo(f"Isolated: LAN {record.lan}, this machine at {record.host_address}; the client namespace "
+                   f"{record.client_netns} ({record.client_address}): `swarmlet local exec --client -- CMD`.")
+    click.echo(f"Point the CLI at it with:\n\n    eval \"$(swarmlet local env{dir_args})\"\n")
     return nodes
 
 
@@ -92,14 +116,18 @@ def env(directory):
 @FORMAT_OPTION
 @dir_option
 def status(output_format, directory):
-    """Each node's name, ID, role, address, PID, data dir and whether it is alive."""
+    """Each node's name, ID, role, address, PID, data dir and whether it is alive (on an
+    isolated cluster also its network namespace; JSON: `netns` and `docker_host`)."""
     rows = _run(lambda: LocalCluster(directory).status())
     if output_format == "json":
-        rows = [{k: r[k] for k in ("name", "id", "role", "address", "pid", "data_dir", "alive", "state", "hollow")}
+        rows = [{k: r[k] for k in ("name", "id", "role", "address", "pid", "data_dir", "alive", "state", "hollow",
+                                   "netns", "docker_host")}
                 for r in rows]
-    emit(output_format, rows, ["NAME", "ID", "ROLE", "ADDRESS", "PID", "STATE", "DATA DIR"],
+    isolated = any(r["netns"] for r in rows)
+    emit(output_format, rows, ["NAME", "ID", "ROLE", "ADDRESS", "PID", "STATE", *(["NETNS"] if isolated else []),
+                               "DATA DIR"],
          lambda r: [r["name"], r["id"], r["role"] + (" (hollow)" if r["hollow"] else ""), r["address"], r["pid"],
-                    r["state"], r["data_dir"]])
+                    r["state"], *([r["netns"]] if isolated else []), r["data_dir"]])
 
 
 @local.command("kill")
@@ -133,11 +161,30 @@ def _process_of(cluster: LocalCluster, node) -> str:
     return f"{Path(node.host).name} (hollow workers {members[0].name} … {members[-1].name})"
 
 
+@local.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--client", is_flag=True, help="In the client namespace (the outside world) instead of a node's.")
+@click.argument("node", required=False)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@dir_option
+def exec_(client, node, command, directory):
+    """Run a command in NODE's network namespace, with DOCKER_HOST set to its engine,
+    or in the client namespace (--client), of an isolated cluster:
+    `swarmlet local exec worker-1 -- docker ps`, `swarmlet local exec --client -- ping -c1 ADDRESS`."""
+    if client and node is not None:
+        command = (node, *command)  # with --client, the first word is the command
+        node = None
+    if not client and node is None:
+        raise click.UsageError("name a node, or --client")
+    argv, env = _run(lambda: LocalCluster(directory).exec_command(None if client else node, list(command)))
+    os.execvpe(argv[0], argv, env)
+
+
 @local.command("partition")
 @click.argument("node")
 @dir_option
 def partition(node, directory):
-    """Cut NODE off from the other nodes (iptables DROP both ways; needs root)."""
+    """Cut NODE off from the other nodes (iptables DROP both ways; on an isolated
+    cluster, its link on the LAN taken down; needs root)."""
     cut = _run(lambda: LocalCluster(directory).partition(node))
     click.echo(f"{cut.name} is cut off from the other nodes")
 
@@ -155,8 +202,11 @@ def heal(node, directory):
 @dir_option
 def down(directory):
     """Stop every node of the local cluster and remove its directory."""
-    _run(lambda: LocalCluster(directory).down())
-    click.echo("local cluster removed")
+    cluster = LocalCluster(directory)
+    if _run(cluster.down):
+        click.echo("local cluster removed")
+    else:
+        click.echo(f"no local cluster in {cluster.directory}: nothing to remove")
 
 
 @click.command("hollow-host", hidden=True)

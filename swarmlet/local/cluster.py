@@ -8,6 +8,11 @@ token and CSR path but run many to a process: ``hollow-host-N/`` holds one such
 process's files and the nodes' data dirs lie beside the others'. Their node.pid is
 their host's PID, so ``status``, ``kill`` and ``start`` of a hollow node act on its
 whole host (every node it runs).
+
+``--isolated`` (swarmlet/local/isolated.py) gives every node a network namespace of its
+own on a LAN (and, with the docker runtime, a Docker engine of its own) instead of a
+loopback address: the node processes run inside their namespaces, advertise their LAN
+address and use their own engine (DOCKER_HOST); partitions take a node's link down.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from swarmlet.local.isolated import (DEFAULT_NAME_PREFIX, FIRST_NODE_HOST_NUMBER, RECORD_FILE, Isolation,
+                                     isolated_extra_args, in_netns, preflight)
 from swarmlet.node.config import DEFAULT_API_PORT, DataDir
 from swarmlet.node.hollow import HOST_LOG, TOKEN_FILE, HollowNodeSpec, HostSpec
 from swarmlet.private import make_private_dir, open_private_append, write_private
@@ -41,7 +48,8 @@ HOLLOW_READY_PER_NODE = 0.1
 
 
 class LocalClusterError(Exception):
-    pass
+    """A refusal or failure of the local cluster (the CLI shows it, as it does an
+    ``IsolationError`` from swarmlet/local/isolated.py about an isolated cluster's parts)."""
 
 
 @dataclass
@@ -52,6 +60,8 @@ class LocalNode:
     data_dir: str
     id: str = ""
     host: str = ""  # a hollow node's: the directory of the host process that runs it
+    netns: str = ""  # an isolated node's network namespace (its name under /run/netns)
+    docker_host: str = ""  # an isolated docker node's own engine, unix:///…/docker.sock
 
     @property
     def hollow(self) -> bool:
@@ -77,6 +87,11 @@ class LocalCluster:
         self.directory = Path(directory or DEFAULT_LOCAL_DIR).resolve()
         self.state_path = self.directory / "cluster.json"
         self.admin_dir = self.directory / "admin"
+        self.record_path = self.directory / RECORD_FILE
+
+    def isolation(self, log=print) -> Isolation | None:
+        """The isolated cluster's namespaces and engines; None for a loopback cluster."""
+        return Isolation.open(self.directory, log)
 
     # -- state ---------------------------------------------------------------------------------------
     def load(self) -> tuple[list[LocalNode], int]:
@@ -114,7 +129,7 @@ class LocalCluster:
                 role = node.role
             rows.append({"name": node.name, "id": node.id, "role": role, "address": node.address, "pid": pid,
                          "data_dir": node.data_dir, "alive": state == "running", "state": state,
-                         "hollow": node.hollow})
+                         "hollow": node.hollow, "netns": node.netns or None, "docker_host": node.docker_host or None})
         return rows
 
     def hosts(self) -> list[str]:
@@ -137,32 +152,54 @@ class LocalCluster:
     # -- up ---------------------------------------------------------------------------------------------
     def up(self, managers: int = 3, workers: int = 2, first_address: str = DEFAULT_FIRST_ADDRESS,
            port: int = DEFAULT_API_PORT, node_args: list[str] | None = None, log=print, hollow_workers: int = 0,
-           hollow_per_host: int = DEFAULT_HOLLOW_PER_HOST, hollow_start_delay: float | None = None) -> list[LocalNode]:
+           hollow_per_host: int = DEFAULT_HOLLOW_PER_HOST, hollow_start_delay: float | None = None,
+           isolated: bool = False, runtime: str = "docker", name_prefix: str = DEFAULT_NAME_PREFIX,
+           images: list[str] | None = None) -> list[LocalNode]:
+        """``isolated``: every node in a network namespace of its own (with the docker
+        runtime, its own engine too, with ``images`` loaded from this machine's)."""
         if managers < 1:
             raise LocalClusterError("a cluster needs at least one manager")
-        if self.state_path.exists():
-            if any(row["state"] != "dead" for row in self.status()):
+        if isolated:
+            if hollow_workers:
+                raise LocalClusterError("--hollow-workers cannot be combined with --isolated (hollow workers "
+                                        "share one process, so they cannot have a namespace each)")
+            preflight(runtime)
+        if self.state_path.exists() or self.record_path.exists():
+            if self.state_path.exists() and any(row["state"] != "dead" for row in self.status()):
                 raise LocalClusterError(f"a local cluster already runs in {self.directory}; "
                                         "`swarmlet local down` first")
+            isolation = self.isolation()
+            if isolation:  # what a dead isolated cluster left: its engines, namespaces, links
+                isolation.teardown()
             shutil.rmtree(self.directory)
         make_private_dir(self.directory)
-        base = ipaddress.IPv4Address(first_address)
-        nodes = [LocalNode(f"manager-{i + 1}", "manager", str(base + i), str(self.directory / f"manager-{i + 1}"))
-                 for i in range(managers)]
-        nodes += [LocalNode(f"worker-{i + 1}", "worker", str(base + managers + i),
-                            str(self.directory / f"worker-{i + 1}")) for i in range(workers)]
-        self._save(nodes, port)
-        extra = list(node_args or []) + SHARED_ENGINE_ARGS
+        self._save([], port)  # `down` finds the cluster even if `up` stops before its first node
+        names = [(f"manager-{i + 1}", "manager") for i in range(managers)]
+        names += [(f"worker-{i + 1}", "worker") for i in range(workers)]
+        if isolated:
+            isolation = Isolation.create(self.directory, name_prefix, log)
+            isolation.make_lan()
+            nodes = [self._isolated_node(isolation, name, role, i, runtime) for i, (name, role) in enumerate(names)]
+            self._save(nodes, port)
+            self._start_engines(isolation, nodes, images, log)
+            engine_args = isolated_extra_args(runtime)
+        else:
+            base = ipaddress.IPv4Address(first_address)
+            nodes = [LocalNode(name, role, str(base + i), str(self.directory / name))
+                     for i, (name, role) in enumerate(names)]
+            self._save(nodes, port)
+            engine_args = SHARED_ENGINE_ARGS
+        extra = list(node_args or []) + engine_args
         first = nodes[0]
         log(f"starting {first.name} at {first.address}:{port} (init)")
         _swarmlet("init", "--advertise-addr", f"{first.address}:{port}", "--data-dir", first.data_dir,
-                  "--hostname", first.name, "--detach", *extra)
+                  "--hostname", first.name, "--detach", *extra, node=first)
         shutil.copytree(DataDir(first.data_dir).admin_dir, self.admin_dir)
         first.id = DataDir(first.data_dir).load().node_id
         self._save(nodes, port)
         manager_token = self._token("manager", first, port)
         worker_token = self._token("worker", first, port)
-        join_args = [a for a in extra if a.startswith("--runtime") or a in ("process", "docker")] + SHARED_ENGINE_ARGS
+        join_args = [a for a in extra if a.startswith("--runtime") or a in ("process", "docker")] + engine_args
         # Managers join one at a time: Raft changes its membership one node at a time.
         for node in nodes[1:managers]:
             log(f"starting {node.name} at {node.address}:{port} (join as manager)")
@@ -182,6 +219,22 @@ class LocalCluster:
             self._save(nodes, port)
         write_private(self.admin_dir / "hosts", ("\n".join(self.hosts()) + "\n").encode())
         return nodes
+
+    def _isolated_node(self, isolation: Isolation, name: str, role: str, index: int, runtime: str) -> LocalNode:
+        """A node of an isolated cluster: its namespace and link made, its engine not yet."""
+        address = isolation.record.node_address(index)
+        netns = isolation.add_node(name, address)
+        node = LocalNode(name, role, address, str(self.directory / name), netns=netns)
+        if runtime == "docker":
+            node.docker_host = isolation.start_engine(name, address, index + 1).docker_host
+        return node
+
+    @staticmethod
+    def _start_engines(isolation: Isolation, nodes: list[LocalNode], images: list[str] | None, log) -> None:
+        engines = [isolation.record.engine(n.name) for n in nodes if n.docker_host]
+        if engines:
+            log(f"starting {len(engines)} Docker engines, one in each node's namespace")
+            isolation.wait_engines(engines, list(images or []))
 
     def _up_hollow(self, count: int, per_host: int, start_delay: float | None, first_address, token: str,
                    via: LocalNode, port: int, log) -> list[LocalNode]:
@@ -208,14 +261,28 @@ class LocalCluster:
             node.id = DataDir(node.data_dir).load().node_id
         return nodes
 
-    def add_node(self, role: str = "worker", join_args: list[str] | None = None) -> LocalNode:
-        """Join one more node (the next loopback address) to the running local cluster."""
+    def add_node(self, role: str = "worker", join_args: list[str] | None = None, images: list[str] | None = None,
+                 runtime: str = "docker", log=print) -> LocalNode:
+        """Join one more node (the next address) to the running local cluster; on an
+        isolated one, with its own namespace (and engine, with ``images``, when
+        ``runtime`` is docker)."""
         nodes, port = self.load()
         number = 1 + sum(1 for n in nodes if n.name.startswith(f"{role}-"))
-        address = str(max(ipaddress.IPv4Address(n.address) for n in nodes) + 1)
-        node = LocalNode(f"{role}-{number}", role, address, str(self.directory / f"{role}-{number}"))
+        name = f"{role}-{number}"
+        isolation = self.isolation()
+        if isolation:
+            last = max(int(ipaddress.IPv4Address(n.address)) for n in nodes)
+            index = last - int(isolation.record.lan_network.network_address) - FIRST_NODE_HOST_NUMBER + 1
+            node = self._isolated_node(isolation, name, role, index, runtime)
+            self._save(nodes + [node], port)
+            self._start_engines(isolation, [node], images, log)
+            engine_args = isolated_extra_args(runtime)
+        else:
+            address = str(max(ipaddress.IPv4Address(n.address) for n in nodes) + 1)
+            node = LocalNode(name, role, address, str(self.directory / name))
+            engine_args = SHARED_ENGINE_ARGS
         via = next(n for n in nodes if n.address + f":{port}" in self.hosts())
-        self._join(node, self._token(role, via, port), via, port, list(join_args or []) + SHARED_ENGINE_ARGS)
+        self._join(node, self._token(role, via, port), via, port, list(join_args or []) + engine_args)
         self._save(nodes + [node], port)
         return node
 
@@ -227,8 +294,8 @@ class LocalCluster:
         args = ["join", "--token", token, f"{first.address}:{port}", "--advertise-addr", f"{node.address}:{port}",
                 "--data-dir", node.data_dir, "--hostname", node.name, "--detach", *extra]
         if not wait:
-            return _spawn(*args)
-        _swarmlet(*args)
+            return _spawn(*args, node=node)
+        _swarmlet(*args, node=node)
         node.id = DataDir(node.data_dir).load().node_id
         return None
 
@@ -252,8 +319,22 @@ class LocalCluster:
         if node.hollow:  # its host runs again, with every node it holds
             _wait_hollow_ready(self.host_members(node), _spawn_host(node.host))
             return node
-        _swarmlet("agent", "--data-dir", node.data_dir, "--detach")
+        _swarmlet("agent", "--data-dir", node.data_dir, "--detach", node=node)
         return node
+
+    def exec_command(self, ref: str | None, command: list[str]) -> tuple[list[str], dict[str, str]]:
+        """``command`` (argv, environment) inside a node's namespace, with DOCKER_HOST
+        set to its engine, or inside the client namespace when ``ref`` is None."""
+        isolation = self.isolation()
+        if isolation is None:
+            raise LocalClusterError(f"the local cluster in {self.directory} is not isolated (`local up --isolated`): "
+                                    "its nodes share this machine's network")
+        if not command:
+            raise LocalClusterError("no command given: `swarmlet local exec --client -- CMD [ARGS…]`")
+        if ref is None:
+            return in_netns(isolation.record.client_netns, command), dict(os.environ)
+        node = self.find(ref)
+        return in_netns(node.netns, command), _node_env(node)
 
     def host_members(self, node: LocalNode) -> list[LocalNode]:
         """The nodes that share ``node``'s process: the hollow nodes of its host, or itself."""
@@ -269,8 +350,13 @@ class LocalCluster:
 
     def partition(self, ref: str) -> LocalNode:
         """Cut ``ref`` off from every other node of the cluster, both ways. Connections
-        from elsewhere (the CLI on 127.0.0.1) still reach it, as an operator's would."""
+        from elsewhere (the CLI on 127.0.0.1) still reach it, as an operator's would;
+        an isolated node's link goes down, so nothing reaches it, this machine included."""
         node = self.find(ref)
+        isolation = self.isolation()
+        if isolation:  # its link on the LAN goes down: nothing reaches it, nor does it reach anything
+            isolation.set_link(node.name, False)
+            return node
         nodes, _ = self.load()
         for other in nodes:
             if other.name == node.name:
@@ -283,6 +369,13 @@ class LocalCluster:
     def heal(self, ref: str | None = None) -> list[str]:
         """Remove the partition rules of ``ref`` (of every node when None)."""
         nodes, _ = self.load()
+        isolation = self.isolation()
+        if isolation:
+            down = isolation.links_down()
+            healed = [n.name for n in nodes if n.name in down and (ref is None or ref in (n.name, n.id, n.address))]
+            for name in healed:
+                isolation.set_link(name, True)
+            return sorted(healed)
         wanted = {self._rule_comment(n) for n in nodes if ref is None or ref in (n.name, n.id, n.address)}
         healed = []
         for rule in _iptables("-S", "INPUT").splitlines():
@@ -292,12 +385,18 @@ class LocalCluster:
                     healed.append(comment.rsplit(":", 1)[1])
         return sorted(set(healed))
 
-    def down(self) -> None:
-        nodes, _ = self.load()
-        try:
-            self.heal()
-        except LocalClusterError:
-            pass  # no iptables here: nothing was partitioned
+    def down(self) -> bool:
+        """Stop and remove everything of the cluster; False when there was nothing (a
+        second `down`, or none ever ran here)."""
+        if not self.state_path.exists() and not self.record_path.exists():
+            return False
+        nodes = self.load()[0] if self.state_path.exists() else []
+        isolation = self.isolation()
+        if isolation is None:
+            try:
+                self.heal()
+            except LocalClusterError:
+                pass  # no iptables here: nothing was partitioned
         # Every node whose data dir lies in this directory: the listed ones, and any
         # joined into it by hand.
         data_dirs = {n.data_dir for n in nodes} | {str(p.parent) for p in self.directory.glob("*/node.pid")}
@@ -316,8 +415,12 @@ class LocalCluster:
         for pid in pids:
             if process_state(pid) != "dead":
                 os.kill(pid, signal.SIGKILL)
-        remove_tasks([n for n in nodes if not n.hollow])  # a hollow node's tasks died with its host
+        if isolation:  # engines, containers, namespaces, links, mounts, exec roots
+            isolation.teardown()
+        else:
+            remove_tasks([n for n in nodes if not n.hollow])  # a hollow node's tasks died with its host
         shutil.rmtree(self.directory, ignore_errors=True)
+        return True
 
 
 def remove_tasks(nodes: list[LocalNode]) -> None:
@@ -357,9 +460,20 @@ def _command(*args: str) -> list[str]:
     return [sys.executable, "-m", "swarmlet.cli.main", *args]
 
 
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(_command(*args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def _node_env(node: LocalNode | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if node is not None and node.docker_host:
+        env["DOCKER_HOST"] = node.docker_host
+    return env
+
+
+def _spawn(*args: str, node: LocalNode | None = None) -> subprocess.Popen:
+    """`swarmlet ARGS` for ``node``: inside its namespace, with its engine, when it is isolated."""
+    command = _command(*args)
+    if node is not None and node.netns:
+        command = in_netns(node.netns, command)
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_node_env(node))
 
 
 def _wait_command(process: subprocess.Popen, what: str) -> str:
@@ -369,8 +483,8 @@ def _wait_command(process: subprocess.Popen, what: str) -> str:
     return out
 
 
-def _swarmlet(*args: str) -> str:
-    return _wait_command(_spawn(*args), " ".join(args[:1]))
+def _swarmlet(*args: str, node: LocalNode | None = None) -> str:
+    return _wait_command(_spawn(*args, node=node), " ".join(args[:1]))
 
 
 def _spawn_host(host: str) -> subprocess.Popen:

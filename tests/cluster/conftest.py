@@ -20,6 +20,9 @@ import pytest
 
 from swarmlet.cli.client import ApiError, Client, ClusterUnreachable
 from swarmlet.local.cluster import LocalCluster
+from swarmlet.local.isolated import NETNS_DIR, IsolationError, Record, cgroup_processes, preflight
+
+from ..conftest import docker_unavailable
 
 _ranges = itertools.count(20 + (os.getpid() % 50) * 4)
 FAST_SETTINGS = ["--heartbeat-period", "0.5"]
@@ -133,4 +136,121 @@ def make_cluster(tmp_path):
 
     yield make
     for cluster in started:
+        cluster.down()
+
+
+# -- isolated clusters (`swarmlet local up --isolated`) -------------------------------------------------
+# The tests' namespaces, links and exec roots start with this (names also carry a random cluster ID).
+ISOLATED_NAME_PREFIX = "swi"
+ISOLATED_UP_TIMEOUT = 300.0
+
+
+def isolated_unavailable() -> str | None:
+    """Why an isolated cluster (docker runtime) cannot run here, or None: `up`'s own check."""
+    try:
+        preflight("docker")
+    except IsolationError as err:
+        return str(err)
+    return None
+
+
+class IsolatedTestCluster(TestCluster):
+    """A cluster of `swarmlet local up --isolated`: every node in its own network
+    namespace (and with the docker runtime its own engine); a client namespace plays
+    the outside world."""
+
+    def __init__(self, directory: Path, runtime: str = "docker"):
+        super().__init__(directory, "", runtime)
+
+    def up(self, managers: int, workers: int, extra: list[str], hollow: int = 0) -> "IsolatedTestCluster":
+        swarmlet("local", "up", "--isolated", "--name-prefix", ISOLATED_NAME_PREFIX, "--managers", str(managers),
+                 "--workers", str(workers), "--runtime", self.runtime, *extra, *self.args, timeout=ISOLATED_UP_TIMEOUT)
+        self.env = self.local.env()
+        self.record = self.local.isolation().record
+        return self
+
+    def add_worker(self) -> str:
+        return self.local.add_node("worker", ["--runtime", self.runtime], runtime=self.runtime).name
+
+    # The API's addresses and the node names read in this process (`status()` still goes
+    # through the CLI): polls then cost an API call, not a `swarmlet local status` each.
+    def client(self, *names: str, timeout: float = 10.0) -> Client:
+        port = self.local.load()[1]
+        hosts = [f"{self.local.find(n).address}:{port}" for n in names] if names else self.env["SWARMLET_HOST"].split(",")
+        return Client(hosts, self.local.admin_dir, timeout=timeout)
+
+    def leader_name(self, via: str | None = None) -> str | None:
+        status = self.cluster_status(via)
+        return next((n.name for n in self.local.load()[0] if n.id == status["leader"]), None)
+
+    def partition(self, name: str) -> None:
+        swarmlet("local", "partition", name, *self.args)
+
+    def heal(self, name: str | None = None) -> None:
+        swarmlet("local", "heal", *([name] if name else []), *self.args)
+
+    def run_in(self, node: str | None, *command: str, check: bool = True,
+               timeout: float = 30) -> subprocess.CompletedProcess:
+        """``command`` inside a node's namespace (DOCKER_HOST set to its engine), or the
+        client namespace's when ``node`` is None."""
+        argv, env = self.local.exec_command(node, list(command))
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{command} in {node or 'the client namespace'} failed ({result.returncode}):\n"
+                                 f"{result.stderr}{result.stdout}")
+        return result
+
+    def connect(self, node: str | None, address: str, port: int, timeout: float = 2.0) -> str:
+        """Open a TCP connection from inside a namespace: "ok" or the error's text."""
+        probe = ("import socket, sys\n"
+                 "try:\n"
+                 f"    socket.create_connection(({address!r}, {port}), timeout={timeout}).close(); print('ok')\n"
+                 "except OSError as err:\n"
+                 "    print(err)\n")
+        return self.run_in(node, sys.executable, "-c", probe).stdout.strip()
+
+    def engine(self, node: str):
+        """A docker API client for the node's own engine."""
+        import docker
+
+        return docker.APIClient(base_url=self.local.find(node).docker_host, version="auto", timeout=30)
+
+
+def isolated_leftovers(record: Record, directory: Path) -> list[str]:
+    """What an isolated cluster left on this machine: namespaces, links, processes,
+    mounts, cgroups, directories. Empty once `local down` has done its work."""
+    left = [f"namespace {n}" for n in record.netns if (NETNS_DIR / n).exists()]
+    left += [f"link {name}" for name in record.links if Path(f"/sys/class/net/{name}").exists()]
+    marks = (record.name, str(directory))
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(mark in cmdline for mark in marks) and "pytest" not in cmdline:
+            left.append(f"process {entry}: {cmdline.strip()}")
+    left += [f"process {pid} in the engines' cgroups" for pid in cgroup_processes([e.cgroup_parent for e in record.engines])]
+    with open("/proc/self/mounts") as mounts:
+        left += [f"mount {line.split()[1]}" for line in mounts if any(mark in line for mark in marks)]
+    left += [f"cgroup {e.cgroup_parent}" for e in record.engines
+             if any(Path(c, e.cgroup_parent.lstrip("/")).exists() for c in Path("/sys/fs/cgroup").iterdir())]
+    left += [f"directory {d}" for d in (record.run_dir, directory, *map(Path, record.dirs)) if Path(d).exists()]
+    return left
+
+
+@pytest.fixture(scope="session")
+def isolated_cluster(tmp_path_factory, docker_client, docker_test_image):
+    """3 managers and 2 workers of `swarmlet local up --isolated` (docker runtime, the
+    test image in every engine), started once for the whole session and shared by
+    every test that asks for it: tests leave the cluster as they found it (stacks
+    removed, partitions healed, nodes running)."""
+    reason = isolated_unavailable()
+    if reason:
+        docker_unavailable(reason)
+    cluster = IsolatedTestCluster(tmp_path_factory.mktemp("isolated") / "cluster", runtime="docker")
+    try:
+        yield cluster.up(3, 2, FAST_SETTINGS)
+    finally:
         cluster.down()
