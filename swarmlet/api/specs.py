@@ -317,6 +317,15 @@ class ConfigSpec(StoredFileSpec):
 
 
 @dataclass(frozen=True)
+class IpamConfig(SpecBase):
+    """One Compose `ipam.config` entry: the network's subnet instead of one from the
+    cluster's pool, and optionally the range its addresses are taken from."""
+    subnet: str | None = None
+    gateway: str | None = None  # kept out of allocation (each node has its own gateway)
+    ip_range: str | None = None
+
+
+@dataclass(frozen=True)
 class NetworkSpec(SpecBase):
     name: str
     driver: str = DEFAULT_NETWORK_DRIVER
@@ -326,6 +335,7 @@ class NetworkSpec(SpecBase):
     attachable: bool = False
     internal: bool = False
     cluster_name: str | None = None
+    ipam: list[IpamConfig] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
