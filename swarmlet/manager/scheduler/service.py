@@ -4,7 +4,14 @@ leads, pick up pending tasks, batch them (wait ``BATCH_QUIET`` for more, at most
 state ``assigned``) of a batch as one transaction. A task no node can take stays
 pending, with the scheduler's explanation as its status message (rewritten only when
 it changes). When the batch's transaction conflicts with another write, each task is
-retried on its own (``commit_each_on_conflict``)."""
+retried on its own (``commit_each_on_conflict``).
+
+Placing a task also allocates its network addresses (manager/allocator.py): its address
+on each of its overlay networks, and its node's gateway on a network the node had no
+task on. Those assignments are committed with the networks they took addresses from
+(``commit_guarded``), so that a concurrent allocation on the same network makes the
+pass decide again; a task whose network has no address left stays pending, the
+allocator's error as its message."""
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +19,15 @@ import logging
 import time
 
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState
-from swarmlet.api.views import Node, Task
+from swarmlet.api.views import Network, Node, Service, Task
+from swarmlet.manager.allocator import AddressBook, AllocationError
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.api.constraints import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
 from swarmlet.manager.scheduler.storemap import node_infos, task_request
 from swarmlet.manager.scheduler.types import TaskRequest
-from swarmlet.manager.retry import commit_each_on_conflict
-from swarmlet.store import StoreError
+from swarmlet.manager.retry import CONFLICT_ATTEMPTS, commit_each_on_conflict, commit_guarded
+from swarmlet.store import Conflict, StoreError
 
 log = logging.getLogger("swarmlet.scheduler")
 
@@ -34,8 +42,10 @@ def pending_tasks(tasks: list[Task]) -> list[Task]:
     return [t for t in tasks if t.status.state == TaskState.PENDING and t.spec.desired_state in ACTIVE_DESIRED_STATES]
 
 
-def assignment_ops(nodes: list[Node], tasks: list[Task], now: float) -> list[dict]:
-    """The writes of one scheduling pass over the store's nodes and tasks (pure)."""
+def assignment_ops(nodes: list[Node], tasks: list[Task], now: float, book: AddressBook | None = None) -> list[dict]:
+    """The writes of one scheduling pass over the store's nodes and tasks (pure); with
+    ``book``, the placed tasks' network addresses too (then ``network_ops(book)`` are
+    the networks to write with them)."""
     pending = pending_tasks(tasks)
     if not pending:
         return []
@@ -59,11 +69,26 @@ def assignment_ops(nodes: list[Node], tasks: list[Task], now: float) -> list[dic
         if placement.node_id is None:
             ops.append(_status_op(task, placement.explanation, now))
             continue
+        spec = task.spec.replace(node_id=placement.node_id)
+        if book is not None:
+            try:
+                addresses = book.allocate_task(task, placement.node_id)
+            except AllocationError as err:
+                ops.append(_status_op(task, f"no network address: {err}", now))
+                continue
+            if addresses:
+                spec["network_addresses"] = addresses
         ops.append({"op": "update", "kind": "task", "id": task.id, "version": task.version,
-                    "spec": task.spec.replace(node_id=placement.node_id),
+                    "spec": spec,
                     "status": task.status.replace(state=TaskState.ASSIGNED, timestamp=now,
                                    message=f"scheduled on {hostnames.get(placement.node_id, placement.node_id)}")})
     return [op for op in ops if op is not None]
+
+
+def network_ops(book: AddressBook) -> list[dict]:
+    """The networks whose allocation a pass changed, each written with the version read."""
+    return [{"op": "update", "kind": Network.kind, "id": network.id, "version": network.version,
+             "status": book.status(network)} for network in book.written()]
 
 
 def _status_op(task: Task, message: str, now: float) -> dict | None:
@@ -97,16 +122,27 @@ class SchedulerLoop(LeaderLoop):
             await self.schedule_pass()
 
     async def schedule_pass(self) -> None:
-        ops = assignment_ops(self.store.list(Node), self.store.list(Task), time.time())
-        if not ops or not self.store.is_leader:
-            return
-        try:
-            failures = await commit_each_on_conflict(self.store, ops, self._unchanged)
-        except StoreError as err:
-            log.info("scheduling pass not written: %s", err)
-            return
-        for op, err in failures:
-            log.debug("assignment of %s: %s", op["id"], err)
+        for _attempt in range(CONFLICT_ATTEMPTS):
+            nodes, tasks = self.store.list(Node), self.store.list(Task)
+            book = AddressBook.build(self.store.list(Network), tasks, (s.id for s in self.store.list(Service)),
+                                     (n.id for n in nodes))
+            ops = assignment_ops(nodes, tasks, time.time(), book)
+            guards = network_ops(book)
+            if not ops or not self.store.is_leader:
+                return
+            try:
+                if not guards:  # no address taken: each raced task on its own, the rest goes on
+                    failures = await commit_each_on_conflict(self.store, ops, self._unchanged)
+                    for op, err in failures:
+                        log.debug("assignment of %s: %s", op["id"], err)
+                    return
+                await commit_guarded(self.store, ops, guards)
+                return
+            except Conflict as err:  # another write to a task or network of this pass: decide again
+                log.debug("scheduling pass raced another write (%s); again", err)
+            except StoreError as err:
+                log.info("scheduling pass not written: %s", err)
+                return
 
     def _unchanged(self, ops: list[dict]) -> list[dict]:
         """The ops whose task nobody wrote since the pass read it; a changed task is
