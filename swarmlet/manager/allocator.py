@@ -235,6 +235,15 @@ class AddressBook:
             status["gateways"] = dict(status["gateways"], **{node_id: address})
         return addresses
 
+    def ensure_gateways(self, network: Network, node_ids: Iterable[str]) -> None:
+        """A gateway on ``network`` for each of ``node_ids`` that has none (the routing
+        mesh: every node forwards a published port onto the service's network)."""
+        for node_id in sorted(node_ids):
+            if node_id not in self.status(network)["gateways"]:
+                address = self.space(network).take_high()
+                status = self.status(network)
+                status["gateways"] = dict(status["gateways"], **{node_id: address})
+
     def set_vips(self, service_id: str, spec: Mapping) -> None:
         """Give the service a VIP on each overlay network it is attached to (endpoint mode
         vip), and drop those it no longer has a use for."""
@@ -256,6 +265,27 @@ class AddressBook:
 
 def ingress_ports(spec: Mapping) -> list[Mapping]:
     return [p for p in (spec.get("endpoint") or {}).get("ports") or [] if p.get("mode") == PUBLISH_MODE_INGRESS]
+
+
+def ingress_network(spec: Mapping, networks: Mapping[str, Network]) -> Network | None:
+    """The overlay network (of ``networks``, by name) that a service's ingress-published
+    ports reach its tasks on: the first it is attached to. Every node running the overlay
+    data plane gets a gateway on it, so that any node can forward the port."""
+    return next((networks[n["name"]] for n in spec.get("networks") or [] if n["name"] in networks), None)
+
+
+def mesh_gateways(book: AddressBook, services: Iterable[Mapping], mesh_node_ids: Iterable[str]) -> list[str]:
+    """Gateways on every ingress network for the nodes that run the mesh; the problems
+    (an exhausted network), to log: the next pass tries again."""
+    nodes, problems = list(mesh_node_ids), []
+    for spec in services:
+        network = ingress_network(spec, book.networks) if ingress_ports(spec) else None
+        if network is not None:
+            try:
+                book.ensure_gateways(network, nodes)
+            except AllocationError as err:
+                problems.append(f"routing mesh of service {spec['name']}: {err}")
+    return problems
 
 
 def assign_published_ports(changed: Mapping[str, dict], others: Mapping[str, Mapping],

@@ -20,7 +20,8 @@ import time
 
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState
 from swarmlet.api.views import Network, Node, Service, Task
-from swarmlet.manager.allocator import AddressBook, AllocationError
+from swarmlet.api.ipam import DATA_PLANE_OVERLAY
+from swarmlet.manager.allocator import AddressBook, AllocationError, mesh_gateways
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.api.constraints import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
@@ -123,12 +124,14 @@ class SchedulerLoop(LeaderLoop):
 
     async def schedule_pass(self) -> None:
         for _attempt in range(CONFLICT_ATTEMPTS):
-            nodes, tasks = self.store.list(Node), self.store.list(Task)
-            book = AddressBook.build(self.store.list(Network), tasks, (s.id for s in self.store.list(Service)),
-                                     (n.id for n in nodes))
+            nodes, tasks, services = self.store.list(Node), self.store.list(Task), self.store.list(Service)
+            book = AddressBook.build(self.store.list(Network), tasks, (s.id for s in services), (n.id for n in nodes))
             ops = assignment_ops(nodes, tasks, time.time(), book)
+            for problem in mesh_gateways(book, (s.raw_spec for s in services),
+                                         (n.id for n in nodes if n.data_plane == DATA_PLANE_OVERLAY)):
+                log.warning("%s", problem)
             guards = network_ops(book)
-            if not ops or not self.store.is_leader:
+            if not (ops or guards) or not self.store.is_leader:
                 return
             try:
                 if not guards:  # no address taken: each raced task on its own, the rest goes on
