@@ -29,12 +29,12 @@ def stack(*, ports=(), ipam=(), replicas: int = 2, db_mode: str = "dnsrr", exter
     return specs.StackSpec(services={"web": web, "db": db}, networks={"back": network}).to_dict()
 
 
-async def add_node(store, node_id: str, data_plane: str | None = "overlay") -> None:
+async def add_node(store, node_id: str, data_plane: str | None = "overlay", addr: str = "127.0.0.1") -> None:
     description = {"hostname": node_id, "resources": {"nano_cpus": 4_000_000_000, "memory_bytes": 8 << 30}}
     if data_plane:
         description["data_plane"] = data_plane
     await store.add("node", node_id, node_object_spec("worker"),
-                    node_object_status(addr="127.0.0.1", hostname=node_id, state="ready", description=description))
+                    node_object_status(addr=addr, hostname=node_id, state="ready", description=description))
 
 
 @pytest.fixture
