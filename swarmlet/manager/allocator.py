@@ -288,42 +288,50 @@ def mesh_gateways(book: AddressBook, services: Iterable[Mapping], mesh_node_ids:
     return problems
 
 
+def published_ports(spec: Mapping) -> list[Mapping]:
+    return [p for p in (spec.get("endpoint") or {}).get("ports") or [] if p.get("published") is not None]
+
+
 def assign_published_ports(changed: Mapping[str, dict], others: Mapping[str, Mapping],
                            previous: Mapping[str, Mapping]) -> dict[str, dict]:
     """``changed`` (service ID -> new spec) with every ingress port published: a port
     left out gets the one it had before (``previous``: the stored specs) or the lowest free
     one of Swarm's dynamic range. ``AllocationError`` names both services when a port is
-    published twice in the cluster (``others``: the specs this change leaves alone)."""
-    owners: dict[tuple[int, str], str] = {}
-    for spec in others.values():
-        for port in ingress_ports(spec):
-            if port.get("published") is not None:
-                owners[(port["published"], port["protocol"])] = spec["name"]
-    result = {}
-    for service_id, spec in sorted(changed.items(), key=lambda item: item[1]["name"]):
-        for port in ingress_ports(spec):
-            published = port.get("published")
-            if published is None:
-                continue
-            key = (published, port["protocol"])
-            if key in owners and owners[key] != spec["name"]:
-                raise AllocationError(f"service {spec['name']}: port {published}/{port['protocol']} is already "
-                                      f"published by service {owners[key]}; nothing was deployed")
-            owners[key] = spec["name"]
-        result[service_id] = spec
+    published twice in the cluster (``others``: the specs this change leaves alone): an
+    ingress port is open on every node, so it clashes with any other service's port of
+    that number, host-mode ones too; two host-mode ports clash only on one node, which
+    is the scheduler's business."""
+    ingress: dict[tuple[int, str], str] = {}  # (port, protocol) -> service name
+    host: dict[tuple[int, str], str] = {}
+    for spec, checked in [*((o, False) for o in others.values()), *((c, True) for c in changed.values())]:
+        for port in published_ports(spec):
+            key = (port["published"], port["protocol"])
+            mode = port.get("mode")
+            clash = ingress.get(key) if mode != PUBLISH_MODE_INGRESS else ingress.get(key) or host.get(key)
+            if checked and clash is not None and clash != spec["name"]:  # what is stored already stays as it is
+                raise AllocationError(f"service {spec['name']}: port {key[0]}/{key[1]} is already published by "
+                                      f"service {clash}; nothing was deployed")
+            (ingress if mode == PUBLISH_MODE_INGRESS else host).setdefault(key, spec["name"])
+    result = dict(changed)
     low, high = DYNAMIC_PORT_RANGE
-    for service_id, spec in sorted(result.items(), key=lambda item: item[1]["name"]):
-        had = {(p["target"], p["protocol"]): p.get("published")
-               for p in ingress_ports(previous.get(service_id) or {}) if p.get("published") is not None}
+    for service_id, spec in sorted(changed.items(), key=lambda item: item[1]["name"]):
+        had = {(p["target"], p["protocol"]): p["published"] for p in ingress_ports(previous.get(service_id) or {})
+               if p.get("published") is not None}
         ports = []
         for port in (spec.get("endpoint") or {}).get("ports") or []:
             if port.get("mode") == PUBLISH_MODE_INGRESS and port.get("published") is None:
                 published = had.get((port["target"], port["protocol"]))
-                if published is None or owners.get((published, port["protocol"]), spec["name"]) != spec["name"]:
-                    published = next((p for p in range(low, high + 1) if (p, port["protocol"]) not in owners), None)
+
+                def taken(number: int) -> bool:
+                    key = (number, port["protocol"])
+                    return ingress.get(key, spec["name"]) != spec["name"] or host.get(key, spec["name"]) != spec["name"]
+                if published is None or taken(published):
+                    published = next((p for p in range(low, high + 1)
+                                      if (p, port["protocol"]) not in ingress and (p, port["protocol"]) not in host),
+                                     None)
                     if published is None:
                         raise AllocationError(f"service {spec['name']}: no free port left in {low}-{high}")
-                owners[(published, port["protocol"])] = spec["name"]
+                ingress[(published, port["protocol"])] = spec["name"]
                 port = dict(port, published=published)
             ports.append(port)
         if ports != list((spec.get("endpoint") or {}).get("ports") or []):

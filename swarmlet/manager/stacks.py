@@ -282,11 +282,15 @@ def task_public(task: Task) -> dict:
             "stack": spec.stack, "slot": spec.slot, "node_id": spec.node_id,
             "desired_state": spec.desired_state, "state": task.raw["status"].get("state"), "message": status.message,
             "err": status.err, "exit_code": status.exit_code, "timestamp": status.timestamp,
-            "spec_digest": spec.spec_digest, "image": spec.raw["container"]["image"], "created_at": task.created_at}
+            "spec_digest": spec.spec_digest, "image": spec.raw["container"]["image"], "created_at": task.created_at,
+            "network_addresses": dict(spec.network_addresses)}
 
 
-def service_public(service: Service, tasks: list[Task]) -> dict:
+def service_public(service: Service, tasks: list[Task], networks: list[Network] = ()) -> dict:
     spec = service.raw_spec
+    # Swarm's Endpoint.VirtualIPs: the service's address on each network (allocator.py).
+    virtual_ips = [{"network": n.id, "addr": n.vips[service.id], "subnet": n.subnet}
+                   for n in sorted(networks, key=lambda n: n.id) if service.id in n.vips]
     mine = [t for t in tasks if t.spec.service_id == service.id]
     running = sum(1 for t in mine if t.spec.desired_state == DesiredState.RUNNING
                   and t.status.state == TaskState.RUNNING)
@@ -295,7 +299,7 @@ def service_public(service: Service, tasks: list[Task]) -> dict:
     return {"id": service.id, "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
             "replicas": desired, "running": running, "image": spec["container"]["image"],
             "version": service.version, "created_at": service.created_at, "updated_at": service.updated_at,
-            "spec": spec, "status": service.status}
+            "spec": spec, "status": service.status, "virtual_ips": virtual_ips}
 
 
 class StackApi:
@@ -340,13 +344,14 @@ class StackApi:
     def services(self, stack: str | None = None) -> list[dict]:
         tasks = self.store.list(Task)
         services = [s for s in self.store.list(Service) if stack is None or stack_of(s) == stack]
-        return [service_public(s, tasks) for s in sorted(services, key=lambda s: s.name)]
+        networks = self.store.list(Network)
+        return [service_public(s, tasks, networks) for s in sorted(services, key=lambda s: s.name)]
 
     def resolve_service(self, ref: str) -> Service:
         return resolve("service", ref, self.store.list(Service))
 
     def service(self, ref: str) -> dict:
-        return service_public(self.resolve_service(ref), self.store.list(Task))
+        return service_public(self.resolve_service(ref), self.store.list(Task), self.store.list(Network))
 
     def tasks(self, service_ref: str | None = None, stack: str | None = None) -> list[dict]:
         service_id = self.resolve_service(service_ref).id if service_ref else None

@@ -168,11 +168,11 @@ def test_long_port_syntax_takes_strings_and_warns_on_what_a_cluster_ignores(tmp_
                                                                  "services.web.ports[0].host_ip"]
 
 
-def test_ingress_ports_warn_that_they_are_not_published(tmp_path):
+def test_ingress_ports_warn_that_they_need_the_routing_mesh(tmp_path):
     result = load(tmp_path, "services:\n  web:\n    image: x\n    ports: ['80:80']\n"
                             "  api:\n    image: x\n    ports: [{target: 80, published: 8080, mode: host}]\n")
     (warning,) = result.warnings
-    assert "compose.yml:4: services.web.ports: ports in ingress mode are not published yet" in warning
+    assert "compose.yml:4: services.web.ports: ports in ingress mode need the routing mesh" in warning
 
 
 def test_what_swarmlet_does_not_do_yet_warns(tmp_path):

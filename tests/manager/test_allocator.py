@@ -174,6 +174,14 @@ def test_published_ports_are_unique_and_left_out_ones_picked_from_the_dynamic_ra
         assign_published_ports({"w": service_spec("app_web", ports=[port(80, 8080)])}, others, {})
     assert assign_published_ports({"w": service_spec("app_web", ports=[port(80, 8080, protocol="udp")])},
                                   others, {})["w"]["endpoint"]["ports"][0]["published"] == 8080
-    # Host-mode ports are the scheduler's business (per node), not the cluster's.
-    assert assign_published_ports({"w": service_spec("app_web", ports=[port(80, 8080, mode="host")])},
-                                  others, {})["w"]["endpoint"]["ports"][0]["published"] == 8080
+    # An ingress port is open on every node: a host-mode port of that number clashes with it, either way round...
+    with pytest.raises(AllocationError, match="service app_web: port 8080/tcp is already published by service "
+                                              "other_api"):
+        assign_published_ports({"w": service_spec("app_web", ports=[port(80, 8080, mode="host")])}, others, {})
+    hosted = {"h": service_spec("other_db", ports=[port(5432, 5432, mode="host")])}
+    with pytest.raises(AllocationError, match="service app_web: port 5432/tcp is already published by service "
+                                              "other_db"):
+        assign_published_ports({"w": service_spec("app_web", ports=[port(80, 5432)])}, hosted, {})
+    # ...while two host-mode ports clash only on one node: the scheduler's business, not the cluster's.
+    assert assign_published_ports({"w": service_spec("app_web", ports=[port(80, 5432, mode="host")])},
+                                  hosted, {})["w"]["endpoint"]["ports"][0]["published"] == 5432
