@@ -27,6 +27,7 @@ from swarmlet.api.references import resolve
 from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StoredObject, Task
 from swarmlet.manager.allocator import AddressBook, assign_published_ports, ingress_ports, network_allocation
 from swarmlet.node.config import new_id
+from swarmlet.manager.retry import retry_on_conflict
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.store import ClusterStore
 
@@ -318,20 +319,31 @@ class StackApi:
         return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
     async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool) -> dict:
-        existing = self._existing()
-        limits = self._limits()
-        # The cheap check first: a stack of a million services is refused before its specs are built.
-        check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
-                         sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
-        ops = deploy_ops(stack, stack_spec, files, prune, existing)
-        if ops:
-            ops = allocate_deploy(ops, existing, self.store.list(Task), self.store.list(Node), self._address_pool())
-        limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(ops))
-        before = {s.id: s.raw_spec for s in existing[Service.kind]}
-        self._check(limits, before, services_after(before, ops))
-        result = await self.store.commit(ops) if ops else {"index": self.store.index}
-        changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in ops if op["kind"] == "service")
-        return {"stack": stack, "changed_services": changed, "operations": len(ops), "index": result.get("index")}
+        decided: list[dict] = []
+
+        def make_ops() -> list[dict]:
+            """Decided again from a fresh read when another write raced this one (the
+            scheduler writes the networks whenever it places tasks on them)."""
+            existing = self._existing()
+            limits = self._limits()
+            # The cheap check first: a stack of a million services is refused before its specs are built.
+            check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
+                             sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
+            ops = deploy_ops(stack, stack_spec, files, prune, existing)
+            if ops:
+                ops = allocate_deploy(ops, existing, self.store.list(Task), self.store.list(Node),
+                                      self._address_pool())
+            limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(ops))
+            before = {s.id: s.raw_spec for s in existing[Service.kind]}
+            self._check(limits, before, services_after(before, ops))
+            decided[:] = ops
+            return ops
+
+        result = await retry_on_conflict(self.store, make_ops) or {"index": self.store.index}
+        changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in decided
+                         if op["kind"] == "service")
+        return {"stack": stack, "changed_services": changed, "operations": len(decided),
+                "index": result.get("index")}
 
     def stacks(self) -> list[dict]:
         counts: dict[str, int] = {}
