@@ -181,3 +181,14 @@ async def test_ingress_ports_are_refused_on_nodes_without_the_data_plane(store):
     # Host-mode publishing needs no mesh.
     await api.deploy("app", stack(ports=[{"target": 80, "published": 8080, "mode": "host"}]), {}, prune=False)
     assert service(store, "app_web").raw_spec["endpoint"]["ports"][0]["published"] == 8080
+
+
+async def test_a_deploy_that_raced_another_write_is_decided_again(cluster):
+    from swarmlet.store import Conflict
+    store, api = cluster, StackApi(cluster)
+    store.fail_next = Conflict("network app_back is at version 9, the update expected version 8")
+    await api.deploy("app", stack(), {}, prune=False)
+    assert network(store, "app_back").vips == {service(store, "app_web").id: "10.20.0.1"}
+    refused, committed = store.commits[-2:]  # the same decision, again (the new service's ID is picked anew)
+    assert [(op["op"], op["kind"], op["spec"]["name"]) for op in refused] == [
+        (op["op"], op["kind"], op["spec"]["name"]) for op in committed]
