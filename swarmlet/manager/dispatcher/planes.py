@@ -23,7 +23,7 @@ from typing import Iterable
 
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY
 from swarmlet.api.netplane import Backend, NetworkPlane, OverlayNetwork, PublishedPort, ServiceEndpoint
-from swarmlet.api.objects import STACK_NAMESPACE_LABEL, DesiredState, NodeState, TaskState, is_terminal
+from swarmlet.api.objects import STACK_NAMESPACE_LABEL, TERMINAL_STATES, DesiredState, NodeState, TaskState
 from swarmlet.api.specs import DEFAULT_ENDPOINT_MODE
 from swarmlet.api.views import Network, Node, Service, Task
 from swarmlet.manager.allocator import ingress_network, ingress_ports
@@ -36,12 +36,6 @@ def service_names(spec: dict, aliases: Iterable[str]) -> tuple[str, ...]:
     stack = (spec.get("labels") or {}).get(STACK_NAMESPACE_LABEL)
     short = full[len(stack) + 1:] if stack and full.startswith(f"{stack}_") else full
     return tuple(dict.fromkeys([short, full, *aliases]))
-
-
-def is_backend(task: Task, nodes: dict[str, Node]) -> bool:
-    node = nodes.get(task.spec.node_id or "")
-    return (task.status.state == TaskState.RUNNING and task.spec.desired_state == DesiredState.RUNNING
-            and node is not None and node.status.state != NodeState.DOWN)
 
 
 @dataclass
@@ -62,18 +56,22 @@ class PlaneIndex:
         services = sorted(services, key=lambda s: s.name)
         members: dict[str, set[str]] = {n.id: set() for n in networks.values()}
         backends: dict[tuple[str, str], list[Backend]] = {}  # (service, network) -> backends
-        for task in sorted(tasks, key=lambda t: t.id):
-            node_id = task.spec.node_id
-            if not node_id or is_terminal(task.status.state):
+        live_nodes = {n.id for n in nodes.values() if n.status.state != NodeState.DOWN}
+        for task in sorted(tasks, key=lambda t: t.raw["id"]):
+            # The stored dicts, not the typed views: this runs over every task at every change.
+            spec, status = task.raw["spec"], task.raw.get("status") or {}
+            addresses, node_id, state = spec.get("network_addresses"), spec.get("node_id"), status.get("state")
+            if not addresses or not node_id or state in TERMINAL_STATES or node_id not in nodes:
                 continue
-            running = is_backend(task, nodes)
-            for network_id, address in task.spec.network_addresses.items():
+            running = (state == TaskState.RUNNING and spec.get("desired_state") == DesiredState.RUNNING
+                       and node_id in live_nodes)
+            for network_id, address in addresses.items():
                 if network_id not in by_id:
                     continue
                 members[network_id].add(node_id)
                 if running:
-                    backends.setdefault((task.spec.service_id, network_id), []).append(
-                        Backend(task_id=task.id, address=address, node_address=nodes[node_id].status.addr))
+                    backends.setdefault((spec["service_id"], network_id), []).append(
+                        Backend(task_id=task.raw["id"], address=address, node_address=nodes[node_id].status.addr))
         mesh_nodes = {n.id for n in nodes.values() if n.data_plane == DATA_PLANE_OVERLAY}
         endpoints: dict[str, list[ServiceEndpoint]] = {n.id: [] for n in networks.values()}
         ingress = []
