@@ -25,7 +25,8 @@ from swarmlet.api.limits import Limits
 from swarmlet.api.objects import CLUSTER_ID, ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState
 from swarmlet.api.references import resolve
 from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StoredObject, Task
-from swarmlet.manager.allocator import AddressBook, assign_published_ports, ingress_ports, network_allocation
+from swarmlet.manager.allocator import (AddressBook, assign_published_ports, ingress_network, ingress_ports,
+                                       network_allocation)
 from swarmlet.node.config import new_id
 from swarmlet.manager.retry import retry_on_conflict
 from swarmlet.manager.settings import ClusterSettings
@@ -188,6 +189,7 @@ def allocate_deploy(ops: list[dict], existing: dict[str, list[StoredObject]], ta
         if op["id"] in published and op["kind"] == Service.kind:
             op["spec"] = published[op["id"]]
     check_data_plane_for(published, nodes)
+    check_mesh_ports(published, {n.name: n for n in networks.values() if n.is_overlay and n.subnet})
     # A redeploy that only left out a port the cluster had picked changes nothing.
     ops = [op for op in ops if not (op["kind"] == Service.kind and op["op"] == "update"
                                     and op["spec"] == before.get(op["id"]))]
@@ -204,6 +206,23 @@ def allocate_deploy(ops: list[dict], existing: dict[str, list[StoredObject]], ta
             ops.append({"op": "update", "kind": Network.kind, "id": network_id, "version": current.version,
                         "status": status})
     return ops
+
+
+MESH_PROTOCOLS = ("tcp", "udp")  # what the routing mesh forwards (nftables DNAT)
+
+
+def check_mesh_ports(services: Mapping[str, Mapping], overlays: Mapping[str, Network]) -> None:
+    """An ingress port needs a protocol the mesh forwards and an overlay network to reach
+    the service's tasks on."""
+    for spec in sorted(services.values(), key=lambda spec: spec["name"]):
+        for port in ingress_ports(spec):
+            if port["protocol"] not in MESH_PROTOCOLS:
+                raise DeployError(f"service {spec['name']}: port {port['published']}/{port['protocol']}: the routing "
+                                  f"mesh forwards {' and '.join(MESH_PROTOCOLS)} only; publish it with mode: host")
+            if ingress_network(spec, overlays) is None:
+                raise DeployError(f"service {spec['name']}: port {port['published']}/{port['protocol']} is published "
+                                  "in ingress mode, but the service is on no overlay network for the routing mesh "
+                                  "to reach its tasks on")
 
 
 def check_data_plane_for(services: Mapping[str, Mapping], nodes: list[Node]) -> None:

@@ -192,3 +192,15 @@ async def test_a_deploy_that_raced_another_write_is_decided_again(cluster):
     refused, committed = store.commits[-2:]  # the same decision, again (the new service's ID is picked anew)
     assert [(op["op"], op["kind"], op["spec"]["name"]) for op in refused] == [
         (op["op"], op["kind"], op["spec"]["name"]) for op in committed]
+
+
+async def test_ingress_ports_the_mesh_cannot_carry_are_refused(cluster):
+    api = StackApi(cluster)
+    with pytest.raises(errors.Invalid, match="port 8080/sctp: the routing mesh forwards tcp and udp only"):
+        await api.deploy("app", stack(ports=[{"target": 80, "published": 8080, "protocol": "sctp"}]), {}, prune=False)
+    local = stack(ports=[{"target": 80, "published": 8080}])
+    local["networks"]["back"]["driver"] = "bridge"
+    with pytest.raises(errors.Invalid, match="service app_web: port 8080/tcp is published in ingress mode, but the "
+                                             "service is on no overlay network"):
+        await api.deploy("app", local, {}, prune=False)
+    assert cluster.list(Service) == []
