@@ -41,11 +41,8 @@ from swarmlet.api.errors import Invalid
 from swarmlet.api.ipam import (DYNAMIC_PORT_RANGE, MAX_NETWORK_PREFIX, MAX_VNI, AddressPool, ipv4_network)
 from swarmlet.api.netplane import MIN_VNI
 from swarmlet.api.objects import TERMINAL_STATES
-from swarmlet.api.specs import DEFAULT_PUBLISH_MODE
+from swarmlet.api.specs import ENDPOINT_MODE_DNSRR, PUBLISH_MODE_INGRESS
 from swarmlet.api.views import Network, Task
-
-ENDPOINT_MODE_DNSRR = "dnsrr"
-PUBLISH_MODE_INGRESS = DEFAULT_PUBLISH_MODE
 
 
 class AllocationError(Invalid):

@@ -414,5 +414,11 @@ class StackApi:
         stack = resolve("stack", stack, {stack_of(o) for o in objects} - {None}, name=str, id_of=None)
         ops = [{"op": "delete", "kind": o.kind, "id": o.id, "version": o.version}
                for o in objects if stack_of(o) == stack]
+        networks = {o.name for o in objects if o.kind == Network.kind and stack_of(o) == stack}
+        users = sorted((n["name"], s.name) for s in objects if s.kind == Service.kind and stack_of(s) != stack
+                       for n in s.raw_spec.get("networks") or [] if n["name"] in networks)
+        if users:  # as Swarm does: a network in use stays (another stack joined it as external)
+            raise Invalid("; ".join(f"network {n} is used by service {s} of another stack" for n, s in users)
+                          + ": remove those first; nothing was removed")
         await self.store.commit(ops)
         return {"stack": stack, "removed": len(ops)}

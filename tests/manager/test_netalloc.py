@@ -153,6 +153,17 @@ async def test_an_external_network_is_joined_and_gets_the_services_vips(cluster)
     shared = network(store, "shared")
     assert service(store, "guest_web").id in shared.vips and service(store, "owner_web").id in shared.vips
     assert len(set(shared.vips.values())) == 2
+    # The owner cannot take the network away from under its guest; the guest leaves it alone.
+    index = store.index
+    with pytest.raises(errors.Invalid, match="network shared is used by service guest_db of another stack; network "
+                                             "shared is used by service guest_web of another stack: remove those "
+                                             "first; nothing was removed"):
+        await api.remove_stack("owner")
+    assert store.index == index
+    await api.remove_stack("guest")
+    assert network(store, "shared") is not None
+    await api.remove_stack("owner")
+    assert network(store, "shared") is None
 
 
 async def test_published_ports_are_unique_in_the_cluster_and_picked_when_left_out(cluster):

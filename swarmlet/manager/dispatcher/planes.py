@@ -24,7 +24,7 @@ from typing import Iterable
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY
 from swarmlet.api.netplane import Backend, NetworkPlane, OverlayNetwork, PublishedPort, ServiceEndpoint
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL, TERMINAL_STATES, DesiredState, NodeState, TaskState
-from swarmlet.api.specs import DEFAULT_ENDPOINT_MODE
+from swarmlet.api.specs import DEFAULT_ENDPOINT_MODE, ENDPOINT_MODE_VIP
 from swarmlet.api.views import Network, Node, Service, Task
 from swarmlet.manager.allocator import ingress_network, ingress_ports
 
@@ -84,7 +84,7 @@ class PlaneIndex:
                     continue
                 endpoints[network.id].append(ServiceEndpoint(
                     service_id=service.id, names=service_names(spec, attachment.get("aliases") or ()),
-                    endpoint_mode=mode, vip=network.vips.get(service.id) if mode == DEFAULT_ENDPOINT_MODE else None,
+                    endpoint_mode=mode, vip=network.vips.get(service.id) if mode == ENDPOINT_MODE_VIP else None,
                     backends=tuple(backends.get((service.id, network.id), ()))))
             mesh = ingress_network(spec, networks) if ingress_ports(spec) else None
             if mesh is not None:
