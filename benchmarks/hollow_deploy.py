@@ -63,9 +63,6 @@ def compose_file(directory: Path, replicas: int) -> Path:
       replicas: {replicas}
       placement:
         constraints: ["engine.labels.{HOLLOW_ENGINE_LABEL} == true"]
-networks:
-  default:  # every task takes an address on it (docs/networking.md): a /24 holds ~250
-    ipam: {{config: [{{subnet: 10.128.0.0/12}}]}}
 """)
     return path
 

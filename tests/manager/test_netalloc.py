@@ -215,3 +215,17 @@ async def test_ingress_ports_the_mesh_cannot_carry_are_refused(cluster):
                                              "service is on no overlay network"):
         await api.deploy("app", local, {}, prune=False)
     assert cluster.list(Service) == []
+
+
+async def test_tasks_on_nodes_without_the_data_plane_take_no_address(store):
+    """Their engines' bridge networks give the addresses there: a /24 must not cap a
+    service's replicas on the single-engine local cluster."""
+    await add_node(store, "plain-1", data_plane=None)
+    await add_node(store, "plain-2", data_plane="none")
+    api = StackApi(store)
+    await api.deploy("app", stack(replicas=300), {}, prune=False)
+    tasks = await converge(store)
+    assert len(tasks) == 301 and all(t.spec.node_id and t.status.state == "assigned" for t in tasks)
+    assert all(t.spec.network_addresses == {} for t in tasks)
+    back = network(store, "app_back")
+    assert back.gateways == {} and list(back.vips) == [service(store, "app_web").id]

@@ -6,9 +6,9 @@ pending, with the scheduler's explanation as its status message (rewritten only 
 it changes). When the batch's transaction conflicts with another write, each task is
 retried on its own (``commit_each_on_conflict``).
 
-Placing a task also allocates its network addresses (manager/allocator.py): its address
-on each of its overlay networks, and its node's gateway on a network the node had no
-task on. Those assignments are committed with the networks they took addresses from
+Placing a task on a node that runs the overlay data plane also allocates its network
+addresses (manager/allocator.py): its address on each of its overlay networks, and its
+node's gateway on a network the node had no task on. Those assignments are committed with the networks they took addresses from
 (``commit_guarded``), so that a concurrent allocation on the same network makes the
 pass decide again; a task whose network has no address left stays pending, the
 allocator's error as its message."""
@@ -45,8 +45,10 @@ def pending_tasks(tasks: list[Task]) -> list[Task]:
 
 def assignment_ops(nodes: list[Node], tasks: list[Task], now: float, book: AddressBook | None = None) -> list[dict]:
     """The writes of one scheduling pass over the store's nodes and tasks (pure); with
-    ``book``, the placed tasks' network addresses too (then ``network_ops(book)`` are
-    the networks to write with them)."""
+    ``book``, the network addresses of the tasks placed on nodes that run the overlay data
+    plane too (then ``network_ops(book)`` are the networks to write with them). A node
+    without it makes nothing of an address (its engine's bridge networks give their own),
+    so its tasks take none: a /24 does not cap a service's replicas there."""
     pending = pending_tasks(tasks)
     if not pending:
         return []
@@ -64,6 +66,7 @@ def assignment_ops(nodes: list[Node], tasks: list[Task], now: float, book: Addre
         made_from.setdefault(key, request)
         requests.append(request)
     by_id = {t.id: t for t in pending}
+    overlay_nodes = {n.id for n in nodes if n.data_plane == DATA_PLANE_OVERLAY}
     hostnames = {n.id: n.status.hostname or n.id for n in nodes}
     for placement in schedule(node_infos(nodes, tasks), requests):
         task = by_id[placement.task_id]
@@ -71,7 +74,7 @@ def assignment_ops(nodes: list[Node], tasks: list[Task], now: float, book: Addre
             ops.append(_status_op(task, placement.explanation, now))
             continue
         spec = task.spec.replace(node_id=placement.node_id)
-        if book is not None:
+        if book is not None and placement.node_id in overlay_nodes:
             try:
                 addresses = book.allocate_task(task, placement.node_id)
             except AllocationError as err:
