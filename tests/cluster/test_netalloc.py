@@ -12,7 +12,8 @@ import pytest
 
 from swarmlet.cli.client import ApiError
 
-from .conftest import FAST_SETTINGS, TestCluster, _ranges, swarmlet, wait_until
+from . import conftest
+from .conftest import FAST_SETTINGS, swarmlet, wait_until
 from .test_services import SLEEPER, Stacks
 
 pytestmark = pytest.mark.cluster
@@ -21,7 +22,8 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture(scope="module")
 def stacks(tmp_path_factory) -> Stacks:
     directory = tmp_path_factory.mktemp("netalloc")
-    cluster = TestCluster(directory / "cluster", f"127.0.{next(_ranges) % 250}.2", "process")
+    # Its own loopback range, as make_cluster gives one (module-scoped: the tests share the cluster).
+    cluster = conftest.TestCluster(directory / "cluster", f"127.0.{next(conftest._ranges) % 250}.2", "process")
     try:
         yield Stacks(cluster.up(1, 0, FAST_SETTINGS), directory)
     finally:
