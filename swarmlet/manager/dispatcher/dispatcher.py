@@ -276,9 +276,11 @@ class Dispatcher(LeaderLoop):
         ws = self._sessions.get(node_id)
         if ws is None or ws.closed or not self.store.is_leader:
             return
-        await self._send_plane(node_id)  # first: the networks the assigned tasks will need
         message = node_assignment(node_id, self.store.list(Task), self.store.list(Secret), self.store.list(Config))
         digest = assignment_digest(message)
+        # First the plane, built after the assignment set (so from a store at least as new):
+        # it has every network the set's tasks need before the node is asked to start them.
+        await self._send_plane(node_id)
         if self._sent.get(node_id) == digest:
             return
         try:
