@@ -188,11 +188,12 @@ def allocate_deploy(ops: list[dict], existing: dict[str, list[StoredObject]], ta
     for op in ops:
         if op["id"] in published and op["kind"] == Service.kind:
             op["spec"] = published[op["id"]]
-    check_data_plane_for(published, nodes)
-    check_mesh_ports(published, {n.name: n for n in networks.values() if n.is_overlay and n.subnet})
     # A redeploy that only left out a port the cluster had picked changes nothing.
     ops = [op for op in ops if not (op["kind"] == Service.kind and op["op"] == "update"
                                     and op["spec"] == before.get(op["id"]))]
+    written = {op["id"]: op["spec"] for op in ops if op["kind"] == Service.kind and op["op"] != "delete"}
+    check_data_plane_for(written, nodes)
+    check_mesh_ports(written, {n.name: n for n in networks.values() if n.is_overlay and n.subnet})
 
     book = AddressBook.build(networks.values(), tasks, services_after(before, ops), (n.id for n in nodes))
     for op in ops:

@@ -175,7 +175,9 @@ async def test_published_ports_are_unique_in_the_cluster_and_picked_when_left_ou
     with pytest.raises(errors.Invalid, match="service two_web: port 8080/tcp is already published by service one_web"):
         await api.deploy("two", stack(ports=[{"target": 80, "published": 8080}]), {}, prune=False)
     assert store.index == index and network(store, "two_back") is None
-    # The same file again: the picked port is kept, nothing is written.
+    # The same file again: the picked port is kept, nothing is written, even once a node
+    # without the data plane joined (what is deployed already is not refused again).
+    await add_node(store, "plain-node", data_plane=None)
     assert (await api.deploy("one", stack(ports=[{"target": 80, "published": 8080}, {"target": 81}]), {},
                              prune=False))["operations"] == 0
 
