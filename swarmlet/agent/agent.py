@@ -14,10 +14,12 @@ from typing import Callable
 
 import aiohttp
 
+from swarmlet.api.ipam import DATA_PLANE_NONE, DATA_PLANE_OVERLAY
+from swarmlet.api.netplane import DataPlane, NetworkPlane
 from swarmlet.api.objects import HEARTBEAT_MISSES_ALLOWED, NANO_CPUS_PER_CPU
 from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, SESSION_PATH, Assignments, Heartbeat,
-                                  HeartbeatAck, Hello, Log, LogEnd, Logs, LogsCancel, Message, ProtocolError,
-                                  Redirect, Status, UnknownMessage, Welcome, pack, unpack)
+                                  HeartbeatAck, Hello, Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate,
+                                  ProtocolError, Redirect, Status, UnknownMessage, Welcome, pack, unpack)
 from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
@@ -31,20 +33,54 @@ RECONNECT_DELAY = 0.2
 DESCRIBE_TIMEOUT = 5.0
 
 
-def describe_node(config: NodeConfig, described: NodeDescription) -> dict:
+def describe_node(config: NodeConfig, described: NodeDescription, data_plane: str = DATA_PLANE_NONE) -> dict:
     """What the scheduler needs to know about this node (kept as its `status.description`):
-    `described` is what its runtime reports (`Runtime.describe`)."""
+    `described` is what its runtime reports (`Runtime.describe`); `data_plane` what
+    carries its overlay networks (the manager sends planes and allows ingress ports by it)."""
     return {"hostname": config.hostname,
             "platform": {"os": described.os, "arch": described.architecture},
             "resources": {"nano_cpus": round(described.cpus * NANO_CPUS_PER_CPU),
                           "memory_bytes": described.memory_bytes},
-            "runtime": config.runtime, "engine_labels": dict(described.engine_labels)}
+            "runtime": config.runtime, "engine_labels": dict(described.engine_labels), "data_plane": data_plane}
+
+
+def load_data_plane(config: NodeConfig, runtime=None) -> DataPlane | None:
+    """The node's overlay data plane when it is run with ``--data-plane overlay``; None
+    (and a line saying why) when it is not, or when this build has no ``swarmlet.network``.
+    On a Docker node each overlay network's bridge is a network of the node's engine (the
+    one its containers attach to), made holding the runtime's network lock."""
+    if config.data_plane != DATA_PLANE_OVERLAY:
+        return None
+    try:
+        from swarmlet.network import OverlayDataPlane  # lazily: only overlay nodes load netlink and nftables
+    except ImportError as err:
+        log.error("this node is configured with --data-plane overlay, but the overlay data plane is not available "
+                  "(%s): running without one; ingress ports and cross-node networks will not work here", err)
+        return None
+    if runtime is not None and config.runtime == "docker":
+        from swarmlet.network.bridges import DockerBridges
+        return OverlayDataPlane(DockerBridges(runtime.engine, runtime.network_lock))
+    return OverlayDataPlane()
 
 
 class Agent:
     def __init__(self, data_dir: DataDir, config: NodeConfig, tls: NodeTls,
-                 on_role_change: Callable[[str], None], on_expelled: Callable[[str], None], executor=None):
+                 on_role_change: Callable[[str], None], on_expelled: Callable[[str], None], executor=None,
+                 data_plane: DataPlane | None = None):
+        """``data_plane``: what applies the node's network planes; by default the one
+        ``config.data_plane`` names (``load_data_plane``)."""
         self.executor = executor
+        self.data_plane = (data_plane if data_plane is not None else
+                           load_data_plane(config, executor.runtime if executor is not None else None))
+        self.plane: NetworkPlane | None = None  # the last plane applied
+        # Planes are applied, and assignment sets handed to the executor, one after the
+        # other in the order they came: a task starts only once its networks are there.
+        self._inbox: asyncio.Task | None = None
+        self._plane_floor = 0  # planes of one session only move forward; a new leader starts again
+        if executor is not None and self.data_plane is not None:
+            # An overlay node's tasks attach to the data plane's networks only, never to a
+            # local stand-in: until a plane is applied, it has none.
+            executor.network_plane = NetworkPlane(node_address=config.advertise_addr, version=-1)
         if executor is not None:
             executor.sink = self.task_status
         self._ws = None
@@ -64,9 +100,15 @@ class Agent:
         self._tasks = [asyncio.ensure_future(self._session_loop()), asyncio.ensure_future(self._renewal_loop())]
 
     async def stop(self) -> None:
+        if self._inbox is not None:
+            self._tasks.append(self._inbox)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.data_plane is not None:
+            # Its kernel state stays (a restarted agent adopts it, traffic goes on); only
+            # the resolver stops with the process.
+            await self.data_plane.close()
 
     # -- the session ---------------------------------------------------------------------------------
     def _candidates(self) -> list[str]:
@@ -104,7 +146,8 @@ class Agent:
             except (TaskRuntimeError, TimeoutError) as err:
                 log.warning("the runtime cannot describe this node (%s); reporting the host instead",
                             str(err) or "no answer in time")
-        return describe_node(self.config, described or host_description())
+        return describe_node(self.config, described or host_description(),
+                             DATA_PLANE_OVERLAY if self.data_plane is not None else DATA_PLANE_NONE)
 
     async def _run_session(self, address: str) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=3, sock_connect=3)
@@ -121,6 +164,7 @@ class Agent:
                 if not isinstance(first, Welcome):
                     raise ProtocolError(f"expected a welcome, got {first.TYPE}")
                 self._leader_hint = address
+                self._plane_floor = 0
                 self._apply_welcome(first)
                 self.connected.set()
                 log.info("session established with leader %s", address)
@@ -154,7 +198,9 @@ class Agent:
         if isinstance(message, HeartbeatAck):
             self._apply_welcome(message)
         elif isinstance(message, Assignments) and self.executor is not None:
-            self.executor.assign(message)
+            self._in_order(self._assign(message))
+        elif isinstance(message, NetworkPlaneUpdate):
+            self._in_order(self._apply_plane(message))
         elif isinstance(message, Logs) and self._ws is not None:
             key = (message.request_id, message.task_id)
             self._log_streams[key] = asyncio.ensure_future(self._stream_logs(self._ws, message))
@@ -162,6 +208,40 @@ class Agent:
             stream = self._log_streams.pop((message.request_id, message.task_id), None)
             if stream is not None:
                 stream.cancel()
+
+    def _in_order(self, step) -> None:
+        previous = self._inbox
+
+        async def after_previous() -> None:
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            try:
+                await step
+            except Exception:  # one failed step must not stop the ones after it
+                log.exception("handling a message from the leader failed")
+
+        self._inbox = asyncio.ensure_future(after_previous())
+
+    async def _assign(self, message: Assignments) -> None:
+        self.executor.assign(message)
+
+    async def _apply_plane(self, message: NetworkPlaneUpdate) -> None:
+        try:
+            plane = NetworkPlane.from_wire(message.plane)
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("the leader sent a malformed network plane (%s); ignored", err)
+            return
+        if plane.version < self._plane_floor:
+            return  # an older one than this session already sent
+        if self.data_plane is not None:
+            try:
+                await self.data_plane.apply(plane)
+            except Exception as err:  # the data plane refused it or failed: keep the last good one
+                log.error("network plane %d not applied: %s", plane.version, err)
+                return
+        self.plane, self._plane_floor = plane, plane.version
+        if self.executor is not None:
+            self.executor.network_plane = plane
 
     async def _stream_logs(self, ws, request: Logs) -> None:
         """One task's output to the leader, a line per message, then ``LogEnd``."""

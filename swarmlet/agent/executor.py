@@ -20,6 +20,7 @@ import time
 from typing import Callable
 
 from swarmlet.agent.taskconfig import container_config, has_healthcheck
+from swarmlet.api.netplane import NetworkPlane
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, DesiredState, TaskState, is_terminal, state_rank
 from swarmlet.api.session import PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, Assignments
 from swarmlet.api.views import TaskSpec
@@ -115,7 +116,7 @@ class TaskRunner:
         self.report(TaskState.PREPARING)
         try:
             config = container_config(self.task_id, self.spec, self.runtime.node_id, self.executor.secrets,
-                                      self.executor.configs)
+                                      self.executor.configs, self.executor.network_plane)
             await self.runtime.prepare(config)
         except (ImageNotFoundError, TaskRuntimeError, KeyError) as err:
             detail = f"missing secret or config {err}" if isinstance(err, KeyError) else str(err)
@@ -211,6 +212,9 @@ class Executor:
         self.statuses: dict[str, dict] = {}
         self.secrets: dict[str, dict] = {}
         self.configs: dict[str, dict] = {}
+        # The node's overlay networks as last applied (the agent sets it before it hands
+        # on the assignment set that needs them); None on a node without the data plane.
+        self.network_plane: NetworkPlane | None = None
         self._owned: dict[str, OwnedTask] | None = None
         self._leftovers: dict[str, str] = {}  # task ID -> stack: owned, unassigned, being removed
         self._events_task: asyncio.Task | None = None

@@ -2,17 +2,24 @@
 
 The task's spec arrives as a dict on the session; it is read here through the typed
 ``TaskSpec`` view (``swarmlet.api.views``), so every default is the vocabulary's.
-Only host-mode published ports are given to the runtime (ingress publishing needs the
-routing mesh, which swarmlet does not have yet). Each network attachment gets the
+Only host-mode published ports are given to the runtime (ingress ports are the routing
+mesh's: the node's data plane forwards them). Each network attachment gets the
 service's short name as an alias, as ``docker stack deploy`` does.
+
+On a node that runs the overlay data plane (``plane`` given: the node's network plane as
+last applied), each overlay network of the task is attached as the data plane's Docker
+network for it (``docker_network_name``), with the task's allocated address, and the
+container resolves through the node's resolver on its first network's gateway. On a node
+without one, a network is the engine's own bridge network of that name, as before.
 """
 from __future__ import annotations
 
 from swarmlet.api import specs
+from swarmlet.api.netplane import NetworkPlane, docker_network_name
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL
 from swarmlet.api.views import TaskSpec
 from swarmlet.runtime import (ContainerConfig, FileReference, HealthCheck, LogConfig, Mount, NetworkAttachment,
-                              PublishedPort, Ulimit)
+                              PublishedPort, TaskRuntimeError, Ulimit)
 
 PUBLISH_MODE_HOST = "host"
 DISABLED_HEALTHCHECK = "NONE"
@@ -59,13 +66,34 @@ def has_healthcheck(spec: TaskSpec) -> bool:
     return check is not None and bool(check.test) and check.test[0] != DISABLED_HEALTHCHECK
 
 
+def network_attachments(spec: TaskSpec, short_name: str,
+                        plane: NetworkPlane | None) -> tuple[list[NetworkAttachment], list[str]]:
+    """The task's attachments, and the resolvers the overlay gives it (empty without one)."""
+    attachments, dns = [], []
+    for network in spec.networks:
+        aliases = sorted({*network.aliases, short_name})
+        address = spec.network_addresses.get(network.name)
+        if plane is None or address is None:
+            attachments.append(NetworkAttachment(network.name, aliases, dict(network.driver_opts)))
+            continue
+        overlay = plane.network(network.name)  # a stack network's ID is its cluster name
+        if overlay is None:
+            raise TaskRuntimeError(f"network {network.name} is not in this node's network plane (yet)")
+        attachments.append(NetworkAttachment(docker_network_name(overlay), aliases, dict(network.driver_opts),
+                                             ipv4_address=address, overlay=True))
+        dns = dns or [overlay.gateway]
+    return attachments, dns
+
+
 def container_config(task_id: str, spec: TaskSpec, node_id: str, secrets: dict[str, dict],
-                     configs: dict[str, dict]) -> ContainerConfig:
+                     configs: dict[str, dict], plane: NetworkPlane | None = None) -> ContainerConfig:
     """``secrets``/``configs``: name -> {"data": bytes} as in the assignment message.
-    Raises KeyError naming a secret or config that did not come with the task."""
+    Raises KeyError naming a secret or config that did not come with the task, and
+    TaskRuntimeError for an overlay network the node's ``plane`` does not have."""
     container = spec.container
     stack = spec.stack
     short_name = spec.service_name[len(stack) + 1:] if stack else spec.service_name
+    networks, overlay_dns = network_attachments(spec, short_name, plane)
     labels = dict(container.labels)
     if stack:
         labels[STACK_NAMESPACE_LABEL] = stack
@@ -80,15 +108,14 @@ def container_config(task_id: str, spec: TaskSpec, node_id: str, secrets: dict[s
         ulimits=[Ulimit(name, limit.soft, limit.hard) for name, limit in container.ulimits.items()],
         sysctls=dict(container.sysctls),
         extra_hosts=dict(entry.split(":", 1) for entry in container.extra_hosts if ":" in entry),
-        dns=list(container.dns), dns_search=list(container.dns_search), dns_options=list(container.dns_options),
+        dns=[*overlay_dns, *container.dns], dns_search=list(container.dns_search), dns_options=list(container.dns_options),
         oom_score_adj=container.oom_score_adj, isolation=container.isolation, logging=_logging(container.logging),
         tmpfs=_tmpfs(container.tmpfs), healthcheck=_healthcheck(container.healthcheck),
         mounts=[_mount(m) for m in container.mounts],
         ports=[PublishedPort(target=p.target, published=p.published, protocol=p.protocol)
                for p in spec.ports if p.mode == PUBLISH_MODE_HOST],
         resources=spec.resources.limits,
-        networks=[NetworkAttachment(n.name, sorted({*n.aliases, short_name}), dict(n.driver_opts))
-                  for n in spec.networks],
+        networks=networks,
         secrets=_file_refs(container.secrets, secrets),
         configs=_file_refs(container.configs, configs),
     )

@@ -10,8 +10,8 @@ form the session carries.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
 
 VXLAN_PORT = 4789  # IANA's VXLAN port, as Docker's overlay driver uses
 MIN_VNI = 4096  # VNIs below this are left to other users of the host, as Docker does
@@ -79,6 +79,10 @@ class NetworkPlane:
     def network(self, network_id: str) -> OverlayNetwork | None:
         return next((n for n in self.networks if n.id == network_id), None)
 
+    def same_as(self, other: "NetworkPlane | None") -> bool:
+        """Whether ``other`` asks the same of the node (the store version aside)."""
+        return other is not None and replace(other, version=self.version) == self
+
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -95,6 +99,17 @@ class NetworkPlane:
             for n in raw["networks"])
         ingress = tuple(PublishedPort(**{**p, "backends": backends(p["backends"])}) for p in raw["ingress"])
         return cls(node_address=raw["node_address"], version=raw["version"], networks=networks, ingress=ingress)
+
+
+class DataPlane(Protocol):
+    """What the agent drives on a node run with ``--data-plane overlay``
+    (``swarmlet.network.OverlayDataPlane``): make the node match ``plane``, whole and
+    level-triggered; a bad plane raises and changes nothing."""
+
+    async def apply(self, plane: NetworkPlane) -> Any: ...
+
+    async def close(self) -> None:
+        """Stop what runs in this process (the resolver); the kernel state stays."""
 
 
 # -- names on a node, one rule each ---------------------------------------------------------------

@@ -88,11 +88,14 @@ def suggested_heartbeat_period(nodes: int, floor: float = DEFAULT_HEARTBEAT_PERI
 
 def cluster_object_spec(*, name: str, ca_cert: bytes, ca_key: bytes, worker_secret: str, manager_secret: str,
                         cert_expiry: float = DEFAULT_CERT_EXPIRY,
-                        heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD, limits: dict | None = None) -> dict:
-    """``limits``: ``Limits.to_dict()`` (swarmlet.api.limits); absent, every default applies."""
+                        heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD, limits: dict | None = None,
+                        address_pool: dict | None = None) -> dict:
+    """``limits``: ``Limits.to_dict()`` (swarmlet.api.limits); ``address_pool``:
+    ``AddressPool.to_dict()`` (swarmlet.api.ipam); absent, every default applies."""
     return {"name": name, "ca_cert": ca_cert, "ca_key": ca_key,
             "worker_secret": worker_secret, "manager_secret": manager_secret,
-            "cert_expiry": cert_expiry, "heartbeat_period": heartbeat_period, "limits": dict(limits or {})}
+            "cert_expiry": cert_expiry, "heartbeat_period": heartbeat_period, "limits": dict(limits or {}),
+            "address_pool": dict(address_pool or {})}
 
 
 def node_object_spec(role: str, availability: str = "active", labels: dict | None = None) -> dict:

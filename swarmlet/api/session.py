@@ -10,6 +10,9 @@ naming the message and the other keys its fields.
   ``Redirect`` instead of a welcome when this manager is not the leader.
 - leader -> node: ``Assignments``, the node's whole assignment set, at session start
   and whenever it changes.
+- leader -> node: ``NetworkPlaneUpdate``, the node's whole ``NetworkPlane``
+  (swarmlet.api.netplane), to nodes that run the overlay data plane: at session start
+  and whenever it changes, always before an assignment set that needs it.
 - node -> leader: ``Status``, task status changes (a full report at session start).
 - leader -> node ``Logs`` and ``LogsCancel``; node -> leader ``Log`` (lines) and
   ``LogEnd`` (with an ``error`` when the task's output cannot be read).
@@ -51,6 +54,7 @@ class MessageType(enum.StrEnum):
     LOGS_CANCEL = "logs_cancel"
     LOG = "log"
     LOG_END = "log_end"
+    NETWORK_PLANE = "network_plane"
 
 
 class ProtocolError(ValueError):
@@ -135,6 +139,16 @@ class Assignments(Message):
 
 
 @dataclass(frozen=True)
+class NetworkPlaneUpdate(Message):
+    """A message of its own rather than a field of ``Assignments``: a plane changes when
+    tasks on *other* nodes start and stop (backends, peers), which leaves this node's
+    assignment set alone, and the assignment set carries the secrets of its tasks, not
+    to be re-sent whenever a backend moves elsewhere. An older agent ignores it."""
+    TYPE = MessageType.NETWORK_PLANE
+    plane: dict = field(default_factory=dict)  # NetworkPlane.to_wire()
+
+
+@dataclass(frozen=True)
 class Status(Message):
     TYPE = MessageType.STATUS
     updates: list[StatusUpdate] = field(default_factory=list)
@@ -173,7 +187,8 @@ class LogEnd(Message):
 
 
 MESSAGES: dict[str, type[Message]] = {cls.TYPE.value: cls for cls in (
-    Hello, Welcome, HeartbeatAck, Redirect, Heartbeat, Assignments, Status, Logs, LogsCancel, Log, LogEnd)}
+    Hello, Welcome, HeartbeatAck, Redirect, Heartbeat, Assignments, Status, Logs, LogsCancel, Log, LogEnd,
+    NetworkPlaneUpdate)}
 
 
 # -- the wire -------------------------------------------------------------------------------------------

@@ -65,6 +65,8 @@ DEPENDENCY_CONDITIONS = ("service_started", "service_healthy", "service_complete
 # The same values by name, for the code that acts on them.
 RESTART_NONE, RESTART_ON_FAILURE, RESTART_ANY = RESTART_CONDITIONS
 UPDATE_STOP_FIRST, UPDATE_START_FIRST = UPDATE_ORDERS
+ENDPOINT_MODE_VIP, ENDPOINT_MODE_DNSRR = ENDPOINT_MODES
+PUBLISH_MODE_INGRESS, PUBLISH_MODE_HOST = PUBLISH_MODES
 DEPENDENCY_STARTED, DEPENDENCY_HEALTHY, DEPENDENCY_COMPLETED_SUCCESSFULLY = DEPENDENCY_CONDITIONS
 
 
@@ -317,6 +319,15 @@ class ConfigSpec(StoredFileSpec):
 
 
 @dataclass(frozen=True)
+class IpamConfig(SpecBase):
+    """One Compose `ipam.config` entry: the network's subnet instead of one from the
+    cluster's pool, and optionally the range its addresses are taken from."""
+    subnet: str | None = None
+    gateway: str | None = None  # kept out of allocation (each node has its own gateway)
+    ip_range: str | None = None
+
+
+@dataclass(frozen=True)
 class NetworkSpec(SpecBase):
     name: str
     driver: str = DEFAULT_NETWORK_DRIVER
@@ -326,6 +337,7 @@ class NetworkSpec(SpecBase):
     attachable: bool = False
     internal: bool = False
     cluster_name: str | None = None
+    ipam: list[IpamConfig] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar, overload
 
+from swarmlet.api.ipam import DEFAULT_DATA_PLANE, OVERLAY_DRIVER, AddressPool
 from swarmlet.api.limits import Limits
 from swarmlet.api.objects import Availability, DesiredState, NodeState, ServiceMode, TaskState
-from swarmlet.api.specs import (ContainerSpec, NetworkAttachment, Placement, PortConfig, ResourceRequirements,
+from swarmlet.api.specs import (DEFAULT_NETWORK_DRIVER, ContainerSpec, NetworkAttachment, Placement, PortConfig, ResourceRequirements,
                                 RestartPolicy, ServiceSpec)
 
 T = TypeVar("T")
@@ -113,6 +114,9 @@ class TaskSpec(View):
     placement: Field[Placement] = Field({}, Placement.from_dict)
     networks: Field[list] = Field((), lambda raw: [NetworkAttachment.from_dict(n) for n in raw])
     ports: Field[list] = Field((), lambda raw: [PortConfig.from_dict(p) for p in raw])
+    # network ID -> the task's address on it ("10.0.1.7"), allocated when the task is
+    # placed (manager/allocator.py); empty for networks that are not overlays
+    network_addresses: Field[Mapping[str, str]] = Field({})
 
 
 class TaskStatus(View):
@@ -165,6 +169,11 @@ class Node(StoredObject):
     status: Field[NodeStatus] = Field({}, NodeStatus)
 
     @property
+    def data_plane(self) -> str:
+        """What carries overlay networks on the node, as its session's hello reported it."""
+        return self.status.description.get("data_plane") or DEFAULT_DATA_PLANE
+
+    @property
     def name(self) -> str:
         """What operators call a node: its hostname."""
         return self.status.hostname
@@ -202,6 +211,10 @@ class Cluster(StoredObject):
     def limits(self) -> Limits:
         return Limits.from_spec(self.spec.get("limits"))
 
+    @property
+    def address_pool(self) -> AddressPool:
+        return AddressPool.from_spec(self.spec.get("address_pool"))
+
 
 class Secret(StoredObject):
     __slots__ = ()
@@ -224,13 +237,43 @@ class Config(StoredObject):
 
 
 class Network(StoredObject):
+    """spec: the stack API's (name, driver, driver_opts, labels, attachable, internal,
+    ipam); status: what the allocator gave it (manager/allocator.py): ``subnet``,
+    ``vni``, ``gateways`` (node ID -> that node's bridge address) and ``vips`` (service
+    ID -> the service's address on this network)."""
+
     __slots__ = ()
     kind = "network"
+    spec: Field[Mapping] = Field({})
+    status: Field[Mapping] = Field({})
 
     @property
     def name(self) -> str:
         return self.raw["spec"]["name"]
-    spec: Field[Mapping] = Field({})
+
+    @property
+    def is_overlay(self) -> bool:
+        return self.spec.get("driver", DEFAULT_NETWORK_DRIVER) == OVERLAY_DRIVER
+
+    @property
+    def internal(self) -> bool:
+        return bool(self.spec.get("internal"))
+
+    @property
+    def subnet(self) -> str | None:
+        return self.status.get("subnet")
+
+    @property
+    def vni(self) -> int | None:
+        return self.status.get("vni")
+
+    @property
+    def gateways(self) -> Mapping[str, str]:
+        return self.status.get("gateways") or {}
+
+    @property
+    def vips(self) -> Mapping[str, str]:
+        return self.status.get("vips") or {}
 
 
 def manager_api_addresses(nodes: list[Node]) -> list[str]:

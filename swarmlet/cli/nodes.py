@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from swarmlet.api.errors import Invalid
+from swarmlet.api.ipam import DATA_PLANES, DEFAULT_ADDR_POOL, DEFAULT_ADDR_POOL_MASK_LENGTH, DEFAULT_DATA_PLANE, AddressPool
 from swarmlet.api.limits import Limits, parse_limit
 from swarmlet.api.objects import AVAILABILITIES, DEFAULT_HEARTBEAT_PERIOD
 from swarmlet.cli.client import client_options, make_client
@@ -38,6 +40,20 @@ def _parse_limits(ctx, param, values: tuple[str, ...]) -> dict[str, int]:
     try:
         return dict(parse_limit(value) for value in values)
     except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+data_plane_option = click.option(
+    "--data-plane", type=click.Choice(DATA_PLANES), default=None,
+    help="What carries overlay networks on this node: none (each engine's own bridge networks; the default) or "
+         "overlay (VXLAN, service DNS, VIPs and the routing mesh: needed for ingress-published ports). "
+         "Stored in the node's config.")
+
+
+def _address_pool(subnets: tuple[str, ...], mask_length: int) -> AddressPool:
+    try:
+        return AddressPool(subnets=tuple(subnets) or DEFAULT_ADDR_POOL, mask_length=mask_length)
+    except Invalid as err:
         raise click.BadParameter(str(err)) from None
 
 
@@ -116,20 +132,27 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @click.option("--election-timeout", nargs=2, type=float, default=None, help="Raft election timeout range, seconds.")
 @click.option("--snapshot-interval", type=int, default=None, help="Raft log entries between snapshots (10000).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
+@click.option("--default-addr-pool", "addr_pools", multiple=True, metavar="CIDR",
+              help=f"Where overlay networks take their subnets (repeatable; default {DEFAULT_ADDR_POOL[0]}).")
+@click.option("--default-addr-pool-mask-length", "mask_length", type=int, default=DEFAULT_ADDR_POOL_MASK_LENGTH,
+              show_default=True, help="The prefix length of each network's subnet taken from the pool.")
+@data_plane_option
 @limit_option
 @shared_engine_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
-         runtime, limits, shared_engine, data_dir, detach, log_level):
+         runtime, addr_pools, mask_length, data_plane, limits, shared_engine, data_dir, detach, log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
+    pool = _address_pool(addr_pools, mask_length)
     try:
         config = init_cluster(directory, advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname,
                               cert_expiry=parse_duration(cert_expiry), heartbeat_period=heartbeat_period,
                               raft_settings=raft_overrides(election_timeout, snapshot_interval), runtime=runtime,
-                              shared_engine=shared_engine, limits=limits)
+                              shared_engine=shared_engine, limits=limits, address_pool=pool,
+                              data_plane=data_plane or DEFAULT_DATA_PLANE)
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")
@@ -147,18 +170,20 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
 @click.option("--hostname", help="Node hostname (default: this machine's).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True,
               help="How this node runs tasks: Docker containers, or local process groups.")
+@data_plane_option
 @shared_engine_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
-def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, shared_engine, data_dir, detach,
-         log_level):
+def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, data_plane, shared_engine, data_dir,
+         detach, log_level):
     """Join the cluster that MANAGER_ADDR belongs to."""
     directory = DataDir(data_dir)
     try:
         config = asyncio.run(join_cluster(directory, token=token, manager=manager_addr, advertise_addr=advertise_addr,
                                           listen_addr=listen_addr, hostname=hostname, runtime=runtime,
-                                          shared_engine=shared_engine))
+                                          shared_engine=shared_engine,
+                                          data_plane=data_plane or DEFAULT_DATA_PLANE))
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"This node joined the cluster as a {config.role} (node {config.node_id}).")
@@ -166,14 +191,21 @@ def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, sh
 
 
 @click.command()
+@data_plane_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
-def agent(data_dir, detach, log_level):
-    """Run a node that already belongs to a cluster (after a restart)."""
+def agent(data_plane, data_dir, detach, log_level):
+    """Run a node that already belongs to a cluster (after a restart). --data-plane
+    changes the node's stored choice."""
     directory = DataDir(data_dir)
     if not directory.exists():
         raise click.ClickException(f"{directory.path} holds no swarmlet node (no node.json)")
+    if data_plane is not None:
+        config = directory.load()
+        if config.data_plane != data_plane:
+            config.data_plane = data_plane
+            directory.save(config)
     run_or_detach(directory, detach, log_level)
 
 
@@ -285,6 +317,9 @@ def _show_settings(settings: dict, output_format: str) -> None:
         return
     click.echo(f"Cluster {settings['name']}: heartbeat period {settings['heartbeat_period']}s, "
                f"node certificates valid {settings['cert_expiry'] / 86400:g} days")
+    pool = settings.get("address_pool") or {}
+    if pool:
+        click.echo(f"Address pool {', '.join(pool['subnets'])}, a /{pool['mask_length']} per network")
     emit("table", sorted(settings["limits"].items()), ["LIMIT", "VALUE"], lambda item: [f"limits.{item[0]}", item[1]])
 
 

@@ -159,7 +159,9 @@ def build_stack(document: dict, variables: Mapping[str, str]) -> specs.StackSpec
         networks={n: specs.NetworkSpec(
             name=n, driver=e.get("driver", specs.DEFAULT_NETWORK_DRIVER), driver_opts=e.get("driver_opts", {}),
             labels=e.get("labels", {}), external=e.get("external", False), attachable=e.get("attachable", False),
-            internal=e.get("internal", False), cluster_name=e.get("name"))
+            internal=e.get("internal", False), cluster_name=e.get("name"),
+            ipam=[specs.IpamConfig(subnet=c.get("subnet"), gateway=c.get("gateway"), ip_range=c.get("ip_range"))
+                  for c in (e.get("ipam") or {}).get("config") or []])
             for n, e in document.get("networks", {}).items()},
         volumes={n: specs.VolumeSpec(
             name=n, driver=e.get("driver", specs.DEFAULT_VOLUME_DRIVER), driver_opts=e.get("driver_opts", {}),

@@ -16,12 +16,10 @@ STACK_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _IPAM_POOL = {"subnet": f.string, "ip_range": f.string, "gateway": f.string, "aux_addresses": f.string_map()}
 _IPAM = {"driver": f.string, "config": f.list_of(f.section(_IPAM_POOL)), "options": f.string_map()}
 
-# Network keys the Docker runtime does not apply yet: it makes each stack network a local
-# bridge network on every node that runs one of its tasks (docs/orchestration.md).
+# Network keys not applied: swarmlet's overlay networks are IPv4 only and take no driver
+# options. `ipam` (the subnet) and `internal` apply (docs/networking.md, "Allocation").
 _NETWORK_NOT_APPLIED = {
     "driver_opts": lambda value: bool(value),
-    "ipam": lambda value: bool(value),
-    "internal": lambda value: value is True,
     "enable_ipv6": lambda value: value is True,
     "enable_ipv4": lambda value: value is False,
     "driver": lambda value: value != specs.DEFAULT_NETWORK_DRIVER,
@@ -90,8 +88,8 @@ def _network(ctx: FileContext, path: Path_, value: Any) -> dict | None:
     if not entry.get("external"):
         for key, not_applied in _NETWORK_NOT_APPLIED.items():
             if key in entry and not_applied(entry[key]):
-                ctx.warn(path + (key,), f"{key} is not applied: the Docker runtime makes every stack network "
-                                        "a local bridge network on each node")
+                ctx.warn(path + (key,), f"{key} is not applied: swarmlet's stack networks are IPv4 overlays "
+                                        "without driver options (docs/networking.md)")
     return entry
 
 

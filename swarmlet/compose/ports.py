@@ -144,6 +144,7 @@ def ports(ctx: FileContext, path: Path_, value: Any) -> list[dict] | None:
         else:
             ctx.error(path + (i,), expected("a port string or mapping", item))
     if any(port["mode"] == "ingress" for port in result):
-        ctx.warn(path, "ports in ingress mode are not published yet: swarmlet has no routing mesh; "
-                       "mode: host publishes a port on each node that runs a task")
+        ctx.warn(path, "ports in ingress mode need the routing mesh: a cluster whose nodes do not all run the "
+                       "overlay data plane (--data-plane overlay, as `swarmlet local up --isolated` starts them) "
+                       "refuses them; mode: host publishes a port on each node that runs a task")
     return result

@@ -73,8 +73,10 @@ class IsolationError(Exception):
 
 def isolated_extra_args(runtime: str) -> list[str]:
     """Extra `init`/`join` arguments for a node of an isolated cluster."""
-    # The integrator adds `--data-plane overlay` here for docker nodes (issue 9, item 2).
-    return []
+    # Docker nodes run the overlay data plane (swarmlet/network/): VXLAN between the
+    # nodes' namespaces, DNS, VIPs and the routing mesh. Process-runtime tasks share
+    # their node's address, so they have no use for one.
+    return ["--data-plane", "overlay"] if runtime == "docker" else []
 
 
 def preflight(runtime: str) -> None:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Sequence, TypeVar
 
-from swarmlet.store import ClusterStore, Conflict, StoreError
+import msgpack
+
+from swarmlet.store import MAX_TRANSACTION_BYTES, MAX_TRANSACTION_OPS, ClusterStore, Conflict, StoreError
+from swarmlet.store.state import TRANSACTION_ENVELOPE_BYTES, cut_transaction
 
 CONFLICT_ATTEMPTS = 5  # a write that loses this many races in a row gives up (raises Conflict)
 # The most objects a leader-only loop (orchestrator, scheduler, dispatcher) writes in one
@@ -68,3 +71,22 @@ async def _commit_batch(store: ClusterStore, keys: Sequence[Key],
         except StoreError as err:
             failures.append((key, err))
     return failures
+
+
+async def commit_guarded(store: ClusterStore, ops: list[dict], guards: list[dict],
+                         batch: int = WRITE_BATCH) -> None:
+    """Commit ``ops`` in bounded transactions of at most ``batch`` operations, each with
+    every one of ``guards`` (updates of the objects the ops' decisions were made from:
+    the networks an allocation took addresses from) in it, the versions chained from one
+    transaction to the next. So no transaction commits once anyone else wrote a guard
+    since the decisions were read: that one raises ``Conflict`` (those before it stay
+    committed) and the caller decides again from a fresh read."""
+    versions = {guard["id"]: guard["version"] for guard in guards}
+    guard_bytes = sum(len(msgpack.packb(guard, use_bin_type=True)) for guard in guards)
+    chunks = cut_transaction(ops, min(batch, MAX_TRANSACTION_OPS - len(guards)),
+                             MAX_TRANSACTION_BYTES - guard_bytes - TRANSACTION_ENVELOPE_BYTES) if ops else [[]]
+    for position, chunk in enumerate(chunks):
+        if position:
+            await asyncio.sleep(0)  # the API runs between transactions
+        result = await store.commit(chunk + [dict(guard, version=versions[guard["id"]]) for guard in guards])
+        versions.update({guard_id: result["versions"][guard_id] for guard_id in versions})

@@ -20,11 +20,15 @@ from typing import Callable, Mapping
 
 from swarmlet.api import specs
 from swarmlet.api.errors import Invalid, TooLarge
+from swarmlet.api.ipam import DATA_PLANE_OVERLAY, OVERLAY_DRIVER, AddressPool
 from swarmlet.api.limits import Limits
-from swarmlet.api.objects import ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState
+from swarmlet.api.objects import CLUSTER_ID, ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState
 from swarmlet.api.references import resolve
-from swarmlet.api.views import Config, Network, Node, Secret, Service, StoredObject, Task
+from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StoredObject, Task
+from swarmlet.manager.allocator import (AddressBook, assign_published_ports, ingress_network, ingress_ports,
+                                       network_allocation)
 from swarmlet.node.config import new_id
+from swarmlet.manager.retry import retry_on_conflict
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.store import ClusterStore
 
@@ -112,20 +116,28 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
             elif bytes(current.spec["data"]) != data:
                 raise DeployError(f"{kind} {cluster_name!r} exists with other content; {kind}s are immutable: "
                                   "give the new content another name")
+    for name, entry in sorted((stack_spec.get("networks") or {}).items()):
+        if entry.get("external") and names["networks"][name] not in by_name["network"]:
+            missing.append(f"external network {names['networks'][name]!r} not found (an external network is one "
+                           "that another stack created, under that name)")
     if missing:
         raise DeployError("; ".join(missing) + ": nothing was deployed")
     for name, entry in sorted((stack_spec.get("networks") or {}).items()):
         if entry.get("external"):
-            continue  # an existing network on the nodes; the runtime attaches to it by name
+            continue  # the cluster's network of that name (checked above); the stack does not own it
         cluster_name = names["networks"][name]
         spec = {"name": cluster_name, "driver": entry.get("driver", specs.DEFAULT_NETWORK_DRIVER),
                 "driver_opts": entry.get("driver_opts") or {}, "attachable": bool(entry.get("attachable")),
-                "internal": bool(entry.get("internal")),
+                "internal": bool(entry.get("internal")), "ipam": list(entry.get("ipam") or []),
                 "labels": dict(entry.get("labels") or {}, **{STACK_NAMESPACE_LABEL: stack})}
         current = by_name["network"].get(cluster_name)
         if current is None:
-            ops.append({"op": "create", "kind": "network", "id": cluster_name, "spec": spec})
+            ops.append({"op": "create", "kind": "network", "id": cluster_name, "spec": spec, "status": {}})
         elif current.spec != spec:
+            for key in ("driver", "ipam"):
+                if current.spec.get(key, spec[key] if key == "driver" else []) != spec[key]:
+                    raise DeployError(f"network {cluster_name} exists with another {key}; a network's {key} "
+                                      "cannot change while it exists (remove the stack, then deploy it again)")
             ops.append({"op": "update", "kind": "network", "id": current.id, "version": current.version,
                         "spec": spec})
     wanted = set()
@@ -142,6 +154,94 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
         ops += [{"op": "delete", "kind": "service", "id": s.id, "version": s.version}
                 for s in existing["service"] if stack_of(s) == stack and s.name not in wanted]
     return ops
+
+
+# -- network allocation -----------------------------------------------------------------------------------
+
+def allocate_deploy(ops: list[dict], existing: dict[str, list[StoredObject]], tasks: list[Task],
+                    nodes: list[Node], pool: AddressPool) -> list[dict]:
+    """``ops`` (from ``deploy_ops``) with the deploy's network allocation in the same
+    transaction (pure, manager/allocator.py): a subnet and VNI for each new overlay
+    network, the services' ingress ports published (a left-out port picked from the
+    dynamic range, a conflict refused) and their VIPs, each network that gains or loses
+    a VIP written with the version read. An ingress port on a cluster whose nodes do not
+    all run the overlay data plane is refused, naming them."""
+    networks = {n.id: n for n in existing[Network.kind]}
+    taken = [(n.name, n.subnet) for n in networks.values() if n.subnet]
+    vnis = [n.vni for n in networks.values() if n.vni]
+    ops = [dict(op) for op in ops]
+    network_ops = {op["id"]: op for op in ops if op["kind"] == Network.kind}
+    for op in network_ops.values():
+        if op["op"] == "create" and op["spec"].get("driver", specs.DEFAULT_NETWORK_DRIVER) == OVERLAY_DRIVER:
+            op["status"] = network_allocation(op["spec"]["name"], op["spec"], taken, vnis, pool)
+            taken.append((op["spec"]["name"], op["status"]["subnet"]))
+            vnis.append(op["status"]["vni"])
+        if op["op"] != "delete":
+            current = networks.get(op["id"])
+            networks[op["id"]] = Network({"id": op["id"], "version": current.version if current else 0,
+                                          "spec": op["spec"], "status": op.get("status", current and current.status)})
+
+    before = {s.id: s.raw_spec for s in existing[Service.kind]}
+    changed = {op["id"]: op["spec"] for op in ops if op["kind"] == Service.kind and op["op"] != "delete"}
+    after = services_after(before, ops)
+    published = assign_published_ports(changed, {i: spec for i, spec in after.items() if i not in changed}, before)
+    for op in ops:
+        if op["id"] in published and op["kind"] == Service.kind:
+            op["spec"] = published[op["id"]]
+    # A redeploy that only left out a port the cluster had picked changes nothing.
+    ops = [op for op in ops if not (op["kind"] == Service.kind and op["op"] == "update"
+                                    and op["spec"] == before.get(op["id"]))]
+    written = {op["id"]: op["spec"] for op in ops if op["kind"] == Service.kind and op["op"] != "delete"}
+    check_data_plane_for(written, nodes)
+    check_mesh_ports(written, {n.name: n for n in networks.values() if n.is_overlay and n.subnet})
+
+    book = AddressBook.build(networks.values(), tasks, services_after(before, ops), (n.id for n in nodes))
+    for op in ops:
+        if op["kind"] == Service.kind and op["op"] != "delete":
+            book.set_vips(op["id"], op["spec"])
+    for current in book.written():
+        network_id, status = current.id, book.status(current)
+        if network_id in network_ops:
+            network_ops[network_id]["status"] = status
+        else:
+            ops.append({"op": "update", "kind": Network.kind, "id": network_id, "version": current.version,
+                        "status": status})
+    return ops
+
+
+MESH_PROTOCOLS = ("tcp", "udp")  # what the routing mesh forwards (nftables DNAT)
+
+
+def check_mesh_ports(services: Mapping[str, Mapping], overlays: Mapping[str, Network]) -> None:
+    """An ingress port needs a protocol the mesh forwards and an overlay network to reach
+    the service's tasks on."""
+    for spec in sorted(services.values(), key=lambda spec: spec["name"]):
+        for port in ingress_ports(spec):
+            if port["protocol"] not in MESH_PROTOCOLS:
+                raise DeployError(f"service {spec['name']}: port {port['published']}/{port['protocol']}: the routing "
+                                  f"mesh forwards {' and '.join(MESH_PROTOCOLS)} only; publish it with mode: host")
+            if ingress_network(spec, overlays) is None:
+                raise DeployError(f"service {spec['name']}: port {port['published']}/{port['protocol']} is published "
+                                  "in ingress mode, but the service is on no overlay network for the routing mesh "
+                                  "to reach its tasks on")
+
+
+def check_data_plane_for(services: Mapping[str, Mapping], nodes: list[Node]) -> None:
+    """Refuse ingress-published ports unless every node runs the overlay data plane: the
+    routing mesh is what publishes them, and a port silently not published is worse than
+    a refusal."""
+    without = sorted(n.name or n.id for n in nodes if n.data_plane != DATA_PLANE_OVERLAY)
+    if not without:
+        return
+    for spec in sorted(services.values(), key=lambda spec: spec["name"]):
+        ports = ingress_ports(spec)
+        if ports:
+            port = ports[0]
+            raise DeployError(
+                f"service {spec['name']} publishes port {port['published']}/{port['protocol']} in ingress mode, "
+                f"which needs the routing mesh, but node(s) {', '.join(without)} do not run the overlay data plane "
+                "(start nodes with --data-plane overlay, as `swarmlet local up --isolated` does), or publish it "
+                "with mode: host; nothing was deployed")
 
 
 # -- limits --------------------------------------------------------------------------------------------
@@ -203,11 +303,15 @@ def task_public(task: Task) -> dict:
             "stack": spec.stack, "slot": spec.slot, "node_id": spec.node_id,
             "desired_state": spec.desired_state, "state": task.raw["status"].get("state"), "message": status.message,
             "err": status.err, "exit_code": status.exit_code, "timestamp": status.timestamp,
-            "spec_digest": spec.spec_digest, "image": spec.raw["container"]["image"], "created_at": task.created_at}
+            "spec_digest": spec.spec_digest, "image": spec.raw["container"]["image"], "created_at": task.created_at,
+            "network_addresses": dict(spec.network_addresses)}
 
 
-def service_public(service: Service, tasks: list[Task]) -> dict:
+def service_public(service: Service, tasks: list[Task], networks: list[Network] = ()) -> dict:
     spec = service.raw_spec
+    # Swarm's Endpoint.VirtualIPs: the service's address on each network (allocator.py).
+    virtual_ips = [{"network": n.id, "addr": n.vips[service.id], "subnet": n.subnet}
+                   for n in sorted(networks, key=lambda n: n.id) if service.id in n.vips]
     mine = [t for t in tasks if t.spec.service_id == service.id]
     running = sum(1 for t in mine if t.spec.desired_state == DesiredState.RUNNING
                   and t.status.state == TaskState.RUNNING)
@@ -216,7 +320,7 @@ def service_public(service: Service, tasks: list[Task]) -> dict:
     return {"id": service.id, "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
             "replicas": desired, "running": running, "image": spec["container"]["image"],
             "version": service.version, "created_at": service.created_at, "updated_at": service.updated_at,
-            "spec": spec, "status": service.status}
+            "spec": spec, "status": service.status, "virtual_ips": virtual_ips}
 
 
 class StackApi:
@@ -227,22 +331,39 @@ class StackApi:
     def _check(self, limits: Limits, before: Specs, after: Specs) -> None:
         check_services(limits, before, after, nodes=len(self.store.list(Node)))
 
+    def _address_pool(self) -> AddressPool:
+        cluster = self.store.get(Cluster, CLUSTER_ID)
+        return cluster.address_pool if cluster is not None else AddressPool()
+
     def _existing(self) -> dict[str, list[StoredObject]]:
         return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
     async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool) -> dict:
-        existing = self._existing()
-        limits = self._limits()
-        # The cheap check first: a stack of a million services is refused before its specs are built.
-        check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
-                         sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
-        ops = deploy_ops(stack, stack_spec, files, prune, existing)
-        limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(ops))
-        before = {s.id: s.raw_spec for s in existing[Service.kind]}
-        self._check(limits, before, services_after(before, ops))
-        result = await self.store.commit(ops) if ops else {"index": self.store.index}
-        changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in ops if op["kind"] == "service")
-        return {"stack": stack, "changed_services": changed, "operations": len(ops), "index": result.get("index")}
+        decided: list[dict] = []
+
+        def make_ops() -> list[dict]:
+            """Decided again from a fresh read when another write raced this one (the
+            scheduler writes the networks whenever it places tasks on them)."""
+            existing = self._existing()
+            limits = self._limits()
+            # The cheap check first: a stack of a million services is refused before its specs are built.
+            check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
+                             sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
+            ops = deploy_ops(stack, stack_spec, files, prune, existing)
+            if ops:
+                ops = allocate_deploy(ops, existing, self.store.list(Task), self.store.list(Node),
+                                      self._address_pool())
+            limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(ops))
+            before = {s.id: s.raw_spec for s in existing[Service.kind]}
+            self._check(limits, before, services_after(before, ops))
+            decided[:] = ops
+            return ops
+
+        result = await retry_on_conflict(self.store, make_ops) or {"index": self.store.index}
+        changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in decided
+                         if op["kind"] == "service")
+        return {"stack": stack, "changed_services": changed, "operations": len(decided),
+                "index": result.get("index")}
 
     def stacks(self) -> list[dict]:
         counts: dict[str, int] = {}
@@ -254,14 +375,16 @@ class StackApi:
 
     def services(self, stack: str | None = None) -> list[dict]:
         services = [s for s in self.store.list(Service) if stack is None or stack_of(s) == stack]
-        return [service_public(s, self.store.select(Task, service_id=s.id)) for s in sorted(services, key=lambda s: s.name)]
+        networks = self.store.list(Network)
+        return [service_public(s, self.store.select(Task, service_id=s.id), networks)
+                for s in sorted(services, key=lambda s: s.name)]
 
     def resolve_service(self, ref: str) -> Service:
         return resolve("service", ref, self.store.list(Service))
 
     def service(self, ref: str) -> dict:
         service = self.resolve_service(ref)
-        return service_public(service, self.store.select(Task, service_id=service.id))
+        return service_public(service, self.store.select(Task, service_id=service.id), self.store.list(Network))
 
     def tasks(self, service_ref: str | None = None, stack: str | None = None) -> list[dict]:
         service_id = self.resolve_service(service_ref).id if service_ref else None
@@ -293,5 +416,11 @@ class StackApi:
         stack = resolve("stack", stack, {stack_of(o) for o in objects} - {None}, name=str, id_of=None)
         ops = [{"op": "delete", "kind": o.kind, "id": o.id, "version": o.version}
                for o in objects if stack_of(o) == stack]
+        networks = {o.name for o in objects if o.kind == Network.kind and stack_of(o) == stack}
+        users = sorted((n["name"], s.name) for s in objects if s.kind == Service.kind and stack_of(s) != stack
+                       for n in s.raw_spec.get("networks") or [] if n["name"] in networks)
+        if users:  # as Swarm does: a network in use stays (another stack joined it as external)
+            raise Invalid("; ".join(f"network {n} is used by service {s} of another stack" for n, s in users)
+                          + ": remove those first; nothing was removed")
         await self.store.commit(ops)
         return {"stack": stack, "removed": len(ops)}

@@ -12,6 +12,8 @@ from datetime import timedelta
 
 import msgpack
 
+from swarmlet.api.errors import Invalid
+from swarmlet.api.ipam import DEFAULT_DATA_PLANE, AddressPool, check_data_plane
 from swarmlet.api.limits import limits_from
 from swarmlet.api.objects import DEFAULT_CERT_EXPIRY, DEFAULT_HEARTBEAT_PERIOD, cluster_object_spec
 from swarmlet.ca import (ROLE_ADMIN, ROLE_MANAGER, NodeCertStore, RootCA, TokenError, client_context,
@@ -54,15 +56,19 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
                  hostname: str | None = None, cert_expiry: float = DEFAULT_CERT_EXPIRY,
                  heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD, raft_settings: dict | None = None,
                  runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False,
-                 limits: dict[str, int] | None = None) -> NodeConfig:
+                 limits: dict[str, int] | None = None, address_pool: AddressPool | None = None,
+                 data_plane: str = DEFAULT_DATA_PLANE) -> NodeConfig:
     """Create a new cluster's root CA, this first manager's identity, the operator's
     admin certificate, and the cluster object that the node writes on first start.
-    ``limits``: the cluster's limits that differ from the defaults (swarmlet.api.limits)."""
+    ``limits``: the cluster's limits that differ from the defaults (swarmlet.api.limits);
+    ``address_pool``: where overlay networks take their subnets (swarmlet.api.ipam)."""
     _refuse_existing(data_dir)
     try:
         cluster_limits = limits_from(limits or {})
-    except ValueError as err:
+        check_data_plane(data_plane)
+    except (ValueError, Invalid) as err:
         raise JoinError(str(err)) from None
+    address_pool = address_pool or AddressPool()
     ip, api_port = split_address(advertise_addr or default_advertise_ip(), DEFAULT_API_PORT)
     cluster_id, node_id = new_id(), new_id()
     ca = RootCA.create(cluster_id)
@@ -77,14 +83,15 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
     config = NodeConfig(node_id=node_id, cluster_id=cluster_id, role=ROLE_MANAGER, advertise_addr=ip,
                         api_port=api_port, raft_port=raft_port or api_port + RAFT_PORT_OFFSET,
                         listen_addr=listen_addr, hostname=hostname or socket.gethostname(), runtime=runtime,
-                        raft_settings=dict(raft_settings or {}), shared_engine=shared_engine)
+                        raft_settings=dict(raft_settings or {}), shared_engine=shared_engine,
+                        data_plane=data_plane)
     config.managers = [config.api_address]
     config.raft_members = [config.raft_address]
     write_private(data_dir.admin_dir / "hosts", (config.api_address + "\n").encode())
     spec = cluster_object_spec(name=cluster_id, ca_cert=ca.cert_pem, ca_key=ca.key_pem,
                                worker_secret=generate_secret(), manager_secret=generate_secret(),
                                cert_expiry=cert_expiry, heartbeat_period=heartbeat_period,
-                               limits=cluster_limits.to_dict())
+                               limits=cluster_limits.to_dict(), address_pool=address_pool.to_dict())
     data_dir.write_sealed(data_dir.path / BOOTSTRAP_FILE, msgpack.packb(spec, use_bin_type=True), _BOOTSTRAP_PURPOSE)
     data_dir.save(config)
     return config
@@ -104,10 +111,15 @@ def bootstrap_done(data_dir: DataDir) -> None:
 
 async def join_cluster(data_dir: DataDir, *, token: str, manager: str, advertise_addr: str | None,
                        listen_addr: str | None = None, hostname: str | None = None,
-                       runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False) -> NodeConfig:
+                       runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False,
+                       data_plane: str = DEFAULT_DATA_PLANE) -> NodeConfig:
     """Join through ``manager``: pin the CA by the token's digest, then trade the token
     and a CSR for a certificate over TLS verified against that CA."""
     _refuse_existing(data_dir)
+    try:
+        check_data_plane(data_plane)
+    except Invalid as err:
+        raise JoinError(str(err)) from None
     try:
         token_digest, _ = parse_token(token)
     except TokenError as err:
@@ -144,7 +156,7 @@ async def join_cluster(data_dir: DataDir, *, token: str, manager: str, advertise
     config = NodeConfig(node_id=answer["node_id"], cluster_id=answer["cluster_id"], role=answer["role"],
                         advertise_addr=ip, api_port=api_port, raft_port=raft_port, listen_addr=listen_addr,
                         hostname=hostname, runtime=runtime, managers=answer["managers"] or [manager_address],
-                        shared_engine=shared_engine)
+                        shared_engine=shared_engine, data_plane=data_plane)
     if answer["role"] == ROLE_MANAGER:
         data_dir.write_cluster_key(answer["cluster_key"])
         config.raft_members = list(answer["raft_members"])

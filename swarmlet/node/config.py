@@ -20,6 +20,8 @@ import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
+
+from swarmlet.api.ipam import DEFAULT_DATA_PLANE
 from pathlib import Path
 
 from swarmlet.ca import NodeCertStore
@@ -69,6 +71,9 @@ class NodeConfig:
     # Other nodes on this machine run tasks on the same Docker engine (`swarmlet local`):
     # their network changes are serialised through a machine-wide lock.
     shared_engine: bool = False
+    # What carries overlay networks on this node (swarmlet.api.ipam.DATA_PLANES): "none"
+    # (the engine's own bridge networks) or "overlay" (swarmlet.network's data plane).
+    data_plane: str = DEFAULT_DATA_PLANE
     managers: list[str] = field(default_factory=list)  # manager API addresses, "ip:port"
     raft_members: list[str] = field(default_factory=list)  # Raft addresses, "ip:port"
     raft_settings: dict = field(default_factory=dict)  # RaftSettings overrides

@@ -102,6 +102,10 @@ class NetworkAttachment:
     name: str
     aliases: list[str] = field(default_factory=list)
     driver_opts: dict[str, str] = field(default_factory=dict)  # of the endpoint, for the network driver
+    # On a node running the overlay data plane: the task's address, allocated by the
+    # manager, and the network is the data plane's (found by name, never created here).
+    ipv4_address: str | None = None
+    overlay: bool = False
 
 
 @dataclass(frozen=True)

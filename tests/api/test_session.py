@@ -7,7 +7,7 @@ import pytest
 
 from swarmlet.api import session
 from swarmlet.api.session import (MAX_MESSAGE_SIZE, Assignments, Heartbeat, HeartbeatAck, Hello, Log, LogEnd, Logs,
-                                  LogsCancel, MessageType, ProtocolError, Redirect, Status, UnknownMessage, Welcome,
+                                  LogsCancel, MessageType, NetworkPlaneUpdate, ProtocolError, Redirect, Status, UnknownMessage, Welcome,
                                   pack, unpack)
 
 EXAMPLES = [
@@ -20,6 +20,7 @@ EXAMPLES = [
     Status(updates=[{"task_id": "t1", "status": {"state": "running", "exit_code": None}}]),
     Logs("r1", "t1", tail=10, follow=True), Logs("r1", "t1"), LogsCancel("r1", "t1"),
     Log("r1", "t1", lines=["a", "b"]), LogEnd("r1", "t1"), LogEnd("r1", "t1", error="no such container"),
+    NetworkPlaneUpdate(plane={"node_address": "10.99.0.2", "version": 7, "networks": [], "ingress": []}),
 ]
 
 

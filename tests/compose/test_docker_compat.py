@@ -101,13 +101,15 @@ def test_keys_beside_external_are_ignored_but_for_volume_drivers(tmp_path):
     assert issue.path == "volumes.v.driver" and "cannot be combined with external" in issue.message
 
 
-def test_ipam_and_ipv6_are_accepted_with_a_warning(tmp_path):
+def test_ipam_applies_and_ipv6_is_accepted_with_a_warning(tmp_path):
     result = load(tmp_path, "services:\n  web: {image: x, networks: [n]}\nnetworks:\n  n:\n    enable_ipv6: true\n"
                             "    ipam:\n      driver: default\n      config:\n        - subnet: 172.28.0.0/16\n"
                             "          gateway: 172.28.0.1\n")
     assert result.document["networks"]["n"]["ipam"] == {"driver": "default", "config": [
         {"subnet": "172.28.0.0/16", "gateway": "172.28.0.1"}]}
-    assert sorted(w.split(": ")[1] for w in result.warnings) == ["networks.n.enable_ipv6", "networks.n.ipam"]
+    assert sorted(w.split(": ")[1] for w in result.warnings) == ["networks.n.enable_ipv6"]
+    assert [c.to_dict() for c in result.stack.networks["n"].ipam] == [
+        {"subnet": "172.28.0.0/16", "gateway": "172.28.0.1", "ip_range": None}]
 
 
 def test_config_data_from_content_or_environment(tmp_path):
@@ -166,11 +168,11 @@ def test_long_port_syntax_takes_strings_and_warns_on_what_a_cluster_ignores(tmp_
                                                                  "services.web.ports[0].host_ip"]
 
 
-def test_ingress_ports_warn_that_they_are_not_published(tmp_path):
+def test_ingress_ports_warn_that_they_need_the_routing_mesh(tmp_path):
     result = load(tmp_path, "services:\n  web:\n    image: x\n    ports: ['80:80']\n"
                             "  api:\n    image: x\n    ports: [{target: 80, published: 8080, mode: host}]\n")
     (warning,) = result.warnings
-    assert "compose.yml:4: services.web.ports: ports in ingress mode are not published yet" in warning
+    assert "compose.yml:4: services.web.ports: ports in ingress mode need the routing mesh" in warning
 
 
 def test_what_swarmlet_does_not_do_yet_warns(tmp_path):

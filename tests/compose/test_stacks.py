@@ -13,6 +13,10 @@ from swarmlet.compose import load_stack
 STACKS = Path(__file__).parent / "stacks"
 GIB, MIB = 1024 ** 3, 1024 ** 2
 
+INGRESS_WARNING = ("ports in ingress mode need the routing mesh: a cluster whose nodes do not all run the overlay "
+                   "data plane (--data-plane overlay, as `swarmlet local up --isolated` starts them) refuses them; "
+                   "mode: host publishes a port on each node that runs a task")
+
 
 def test_voting_app():
     result = load_stack([STACKS / "voting" / "compose.yml"], environ={"VOTE_TAG": "v2"})
@@ -69,8 +73,7 @@ def test_voting_app():
     assert result.stack == expected
     compose = STACKS / "voting" / "compose.yml"
     assert result.warnings == [
-        f"{compose}:34: services.vote.ports: ports in ingress mode are not published yet: swarmlet has no routing "
-        "mesh; mode: host publishes a port on each node that runs a task",
+        f"{compose}:34: services.vote.ports: {INGRESS_WARNING}",
         f"{compose}:58: services.worker.deploy.update_config.failure_action: rollback acts as pause: swarmlet does "
         "not roll back yet",
         f"{compose}:58: services.worker.deploy.update_config.monitor: monitor has no effect yet: swarmlet's "
@@ -121,8 +124,7 @@ def test_monitoring_stack_with_global_services():
     assert result.warnings == [
         f'{compose}:19: services.cadvisor.privileged: "privileged" is ignored: it has no effect on a cluster '
         "(docker stack deploy ignores it too)",
-        f"{compose}:32: services.prometheus.ports: ports in ingress mode are not published yet: swarmlet has no "
-        "routing mesh; mode: host publishes a port on each node that runs a task"]
+        f"{compose}:32: services.prometheus.ports: {INGRESS_WARNING}"]
 
 
 def test_specs_survive_a_plain_dict_round_trip():

@@ -220,3 +220,62 @@ def test_nodes_to_mark_down():
              (("fresh", "ready"), ("silent", "ready"), ("down", "down"), ("unseen", "ready"))]
     last_seen = {"fresh": 99.5, "silent": 96.0, "down": 90.0}
     assert [n.id for n in nodes_to_mark_down(nodes, last_seen, now=100.0, grace=3.0)] == ["silent"]
+
+
+# -- network planes ------------------------------------------------------------------------------------
+
+async def overlay_cluster(store):
+    """Two overlay nodes and a placed two-tier stack (manager/allocator.py's allocation)."""
+    from swarmlet.manager.stacks import StackApi
+    from .test_netalloc import add_node, converge, stack
+    await add_node(store, "n1", addr="10.99.0.1")
+    await add_node(store, "n2", addr="10.99.0.2")
+    await StackApi(store).deploy("app", stack(replicas=2, db_mode="vip"), {}, prune=False)
+    return await converge(store)
+
+
+async def receive_plane(ws):
+    from swarmlet.api.netplane import NetworkPlane
+    from swarmlet.api.session import NetworkPlaneUpdate
+    message = await receive(ws)
+    assert isinstance(message, NetworkPlaneUpdate), message
+    return NetworkPlane.from_wire(message.plane)
+
+
+async def test_an_overlay_node_gets_its_plane_before_its_assignments_and_again_when_backends_move(
+        store, dispatcher, client):
+    tasks = await overlay_cluster(store)
+    mine = [t for t in tasks if t.spec.node_id == "n1"]
+    assert mine  # two web and one db task over two nodes
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1", {"hostname": "n1", "data_plane": "overlay"})
+    assert isinstance(await receive(ws), Welcome)
+    plane = await receive_plane(ws)  # before the assignment set whose tasks need it
+    assert [n.id for n in plane.networks] == ["app_back"] and plane.node_address == "10.99.0.1"
+    assert all(not s.backends for s in plane.networks[0].services)  # nothing runs yet
+    assignments = await receive(ws)
+    assert isinstance(assignments, Assignments) and {t["id"] for t in assignments.tasks} == {t.id for t in mine}
+    assert all(t["spec"]["network_addresses"]["app_back"] for t in assignments.tasks)
+
+    elsewhere = next(t for t in tasks if t.spec.node_id == "n2")  # another node's task starts running...
+    current = store.get(Task, elsewhere.id)
+    await store.commit([{"op": "update", "kind": "task", "id": elsewhere.id, "version": current.version,
+                         "status": current.status.replace(state="running")}])
+    plane = await receive_plane(ws)  # ...so n1's plane changes (its assignment set does not)
+    backends = [b for s in plane.networks[0].services for b in s.backends]
+    assert [(b.task_id, b.node_address) for b in backends] == [(elsewhere.id, "10.99.0.2")]
+    current = store.get(Task, elsewhere.id)
+    await store.commit([{"op": "update", "kind": "task", "id": elsewhere.id, "version": current.version,
+                         "status": current.status.replace(state="failed")}])
+    plane = await receive_plane(ws)
+    assert not any(s.backends for n in plane.networks for s in n.services)
+
+
+async def test_a_node_without_the_data_plane_gets_no_plane(store, dispatcher, client):
+    await overlay_cluster(store)
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1", {"hostname": "n1", "data_plane": "none"})
+    assert isinstance(await receive(ws), Welcome)
+    assert isinstance(await receive(ws), Assignments)
+    await ws.send_bytes(pack(Heartbeat()))
+    assert isinstance(await receive(ws), HeartbeatAck)  # and no plane came before it

@@ -95,3 +95,41 @@ async def test_a_large_batch_is_written_in_bounded_transactions(store):
     sizes = [len(ops) for ops in store.commits[before:]]
     assert sizes == [MAX_TRANSACTION_OPS, MAX_TRANSACTION_OPS, 1]
     assert len(store.raw_list("task")) == len(keys)
+
+
+async def test_guarded_writes_carry_the_guard_in_every_transaction_with_chained_versions(store):
+    from swarmlet.manager.retry import commit_guarded
+    await store.add("network", "net", {"name": "net"}, {"gateways": {}})
+    for i in range(5):
+        await store.add("task", f"t{i}", {"node_id": None}, {"state": "pending"})
+    ops = [bump(store, "task", f"t{i}", state="assigned") for i in range(5)]
+    guard = bump(store, "network", "net", gateways={"n1": "10.0.0.254"})
+    before = len(store.commits)
+    await commit_guarded(store, ops, [guard], batch=2)
+    transactions = store.commits[before:]
+    assert [len(t) for t in transactions] == [3, 3, 2]  # 2 + 2 + 1 tasks, each with the network
+    assert all(t[-1]["id"] == "net" for t in transactions)
+    assert all(store.raw("task", f"t{i}")["status"]["state"] == "assigned" for i in range(5))
+    assert store.raw("network", "net")["status"]["gateways"] == {"n1": "10.0.0.254"}
+
+
+async def test_a_guard_written_by_another_between_transactions_stops_the_rest(store):
+    from swarmlet.manager.retry import commit_guarded
+    await store.add("network", "net", {"name": "net"}, {"vips": {}})
+    for i in range(4):
+        await store.add("task", f"t{i}", {"node_id": None}, {"state": "pending"})
+    ops = [bump(store, "task", f"t{i}", state="assigned") for i in range(4)]
+    guard = bump(store, "network", "net")
+    original_commit = store.commit
+
+    async def commit_then_race(transaction, request_id=None):
+        result = await original_commit(transaction, request_id)
+        if transaction is not None and any(op["id"] == "t1" for op in transaction):  # a deploy gets in between
+            await original_commit([bump(store, "network", "net", vips={"s": "10.0.0.3"})])
+        return result
+
+    store.commit = commit_then_race
+    with pytest.raises(Conflict):
+        await commit_guarded(store, ops, [guard], batch=2)
+    states = [store.raw("task", f"t{i}")["status"]["state"] for i in range(4)]
+    assert states == ["assigned", "assigned", "pending", "pending"]  # decided again by the caller, from a fresh read

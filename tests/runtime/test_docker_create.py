@@ -99,7 +99,7 @@ def test_the_first_network_is_given_at_creation_and_the_others_connected_after()
     endpoints = create.kwargs["networking_config"]["EndpointsConfig"]
     assert list(endpoints) == ["id-front"]
     assert endpoints["id-front"]["Aliases"] == ["web"]
-    assert create.later_networks == [("id-back", None, None), ("id-admin", ["web", "www"], None)]
+    assert create.later_networks == [("id-back", None, None, None), ("id-admin", ["web", "www"], None, None)]
 
 
 def test_each_network_needs_its_id():

@@ -2,7 +2,10 @@
 messages and their shapes are in ``swarmlet.api.session``).
 
 It welcomes a node (or redirects it to the leader), keeps its heartbeats, pushes its
-assignment set (see assignments.py) at session start and whenever it changes, takes
+assignment set (see assignments.py) at session start and whenever it changes, and to a
+node that runs the overlay data plane its ``NetworkPlane`` (planes.py) likewise: before
+every assignment set (so the node has a network before it is asked to start a task on
+it) and, debounced by ``PLANE_DEBOUNCE``, whenever a store change alters it, takes
 its task statuses and relays service logs from it. Statuses are collected for
 ``STATUS_BATCH_WINDOW`` and written as one transaction (conflicting ones again, one by
 one).
@@ -25,12 +28,15 @@ from typing import Callable
 from aiohttp import WSMsgType, web
 
 from swarmlet.api.objects import CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, NodeState
-from swarmlet.api.views import Cluster, Config, Node, Secret, Task, manager_api_addresses
+from swarmlet.api.ipam import DATA_PLANE_OVERLAY
+from swarmlet.api.netplane import NetworkPlane
+from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, Task, manager_api_addresses
 from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, Heartbeat, HeartbeatAck, Hello,
-                                  Log, LogEnd, Logs, LogsCancel, Message, ProtocolError, Redirect, Status,
-                                  UnknownMessage, Welcome, pack, unpack)
+                                  Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate, ProtocolError,
+                                  Redirect, Status, UnknownMessage, Welcome, pack, unpack)
 from swarmlet.manager.dispatcher.assignments import (accepted_status, assignment_digest, node_assignment,
                                                      nodes_touched)
+from swarmlet.manager.dispatcher.planes import PlaneIndex
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.retry import commit_each_on_conflict
 from swarmlet.store import ClusterStore, StoreError
@@ -38,6 +44,13 @@ from swarmlet.store import ClusterStore, StoreError
 log = logging.getLogger("swarmlet.dispatcher")
 
 STATUS_BATCH_WINDOW = 0.05
+# Store changes are gathered this long before the nodes' planes are built again: a
+# rollout of many tasks rebuilds them once, and a stopped task still leaves its
+# backends well within a second (status write + this + the node's apply).
+PLANE_DEBOUNCE = 0.05
+# What can change a plane: tasks (backends, members), services (names, VIPs, ports),
+# networks (allocation) and nodes (addresses, down, data plane).
+PLANE_KINDS = frozenset((Task.kind, Service.kind, Network.kind, Node.kind))
 
 
 def nodes_to_mark_down(nodes: list[Node], last_seen: dict[str, float], now: float, grace: float) -> list[Node]:
@@ -63,6 +76,9 @@ class Dispatcher(LeaderLoop):
         self._statuses_waiting = asyncio.Event()
         self._log_streams: dict[str, tuple[asyncio.Queue, dict[str, str]]] = {}  # request -> (queue, task -> node)
         self._managers: tuple[int, list[str]] = (-1, [])  # (store index, manager API addresses then)
+        self._planes: dict[str, NetworkPlane] = {}  # node -> the plane it last received
+        self._plane_locks: dict[str, asyncio.Lock] = {}  # build and send of one node's plane, in order
+        self._planes_dirty = asyncio.Event()
 
     @property
     def heartbeat_period(self) -> float:
@@ -80,6 +96,7 @@ class Dispatcher(LeaderLoop):
         async with asyncio.TaskGroup() as group:  # one failing cancels the others; the loop restarts them all
             group.create_task(self._check_heartbeats())
             group.create_task(self._push_assignments(queue))
+            group.create_task(self._push_planes())
             group.create_task(self._write_statuses())
 
     async def stop(self) -> None:
@@ -148,6 +165,7 @@ class Dispatcher(LeaderLoop):
         self._sessions[node_id] = ws
         self._send_locks[node_id] = asyncio.Lock()
         self._sent.pop(node_id, None)
+        self._planes.pop(node_id, None)
         self._last_seen[node_id] = time.monotonic()
         await self._set_state(node_id, NodeState.READY, "", hello.description)
         try:
@@ -173,6 +191,7 @@ class Dispatcher(LeaderLoop):
             if self._sessions.get(node_id) is ws:
                 del self._sessions[node_id]
                 self._sent.pop(node_id, None)
+                self._planes.pop(node_id, None)
             for request_id, (queue, nodes) in self._log_streams.items():
                 for task_id in [t for t, n in nodes.items() if n == node_id]:
                     queue.put_nowait(LogEnd(request_id, task_id, error="the node's session ended"))
@@ -216,6 +235,43 @@ class Dispatcher(LeaderLoop):
         async with lock:  # one frame at a time: heartbeats and pushes come from different tasks
             await ws.send_bytes(pack(message))
 
+    def _plane_index(self) -> PlaneIndex:
+        return PlaneIndex.build(self.store.list(Node), self.store.list(Network), self.store.list(Service),
+                                self.store.list(Task), self.store.index)
+
+    async def _send_plane(self, node_id: str, index: PlaneIndex | None = None) -> None:
+        """The node's plane, if it runs the overlay data plane and the plane changed."""
+        ws = self._sessions.get(node_id)
+        node = self.store.get(Node, node_id)
+        if ws is None or ws.closed or node is None or node.data_plane != DATA_PLANE_OVERLAY:
+            return
+        async with self._plane_locks.setdefault(node_id, asyncio.Lock()):
+            # Built under the lock: a later build is always sent later, so a node never
+            # receives an older plane after a newer one.
+            plane = (index if index is not None and index.version == self.store.index
+                     else self._plane_index()).plane(node_id)
+            if plane is None or plane.same_as(self._planes.get(node_id)):
+                return
+            try:
+                await self._send(node_id, ws, NetworkPlaneUpdate(plane=plane.to_wire()))
+                self._planes[node_id] = plane
+            except (ConnectionError, RuntimeError) as err:
+                log.info("network plane for node %s not sent: %s", node_id, err)
+
+    async def _push_planes(self) -> None:
+        while self.store.is_leader:
+            await self._planes_dirty.wait()
+            await asyncio.sleep(PLANE_DEBOUNCE)
+            self._planes_dirty.clear()
+            if not self.store.is_leader:
+                break
+            index = None
+            for node_id in sorted(self._sessions):
+                node = self.store.get(Node, node_id)
+                if node is not None and node.data_plane == DATA_PLANE_OVERLAY:
+                    index = index if index is not None and index.version == self.store.index else self._plane_index()
+                    await self._send_plane(node_id, index)
+
     async def _send_assignment(self, node_id: str) -> None:
         ws = self._sessions.get(node_id)
         if ws is None or ws.closed or not self.store.is_leader:
@@ -223,6 +279,9 @@ class Dispatcher(LeaderLoop):
         message = node_assignment(node_id, self.store.select(Task, node_id=node_id), self.store.list(Secret),
                                   self.store.list(Config))
         digest = assignment_digest(message)
+        # First the plane, built after the assignment set (so from a store at least as new):
+        # it has every network the set's tasks need before the node is asked to start them.
+        await self._send_plane(node_id)
         if self._sent.get(node_id) == digest:
             return
         try:
@@ -238,6 +297,8 @@ class Dispatcher(LeaderLoop):
             for event in events:
                 nodes = None if event.reset else nodes_touched(event.changes)
                 touched = None if nodes is None or touched is None else touched | nodes
+                if event.reset or any(c.kind in PLANE_KINDS for c in event.changes):
+                    self._planes_dirty.set()
             for node_id in list(self._sessions) if touched is None else sorted(touched & set(self._sessions)):
                 await self._send_assignment(node_id)
 

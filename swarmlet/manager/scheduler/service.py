@@ -10,7 +10,16 @@ A pass costs what changed, not the cluster (issue 8): it keeps each node's
 ``NodeInfo`` between passes and rebuilds only those of nodes whose tasks or node object
 changed (reading that node's tasks from the store's index), and it looks only at the
 tasks that became pending since the last pass, unless something may have made room
-(a node changed, a task ended or went away): then at every pending task, as before."""
+(a node changed, a task ended or went away): then at every pending task, as before.
+
+Placing a task on a node that runs the overlay data plane also allocates its network
+addresses (manager/allocator.py): its address on each of its overlay networks, and its
+node's gateway on a network the node had no task on. Those assignments are committed
+with the networks they took addresses from (``commit_guarded``), so that a concurrent
+allocation on the same network makes the pass decide again; a task whose network has no
+address left stays pending, the allocator's error as its message. (The address book is
+built from every task, so on a cluster with overlay nodes a pass still reads them all:
+known, and left for when overlay clusters grow large.)"""
 
 from __future__ import annotations
 
@@ -20,14 +29,16 @@ import time
 from dataclasses import dataclass, field
 
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, is_terminal
-from swarmlet.api.views import Node, Task
+from swarmlet.api.views import Network, Node, Service, Task
+from swarmlet.api.ipam import DATA_PLANE_OVERLAY
+from swarmlet.manager.allocator import AddressBook, AllocationError, mesh_gateways
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.api.constraints import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
 from swarmlet.manager.scheduler.storemap import holds_resources, node_info, node_infos, task_request
 from swarmlet.manager.scheduler.types import NodeInfo, TaskRequest
-from swarmlet.manager.retry import commit_each_on_conflict
-from swarmlet.store import StoreError
+from swarmlet.manager.retry import CONFLICT_ATTEMPTS, commit_each_on_conflict, commit_guarded
+from swarmlet.store import Conflict, StoreError
 
 log = logging.getLogger("swarmlet.scheduler")
 
@@ -39,17 +50,28 @@ def pending_tasks(tasks: list[Task]) -> list[Task]:
     return [t for t in tasks if t.status.state == TaskState.PENDING and t.spec.desired_state in ACTIVE_DESIRED_STATES]
 
 
-def assignment_ops(nodes: list[Node], tasks: list[Task], now: float) -> list[dict]:
-    """The writes of one scheduling pass over the store's nodes and tasks (pure)."""
-    return placement_ops(pending_tasks(tasks), node_infos(nodes, tasks), hostnames(nodes), now)
+def assignment_ops(nodes: list[Node], tasks: list[Task], now: float, book: AddressBook | None = None) -> list[dict]:
+    """The writes of one scheduling pass over the store's nodes and tasks (pure); with
+    ``book``, the network addresses of the tasks placed on nodes that run the overlay data
+    plane too (then ``network_ops(book)`` are the networks to write with them)."""
+    return placement_ops(pending_tasks(tasks), node_infos(nodes, tasks), hostnames(nodes), now, book,
+                         overlay_node_ids(nodes))
 
 
 def hostnames(nodes: list[Node]) -> dict[str, str]:
     return {n.id: n.status.hostname or n.id for n in nodes}
 
 
-def placement_ops(pending: list[Task], infos: list[NodeInfo], names: dict[str, str], now: float) -> list[dict]:
-    """The writes that place ``pending`` on the nodes ``infos`` describe (pure)."""
+def overlay_node_ids(nodes: list[Node]) -> frozenset[str]:
+    return frozenset(n.id for n in nodes if n.data_plane == DATA_PLANE_OVERLAY)
+
+
+def placement_ops(pending: list[Task], infos: list[NodeInfo], names: dict[str, str], now: float,
+                  book: AddressBook | None = None, overlay_nodes: frozenset[str] = frozenset()) -> list[dict]:
+    """The writes that place ``pending`` on the nodes ``infos`` describe (pure). A node
+    without the overlay data plane makes nothing of an address (its engine's bridge
+    networks give their own), so its tasks take none: a /24 does not cap a service's
+    replicas there."""
     if not pending:
         return []
     requests, ops = [], []
@@ -71,11 +93,25 @@ def placement_ops(pending: list[Task], infos: list[NodeInfo], names: dict[str, s
         if placement.node_id is None:
             ops.append(_status_op(task, placement.explanation, now))
             continue
-        ops.append({"op": "update", "kind": "task", "id": task.id, "version": task.version,
-                    "spec": task.spec.replace(node_id=placement.node_id),
+        spec = task.spec.replace(node_id=placement.node_id)
+        if book is not None and placement.node_id in overlay_nodes:
+            try:
+                addresses = book.allocate_task(task, placement.node_id)
+            except AllocationError as err:
+                ops.append(_status_op(task, f"no network address: {err}", now))
+                continue
+            if addresses:
+                spec["network_addresses"] = addresses
+        ops.append({"op": "update", "kind": "task", "id": task.id, "version": task.version, "spec": spec,
                     "status": task.status.replace(state=TaskState.ASSIGNED, timestamp=now,
                                    message=f"scheduled on {names.get(placement.node_id, placement.node_id)}")})
     return [op for op in ops if op is not None]
+
+
+def network_ops(book: AddressBook) -> list[dict]:
+    """The networks whose allocation a pass changed, each written with the version read."""
+    return [{"op": "update", "kind": Network.kind, "id": network.id, "version": network.version,
+             "status": book.status(network)} for network in book.written()]
 
 
 def _status_op(task: Task, message: str, now: float) -> dict | None:
@@ -137,27 +173,45 @@ class SchedulerLoop(LeaderLoop):
                 changed.note(event)
 
     async def schedule_pass(self, changed: Changed) -> None:
-        if changed.everything or changed.room:
-            pending = pending_tasks(self.store.select(Task, state=TaskState.PENDING))
-        else:
-            pending = pending_tasks([t for t in map(lambda i: self.store.get(Task, i), sorted(changed.tasks)) if t])
-        if not pending:
-            return
-        nodes = self.store.list(Node)
-        self._refresh_infos(nodes, None if changed.everything else changed.nodes)
-        ops = placement_ops(pending, list(self._infos.values()), hostnames(nodes), time.time())
-        if not ops or not self.store.is_leader:
-            return
-        # The nodes this pass places on are rebuilt next time, from what was committed.
-        self._infos = {node_id: info for node_id, info in self._infos.items()
-                       if node_id not in {op["spec"]["node_id"] for op in ops if "spec" in op}}
-        try:
-            failures = await commit_each_on_conflict(self.store, ops, self._unchanged)
-        except StoreError as err:
-            log.info("scheduling pass not written: %s", err)
-            return
-        for op, err in failures:
-            log.debug("assignment of %s: %s", op["id"], err)
+        for _attempt in range(CONFLICT_ATTEMPTS):
+            if changed.everything or changed.room:
+                pending = pending_tasks(self.store.select(Task, state=TaskState.PENDING))
+            else:
+                pending = pending_tasks([t for t in map(lambda i: self.store.get(Task, i), sorted(changed.tasks)) if t])
+            nodes = self.store.list(Node)
+            overlay = overlay_node_ids(nodes)
+            if not pending and not overlay:  # (overlay nodes may need mesh gateways all the same)
+                return
+            self._refresh_infos(nodes, None if changed.everything else changed.nodes)
+            book, guards = None, []
+            if overlay:
+                services = self.store.list(Service)
+                book = AddressBook.build(self.store.list(Network), self.store.list(Task), (s.id for s in services),
+                                         (n.id for n in nodes))
+            ops = placement_ops(pending, list(self._infos.values()), hostnames(nodes), time.time(), book, overlay)
+            if book is not None:
+                for problem in mesh_gateways(book, (s.raw_spec for s in services), overlay):
+                    log.warning("%s", problem)
+                guards = network_ops(book)
+            if not (ops or guards) or not self.store.is_leader:
+                return
+            # The nodes this pass places on are rebuilt next time, from what was committed.
+            placed_on = {op["spec"]["node_id"] for op in ops if "spec" in op}
+            self._infos = {node_id: info for node_id, info in self._infos.items() if node_id not in placed_on}
+            try:
+                if not guards:  # no address taken: each raced task on its own, the rest goes on
+                    failures = await commit_each_on_conflict(self.store, ops, self._unchanged)
+                    for op, err in failures:
+                        log.debug("assignment of %s: %s", op["id"], err)
+                    return
+                await commit_guarded(self.store, ops, guards)
+                return
+            except Conflict as err:  # another write to a task or network of this pass: decide again
+                log.debug("scheduling pass raced another write (%s); again", err)
+                changed = Changed()  # from scratch
+            except StoreError as err:
+                log.info("scheduling pass not written: %s", err)
+                return
 
     def _refresh_infos(self, nodes: list[Node], stale: set[str] | None) -> None:
         """Bring the kept NodeInfos up to date: all of them (``stale`` None) or those named."""

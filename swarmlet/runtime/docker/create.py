@@ -22,11 +22,12 @@ LABEL_STOP_GRACE = "swarmlet.stop.grace-period"
 @dataclass(frozen=True)
 class ContainerCreate:
     """`APIClient.create_container(**kwargs)`, then `connect_container_to_network(id,
-    network_id, aliases=…, driver_opt=…)` for each of `later_networks`: the engine takes one
-    network at creation."""
+    network_id, aliases=…, driver_opt=…, ipv4_address=…)` for each of `later_networks`:
+    the engine takes one network at creation."""
 
     kwargs: dict[str, Any]
-    later_networks: list[tuple[str, list[str] | None, dict[str, str] | None]] = field(default_factory=list)
+    later_networks: list[tuple[str, list[str] | None, dict[str, str] | None, str | None]] = \
+        field(default_factory=list)
 
 
 def container_name(config: ContainerConfig) -> str:
@@ -107,7 +108,8 @@ def container_create(
         first_id, first = attachments[0]
         networking_config = docker.types.NetworkingConfig(
             {first_id: docker.types.EndpointConfig(api_version, aliases=first.aliases or None,
-                                                   driver_opt=first.driver_opts or None)}
+                                                   driver_opt=first.driver_opts or None,
+                                                   ipv4_address=first.ipv4_address)}
         )
     labels = {**config.all_labels(), LABEL_STOP_GRACE: repr(float(config.stop_grace_period))}
     kwargs = dict(
@@ -129,6 +131,6 @@ def container_create(
         host_config=host_config,
         networking_config=networking_config,
     )
-    later = [(network_id, attachment.aliases or None, attachment.driver_opts or None)
+    later = [(network_id, attachment.aliases or None, attachment.driver_opts or None, attachment.ipv4_address)
              for network_id, attachment in attachments[1:]]
     return ContainerCreate(kwargs=kwargs, later_networks=later)

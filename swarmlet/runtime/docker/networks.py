@@ -155,6 +155,15 @@ class Networks:
             self._remove_if_unused(created["Id"], name)
         return winner
 
+    async def find(self, name: str) -> str:
+        """The ID of the network called `name`, which someone else (the overlay data plane)
+        made; TaskRuntimeError when the engine has none."""
+        found = await self._engine.call(self._named, name)
+        if not found:
+            raise TaskRuntimeError(f"network {name} is not on this node's engine: the overlay data plane has not "
+                                   "made it (is the node's network plane applied?)")
+        return found[0]["Id"]
+
     async def all_exist(self, network_ids: list[str]) -> bool:
         return all([await self._exists(network_id) for network_id in network_ids])
 

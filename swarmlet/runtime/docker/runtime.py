@@ -95,6 +95,15 @@ class DockerRuntime(Runtime):
     def _api(self):
         return self._engine.api
 
+    @property
+    def engine(self) -> Engine:
+        """The node's engine (the overlay data plane makes its networks' bridges there)."""
+        return self._engine
+
+    @property
+    def network_lock(self):
+        return self._networks.lock
+
     async def _find_container(self, task_id: str) -> str | None:
         if task_id in self._container_ids:
             return self._container_ids[task_id]
@@ -161,7 +170,10 @@ class DockerRuntime(Runtime):
         if not config.networks:
             return await self._create_container(config, task_files, [])
         for _attempt in range(_NETWORK_ATTEMPTS):
-            network_ids = [await self._networks.ensure(a.name, config.stack_namespace) for a in config.networks]
+            # An overlay's Docker network is the data plane's: found, never made here.
+            network_ids = [await (self._networks.find(a.name) if a.overlay
+                                  else self._networks.ensure(a.name, config.stack_namespace))
+                           for a in config.networks]
             try:
                 async with self._networks.lock.shared():
                     if await self._networks.all_exist(network_ids):
@@ -200,9 +212,9 @@ class DockerRuntime(Runtime):
             raise TaskRuntimeError(f"cannot create container for task {config.task_id}: {exc.explanation or exc}") from exc
         container_id = created["Id"]
         try:
-            for network_id, aliases, driver_opts in create.later_networks:
+            for network_id, aliases, driver_opts, ipv4_address in create.later_networks:
                 await self._call(self._api.connect_container_to_network, container_id, network_id, aliases=aliases,
-                                 driver_opt=driver_opts)
+                                 driver_opt=driver_opts, ipv4_address=ipv4_address)
         except docker.errors.APIError as exc:
             await self._call(self._api.remove_container, container_id, force=True)
             if _is_missing_network(exc):

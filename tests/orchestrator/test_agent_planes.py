@@ -1,0 +1,136 @@
+"""The node side of network planes: the agent applies each plane through its data plane
+before it hands the executor the assignment set that came after it, and a task's
+container config on an overlay node attaches to the data plane's networks with the
+task's allocated address and the node's resolver."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from swarmlet.agent.agent import Agent, describe_node, load_data_plane
+from swarmlet.agent.taskconfig import container_config
+from swarmlet.api import specs
+from swarmlet.api.netplane import NetworkPlane, OverlayNetwork, docker_network_name
+from swarmlet.api.objects import task_object_spec
+from swarmlet.api.session import Assignments, NetworkPlaneUpdate
+from swarmlet.api.views import TaskSpec
+from swarmlet.node.config import NodeConfig
+from swarmlet.runtime import NetworkAttachment, TaskRuntimeError
+from swarmlet.runtime.base import host_description
+from swarmlet.store.state import freeze
+
+from .conftest import make_service
+
+DEADLINE = 5.0
+BACK = OverlayNetwork(id="shop_back", name="shop_back", vni=4097, subnet="10.0.1.0/24", gateway="10.0.1.254",
+                      internal=False, peers=("10.99.0.2",))
+
+
+def plane(version: int, *networks: OverlayNetwork) -> NetworkPlane:
+    return NetworkPlane(node_address="10.99.0.1", version=version, networks=networks)
+
+
+class SlowDataPlane:
+    """Applies a plane only once the test lets it (``release``), recording the order."""
+
+    def __init__(self, log: list):
+        self.log = log
+        self.release = asyncio.Event()
+
+    async def apply(self, applied: NetworkPlane) -> None:
+        await self.release.wait()
+        self.log.append(("applied", applied.version))
+
+
+class RecordingExecutor:
+    def __init__(self, log: list):
+        self.log = log
+        self.network_plane = None
+        self.sink = None
+
+    def assign(self, message: Assignments) -> None:
+        self.log.append(("assigned", [t["id"] for t in message.tasks], self.network_plane.version))
+
+
+def config(data_plane: str = "overlay") -> NodeConfig:
+    return NodeConfig(node_id="n1", cluster_id="c", role="worker", advertise_addr="10.99.0.1", data_plane=data_plane)
+
+
+async def until(predicate) -> None:
+    async def poll():
+        while not predicate():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(poll(), DEADLINE)
+
+
+async def test_a_plane_is_applied_before_the_assignments_after_it_and_older_planes_are_dropped():
+    log: list = []
+    data_plane, executor = SlowDataPlane(log), RecordingExecutor(log)
+    agent = Agent(None, config(), None, on_role_change=print, on_expelled=print, executor=executor,
+                  data_plane=data_plane)
+    assert executor.network_plane.networks == ()  # an overlay node attaches to no stand-in network meanwhile
+    agent._handle(NetworkPlaneUpdate(plane=plane(7, BACK).to_wire()))
+    agent._handle(Assignments(tasks=[{"id": "t1", "spec": {}, "phase": "new"}]))
+    for _ in range(10):  # let the inbox run as far as it can
+        await asyncio.sleep(0)
+    assert log == []  # the assignment waits for the plane
+    data_plane.release.set()
+    await until(lambda: len(log) == 2)
+    assert log == [("applied", 7), ("assigned", ["t1"], 7)]
+    assert agent.plane.version == 7 and executor.network_plane.network("shop_back") == BACK
+    agent._handle(NetworkPlaneUpdate(plane=plane(5).to_wire()))  # crossed a newer one: ignored
+    agent._handle(NetworkPlaneUpdate(plane=plane(9).to_wire()))
+    await until(lambda: agent.plane.version == 9)
+    assert [entry for entry in log if entry[0] == "applied"] == [("applied", 7), ("applied", 9)]
+    await agent.stop()
+
+
+async def test_a_plane_the_data_plane_refuses_is_not_taken_and_the_next_one_is():
+    class Refusing:
+        async def apply(self, applied):
+            if applied.version == 3:
+                raise ValueError("network plane refused: vni 1 is outside 4096-16777215")
+
+    executor = RecordingExecutor([])
+    agent = Agent(None, config(), None, on_role_change=print, on_expelled=print, executor=executor,
+                  data_plane=Refusing())
+    agent._handle(NetworkPlaneUpdate(plane=plane(3, BACK).to_wire()))
+    agent._handle(NetworkPlaneUpdate(plane=plane(4).to_wire()))
+    await until(lambda: agent.plane is not None)
+    assert agent.plane.version == 4 and executor.network_plane.version == 4
+    await agent.stop()
+
+
+def test_the_hello_says_which_data_plane_runs_and_a_missing_one_is_none():
+    assert describe_node(config(), host_description(), "overlay")["data_plane"] == "overlay"
+    assert load_data_plane(config("none")) is None
+    try:
+        import swarmlet.network  # noqa: F401  (the data-plane branch)
+    except ImportError:
+        assert load_data_plane(config("overlay")) is None  # logged: runs without one
+
+
+def overlay_task(**addresses) -> TaskSpec:
+    service = make_service("web", stack="shop", networks=[specs.NetworkAttachment("shop_back", ["www"]),
+                                                          specs.NetworkAttachment("shop_local")])
+    service["spec"]["container"]["dns"] = ["9.9.9.9"]
+    spec = task_object_spec(service, slot=1, node_id="n1")
+    spec["network_addresses"] = addresses
+    return TaskSpec(freeze(spec))
+
+
+def test_on_an_overlay_node_a_task_attaches_to_the_data_planes_network_with_its_address_and_resolver():
+    config = container_config("t1", overlay_task(shop_back="10.0.1.7"), "n1", {}, {}, plane(2, BACK))
+    assert config.networks == [
+        NetworkAttachment(docker_network_name(BACK), ["web", "www"], ipv4_address="10.0.1.7", overlay=True),
+        NetworkAttachment("shop_local", ["web"])]  # not an overlay (no address): the engine's own, as before
+    assert config.dns == ["10.0.1.254", "9.9.9.9"]
+    with pytest.raises(TaskRuntimeError, match="network shop_back is not in this node's network plane"):
+        container_config("t1", overlay_task(shop_back="10.0.1.7"), "n1", {}, {}, plane(2))
+
+
+def test_without_a_data_plane_nothing_changes():
+    config = container_config("t1", overlay_task(shop_back="10.0.1.7"), "n1", {}, {})
+    assert config.networks == [NetworkAttachment("shop_back", ["web", "www"]), NetworkAttachment("shop_local", ["web"])]
+    assert config.dns == ["9.9.9.9"]
