@@ -42,6 +42,9 @@ class SlowDataPlane:
         await self.release.wait()
         self.log.append(("applied", applied.version))
 
+    async def close(self) -> None:
+        self.log.append(("closed",))
+
 
 class RecordingExecutor:
     def __init__(self, log: list):
@@ -91,6 +94,9 @@ async def test_a_plane_the_data_plane_refuses_is_not_taken_and_the_next_one_is()
         async def apply(self, applied):
             if applied.version == 3:
                 raise ValueError("network plane refused: vni 1 is outside 4096-16777215")
+
+        async def close(self):
+            pass
 
     executor = RecordingExecutor([])
     agent = Agent(None, config(), None, on_role_change=print, on_expelled=print, executor=executor,

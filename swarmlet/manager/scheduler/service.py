@@ -155,6 +155,10 @@ class Changed:
 class SchedulerLoop(LeaderLoop):
     name = "scheduler"
 
+    def __init__(self, store):
+        super().__init__(store)
+        self._infos: dict[str, NodeInfo] = {}  # node ID -> its NodeInfo, kept between passes
+
     async def run(self, queue: asyncio.Queue) -> None:
         self._infos: dict[str, NodeInfo] = {}
         changed = Changed()
@@ -172,7 +176,9 @@ class SchedulerLoop(LeaderLoop):
             for event in drain(queue):
                 changed.note(event)
 
-    async def schedule_pass(self, changed: Changed) -> None:
+    async def schedule_pass(self, changed: Changed | None = None) -> None:
+        """One pass over what ``changed`` names (everything when None)."""
+        changed = changed or Changed()
         for _attempt in range(CONFLICT_ATTEMPTS):
             if changed.everything or changed.room:
                 pending = pending_tasks(self.store.select(Task, state=TaskState.PENDING))
