@@ -64,6 +64,23 @@ class ServiceMode(StrEnum):
     GLOBAL_JOB = "global-job"
 
 
+class UpdateState(StrEnum):
+    """A service's rolling update (``status.update.state``), as ``docker service inspect``
+    shows it (SwarmKit's UpdateStatus), plus swarmlet's canary hold."""
+
+    UPDATING = "updating"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_PAUSED = "rollback_paused"
+    ROLLBACK_COMPLETED = "rollback_completed"
+    AWAITING_PROMOTION = "awaiting_promotion"  # canaries run beside the old tasks: `service promote`
+
+
+ROLLBACK_STATES = frozenset((UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED))
+# An update that stopped on failures; only a new spec (or a rollback) moves it again.
+HALTED_UPDATE_STATES = frozenset((UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED))
+
 NODE_UNKNOWN, NODE_READY, NODE_DOWN = NodeState.UNKNOWN, NodeState.READY, NodeState.DOWN
 AVAILABILITIES = tuple(a.value for a in Availability)  # plain strings: click shows enum members by name
 

@@ -178,6 +178,9 @@ class Service(StoredObject):
     # The spec as the stack API wrote it (ServiceSpec.to_dict() with cluster names).
     raw_spec: Field[Mapping] = Field({}, key="spec")
     status: Field[Mapping] = Field({})  # {"update": {...}} (rolling update), {"message": ...}
+    # The spec before the last update, to roll back to (None: never updated, or used up by
+    # an automatic rollback, as in SwarmKit).
+    previous_spec: Field[Mapping | None] = Field()
 
     @property
     def spec(self) -> ServiceSpec:

@@ -9,6 +9,7 @@ command), so every manager that applies the same log reaches the same state.
 An object is a plain dict::
 
     {"id", "kind", "version", "created_at", "updated_at", "spec": {...}, "status": {...}}
+    (and a service's "previous_spec" once it was updated)
 
 ``version`` is the store index of the transaction that last wrote it, as in
 SwarmKit's ``Meta.Version``. An update or delete must name the version it read; a
@@ -28,6 +29,9 @@ from typing import Any
 import msgpack
 
 KINDS = ("cluster", "node", "service", "task", "secret", "config", "network")
+# A service keeps the spec it had before its last update (SwarmKit's PreviousSpec), so
+# that it can be rolled back; the only field besides spec and status an op may set.
+PREVIOUS_SPEC = "previous_spec"
 
 # Results of applied request IDs are remembered so that a client retrying a write
 # whose outcome it never learnt (a timeout, a leader change) cannot apply it twice.
@@ -130,8 +134,8 @@ def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> by
     """Build the command bytes for a transaction. Each op is a dict:
 
     ``{"op": "create", "kind", "id", "spec", "status"}``,
-    ``{"op": "update", "kind", "id", "version", "spec"?, "status"?}`` (a field left
-    out keeps its value) or ``{"op": "delete", "kind", "id", "version"}``.
+    ``{"op": "update", "kind", "id", "version", "spec"?, "status"?, "previous_spec"?}`` (a
+    field left out keeps its value; ``previous_spec: None`` drops it) or ``{"op": "delete", "kind", "id", "version"}``.
     """
     return msgpack.packb({"rid": request_id, "ts": timestamp, "ops": ops}, use_bin_type=True)
 
@@ -236,7 +240,8 @@ class StoreState:
                     raise TransactionError("exists", f"{kind} {object_id} already exists")
                 obj = FrozenDict(id=object_id, kind=kind, version=self.index, created_at=timestamp,
                                  updated_at=timestamp, spec=freeze(op.get("spec") or {}),
-                                 status=freeze(op.get("status") or {}))
+                                 status=freeze(op.get("status") or {}),
+                                 **({PREVIOUS_SPEC: freeze(op[PREVIOUS_SPEC])} if op.get(PREVIOUS_SPEC) else {}))
             else:
                 if existing is None:
                     raise TransactionError("not_found", f"{kind} {object_id} does not exist")
@@ -255,6 +260,11 @@ class StoreState:
                     obj["spec"] = freeze(op["spec"])
                 if "status" in op:
                     obj["status"] = freeze(op["status"])
+                if PREVIOUS_SPEC in op:  # None drops it (an automatic rollback uses it up)
+                    if op[PREVIOUS_SPEC] is None:
+                        obj.pop(PREVIOUS_SPEC, None)
+                    else:
+                        obj[PREVIOUS_SPEC] = freeze(op[PREVIOUS_SPEC])
                 obj = FrozenDict(obj)
             staged[(kind, object_id)] = obj
             changes.append(Change(action, kind, object_id, obj))

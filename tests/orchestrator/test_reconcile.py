@@ -258,6 +258,10 @@ def test_stop_first_update_replaces_parallelism_slots_at_a_time(world):
     assert len(promoted) == 2
     w.settle()
     assert {t["spec"]["spec_digest"] for t in w.running()} == {digest} and len(w.running()) == 4
+    # the last batch is still watched for `monitor` (5 s by default) before the update completes
+    assert w.service["status"]["update"]["state"] == "updating" and w.decide().wake_at == w.now + 5.0
+    w.now += 5.0
+    w.settle()
     assert w.service["status"]["update"]["state"] == "completed"
 
 
