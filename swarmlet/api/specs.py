@@ -297,6 +297,7 @@ class ServiceSpec(SpecBase):
     update_config: UpdateConfig = field(default_factory=UpdateConfig)
     rollback_config: UpdateConfig = field(default_factory=UpdateConfig)
     depends_on: dict[str, str] = field(default_factory=dict)  # service -> condition
+    force_update: int = 0  # `service update --force` counts it up: a new spec, so every task is replaced
 
 
 @dataclass(frozen=True)

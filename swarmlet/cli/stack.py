@@ -11,7 +11,7 @@ from swarmlet.cli.client import client_options, make_client
 from swarmlet.cli.nodes import parse_duration
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.cli.progress import wait_converged, wait_gone
-from swarmlet.cli.service import detach_option, emit_services, emit_tasks, timeout_option
+from swarmlet.cli.service import detach_option, emit_plan, emit_services, emit_tasks, timeout_option
 from swarmlet.compose import ComposeError, load_stack, render_document
 
 
@@ -45,7 +45,7 @@ def _load_or_exit(files, env_files):
     return result
 
 
-def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
+def deploy_body(stack: StackSpec, prune: bool = False, dry_run: bool = False) -> dict:
     """The body of ``POST /v1/stacks/{name}``: the stack, the data of its secrets and
     configs (base64: the files they name, or their inline content), and whether to prune."""
     files: dict[str, dict[str, str]] = {"secrets": {}, "configs": {}}
@@ -59,7 +59,7 @@ def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
     for kind in files:
         for entry in plain[kind].values():
             del entry["content"]  # sent once, under "files"
-    return {"stack": plain, "files": files, "prune": prune}
+    return {"stack": plain, "files": files, "prune": prune, "dry_run": dry_run}
 
 
 @stack.command("deploy")
@@ -67,13 +67,16 @@ def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
               type=click.Path(path_type=Path), help="Compose file; repeat to merge several, in order.")
 @click.option("--env-file", "env_files", multiple=True, type=click.Path(path_type=Path))
 @click.option("--prune", is_flag=True, help="Remove the stack's services that are no longer in the files.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would change (service by service, field by field); change nothing.")
+@FORMAT_OPTION
 @detach_option
 @timeout_option
 @click.option("--pending-timeout", default="60s", show_default=True, callback=lambda c, p, v: parse_duration(v),
               help="Fail when a task stays pending (with the scheduler's explanation) this long.")
 @client_options
 @click.argument("name")
-def deploy(files, env_files, prune, detach, timeout, pending_timeout, host, context_dir, name):
+def deploy(files, env_files, prune, dry_run, output_format, detach, timeout, pending_timeout, host, context_dir, name):
     """Create or update a stack, then wait until it converged (unless --detach).
 
     Waiting shows each service's running/desired tasks (completed/desired for jobs) and
@@ -82,7 +85,10 @@ def deploy(files, env_files, prune, detach, timeout, pending_timeout, host, cont
     update) or --timeout passes."""
     result = _load_or_exit(files, env_files)
     client = make_client(host, context_dir)
-    answer = client.call("POST", f"/v1/stacks/{name}", deploy_body(result.stack, prune))
+    answer = client.call("POST", f"/v1/stacks/{name}", deploy_body(result.stack, prune, dry_run))
+    if dry_run:
+        emit_plan(output_format, answer)
+        return
     changed = answer["changed_services"]
     click.echo(f"Stack {name}: " + (f"created or updated {', '.join(changed)}" if changed else "no service changed"))
     if not detach:

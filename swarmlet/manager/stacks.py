@@ -21,10 +21,13 @@ from typing import Callable, Mapping
 from swarmlet.api import specs
 from swarmlet.api.errors import Invalid, TooLarge
 from swarmlet.api.limits import Limits
-from swarmlet.api.objects import ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState
+from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState,
+                                  UpdateState, spec_digest)
 from swarmlet.api.references import resolve
 from swarmlet.api.views import Config, Network, Node, Secret, Service, StoredObject, Task
+from swarmlet.manager import changes
 from swarmlet.node.config import new_id
+from swarmlet.store.state import PREVIOUS_SPEC
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.store import ClusterStore
 
@@ -137,7 +140,7 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
             ops.append({"op": "create", "kind": "service", "id": new_id(), "spec": spec, "status": {}})
         elif current.raw_spec != spec:
             ops.append({"op": "update", "kind": "service", "id": current.id, "version": current.version,
-                        "spec": spec})
+                        "spec": spec, PREVIOUS_SPEC: current.raw_spec})
     if prune:
         ops += [{"op": "delete", "kind": "service", "id": s.id, "version": s.version}
                 for s in existing["service"] if stack_of(s) == stack and s.name not in wanted]
@@ -216,7 +219,7 @@ def service_public(service: Service, tasks: list[Task]) -> dict:
     return {"id": service.id, "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
             "replicas": desired, "running": running, "image": spec["container"]["image"],
             "version": service.version, "created_at": service.created_at, "updated_at": service.updated_at,
-            "spec": spec, "status": service.status}
+            "spec": spec, "previous_spec": service.previous_spec, "status": service.status}
 
 
 class StackApi:
@@ -230,7 +233,9 @@ class StackApi:
     def _existing(self) -> dict[str, list[StoredObject]]:
         return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
-    async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool) -> dict:
+    async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool, dry_run: bool = False) -> dict:
+        """``dry_run``: every check, nothing committed; the answer's ``plan`` says what
+        would change (``swarmlet.manager.changes.plan``)."""
         existing = self._existing()
         limits = self._limits()
         # The cheap check first: a stack of a million services is refused before its specs are built.
@@ -240,8 +245,13 @@ class StackApi:
         limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(ops))
         before = {s.id: s.raw_spec for s in existing[Service.kind]}
         self._check(limits, before, services_after(before, ops))
+        names = {s.id: s.name for s in existing[Service.kind]}
+        changed = sorted(op["spec"]["name"] if "spec" in op else names.get(op["id"], op["id"])
+                         for op in ops if op["kind"] == "service")
+        if dry_run:
+            return {"stack": stack, "dry_run": True, "changed_services": changed, "operations": len(ops),
+                    "plan": changes.plan(ops, existing, self.store.list(Task))}
         result = await self.store.commit(ops) if ops else {"index": self.store.index}
-        changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in ops if op["kind"] == "service")
         return {"stack": stack, "changed_services": changed, "operations": len(ops), "index": result.get("index")}
 
     def stacks(self) -> list[dict]:
@@ -281,6 +291,53 @@ class StackApi:
         self._check(self._limits(), before, dict(before, **{service.id: dict(service.raw_spec, replicas=replicas)}))
         await self.store.commit([{"op": "update", "kind": "service", "id": service.id, "version": service.version,
                                   "spec": dict(service.raw_spec, replicas=replicas)}])
+        return self.service(service.id)
+
+    async def update_service(self, ref: str, service_changes: dict, dry_run: bool = False) -> dict:
+        """``docker service update``: the changes (``changes.apply_service_changes``)
+        become the spec, the current spec the previous one; ``dry_run``: the plan only."""
+        service = self.resolve_service(ref)
+        spec = changes.apply_service_changes(service.raw_spec, service_changes)
+        op = {"op": "update", "kind": "service", "id": service.id, "version": service.version, "spec": spec,
+              PREVIOUS_SPEC: service.raw_spec}
+        if spec == dict(service.raw_spec):
+            op = None
+        before = {s.id: s.raw_spec for s in self.store.list(Service)}
+        self._check(self._limits(), before, dict(before, **{service.id: spec}))
+        if dry_run:
+            return {"service": service.name, "dry_run": True,
+                    "plan": changes.plan([op] if op else [], {Service.kind: [service]}, self.store.list(Task))}
+        if op:
+            await self.store.commit([op])
+        return dict(self.service(service.id), changed=op is not None)
+
+    async def rollback_service(self, ref: str, now: float) -> dict:
+        """``docker service rollback``: the previous spec and the current one swap, and
+        the orchestrator replaces the tasks per the rollback_config (SwarmKit's rule)."""
+        service = self.resolve_service(ref)
+        previous = service.previous_spec
+        if not previous:
+            raise Invalid(f"service {service.name} has no previous spec to roll back to (it was never updated)")
+        status = dict(service.status, update={"digest": spec_digest(previous), "state": UpdateState.ROLLBACK_STARTED,
+                                              "started_at": now, "message": "manually requested rollback"})
+        await self.store.commit([{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                                  "spec": previous, PREVIOUS_SPEC: service.raw_spec, "status": status}])
+        return self.service(service.id)
+
+    async def promote_service(self, ref: str) -> dict:
+        """Let an update held on its canaries go on (``auto_promote`` does it by itself)."""
+        service = self.resolve_service(ref)
+        update = dict(service.status.get("update") or {})
+        canary = service.spec.update_config.canary
+        if (not canary or update.get("digest") != spec_digest(service.raw_spec)
+                or update.get("state") not in (UpdateState.UPDATING, UpdateState.AWAITING_PROMOTION)):
+            raise Invalid(f"service {service.name} has no canaries to promote (update state "
+                          f"{update.get('state') or 'none'}, x-canary {canary})")
+        if update.get("promoted"):
+            return self.service(service.id)
+        update.update(promoted=True, state=UpdateState.UPDATING, message="canaries promoted")
+        await self.store.commit([{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                                  "status": dict(service.status, update=update)}])
         return self.service(service.id)
 
     async def remove_service(self, ref: str) -> None:

@@ -24,6 +24,7 @@ import base64
 import functools
 import json
 import logging
+import time
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -312,7 +313,7 @@ async def deploy_stack(request):
     body = await json_body(request)
     return reply(await request.app["manager"].stacks.deploy(
         request.match_info["name"], field(body, "stack", dict), field(body, "files", dict, required=False, default={}),
-        prune=bool(body.get("prune"))))
+        prune=bool(body.get("prune")), dry_run=bool(body.get("dry_run"))))
 
 
 @routes.get("/v1/stacks")
@@ -356,6 +357,26 @@ async def inspect_service(request):
 async def scale_service(request):
     body = await json_body(request)
     return reply(await request.app["manager"].stacks.scale(request.match_info["ref"], field(body, "replicas", int)))
+
+
+@routes.post("/v1/services/{ref}/update")
+@requires(*ADMIN_ONLY)
+async def update_service(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].stacks.update_service(
+        request.match_info["ref"], field(body, "changes", dict), dry_run=bool(body.get("dry_run"))))
+
+
+@routes.post("/v1/services/{ref}/rollback")
+@requires(*ADMIN_ONLY)
+async def rollback_service(request):
+    return reply(await request.app["manager"].stacks.rollback_service(request.match_info["ref"], time.time()))
+
+
+@routes.post("/v1/services/{ref}/promote")
+@requires(*ADMIN_ONLY)
+async def promote_service(request):
+    return reply(await request.app["manager"].stacks.promote_service(request.match_info["ref"]))
 
 
 @routes.delete("/v1/services/{ref}")
