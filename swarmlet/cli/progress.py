@@ -118,6 +118,12 @@ class Assessor:
 
         progress = ServiceProgress(name, mode, done, desired, converged, note=self._note(service, current))
         update = (service.get("status") or {}).get("update") or {}
+        if update.get("digest") == digest and update.get("state") in ("updating", "rollback_started"):
+            # the new tasks are watched for `monitor` seconds before the update completes
+            if progress.converged:
+                progress.note = f"{'rollback' if update['state'] == 'rollback_started' else 'update'}: " \
+                                "watching the new tasks (monitor)"
+            progress.converged = False
         if update.get("state") == "awaiting_promotion" and update.get("digest") == digest:
             progress.converged = progress.held = True
             progress.note = update.get("message", "")
