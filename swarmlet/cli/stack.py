@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from swarmlet.api.specs import StackSpec
-from swarmlet.cli.client import client_options, make_client
+from swarmlet.cli.client import ApiError, ClusterUnreachable, client_options, make_client
 from swarmlet.cli.nodes import parse_duration
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.cli.progress import wait_converged, wait_gone
@@ -69,6 +70,8 @@ def deploy_body(stack: StackSpec, prune: bool = False, dry_run: bool = False) ->
 @click.option("--prune", is_flag=True, help="Remove the stack's services that are no longer in the files.")
 @click.option("--dry-run", is_flag=True,
               help="Print what would change (service by service, field by field); change nothing.")
+@click.option("--rollback-on-failure", is_flag=True,
+              help="When the stack fails to converge, roll every service of it back to the previous revision.")
 @FORMAT_OPTION
 @detach_option
 @timeout_option
@@ -76,7 +79,8 @@ def deploy_body(stack: StackSpec, prune: bool = False, dry_run: bool = False) ->
               help="Fail when a task stays pending (with the scheduler's explanation) this long.")
 @client_options
 @click.argument("name")
-def deploy(files, env_files, prune, dry_run, output_format, detach, timeout, pending_timeout, host, context_dir, name):
+def deploy(files, env_files, prune, dry_run, rollback_on_failure, output_format, detach, timeout, pending_timeout,
+           host, context_dir, name):
     """Create or update a stack, then wait until it converged (unless --detach).
 
     Waiting shows each service's running/desired tasks (completed/desired for jobs) and
@@ -90,11 +94,87 @@ def deploy(files, env_files, prune, dry_run, output_format, detach, timeout, pen
         emit_plan(output_format, answer)
         return
     changed = answer["changed_services"]
-    click.echo(f"Stack {name}: " + (f"created or updated {', '.join(changed)}" if changed else "no service changed"))
-    if not detach:
-        wait_converged(lambda: (client.call("GET", f"/v1/stacks/{name}/services"),
-                                client.call("GET", f"/v1/stacks/{name}/tasks")),
-                       f"stack {name}", timeout, pending_timeout)
+    recorded = answer["operations"] > 0 and answer.get("revision") is not None
+    click.echo(f"Stack {name}: " + (f"created or updated {', '.join(changed)}" if changed else "no service changed")
+               + (f" (revision {answer['revision']})" if recorded else ""))
+    if detach:
+        return
+    try:
+        _wait_for_stack(client, name, timeout, pending_timeout)
+    except click.ClickException as failure:
+        if not recorded:
+            raise
+        if not rollback_on_failure:
+            _report_outcome(client, name, answer["revision"], f"failed: {failure.message}")
+            raise
+        try:
+            back = client.call("POST", f"/v1/stacks/{name}/rollback", {"to": None})
+        except ApiError as err:
+            _report_outcome(client, name, answer["revision"], f"failed: {failure.message}")
+            raise click.ClickException(f"{failure.message}\nno rollback: {err}") from None
+        click.echo(f"Stack {name}: rolling back to revision {back['rollback_of']} (revision {back['revision']})")
+        _report_outcome(client, name, answer["revision"],
+                        f"failed: {failure.message}; rolled back to revision {back['rollback_of']}")
+        _wait_for_stack(client, name, timeout, pending_timeout, expect_rollback=True)
+        _report_outcome(client, name, back["revision"], "converged")
+        raise click.ClickException(f"{failure.message}\nstack {name}: rolled back to revision {back['rollback_of']}")
+    if recorded:
+        _report_outcome(client, name, answer["revision"], "converged")
+
+
+def _wait_for_stack(client, name: str, timeout: float, pending_timeout: float = 60.0,
+                    expect_rollback: bool = False) -> None:
+    wait_converged(lambda: (client.call("GET", f"/v1/stacks/{name}/services"),
+                            client.call("GET", f"/v1/stacks/{name}/tasks")),
+                   f"stack {name}", timeout, pending_timeout, expect_rollback=expect_rollback)
+
+
+def _report_outcome(client, name: str, revision: int, outcome: str) -> None:
+    """Record how a revision went; the deploy's own result stands if that fails."""
+    try:
+        client.call("POST", f"/v1/stacks/{name}/revisions/{revision}/outcome", {"outcome": outcome[:1000]})
+    except (ApiError, ClusterUnreachable) as err:
+        click.echo(f"warning: the outcome of revision {revision} was not recorded: {err}", err=True)
+
+
+@stack.command("history")
+@click.argument("name")
+@FORMAT_OPTION
+@client_options
+def history(name, output_format, host, context_dir):
+    """The revisions of a stack: every deploy (and rollback) that changed it, who made it,
+    and how it went."""
+    revisions = make_client(host, context_dir).call("GET", f"/v1/stacks/{name}/revisions")
+
+    def row(r: dict) -> list:
+        when = datetime.fromtimestamp(r["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        change = f"rollback to {r['rollback_of']}" if r["rollback_of"] else "deploy"
+        return [r["number"], when, change, r["by"] or "", ", ".join(r["services"]), r["outcome"] or ""]
+    emit(output_format, revisions, ["REVISION", "CREATED (UTC)", "CHANGE", "BY", "SERVICES", "OUTCOME"], row)
+
+
+@stack.command("rollback")
+@click.argument("name")
+@click.option("--to", "to", type=click.IntRange(min=1), help="The revision to return to (default: the previous one).")
+@detach_option
+@timeout_option
+@client_options
+def rollback(name, to, detach, timeout, host, context_dir):
+    """Return every service, network, secret and config of a stack to a revision, as one
+    change; waits with progress until the stack converged unless --detach."""
+    client = make_client(host, context_dir)
+    answer = client.call("POST", f"/v1/stacks/{name}/rollback", {"to": to})
+    changed = answer["changed_services"]
+    click.echo(f"Stack {name}: back to revision {answer['rollback_of']} (revision {answer['revision']})"
+               + (f": {', '.join(changed)}" if changed else ""))
+    if detach:
+        return
+    try:
+        _wait_for_stack(client, name, timeout, expect_rollback=True)
+    except click.ClickException as failure:
+        _report_outcome(client, name, answer["revision"], f"failed: {failure.message}")
+        raise
+    _report_outcome(client, name, answer["revision"], "converged")
 
 
 def _stack_names(client) -> set[str]:

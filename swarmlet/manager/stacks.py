@@ -19,13 +19,13 @@ from collections import Counter
 from typing import Callable, Mapping
 
 from swarmlet.api import specs
-from swarmlet.api.errors import Invalid, TooLarge
+from swarmlet.api.errors import Invalid, NotFound, TooLarge
 from swarmlet.api.limits import Limits
 from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState,
                                   UpdateState, spec_digest)
 from swarmlet.api.references import resolve
-from swarmlet.api.views import Config, Network, Node, Secret, Service, StoredObject, Task
-from swarmlet.manager import changes
+from swarmlet.api.views import Config, Network, Node, Secret, Service, StackRevision, StoredObject, Task
+from swarmlet.manager import changes, revisions
 from swarmlet.node.config import new_id
 from swarmlet.store.state import PREVIOUS_SPEC
 from swarmlet.manager.settings import ClusterSettings
@@ -233,9 +233,11 @@ class StackApi:
     def _existing(self) -> dict[str, list[StoredObject]]:
         return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
-    async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool, dry_run: bool = False) -> dict:
+    async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool, dry_run: bool = False,
+                     by: str = "") -> dict:
         """``dry_run``: every check, nothing committed; the answer's ``plan`` says what
-        would change (``swarmlet.manager.changes.plan``)."""
+        would change (``swarmlet.manager.changes.plan``). A deploy that changes anything
+        is recorded as the stack's next revision, in the same transaction (``by``: who)."""
         existing = self._existing()
         limits = self._limits()
         # The cheap check first: a stack of a million services is refused before its specs are built.
@@ -251,8 +253,53 @@ class StackApi:
         if dry_run:
             return {"stack": stack, "dry_run": True, "changed_services": changed, "operations": len(ops),
                     "plan": changes.plan(ops, existing, self.store.list(Task))}
-        result = await self.store.commit(ops) if ops else {"index": self.store.index}
-        return {"stack": stack, "changed_services": changed, "operations": len(ops), "index": result.get("index")}
+        if not ops:
+            return {"stack": stack, "changed_services": [], "operations": 0, "index": self.store.index,
+                    "revision": self._latest_revision(stack)}
+        record, number = revisions.record_ops(stack, revisions.contents_after(stack, existing, ops),
+                                              self.store.list(StackRevision), by)
+        result = await self.store.commit(ops + record)
+        return {"stack": stack, "changed_services": changed, "operations": len(ops), "index": result.get("index"),
+                "revision": number}
+
+    def _latest_revision(self, stack: str) -> int | None:
+        mine = revisions.of_stack(stack, self.store.list(StackRevision))
+        return mine[-1].number if mine else None
+
+    def history(self, stack: str) -> list[dict]:
+        mine = revisions.of_stack(stack, self.store.list(StackRevision))
+        if not mine:
+            raise NotFound(f"stack {stack} has no revisions (it was never deployed, or removed)")
+        return [revisions.public(r) for r in mine]
+
+    async def rollback_stack(self, stack: str, to: int | None, now: float, by: str = "") -> dict:
+        """Every service, network, secret and config of the stack back to revision ``to``
+        (the one before the latest when None), as ONE transaction, recorded as a new revision."""
+        known = self.store.list(StackRevision)
+        target = revisions.choose_target(stack, known, to)
+        existing = self._existing()
+        ops = revisions.rollback_ops(stack, target, existing, now)
+        limits = self._limits()
+        before = {s.id: s.raw_spec for s in existing[Service.kind]}
+        self._check(limits, before, services_after(before, ops))
+        record, number = revisions.record_ops(stack, dict(target.spec), known, by, rollback_of=target.number)
+        await self.store.commit(ops + record)
+        names = {s.id: s.name for s in existing[Service.kind]}
+        changed = sorted(op["spec"]["name"] if "spec" in op else names.get(op["id"], op["id"])
+                         for op in ops if op["kind"] == "service")
+        return {"stack": stack, "revision": number, "rollback_of": target.number, "changed_services": changed,
+                "operations": len(ops)}
+
+    async def set_outcome(self, stack: str, number: int, outcome: str) -> dict:
+        """What the deploy's wait found (the CLI reports it): converged, failed: why, …"""
+        revision = self.store.get(StackRevision, revisions.revision_id(stack, number))
+        if revision is None:
+            raise NotFound(f"stack {stack} has no revision {number}")
+        if not outcome or len(outcome) > 1000:
+            raise Invalid("outcome must be a non-empty text of at most 1000 characters")
+        await self.store.commit([{"op": "update", "kind": StackRevision.kind, "id": revision.id,
+                                  "version": revision.version, "status": dict(revision.status, outcome=outcome)}])
+        return revisions.public(self.store.get(StackRevision, revision.id))
 
     def stacks(self) -> list[dict]:
         counts: dict[str, int] = {}
@@ -350,5 +397,8 @@ class StackApi:
         stack = resolve("stack", stack, {stack_of(o) for o in objects} - {None}, name=str, id_of=None)
         ops = [{"op": "delete", "kind": o.kind, "id": o.id, "version": o.version}
                for o in objects if stack_of(o) == stack]
+        removed = len(ops)
+        ops += [{"op": "delete", "kind": r.kind, "id": r.id, "version": r.version}
+                for r in revisions.of_stack(stack, self.store.list(StackRevision))]  # its history goes with it
         await self.store.commit(ops)
-        return {"stack": stack, "removed": len(ops)}
+        return {"stack": stack, "removed": removed}

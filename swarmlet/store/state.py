@@ -28,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-KINDS = ("cluster", "node", "service", "task", "secret", "config", "network")
+KINDS = ("cluster", "node", "service", "task", "secret", "config", "network", "stack_revision")
 # A service keeps the spec it had before its last update (SwarmKit's PreviousSpec), so
 # that it can be rolled back; the only field besides spec and status an op may set.
 PREVIOUS_SPEC = "previous_spec"

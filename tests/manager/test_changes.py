@@ -10,7 +10,7 @@ import pytest
 
 from swarmlet.api import errors, specs
 from swarmlet.api.objects import spec_digest
-from swarmlet.api.views import Service
+from swarmlet.api.views import Config, Service, StackRevision
 from swarmlet.manager.changes import apply_service_changes, field_changes, plan
 from swarmlet.manager.stacks import StackApi
 
@@ -146,3 +146,89 @@ def test_the_plan_counts_replaced_tasks_and_batches():
                     {"service": [service]}, tasks)
     assert entry["tasks_replaced"] == [] and entry["fields"] == [{"field": "replicas", "old": 5, "new": 7}]
     assert field_changes({"a": [1, 2]}, {"a": [1, 3]}) == [{"field": "a", "old": [1, 2], "new": [1, 3]}]
+
+
+# -- stack revisions ---------------------------------------------------------------------------------
+
+def two_services(web_image="busybox:1", extra=False) -> dict:
+    services = {"web": specs.ServiceSpec(name="web", container=specs.ContainerSpec(image=web_image)),
+                "db": specs.ServiceSpec(name="db", container=specs.ContainerSpec(image="postgres"))}
+    if extra:
+        services["cache"] = specs.ServiceSpec(name="cache", container=specs.ContainerSpec(image="redis"))
+    return specs.StackSpec(services=services, networks={"back": specs.NetworkSpec(name="back")}).to_dict()
+
+
+def specs_by_name(store) -> dict:
+    return {s.name: dict(s.raw_spec) for s in store.list(Service)}
+
+
+async def test_every_deploy_is_a_revision_and_rollback_returns_the_whole_stack_in_one_change(store):
+    api = StackApi(store)
+    assert (await api.deploy("app", two_services(), {}, prune=False, by="admin x"))["revision"] == 1
+    first = specs_by_name(store)
+    assert (await api.deploy("app", two_services("busybox:2", extra=True), {}, prune=False))["revision"] == 2
+    assert (await api.deploy("app", two_services("busybox:2", extra=True), {}, prune=False))["operations"] == 0
+    assert [r["number"] for r in api.history("app")] == [1, 2]  # an unchanged deploy is no revision
+    assert api.history("app")[0]["by"] == "admin x" and api.history("app")[0]["outcome"] == "deployed"
+    commits = len(store.commits)
+    answer = await api.rollback_stack("app", to=1, now=7.0)
+    assert len(store.commits) == commits + 1  # one transaction
+    assert answer == {"stack": "app", "revision": 3, "rollback_of": 1, "changed_services": ["app_cache", "app_web"],
+                      "operations": 2}
+    assert specs_by_name(store) == first  # cache (added in 2) is gone, web is back
+    web_service = web(store)
+    assert web_service.status["update"]["state"] == "rollback_started"
+    assert web_service.status["update"]["message"] == "stack rollback to revision 1"
+    history = api.history("app")
+    assert [(r["number"], r["rollback_of"]) for r in history] == [(1, None), (2, None), (3, 1)]
+    assert history[2]["services"] == ["app_db", "app_web"]
+    await api.set_outcome("app", 3, "converged")
+    assert api.history("app")[2]["outcome"] == "converged"
+    # without --to: the one before the latest (2); then the stack is removed with its history
+    await api.rollback_stack("app", to=None, now=8.0)
+    assert set(specs_by_name(store)) == {"app_web", "app_db", "app_cache"}
+    await api.remove_stack("app")
+    assert not store.list(StackRevision)
+
+
+@pytest.mark.parametrize("to, complaint", [(9, "stack app has no revision 9 (it has 1, 2)"),
+                                           (2, "stack app is at revision 2 already")])
+async def test_a_bad_rollback_target_is_refused_and_changes_nothing(store, to, complaint):
+    api = StackApi(store)
+    await api.deploy("app", two_services(), {}, prune=False)
+    await api.deploy("app", two_services("busybox:2"), {}, prune=False)
+    before = dump(store)
+    with pytest.raises(errors.Invalid) as raised:
+        await api.rollback_stack("app", to=to, now=1.0)
+    assert complaint in str(raised.value) and dump(store) == before
+    with pytest.raises(errors.NotFound, match="stack other has no revisions"):
+        await api.rollback_stack("other", to=None, now=1.0)
+
+
+async def test_a_rollback_needs_the_revisions_configs_and_drops_the_newer_ones(store):
+    api = StackApi(store)
+    await api.deploy("app", stack(), FILES, prune=False)
+    newer = specs.StackSpec(services={"web": specs.ServiceSpec(name="web", container=specs.ContainerSpec(
+        image="busybox:1", configs=[specs.FileRef("site2", "/site")]))},
+        configs={"site2": specs.ConfigSpec(name="site2", content="y")}).to_dict()
+    await api.deploy("app", newer, {"configs": {"site2": base64.b64encode(b"y").decode()}}, prune=True)
+    await api.rollback_stack("app", to=1, now=1.0)
+    assert {c.name for c in store.list(Config)} == {"app_site"}  # site2 only served revision 2
+    site = store.get(Config, "app_site")
+    await store.commit([{"op": "delete", "kind": "config", "id": site.id, "version": site.version}])
+    before = dump(store)
+    with pytest.raises(errors.Invalid, match="config 'app_site' no longer exist"):
+        await api.rollback_stack("app", to=1, now=2.0)  # wait: 1 is not the latest (3 is)
+    assert dump(store) == before
+
+
+async def test_only_the_last_revisions_are_kept_and_a_dry_run_records_none(store):
+    from swarmlet.manager.revisions import REVISION_HISTORY_LIMIT
+
+    api = StackApi(store)
+    for n in range(REVISION_HISTORY_LIMIT + 3):
+        await api.deploy("app", two_services(f"busybox:{n}"), {}, prune=False)
+    numbers = [r["number"] for r in api.history("app")]
+    assert numbers == list(range(4, REVISION_HISTORY_LIMIT + 4))
+    await api.deploy("app", two_services("busybox:new"), {}, prune=False, dry_run=True)
+    assert [r["number"] for r in api.history("app")] == numbers

@@ -313,7 +313,39 @@ async def deploy_stack(request):
     body = await json_body(request)
     return reply(await request.app["manager"].stacks.deploy(
         request.match_info["name"], field(body, "stack", dict), field(body, "files", dict, required=False, default={}),
-        prune=bool(body.get("prune")), dry_run=bool(body.get("dry_run"))))
+        prune=bool(body.get("prune")), dry_run=bool(body.get("dry_run")), by=who(request)))
+
+
+def who(request) -> str:
+    """Who made a change, for the record (a stack's revisions): the caller's certificate."""
+    identity = request.get("identity")
+    return f"{identity.role} {identity.node_id}" if identity is not None else ""
+
+
+@routes.get("/v1/stacks/{name}/revisions")
+@requires(*ADMIN_ONLY)
+async def stack_history(request):
+    return reply(request.app["manager"].stacks.history(request.match_info["name"]))
+
+
+@routes.post("/v1/stacks/{name}/rollback")
+@requires(*ADMIN_ONLY)
+async def rollback_stack(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].stacks.rollback_stack(
+        request.match_info["name"], field(body, "to", int, required=False), time.time(), by=who(request)))
+
+
+@routes.post("/v1/stacks/{name}/revisions/{number}/outcome")
+@requires(*ADMIN_ONLY)
+async def stack_revision_outcome(request):
+    body = await json_body(request)
+    try:
+        number = int(request.match_info["number"])
+    except ValueError:
+        raise errors.Invalid(f"revision {request.match_info['number']!r} is not a number") from None
+    return reply(await request.app["manager"].stacks.set_outcome(request.match_info["name"], number,
+                                                                field(body, "outcome", str)))
 
 
 @routes.get("/v1/stacks")
