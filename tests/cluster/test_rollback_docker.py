@@ -263,3 +263,44 @@ def test_dry_run_reports_the_changed_fields_and_leaves_the_cluster_as_it_was(s):
     text = s.cluster.cli("stack", "deploy", "--dry-run", "-c", str(changed), "dr").stdout
     assert "service dr_web: would be updated" in text and "container.env.MODE: 'slow' -> 'fast'" in text
     assert everything() == before  # nothing changed in the cluster
+
+
+def test_stack_rollback_returns_every_service_to_a_revision_in_one_change(s):
+    compose = f"""
+        services:
+          web: {{image: IMAGE, {SLEEPER}, environment: {{V: "VERSION"}}, deploy: {{update_config: {{monitor: 1s}}}}}}
+          api: {{image: IMAGE, {SLEEPER}, environment: {{V: "VERSION"}}, deploy: {{update_config: {{monitor: 1s}}}}}}
+    """
+    deploy = ("stack", "deploy", "--timeout", "60s", "-c")
+    s.cluster.cli(*deploy, str(s.file("st1", compose.replace("VERSION", "1"))), "st")
+    first = {name: s.service(name)["spec"] for name in ("st_web", "st_api")}
+    second = compose.replace("VERSION", "2") + f"      cache: {{image: IMAGE, {SLEEPER}}}\n"
+    s.cluster.cli(*deploy, str(s.file("st2", second)), "st")
+    assert s.service("st_web")["spec"]["container"]["env"] == {"V": "2"}
+
+    result = s.cluster.cli("stack", "rollback", "--to", "1", "--timeout", "60s", "st")
+    assert "back to revision 1 (revision 3)" in result.stdout and "stack st: converged" in result.stdout
+    services = {x["name"]: x for x in s.api.call("GET", "/v1/stacks/st/services")}
+    assert set(services) == {"st_web", "st_api"}  # cache came with revision 2
+    assert {name: services[name]["spec"] for name in first} == first
+    # one change (one transaction: tests/manager/test_changes.py counts the commits): the
+    # same rollback, at the same moment, for both services
+    updates = [services[name]["status"]["update"] for name in ("st_web", "st_api")]
+    assert updates[0]["started_at"] == updates[1]["started_at"]
+    assert {u["state"] for u in updates} == {"rollback_completed"}
+    history = json.loads(s.cluster.cli("stack", "history", "--format", "json", "st").stdout)
+    assert [(r["number"], r["rollback_of"], r["outcome"]) for r in history] == [
+        (1, None, "converged"), (2, None, "converged"), (3, 1, "converged")]
+    assert history[1]["services"] == ["st_api", "st_cache", "st_web"] and history[0]["by"].startswith("admin")
+    assert "rollback to 1" in s.cluster.cli("stack", "history", "st").stdout
+
+    # A deploy that fails to converge takes the whole stack back with it.
+    broken = compose.replace("VERSION", "3").replace("web: {image: IMAGE", f"web: {{image: {MISSING_IMAGE}", 1)
+    result = s.cluster.cli(*deploy, str(s.file("st4", broken)), "--rollback-on-failure", "st", check=False)
+    assert result.returncode == 1 and "stack st: rolled back to revision 3" in result.stderr, result.stderr
+    services = {x["name"]: x for x in s.api.call("GET", "/v1/stacks/st/services")}
+    assert {name: services[name]["spec"] for name in first} == first
+    history = json.loads(s.cluster.cli("stack", "history", "--format", "json", "st").stdout)
+    assert history[3]["outcome"].startswith("failed: ") and history[3]["outcome"].endswith("rolled back to revision 3")
+    assert (history[4]["rollback_of"], history[4]["outcome"]) == (3, "converged")
+    assert {t["image"] for t in s.running("st_web", 1, timeout=30)} == {s.image}
