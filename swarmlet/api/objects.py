@@ -164,10 +164,15 @@ def is_terminal(state: str) -> bool:
     return state in TERMINAL_STATES
 
 
+# What a service's tasks are not made from: scaling or changing how updates roll out
+# replaces no task (as in Swarm).
+NOT_IN_TASKS = frozenset(("replicas", "update_config", "rollback_config"))
+
+
 def spec_digest(service_spec: dict) -> str:
-    """A digest of everything a service's tasks are made from (its spec minus replicas:
-    scaling changes no task)."""
-    relevant = {k: v for k, v in service_spec.items() if k != "replicas"}
+    """A digest of everything a service's tasks are made from (its spec minus
+    ``NOT_IN_TASKS``)."""
+    relevant = {k: v for k, v in service_spec.items() if k not in NOT_IN_TASKS}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

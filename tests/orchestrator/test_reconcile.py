@@ -311,6 +311,16 @@ def test_failed_update_pauses(world):
     assert len(changed) == 1  # the failed slot was retried, no other slot was updated
 
 
+def test_changing_how_updates_roll_out_replaces_nothing(world):
+    w = world(make_service(replicas=2))
+    w.settle()
+    before = {t["id"] for t in w.running()}
+    w.service["spec"]["update_config"] = dict(w.service["spec"]["update_config"], parallelism=0, monitor=1.0)
+    w.service["spec"]["rollback_config"] = dict(w.service["spec"]["rollback_config"], order="start-first")
+    w.settle()
+    assert {t["id"] for t in w.running()} == before
+
+
 def test_scaling_alone_replaces_nothing(world):
     w = world(make_service(replicas=2))
     w.settle()

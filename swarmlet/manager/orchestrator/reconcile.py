@@ -21,8 +21,12 @@ the others are history (at most ``TASK_HISTORY_LIMIT`` tasks per slot in all).
 - Jobs: a completed task is never restarted; nothing is created after completion.
 - Rolling update: slots whose tasks were made from another spec are replaced,
   ``parallelism`` at a time, ``delay`` apart, stop-first (new task ``ready`` until the old
-  one stopped) or start-first (old one shut down once the new one runs);
-  failure_action pause stops picking new slots once an updated task failed.
+  one stopped) or start-first (old one shut down once the new one runs). New tasks are
+  watched for ``monitor``; past ``max_failure_ratio`` failures, ``failure_action``
+  pauses, continues or asks for a rollback (``Decision.rollback``: the loop puts the
+  previous spec back); a rollback follows ``rollback_config``; canaries (``x-canary``)
+  start beside the old tasks and hold until promoted. The state is the service's
+  ``status.update`` (docs/orchestration.md, "Rolling updates and rollback").
 - Removal: tasks marked ``remove`` are deleted once stopped (or never placed, or their
   node is gone or down).
 
