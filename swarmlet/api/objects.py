@@ -81,6 +81,8 @@ ROLLBACK_STATES = frozenset((UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_
 # An update that stopped on failures; only a new spec (or a rollback) moves it again.
 HALTED_UPDATE_STATES = frozenset((UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED))
 
+MAX_OUTCOME_LENGTH = 1000  # a stack revision's outcome: what the deploy's wait found, cut to this
+
 NODE_UNKNOWN, NODE_READY, NODE_DOWN = NodeState.UNKNOWN, NodeState.READY, NodeState.DOWN
 AVAILABILITIES = tuple(a.value for a in Availability)  # plain strings: click shows enum members by name
 

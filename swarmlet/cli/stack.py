@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from swarmlet.api.objects import MAX_OUTCOME_LENGTH
 from swarmlet.api.specs import StackSpec
 from swarmlet.cli.client import ApiError, ClusterUnreachable, client_options, make_client
 from swarmlet.cli.nodes import parse_duration
@@ -132,7 +133,8 @@ def _wait_for_stack(client, name: str, timeout: float, pending_timeout: float = 
 def _report_outcome(client, name: str, revision: int, outcome: str) -> None:
     """Record how a revision went; the deploy's own result stands if that fails."""
     try:
-        client.call("POST", f"/v1/stacks/{name}/revisions/{revision}/outcome", {"outcome": outcome[:1000]})
+        client.call("POST", f"/v1/stacks/{name}/revisions/{revision}/outcome",
+                    {"outcome": outcome[:MAX_OUTCOME_LENGTH]})
     except (ApiError, ClusterUnreachable) as err:
         click.echo(f"warning: the outcome of revision {revision} was not recorded: {err}", err=True)
 

@@ -21,13 +21,14 @@ from typing import Callable, Mapping
 from swarmlet.api import specs
 from swarmlet.api.errors import Invalid, NotFound, TooLarge
 from swarmlet.api.limits import Limits
-from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState,
-                                  UpdateState, spec_digest)
+from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, MAX_OUTCOME_LENGTH, STACK_NAMESPACE_LABEL, DesiredState,
+                                  ServiceMode, TaskState, UpdateState, spec_digest)
 from swarmlet.api.references import resolve
 from swarmlet.api.views import Config, Network, Node, Secret, Service, StackRevision, StoredObject, Task
 from swarmlet.manager import changes, revisions
 from swarmlet.node.config import new_id
 from swarmlet.store.state import PREVIOUS_SPEC
+from swarmlet.manager.retry import retry_on_conflict
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.store import ClusterStore
 
@@ -275,31 +276,38 @@ class StackApi:
     async def rollback_stack(self, stack: str, to: int | None, now: float, by: str = "") -> dict:
         """Every service, network, secret and config of the stack back to revision ``to``
         (the one before the latest when None), as ONE transaction, recorded as a new revision."""
-        known = self.store.list(StackRevision)
-        target = revisions.choose_target(stack, known, to)
-        existing = self._existing()
-        ops = revisions.rollback_ops(stack, target, existing, now)
-        limits = self._limits()
-        before = {s.id: s.raw_spec for s in existing[Service.kind]}
-        self._check(limits, before, services_after(before, ops))
-        record, number = revisions.record_ops(stack, dict(target.spec), known, by, rollback_of=target.number)
-        await self.store.commit(ops + record)
-        names = {s.id: s.name for s in existing[Service.kind]}
-        changed = sorted(op["spec"]["name"] if "spec" in op else names.get(op["id"], op["id"])
-                         for op in ops if op["kind"] == "service")
-        return {"stack": stack, "revision": number, "rollback_of": target.number, "changed_services": changed,
-                "operations": len(ops)}
+        made: dict = {}
+
+        def make_ops() -> list[dict]:
+            known = self.store.list(StackRevision)
+            target = revisions.choose_target(stack, known, to)
+            existing = self._existing()
+            ops = revisions.rollback_ops(stack, target, existing, now)
+            before = {s.id: s.raw_spec for s in existing[Service.kind]}
+            self._check(self._limits(), before, services_after(before, ops))
+            record, number = revisions.record_ops(stack, dict(target.spec), known, by, rollback_of=target.number)
+            names = {s.id: s.name for s in existing[Service.kind]}
+            made.update(revision=number, rollback_of=target.number, operations=len(ops), changed_services=sorted(
+                op["spec"]["name"] if "spec" in op else names.get(op["id"], op["id"])
+                for op in ops if op["kind"] == "service"))
+            return ops + record
+        await retry_on_conflict(self.store, make_ops)  # services' statuses change meanwhile
+        return {"stack": stack, **made}
 
     async def set_outcome(self, stack: str, number: int, outcome: str) -> dict:
         """What the deploy's wait found (the CLI reports it): converged, failed: why, …"""
-        revision = self.store.get(StackRevision, revisions.revision_id(stack, number))
-        if revision is None:
-            raise NotFound(f"stack {stack} has no revision {number}")
-        if not outcome or len(outcome) > 1000:
-            raise Invalid("outcome must be a non-empty text of at most 1000 characters")
-        await self.store.commit([{"op": "update", "kind": StackRevision.kind, "id": revision.id,
-                                  "version": revision.version, "status": dict(revision.status, outcome=outcome)}])
-        return revisions.public(self.store.get(StackRevision, revision.id))
+        if not outcome or len(outcome) > MAX_OUTCOME_LENGTH:
+            raise Invalid(f"outcome must be a non-empty text of at most {MAX_OUTCOME_LENGTH} characters")
+        key = revisions.revision_id(stack, number)
+
+        def make_ops() -> list[dict]:
+            revision = self.store.get(StackRevision, key)
+            if revision is None:
+                raise NotFound(f"stack {stack} has no revision {number}")
+            return [{"op": "update", "kind": StackRevision.kind, "id": revision.id, "version": revision.version,
+                     "status": dict(revision.status, outcome=outcome)}]
+        await retry_on_conflict(self.store, make_ops)
+        return revisions.public(self.store.get(StackRevision, key))
 
     def stacks(self) -> list[dict]:
         counts: dict[str, int] = {}
@@ -342,50 +350,59 @@ class StackApi:
 
     async def update_service(self, ref: str, service_changes: dict, dry_run: bool = False) -> dict:
         """``docker service update``: the changes (``changes.apply_service_changes``)
-        become the spec, the current spec the previous one; ``dry_run``: the plan only."""
-        service = self.resolve_service(ref)
-        spec = changes.apply_service_changes(service.raw_spec, service_changes)
-        op = {"op": "update", "kind": "service", "id": service.id, "version": service.version, "spec": spec,
-              PREVIOUS_SPEC: service.raw_spec}
-        if spec == dict(service.raw_spec):
-            op = None
-        before = {s.id: s.raw_spec for s in self.store.list(Service)}
-        self._check(self._limits(), before, dict(before, **{service.id: spec}))
+        become the spec, the current spec the previous one; ``dry_run``: the plan only.
+        The orchestrator writes the service's status meanwhile: a write that raced it is
+        made again from a fresh read (``retry_on_conflict``)."""
+        changed: list[bool] = []
+
+        def make_ops() -> list[dict]:
+            service = self.resolve_service(ref)
+            spec = changes.apply_service_changes(service.raw_spec, service_changes)
+            if spec == dict(service.raw_spec):
+                return []
+            before = {s.id: s.raw_spec for s in self.store.list(Service)}
+            self._check(self._limits(), before, dict(before, **{service.id: spec}))
+            return [{"op": "update", "kind": "service", "id": service.id, "version": service.version, "spec": spec,
+                     PREVIOUS_SPEC: service.raw_spec}]
         if dry_run:
+            service = self.resolve_service(ref)
             return {"service": service.name, "dry_run": True,
-                    "plan": changes.plan([op] if op else [], {Service.kind: [service]}, self.store.list(Task))}
-        if op:
-            await self.store.commit([op])
-        return dict(self.service(service.id), changed=op is not None)
+                    "plan": changes.plan(make_ops(), {Service.kind: [service]}, self.store.list(Task))}
+        changed.append(await retry_on_conflict(self.store, make_ops) is not None)
+        return dict(self.service(ref), changed=changed[0])
 
     async def rollback_service(self, ref: str, now: float) -> dict:
         """``docker service rollback``: the previous spec and the current one swap, and
         the orchestrator replaces the tasks per the rollback_config (SwarmKit's rule)."""
-        service = self.resolve_service(ref)
-        previous = service.previous_spec
-        if not previous:
-            raise Invalid(f"service {service.name} has no previous spec to roll back to (it was never updated)")
-        status = dict(service.status, update={"digest": spec_digest(previous), "state": UpdateState.ROLLBACK_STARTED,
-                                              "started_at": now, "message": "manually requested rollback"})
-        await self.store.commit([{"op": "update", "kind": "service", "id": service.id, "version": service.version,
-                                  "spec": previous, PREVIOUS_SPEC: service.raw_spec, "status": status}])
-        return self.service(service.id)
+        def make_ops() -> list[dict]:
+            service = self.resolve_service(ref)
+            previous = service.previous_spec
+            if not previous:
+                raise Invalid(f"service {service.name} has no previous spec to roll back to (it was never updated)")
+            update = {"digest": spec_digest(previous), "state": UpdateState.ROLLBACK_STARTED, "started_at": now,
+                      "message": "manually requested rollback"}
+            return [{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                     "spec": previous, PREVIOUS_SPEC: service.raw_spec, "status": dict(service.status, update=update)}]
+        await retry_on_conflict(self.store, make_ops)
+        return self.service(ref)
 
     async def promote_service(self, ref: str) -> dict:
         """Let an update held on its canaries go on (``auto_promote`` does it by itself)."""
-        service = self.resolve_service(ref)
-        update = dict(service.status.get("update") or {})
-        canary = service.spec.update_config.canary
-        if (not canary or update.get("digest") != spec_digest(service.raw_spec)
-                or update.get("state") not in (UpdateState.UPDATING, UpdateState.AWAITING_PROMOTION)):
-            raise Invalid(f"service {service.name} has no canaries to promote (update state "
-                          f"{update.get('state') or 'none'}, x-canary {canary})")
-        if update.get("promoted"):
-            return self.service(service.id)
-        update.update(promoted=True, state=UpdateState.UPDATING, message="canaries promoted")
-        await self.store.commit([{"op": "update", "kind": "service", "id": service.id, "version": service.version,
-                                  "status": dict(service.status, update=update)}])
-        return self.service(service.id)
+        def make_ops() -> list[dict]:
+            service = self.resolve_service(ref)
+            update = dict(service.status.get("update") or {})
+            canary = service.spec.update_config.canary
+            if (not canary or update.get("digest") != spec_digest(service.raw_spec)
+                    or update.get("state") not in (UpdateState.UPDATING, UpdateState.AWAITING_PROMOTION)):
+                raise Invalid(f"service {service.name} has no canaries to promote (update state "
+                              f"{update.get('state') or 'none'}, x-canary {canary})")
+            if update.get("promoted"):
+                return []
+            update.update(promoted=True, state=UpdateState.UPDATING, message="canaries promoted")
+            return [{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                     "status": dict(service.status, update=update)}]
+        await retry_on_conflict(self.store, make_ops)
+        return self.service(ref)
 
     async def remove_service(self, ref: str) -> None:
         service = self.resolve_service(ref)
