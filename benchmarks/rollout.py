@@ -39,7 +39,6 @@ from deploy import Swarmlet, wait_for  # noqa: E402
 
 import docker  # noqa: E402
 
-from swarmlet.api.objects import spec_digest  # noqa: E402
 from swarmlet.cli.stack import deploy_body  # noqa: E402
 from swarmlet.compose import load_stack  # noqa: E402
 
@@ -87,7 +86,7 @@ class Bench:
 
     def deploy(self, path: Path) -> None:
         self.client.call("POST", f"/v1/stacks/{STACK}", deploy_body(load_stack([path]).stack))
-        wait_for(lambda: self.converged_on(spec_digest(self.service()["spec"])), 300, "the service running")
+        wait_for(lambda: self.converged_on(self.service()["spec_digest"]), 300, "the service running")
         wait_for(lambda: (self.service()["status"].get("update") or {}).get("state") in (None, "completed",
                                                                                      "rollback_completed"),
                  60, "no update in progress")
@@ -100,7 +99,7 @@ class Bench:
         started = time.monotonic()
         thread.start()
         digest = wait_for(lambda: (d := (self.service()["status"].get("update") or {}).get("digest"))
-                          and d == spec_digest(self.service()["spec"]) and d, 60, "the update to start")
+                          and d == self.service()["spec_digest"] and d, 60, "the update to start")
         wait_for(lambda: self.converged_on(digest), 300, "every new task running")
         new_running = time.monotonic() - started
         thread.join()
@@ -110,7 +109,7 @@ class Bench:
         return new_running, wall
 
     def failed_update(self) -> tuple[float, float]:
-        before = spec_digest(self.service()["spec"])
+        before = self.service()["spec_digest"]
         started = time.monotonic()
         wall, code = self.cli("service", "update", "--image", MISSING_IMAGE, "--detach", SERVICE)
         if code != 0:

@@ -97,7 +97,8 @@ class Assessor:
 
     def _service(self, service: dict, tasks: list[dict], now: float) -> ServiceProgress:
         mode, name = service["mode"], service["name"]
-        digest = spec_digest(service["spec"])
+        # The cluster's digest of the spec: a CLI of another version may compute another one.
+        digest = service.get("spec_digest") or spec_digest(service["spec"])
         is_job = mode in JOB_MODES
         slots: dict = {}
         for task in sorted(tasks, key=lambda t: t["created_at"]):

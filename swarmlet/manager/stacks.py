@@ -220,7 +220,8 @@ def service_public(service: Service, tasks: list[Task]) -> dict:
     return {"id": service.id, "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
             "replicas": desired, "running": running, "image": spec["container"]["image"],
             "version": service.version, "created_at": service.created_at, "updated_at": service.updated_at,
-            "spec": spec, "previous_spec": service.previous_spec, "status": service.status}
+            "spec": spec, "spec_digest": spec_digest(spec), "previous_spec": service.previous_spec,
+            "status": service.status}
 
 
 class StackApi:

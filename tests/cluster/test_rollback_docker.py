@@ -13,9 +13,7 @@ import textwrap
 
 import pytest
 
-from swarmlet.runtime.base import LABEL_NODE_ID, LABEL_TASK_ID
-
-from .conftest import TestCluster as Cluster, _ranges, wait_until
+from .conftest import docker_test_cluster, wait_until
 from .test_services_docker import SLEEPER, DockerStacks
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker]
@@ -26,19 +24,9 @@ QUICK = "restart_policy: {delay: 1s}"
 
 @pytest.fixture(scope="module")
 def rollback_cluster(tmp_path_factory, docker_client, docker_test_image):
-    directory = tmp_path_factory.mktemp("swr") / "cluster"
-    cluster = Cluster(directory, f"127.0.{next(_ranges) % 250}.2", runtime="docker")
-    node_ids: set[str] = set()
-    try:
-        cluster.up(1, 1, ["--heartbeat-period", "1"])
-        node_ids.update(n["id"] for n in cluster.status())
-        cluster.node_ids = node_ids
+    with docker_test_cluster(tmp_path_factory.mktemp("swr") / "cluster", docker_client, 1, 1,
+                             ["--heartbeat-period", "1"]) as cluster:
         yield cluster
-    finally:
-        cluster.down()
-        for container in docker_client.api.containers(all=True, filters={"label": LABEL_TASK_ID}):
-            if container["Labels"].get(LABEL_NODE_ID) in node_ids:
-                docker_client.api.remove_container(container["Id"], force=True, v=True)
 
 
 class Changes(DockerStacks):
