@@ -12,8 +12,10 @@ started once), one service of N replicas (`sleep 600`, `init: true`).
   one (what the issue compares with Swarm's 6.1 s). The CLI's own wall time is printed
   too: it returns once the update *completed*, i.e. after the last batch was watched
   for `monitor`.
-- **failed update with rollback**: update_config parallelism 5, failure_action
-  rollback; `service update --image` to an image that does not exist (the engine
+- **failed update with rollback**: update_config parallelism 5, stop-first (so that old
+  tasks do stop: start-first never stops one while the new ones fail), failure_action
+  rollback, rollback_config parallelism 1 (Swarm's default; `--rollback-parallelism`);
+  `service update --image` to an image that does not exist (the engine
   rejects the task at once; no registry is reachable). Timed from the first failure
   (the rejected task's status timestamp, the manager's clock, this machine) until N
   tasks of the previous spec run again and no other is active; also the time from the
@@ -47,7 +49,8 @@ SERVICE = f"{STACK}_web"
 MISSING_IMAGE = "swarmlet-test/does-not-exist:404"
 
 
-def compose(directory: Path, image: str, replicas: int, failure_action: str) -> Path:
+def compose(directory: Path, image: str, replicas: int, failure_action: str, order: str,
+            rollback_parallelism: int = 1) -> Path:
     path = directory / f"{STACK}-{failure_action}.yml"
     path.write_text(f"""services:
   web:
@@ -56,7 +59,8 @@ def compose(directory: Path, image: str, replicas: int, failure_action: str) -> 
     init: true
     deploy:
       replicas: {replicas}
-      update_config: {{parallelism: 5, delay: 0s, order: start-first, failure_action: {failure_action}}}
+      update_config: {{parallelism: 5, delay: 0s, order: {order}, failure_action: {failure_action}}}
+      rollback_config: {{parallelism: {rollback_parallelism}}}
 """)
     return path
 
@@ -96,10 +100,10 @@ class Bench:
         result: dict = {}
         thread = threading.Thread(target=lambda: result.update(
             cli=self.cli("service", "update", "--env-add", f"RUN={run}", "--timeout", "5m", SERVICE)))
+        before = self.service()["spec_digest"]
         started = time.monotonic()
         thread.start()
-        digest = wait_for(lambda: (d := (self.service()["status"].get("update") or {}).get("digest"))
-                          and d == self.service()["spec_digest"] and d, 60, "the update to start")
+        digest = wait_for(lambda: (d := self.service()["spec_digest"]) != before and d, 60, "the new spec")
         wait_for(lambda: self.converged_on(digest), 300, "every new task running")
         new_running = time.monotonic() - started
         thread.join()
@@ -119,7 +123,9 @@ class Bench:
             failed = [t["timestamp"] for t in self.client.call("GET", f"/v1/tasks?service={SERVICE}")
                       if t["state"] == "rejected" and t["image"] == MISSING_IMAGE]
             return min(failed) if failed else None
-        wait_for(lambda: self.converged_on(before) and first_failure(), 300, "the old tasks running again")
+        wait_for(lambda: first_failure(), 120, "the first failure")
+        wait_for(lambda: self.service()["spec_digest"] == before and self.converged_on(before), 300,
+                 "the old tasks running again")
         back = time.time() - first_failure()
         wait_for(lambda: (self.service()["status"].get("update") or {}).get("state") == "rollback_completed", 120,
                  "rollback_completed")
@@ -132,6 +138,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--first-address", default="127.0.252.2")
     parser.add_argument("--image", default="swarmlet-test/busybox:1")
+    parser.add_argument("--rollback-parallelism", type=int, default=1,
+                        help="rollback_config.parallelism of the failed update (Swarm's default: 1; 0: all at once)")
     args = parser.parse_args()
     engine = docker.from_env()
     print(f"load average before: {load_average()}")
@@ -139,11 +147,12 @@ def main() -> None:
         cluster = Swarmlet(engine, Path(directory), args.first_address, args.image)
         try:
             bench = Bench(cluster, args.replicas)
-            bench.deploy(compose(Path(directory), args.image, args.replicas, "pause"))
+            bench.deploy(compose(Path(directory), args.image, args.replicas, "pause", "start-first"))
             updates = [bench.rolling_update(run) for run in range(args.runs)]
             rollbacks = []
             for _ in range(args.runs):
-                bench.deploy(compose(Path(directory), args.image, args.replicas, "rollback"))
+                bench.deploy(compose(Path(directory), args.image, args.replicas, "rollback", "stop-first",
+                                     args.rollback_parallelism))
                 rollbacks.append(bench.failed_update())
                 # back on the file's spec for the next run (the rollback used up the previous spec)
                 cluster.client.call("DELETE", f"/v1/stacks/{STACK}")
@@ -164,7 +173,8 @@ def main() -> None:
         ["failed update: command -> rollback_completed", f"{statistics.median(r[1] for r in rollbacks):.2f}",
          " ".join(f"{r[1]:.2f}" for r in rollbacks)],
     ]
-    print(f"{args.replicas} replicas, parallelism 5, start-first, delay 0, monitor 5 s; {args.runs} runs")
+    print(f"{args.replicas} replicas, parallelism 5, delay 0, monitor 5 s; rolling update start-first, failed update "
+          f"stop-first, rollback parallelism {args.rollback_parallelism}; {args.runs} runs")
     print(table(["measure", "median s", "runs s"], rows))
     print(f"load average after: {load_average()}")
 

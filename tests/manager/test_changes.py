@@ -74,6 +74,9 @@ async def test_an_update_keeps_the_previous_spec_and_rollback_swaps_them(store):
     assert web(store).previous_spec is None
     with pytest.raises(errors.Invalid, match="has no previous spec to roll back to"):
         await api.rollback_service("app_web", now=1.0)
+    before = dump(store)
+    assert (await api.update_service("app_web", {"image": "busybox:1"}))["changed"] is False
+    assert dump(store) == before  # the same spec: nothing written, no previous spec made
     answer = await api.update_service("app_web", {"image": "busybox:2"})
     assert answer["changed"] and answer["image"] == "busybox:2"
     assert dict(web(store).previous_spec) == first
