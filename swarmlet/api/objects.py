@@ -64,6 +64,25 @@ class ServiceMode(StrEnum):
     GLOBAL_JOB = "global-job"
 
 
+class UpdateState(StrEnum):
+    """A service's rolling update (``status.update.state``), as ``docker service inspect``
+    shows it (SwarmKit's UpdateStatus), plus swarmlet's canary hold."""
+
+    UPDATING = "updating"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_PAUSED = "rollback_paused"
+    ROLLBACK_COMPLETED = "rollback_completed"
+    AWAITING_PROMOTION = "awaiting_promotion"  # canaries run beside the old tasks: `service promote`
+
+
+ROLLBACK_STATES = frozenset((UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED))
+# An update that stopped on failures; only a new spec (or a rollback) moves it again.
+HALTED_UPDATE_STATES = frozenset((UpdateState.PAUSED, UpdateState.ROLLBACK_PAUSED))
+
+MAX_OUTCOME_LENGTH = 1000  # a stack revision's outcome: what the deploy's wait found, cut to this
+
 NODE_UNKNOWN, NODE_READY, NODE_DOWN = NodeState.UNKNOWN, NodeState.READY, NodeState.DOWN
 AVAILABILITIES = tuple(a.value for a in Availability)  # plain strings: click shows enum members by name
 
@@ -150,10 +169,15 @@ def is_terminal(state: str) -> bool:
     return state in TERMINAL_STATES
 
 
+# What a service's tasks are not made from: scaling or changing how updates roll out
+# replaces no task (as in Swarm).
+NOT_IN_TASKS = frozenset(("replicas", "update_config", "rollback_config"))
+
+
 def spec_digest(service_spec: dict) -> str:
-    """A digest of everything a service's tasks are made from (its spec minus replicas:
-    scaling changes no task)."""
-    relevant = {k: v for k, v in service_spec.items() if k != "replicas"}
+    """A digest of everything a service's tasks are made from (its spec minus
+    ``NOT_IN_TASKS``)."""
+    relevant = {k: v for k, v in service_spec.items() if k not in NOT_IN_TASKS}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

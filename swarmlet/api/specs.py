@@ -35,6 +35,8 @@ DEFAULT_UPDATE_FAILURE_ACTION = "pause"
 DEFAULT_UPDATE_MONITOR = 5.0
 DEFAULT_UPDATE_MAX_FAILURE_RATIO = 0.0
 DEFAULT_UPDATE_ORDER = "stop-first"
+DEFAULT_UPDATE_CANARY = 0  # new tasks started beside the old ones before the rollout goes on
+DEFAULT_UPDATE_AUTO_PROMOTE = False  # canaries wait for `service promote`
 
 DEFAULT_MAX_REPLICAS_PER_NODE = 0  # 0 = no limit
 DEFAULT_STOP_GRACE_PERIOD = 10.0
@@ -154,6 +156,9 @@ class UpdateConfig(SpecBase):
     monitor: float = DEFAULT_UPDATE_MONITOR
     max_failure_ratio: float = DEFAULT_UPDATE_MAX_FAILURE_RATIO
     order: str = DEFAULT_UPDATE_ORDER
+    # swarmlet's extensions (Compose `x-canary`, `x-auto-promote`; update_config only)
+    canary: int = DEFAULT_UPDATE_CANARY
+    auto_promote: bool = DEFAULT_UPDATE_AUTO_PROMOTE
 
 
 @dataclass(frozen=True)
@@ -294,6 +299,7 @@ class ServiceSpec(SpecBase):
     update_config: UpdateConfig = field(default_factory=UpdateConfig)
     rollback_config: UpdateConfig = field(default_factory=UpdateConfig)
     depends_on: dict[str, str] = field(default_factory=dict)  # service -> condition
+    force_update: int = 0  # `service update --force` counts it up: a new spec, so every task is replaced
 
 
 @dataclass(frozen=True)

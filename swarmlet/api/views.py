@@ -187,6 +187,9 @@ class Service(StoredObject):
     # The spec as the stack API wrote it (ServiceSpec.to_dict() with cluster names).
     raw_spec: Field[Mapping] = Field({}, key="spec")
     status: Field[Mapping] = Field({})  # {"update": {...}} (rolling update), {"message": ...}
+    # The spec before the last update, to roll back to (None: never updated, or used up by
+    # an automatic rollback, as in SwarmKit).
+    previous_spec: Field[Mapping | None] = Field()
 
     @property
     def spec(self) -> ServiceSpec:
@@ -276,8 +279,28 @@ class Network(StoredObject):
         return self.status.get("vips") or {}
 
 
+class StackRevision(StoredObject):
+    """One ``stack deploy`` (or ``stack rollback``) of a stack, numbered: what the stack's
+    services, networks, secrets and configs were once it was applied, who applied it,
+    and how it went (``status.outcome``). ID ``<stack>@<number>``."""
+
+    __slots__ = ()
+    kind = "stack_revision"
+    spec: Field[Mapping] = Field({})  # {"stack", "number", "by", "rollback_of", "services", "networks", "secrets", "configs"}
+    status: Field[Mapping] = Field({})  # {"outcome": "deployed" | "converged" | "failed: …" | …}
+
+    @property
+    def stack(self) -> str:
+        return self.raw["spec"]["stack"]
+
+    @property
+    def number(self) -> int:
+        return self.raw["spec"]["number"]
+
+
 def manager_api_addresses(nodes: list[Node]) -> list[str]:
     return sorted(n.status.api_address for n in nodes if n.spec.role == "manager" and n.status.api_address)
 
 
-VIEWS: dict[str, type[StoredObject]] = {cls.kind: cls for cls in (Task, Node, Service, Cluster, Secret, Config, Network)}
+VIEWS: dict[str, type[StoredObject]] = {cls.kind: cls for cls in (Task, Node, Service, Cluster, Secret, Config, Network,
+                                                                   StackRevision)}

@@ -10,12 +10,16 @@ lines otherwise.
 
 A service fails when:
 
-- its rolling update paused (an updated task failed),
+- its rolling update paused (updated tasks failed past max_failure_ratio) or was rolled
+  back (unless the wait is for a rollback), or its rollback paused,
 - ``max_failures`` of its tasks failed or were rejected since the wait began,
 - a slot (a node, for global modes) ended with a failed, rejected or, for a service that
   is not a job, completed task that nothing replaces for ``grace`` seconds (restart
   policy ``none``, ``max_attempts`` reached),
 - a task stayed pending with an explanation from the scheduler for ``pending_timeout``.
+
+A service whose update holds on canaries (``awaiting_promotion``) ends the wait too, as
+held: the CLI says so and exits 0.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class ServiceProgress:
     converged: bool
     note: str = ""
     failure: str | None = None
+    held: bool = False  # its update waits on canaries for `service promote`: done waiting, not converged
 
     @property
     def unit(self) -> str:
@@ -55,7 +60,7 @@ class ServiceProgress:
         text = f"{self.name}: {self.done}/{self.desired} {self.unit}"
         if self.failure:
             return f"{text}  FAILED: {self.failure}"
-        return f"{text}  {self.note}" if self.note and not self.converged else text
+        return f"{text}  {self.note}" if self.note and (self.held or not self.converged) else text
 
 
 @dataclass
@@ -67,7 +72,10 @@ class Assessor:
     max_failures: int = 3
     grace: float = 3.0
     started: float | None = None
+    # A rollback is what the wait is for (`service rollback`, `stack rollback`), not a failure.
+    expect_rollback: bool = False
     _since: dict[str, float] = field(default_factory=dict)
+    _updates_before: dict[str, object] = field(default_factory=dict)  # service ID -> its update's started_at
 
     def begin(self, tasks: list[dict], now: float) -> None:
         self.baseline = {t["id"] for t in tasks if t["state"] in FAILED}
@@ -83,11 +91,14 @@ class Assessor:
     def assess(self, services: list[dict], tasks: list[dict], now: float) -> list[ServiceProgress]:
         if self.started is None:
             self.started = now
+        for s in services:  # an update state from before the wait (an old rollback) is not this wait's
+            self._updates_before.setdefault(s["id"], ((s.get("status") or {}).get("update") or {}).get("started_at"))
         return [self._service(s, [t for t in tasks if t["service_id"] == s["id"]], now) for s in services]
 
     def _service(self, service: dict, tasks: list[dict], now: float) -> ServiceProgress:
         mode, name = service["mode"], service["name"]
-        digest = spec_digest(service["spec"])
+        # The cluster's digest of the spec: a CLI of another version may compute another one.
+        digest = service.get("spec_digest") or spec_digest(service["spec"])
         is_job = mode in JOB_MODES
         slots: dict = {}
         for task in sorted(tasks, key=lambda t: t["created_at"]):
@@ -107,6 +118,16 @@ class Assessor:
             converged = now - self.started >= self.grace  # give the orchestrator time to create the tasks
 
         progress = ServiceProgress(name, mode, done, desired, converged, note=self._note(service, current))
+        update = (service.get("status") or {}).get("update") or {}
+        if update.get("digest") == digest and update.get("state") in ("updating", "rollback_started"):
+            # the new tasks are watched for `monitor` seconds before the update completes
+            if progress.converged:
+                progress.note = f"{'rollback' if update['state'] == 'rollback_started' else 'update'}: " \
+                                "watching the new tasks (monitor)"
+            progress.converged = False
+        if update.get("state") == "awaiting_promotion" and update.get("digest") == digest:
+            progress.converged = progress.held = True
+            progress.note = update.get("message", "")
         progress.failure = self._failure(service, tasks, slots, now, is_job)
         if progress.failure:
             progress.converged = False
@@ -125,8 +146,11 @@ class Assessor:
 
     def _failure(self, service: dict, tasks: list[dict], slots: dict, now: float, is_job: bool) -> str | None:
         update = (service.get("status") or {}).get("update") or {}
-        if update.get("state") == "paused":
+        if update.get("state") in ("paused", "rollback_paused"):
             return update.get("message") or "the rolling update paused"
+        if (update.get("state") in ("rollback_started", "rollback_completed") and not self.expect_rollback
+                and update.get("started_at") != self._updates_before.get(service["id"])):
+            return update.get("message") or "the update was rolled back"
         failed = sorted((t for t in tasks if t["state"] in FAILED and t["id"] not in self.baseline),
                         key=lambda t: t["timestamp"] or 0)
         if len(failed) >= self.max_failures:
@@ -186,12 +210,13 @@ class _Display:
 
 
 def wait_converged(snapshot: Callable[[], tuple[list[dict], list[dict]]], what: str | Callable[[], str],
-                   timeout: float, pending_timeout: float = 60.0, live: bool | None = None) -> None:
+                   timeout: float, pending_timeout: float = 60.0, live: bool | None = None,
+                   expect_rollback: bool = False) -> None:
     """Poll ``snapshot() -> (services, tasks)`` until every service converged; raise a
     ClickException (exit 1) with the reasons when one failed or ``timeout`` passed.
     ``what`` names the services in messages (or computes the name after a snapshot)."""
     label = what if callable(what) else (lambda text=what: text)
-    assessor = Assessor(pending_timeout=pending_timeout)
+    assessor = Assessor(pending_timeout=pending_timeout, expect_rollback=expect_rollback)
     live = sys.stdout.isatty() if live is None else live
     deadline = time.monotonic() + timeout
     items: list[ServiceProgress] = []
@@ -214,7 +239,11 @@ def wait_converged(snapshot: Callable[[], tuple[list[dict], list[dict]]], what: 
             if failures:
                 raise click.ClickException(f"{name} failed:\n" + "\n".join(f"  {i.name}: {i.failure}" for i in failures))
             if all(i.converged for i in items):
-                click.echo(f"{name}: converged")
+                held = [i for i in items if i.held]
+                if held:
+                    click.echo(f"{name}: waiting for promotion:\n" + "\n".join(f"  {i.line()}" for i in held))
+                else:
+                    click.echo(f"{name}: converged")
                 return
             if now > deadline:
                 waiting = [i for i in items if not i.converged]

@@ -75,7 +75,7 @@ def emit_tasks(output_format: str, client: Client, tasks: list[dict]) -> None:
     emit(output_format, tasks, TASK_COLUMNS, row)
 
 
-def wait_for_services(client: Client, refs: list[str], timeout: float) -> None:
+def wait_for_services(client: Client, refs: list[str], timeout: float, expect_rollback: bool = False) -> None:
     """Wait until the services (IDs) converged (see swarmlet.cli.progress)."""
     names: list[str] = []
 
@@ -84,12 +84,13 @@ def wait_for_services(client: Client, refs: list[str], timeout: float) -> None:
         names[:] = [s["name"] for s in services]
         tasks = [t for s in services for t in client.call("GET", f"/v1/tasks?service={s['id']}")]
         return services, tasks
-    wait_converged(snapshot, lambda: ("services " if len(names) > 1 else "service ") + ", ".join(names), timeout)
+    wait_converged(snapshot, lambda: ("services " if len(names) > 1 else "service ") + ", ".join(names), timeout,
+                   expect_rollback=expect_rollback)
 
 
 @click.group()
 def service() -> None:
-    """List, inspect, scale, follow and remove services."""
+    """List, inspect, update, roll back, scale, follow and remove services."""
 
 
 @service.command("ls")
@@ -183,3 +184,152 @@ def service_rm(refs, detach, timeout, host, context_dir):
     if not detach:
         wait_gone(lambda: [t for t in client.call("GET", "/v1/tasks") if t["service_id"] in removed],
                   "service " + ", ".join(refs), timeout)
+
+
+def _env_pairs(items: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: expected NAME=VALUE", param_hint="--env-add")
+        pairs[name] = value
+    return pairs
+
+
+def _config_changes(values: dict) -> dict:
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def plan_lines(entries: list[dict]) -> list[str]:
+    """A dry run's plan (``swarmlet.manager.changes.plan``) as lines for people."""
+    if not entries:
+        return ["nothing would change"]
+    lines = []
+    for entry in entries:
+        lines.append(f"{entry['kind']} {entry['name']}: would be {_PAST[entry['action']]}")
+        for change in entry.get("fields", ()):
+            lines.append(f"  {change['field']}: {_show(change['old'])} -> {_show(change['new'])}")
+        if entry["kind"] == "service" and entry["action"] == "update":
+            replaced = entry["tasks_replaced"]
+            if replaced:
+                how = (f"{entry['canary']} canary task(s) first, then " if entry.get("canary") else "")
+                lines.append(f"  tasks replaced: {len(replaced)} ({how}{entry['batches']} batch(es), "
+                             f"parallelism {entry['parallelism'] or 'all'}, {entry['order']})")
+            else:
+                lines.append("  tasks replaced: none")
+        if entry["kind"] == "service" and entry["action"] == "remove":
+            lines.append(f"  tasks removed: {entry['tasks_removed']}")
+    return lines
+
+
+_PAST = {"create": "created", "update": "updated", "remove": "removed"}
+
+
+def _show(value: object) -> str:
+    return "(none)" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def emit_plan(output_format: str, answer: dict) -> None:
+    """A dry run's plan: the lines of ``changes.describe``, or the whole answer as JSON."""
+    if output_format == "json":
+        emit_json(answer)
+        return
+    for line in plan_lines(answer["plan"]):
+        click.echo(line)
+
+
+_duration = lambda c, p, v: None if v is None else parse_duration(v)  # noqa: E731
+
+
+@service.command("update")
+@click.argument("ref")
+@click.option("--image", help="The new image.")
+@click.option("--env-add", multiple=True, metavar="NAME=VALUE", help="Add or change a variable; repeatable.")
+@click.option("--env-rm", multiple=True, metavar="NAME", help="Remove a variable; repeatable.")
+@click.option("--replicas", type=click.IntRange(min=0), help="Replicated services: the number of tasks.")
+@click.option("--force", is_flag=True, help="Replace every task even if nothing changed.")
+@click.option("--update-parallelism", type=click.IntRange(min=0), help="Tasks updated at once (0: all).")
+@click.option("--update-delay", callback=_duration, help="Wait between batches (e.g. 10s).")
+@click.option("--update-failure-action", type=click.Choice(["pause", "continue", "rollback"]))
+@click.option("--update-monitor", callback=_duration, help="How long each new task is watched for failure.")
+@click.option("--update-max-failure-ratio", type=click.FloatRange(0, 1))
+@click.option("--update-order", type=click.Choice(["stop-first", "start-first"]))
+@click.option("--canary", type=click.IntRange(min=0), help="New tasks started beside the old ones first (x-canary).")
+@click.option("--auto-promote/--no-auto-promote", default=None, help="Promote healthy canaries by themselves.")
+@click.option("--rollback-parallelism", type=click.IntRange(min=0))
+@click.option("--rollback-delay", callback=_duration)
+@click.option("--rollback-failure-action", type=click.Choice(["pause", "continue"]))
+@click.option("--rollback-monitor", callback=_duration)
+@click.option("--rollback-max-failure-ratio", type=click.FloatRange(0, 1))
+@click.option("--rollback-order", type=click.Choice(["stop-first", "start-first"]))
+@click.option("--dry-run", is_flag=True, help="Print what would change (field by field, tasks replaced); change nothing.")
+@FORMAT_OPTION
+@detach_option
+@timeout_option
+@client_options
+def service_update(ref, image, env_add, env_rm, replicas, force, update_parallelism, update_delay,
+                   update_failure_action, update_monitor, update_max_failure_ratio, update_order, canary, auto_promote,
+                   rollback_parallelism, rollback_delay, rollback_failure_action, rollback_monitor,
+                   rollback_max_failure_ratio, rollback_order, dry_run, output_format, detach, timeout, host,
+                   context_dir):
+    """Change one service as `docker service update` does, then wait with progress until
+    it converged (unless --detach): exits 1 when the update pauses or is rolled back."""
+    changes: dict = {}
+    if image:
+        changes["image"] = image
+    if env_add:
+        changes["env_add"] = _env_pairs(env_add)
+    if env_rm:
+        changes["env_rm"] = list(env_rm)
+    if replicas is not None:
+        changes["replicas"] = replicas
+    if force:
+        changes["force"] = True
+    update_config = _config_changes({"parallelism": update_parallelism, "delay": update_delay,
+                                     "failure_action": update_failure_action, "monitor": update_monitor,
+                                     "max_failure_ratio": update_max_failure_ratio, "order": update_order,
+                                     "canary": canary, "auto_promote": auto_promote})
+    rollback_config = _config_changes({"parallelism": rollback_parallelism, "delay": rollback_delay,
+                                       "failure_action": rollback_failure_action, "monitor": rollback_monitor,
+                                       "max_failure_ratio": rollback_max_failure_ratio, "order": rollback_order})
+    if update_config:
+        changes["update_config"] = update_config
+    if rollback_config:
+        changes["rollback_config"] = rollback_config
+    client = make_client(host, context_dir)
+    answer = client.call("POST", f"/v1/services/{_ref(ref)}/update", {"changes": changes, "dry_run": dry_run})
+    if dry_run:
+        emit_plan(output_format, answer)
+        return
+    click.echo(f"{answer['name']}: " + ("updated" if answer["changed"] else "nothing changed"))
+    if not detach:
+        wait_for_services(client, [answer["id"]], timeout)
+
+
+@service.command("rollback")
+@click.argument("ref")
+@detach_option
+@timeout_option
+@client_options
+def service_rollback(ref, detach, timeout, host, context_dir):
+    """Return a service to its previous spec (per its rollback_config); waits until its
+    tasks run the previous spec unless --detach."""
+    client = make_client(host, context_dir)
+    answer = client.call("POST", f"/v1/services/{_ref(ref)}/rollback", {})
+    click.echo(f"{answer['name']}: rolling back")
+    if not detach:
+        wait_for_services(client, [answer["id"]], timeout, expect_rollback=True)
+
+
+@service.command("promote")
+@click.argument("ref")
+@detach_option
+@timeout_option
+@client_options
+def service_promote(ref, detach, timeout, host, context_dir):
+    """Let an update held on its canaries go on; waits until it converged unless --detach."""
+    client = make_client(host, context_dir)
+    answer = client.call("POST", f"/v1/services/{_ref(ref)}/promote", {})
+    click.echo(f"{answer['name']}: promoted")
+    if not detach:
+        wait_for_services(client, [answer["id"]], timeout)

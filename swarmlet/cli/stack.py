@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
+from swarmlet.api.objects import MAX_OUTCOME_LENGTH
 from swarmlet.api.specs import StackSpec
-from swarmlet.cli.client import client_options, make_client
+from swarmlet.cli.client import ApiError, ClusterUnreachable, client_options, make_client
 from swarmlet.cli.nodes import parse_duration
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.cli.progress import wait_converged, wait_gone
-from swarmlet.cli.service import detach_option, emit_services, emit_tasks, timeout_option
+from swarmlet.cli.service import detach_option, emit_plan, emit_services, emit_tasks, timeout_option
 from swarmlet.compose import ComposeError, load_stack, render_document
 
 
@@ -45,7 +47,7 @@ def _load_or_exit(files, env_files):
     return result
 
 
-def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
+def deploy_body(stack: StackSpec, prune: bool = False, dry_run: bool = False) -> dict:
     """The body of ``POST /v1/stacks/{name}``: the stack, the data of its secrets and
     configs (base64: the files they name, or their inline content), and whether to prune."""
     files: dict[str, dict[str, str]] = {"secrets": {}, "configs": {}}
@@ -59,7 +61,7 @@ def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
     for kind in files:
         for entry in plain[kind].values():
             del entry["content"]  # sent once, under "files"
-    return {"stack": plain, "files": files, "prune": prune}
+    return {"stack": plain, "files": files, "prune": prune, "dry_run": dry_run}
 
 
 @stack.command("deploy")
@@ -67,13 +69,19 @@ def deploy_body(stack: StackSpec, prune: bool = False) -> dict:
               type=click.Path(path_type=Path), help="Compose file; repeat to merge several, in order.")
 @click.option("--env-file", "env_files", multiple=True, type=click.Path(path_type=Path))
 @click.option("--prune", is_flag=True, help="Remove the stack's services that are no longer in the files.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would change (service by service, field by field); change nothing.")
+@click.option("--rollback-on-failure", is_flag=True,
+              help="When the stack fails to converge, roll every service of it back to the previous revision.")
+@FORMAT_OPTION
 @detach_option
 @timeout_option
 @click.option("--pending-timeout", default="60s", show_default=True, callback=lambda c, p, v: parse_duration(v),
               help="Fail when a task stays pending (with the scheduler's explanation) this long.")
 @client_options
 @click.argument("name")
-def deploy(files, env_files, prune, detach, timeout, pending_timeout, host, context_dir, name):
+def deploy(files, env_files, prune, dry_run, rollback_on_failure, output_format, detach, timeout, pending_timeout,
+           host, context_dir, name):
     """Create or update a stack, then wait until it converged (unless --detach).
 
     Waiting shows each service's running/desired tasks (completed/desired for jobs) and
@@ -82,13 +90,93 @@ def deploy(files, env_files, prune, detach, timeout, pending_timeout, host, cont
     update) or --timeout passes."""
     result = _load_or_exit(files, env_files)
     client = make_client(host, context_dir)
-    answer = client.call("POST", f"/v1/stacks/{name}", deploy_body(result.stack, prune))
+    answer = client.call("POST", f"/v1/stacks/{name}", deploy_body(result.stack, prune, dry_run))
+    if dry_run:
+        emit_plan(output_format, answer)
+        return
     changed = answer["changed_services"]
-    click.echo(f"Stack {name}: " + (f"created or updated {', '.join(changed)}" if changed else "no service changed"))
-    if not detach:
-        wait_converged(lambda: (client.call("GET", f"/v1/stacks/{name}/services"),
-                                client.call("GET", f"/v1/stacks/{name}/tasks")),
-                       f"stack {name}", timeout, pending_timeout)
+    recorded = answer["operations"] > 0 and answer.get("revision") is not None
+    click.echo(f"Stack {name}: " + (f"created or updated {', '.join(changed)}" if changed else "no service changed")
+               + (f" (revision {answer['revision']})" if recorded else ""))
+    if detach:
+        return
+    try:
+        _wait_for_stack(client, name, timeout, pending_timeout)
+    except click.ClickException as failure:
+        if not recorded:
+            raise
+        if not rollback_on_failure:
+            _report_outcome(client, name, answer["revision"], f"failed: {failure.message}")
+            raise
+        try:
+            back = client.call("POST", f"/v1/stacks/{name}/rollback", {"to": None})
+        except ApiError as err:
+            _report_outcome(client, name, answer["revision"], f"failed: {failure.message}")
+            raise click.ClickException(f"{failure.message}\nno rollback: {err}") from None
+        click.echo(f"Stack {name}: rolling back to revision {back['rollback_of']} (revision {back['revision']})")
+        _report_outcome(client, name, answer["revision"],
+                        f"failed: {failure.message}; rolled back to revision {back['rollback_of']}")
+        _wait_for_stack(client, name, timeout, pending_timeout, expect_rollback=True)
+        _report_outcome(client, name, back["revision"], "converged")
+        raise click.ClickException(f"{failure.message}\nstack {name}: rolled back to revision {back['rollback_of']}")
+    if recorded:
+        _report_outcome(client, name, answer["revision"], "converged")
+
+
+def _wait_for_stack(client, name: str, timeout: float, pending_timeout: float = 60.0,
+                    expect_rollback: bool = False) -> None:
+    wait_converged(lambda: (client.call("GET", f"/v1/stacks/{name}/services"),
+                            client.call("GET", f"/v1/stacks/{name}/tasks")),
+                   f"stack {name}", timeout, pending_timeout, expect_rollback=expect_rollback)
+
+
+def _report_outcome(client, name: str, revision: int, outcome: str) -> None:
+    """Record how a revision went; the deploy's own result stands if that fails."""
+    try:
+        client.call("POST", f"/v1/stacks/{name}/revisions/{revision}/outcome",
+                    {"outcome": outcome[:MAX_OUTCOME_LENGTH]})
+    except (ApiError, ClusterUnreachable) as err:
+        click.echo(f"warning: the outcome of revision {revision} was not recorded: {err}", err=True)
+
+
+@stack.command("history")
+@click.argument("name")
+@FORMAT_OPTION
+@client_options
+def history(name, output_format, host, context_dir):
+    """The revisions of a stack: every deploy (and rollback) that changed it, who made it,
+    and how it went."""
+    revisions = make_client(host, context_dir).call("GET", f"/v1/stacks/{name}/revisions")
+
+    def row(r: dict) -> list:
+        when = datetime.fromtimestamp(r["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        change = f"rollback to {r['rollback_of']}" if r["rollback_of"] else "deploy"
+        return [r["number"], when, change, r["by"] or "", ", ".join(r["services"]), r["outcome"] or ""]
+    emit(output_format, revisions, ["REVISION", "CREATED (UTC)", "CHANGE", "BY", "SERVICES", "OUTCOME"], row)
+
+
+@stack.command("rollback")
+@click.argument("name")
+@click.option("--to", "to", type=click.IntRange(min=1), help="The revision to return to (default: the previous one).")
+@detach_option
+@timeout_option
+@client_options
+def rollback(name, to, detach, timeout, host, context_dir):
+    """Return every service, network, secret and config of a stack to a revision, as one
+    change; waits with progress until the stack converged unless --detach."""
+    client = make_client(host, context_dir)
+    answer = client.call("POST", f"/v1/stacks/{name}/rollback", {"to": to})
+    changed = answer["changed_services"]
+    click.echo(f"Stack {name}: back to revision {answer['rollback_of']} (revision {answer['revision']})"
+               + (f": {', '.join(changed)}" if changed else ""))
+    if detach:
+        return
+    try:
+        _wait_for_stack(client, name, timeout, expect_rollback=True)
+    except click.ClickException as failure:
+        _report_outcome(client, name, answer["revision"], f"failed: {failure.message}")
+        raise
+    _report_outcome(client, name, answer["revision"], "converged")
 
 
 def _stack_names(client) -> set[str]:

@@ -20,6 +20,8 @@ def _update_config(section: dict) -> specs.UpdateConfig:
         monitor=_seconds(section.get("monitor"), specs.DEFAULT_UPDATE_MONITOR),
         max_failure_ratio=section.get("max_failure_ratio", specs.DEFAULT_UPDATE_MAX_FAILURE_RATIO),
         order=section.get("order", specs.DEFAULT_UPDATE_ORDER),
+        canary=section.get("x-canary", specs.DEFAULT_UPDATE_CANARY),
+        auto_promote=section.get("x-auto-promote", specs.DEFAULT_UPDATE_AUTO_PROMOTE),
     )
 
 

@@ -74,6 +74,12 @@ _UPDATE = {
     "max_failure_ratio": f.ratio,
     "order": f.choice(*specs.UPDATE_ORDERS),
 }
+# swarmlet's extensions of update_config (Nomad's canary and auto_promote), as `x-` fields
+# so that the file stays valid Compose (docs/orchestration.md, "Canaries and blue-green").
+_UPDATE_EXTENSIONS = {
+    "x-canary": f.integer(),
+    "x-auto-promote": f.boolean,
+}
 
 _DEPLOY = {
     "mode": f.choice(*specs.SERVICE_MODES),
@@ -93,26 +99,12 @@ _DEPLOY = {
         "max_attempts": f.integer(),
         "window": f.duration,
     }),
-    "update_config": f.section(_UPDATE),
+    "update_config": f.section({**_UPDATE, **_UPDATE_EXTENSIONS}),
     "rollback_config": f.section({**_UPDATE, "failure_action": f.choice(*specs.ROLLBACK_FAILURE_ACTIONS)}),
 }
 
 
-# What swarmlet's orchestrator does not do yet (docs/orchestration.md, "Not there yet"):
-# these keys are stored with the service and act as noted.
-_NOT_DONE_YET = "swarmlet does not roll back yet"
-
-
 def _warn_what_is_not_done_yet(ctx: FileContext, path: Path_, section: dict) -> None:
-    update = section.get("update_config", {})
-    if update.get("failure_action") == "rollback":
-        ctx.warn(path + ("update_config", "failure_action"), f"rollback acts as pause: {_NOT_DONE_YET}")
-    for key in ("monitor", "max_failure_ratio"):
-        if key in update:
-            ctx.warn(path + ("update_config", key), f"{key} has no effect yet: swarmlet's updates do not watch "
-                                                    "updated tasks after they start")
-    if "rollback_config" in section:
-        ctx.warn(path + ("rollback_config",), f"rollback_config has no effect yet: {_NOT_DONE_YET}")
     if section.get("endpoint_mode") == "vip":
         ctx.warn(path + ("endpoint_mode",), "vip has no effect yet: swarmlet has no virtual IPs; a service name "
                                             "resolves to its tasks' addresses, as with dnsrr")

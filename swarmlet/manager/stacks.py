@@ -19,15 +19,18 @@ from collections import Counter
 from typing import Callable, Mapping
 
 from swarmlet.api import specs
-from swarmlet.api.errors import Invalid, TooLarge
+from swarmlet.api.errors import Invalid, NotFound, TooLarge
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY, OVERLAY_DRIVER, AddressPool
 from swarmlet.api.limits import Limits
-from swarmlet.api.objects import CLUSTER_ID, ACTIVE_DESIRED_STATES, STACK_NAMESPACE_LABEL, DesiredState, ServiceMode, TaskState
+from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, CLUSTER_ID, MAX_OUTCOME_LENGTH, STACK_NAMESPACE_LABEL,
+                                  DesiredState, ServiceMode, TaskState, UpdateState, spec_digest)
 from swarmlet.api.references import resolve
-from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StoredObject, Task
+from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StackRevision, StoredObject, Task
+from swarmlet.manager import changes, revisions
 from swarmlet.manager.allocator import (AddressBook, assign_published_ports, ingress_network, ingress_ports,
                                        network_allocation)
 from swarmlet.node.config import new_id
+from swarmlet.store.state import PREVIOUS_SPEC
 from swarmlet.manager.retry import retry_on_conflict
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.store import ClusterStore
@@ -149,7 +152,7 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
             ops.append({"op": "create", "kind": "service", "id": new_id(), "spec": spec, "status": {}})
         elif current.raw_spec != spec:
             ops.append({"op": "update", "kind": "service", "id": current.id, "version": current.version,
-                        "spec": spec})
+                        "spec": spec, PREVIOUS_SPEC: current.raw_spec})
     if prune:
         ops += [{"op": "delete", "kind": "service", "id": s.id, "version": s.version}
                 for s in existing["service"] if stack_of(s) == stack and s.name not in wanted]
@@ -320,7 +323,8 @@ def service_public(service: Service, tasks: list[Task], networks: list[Network] 
     return {"id": service.id, "name": spec["name"], "stack": stack_of(service), "mode": spec["mode"],
             "replicas": desired, "running": running, "image": spec["container"]["image"],
             "version": service.version, "created_at": service.created_at, "updated_at": service.updated_at,
-            "spec": spec, "status": service.status, "virtual_ips": virtual_ips}
+            "spec": spec, "spec_digest": spec_digest(spec), "previous_spec": service.previous_spec,
+            "status": service.status, "virtual_ips": virtual_ips}
 
 
 class StackApi:
@@ -338,32 +342,101 @@ class StackApi:
     def _existing(self) -> dict[str, list[StoredObject]]:
         return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
-    async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool) -> dict:
-        decided: list[dict] = []
+    async def deploy(self, stack: str, stack_spec: dict, files: dict, prune: bool, dry_run: bool = False,
+                     by: str = "") -> dict:
+        """``dry_run``: every check, nothing committed; the answer's ``plan`` says what
+        would change (``swarmlet.manager.changes.plan``). A deploy that changes anything
+        is recorded as the stack's next revision, in the same transaction (``by``: who)."""
 
-        def make_ops() -> list[dict]:
-            """Decided again from a fresh read when another write raced this one (the
-            scheduler writes the networks whenever it places tasks on them)."""
+        def decide() -> tuple[list[dict], list[dict], dict, list[str]]:
+            """(the stack's ops, the same with its network allocation, what existed, the
+            changed services), from a fresh read."""
             existing = self._existing()
             limits = self._limits()
             # The cheap check first: a stack of a million services is refused before its specs are built.
             check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
                              sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
             ops = deploy_ops(stack, stack_spec, files, prune, existing)
-            if ops:
-                ops = allocate_deploy(ops, existing, self.store.list(Task), self.store.list(Node),
-                                      self._address_pool())
-            limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(ops))
+            allocated = (allocate_deploy(ops, existing, self.store.list(Task), self.store.list(Node),
+                                         self._address_pool()) if ops else ops)
+            limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(allocated))
             before = {s.id: s.raw_spec for s in existing[Service.kind]}
-            self._check(limits, before, services_after(before, ops))
-            decided[:] = ops
-            return ops
+            self._check(limits, before, services_after(before, allocated))
+            names = {s.id: s.name for s in existing[Service.kind]}
+            changed = sorted(op["spec"]["name"] if "spec" in op else names.get(op["id"], op["id"])
+                             for op in ops if op["kind"] == "service")
+            return ops, allocated, existing, changed
 
-        result = await retry_on_conflict(self.store, make_ops) or {"index": self.store.index}
-        changed = sorted(op["spec"]["name"] if "spec" in op else op["id"] for op in decided
-                         if op["kind"] == "service")
-        return {"stack": stack, "changed_services": changed, "operations": len(decided),
-                "index": result.get("index")}
+        if dry_run:  # the plan shows what the file changes; the allocation it implies is checked, not shown
+            ops, _, existing, changed = decide()
+            return {"stack": stack, "dry_run": True, "changed_services": changed, "operations": len(ops),
+                    "plan": changes.plan(ops, existing, self.store.list(Task))}
+        made: dict = {}
+
+        def make_ops() -> list[dict]:
+            """Decided again from a fresh read when another write raced this one (the
+            scheduler writes the networks whenever it places tasks on them)."""
+            ops, allocated, existing, changed = decide()
+            made.update(changed=changed, operations=len(allocated), revision=None)
+            if not allocated:
+                return []
+            record, number = revisions.record_ops(stack, revisions.contents_after(stack, existing, allocated),
+                                                  self.store.list(StackRevision), by)
+            made["revision"] = number
+            return allocated + record
+
+        result = await retry_on_conflict(self.store, make_ops)
+        if not made["operations"]:
+            return {"stack": stack, "changed_services": [], "operations": 0, "index": self.store.index,
+                    "revision": self._latest_revision(stack)}
+        return {"stack": stack, "changed_services": made["changed"], "operations": made["operations"],
+                "index": (result or {}).get("index"), "revision": made["revision"]}
+
+    def _latest_revision(self, stack: str) -> int | None:
+        mine = revisions.of_stack(stack, self.store.list(StackRevision))
+        return mine[-1].number if mine else None
+
+    def history(self, stack: str) -> list[dict]:
+        mine = revisions.of_stack(stack, self.store.list(StackRevision))
+        if not mine:
+            raise NotFound(f"stack {stack} has no revisions (it was never deployed, or removed)")
+        return [revisions.public(r) for r in mine]
+
+    async def rollback_stack(self, stack: str, to: int | None, now: float, by: str = "") -> dict:
+        """Every service, network, secret and config of the stack back to revision ``to``
+        (the one before the latest when None), as ONE transaction, recorded as a new revision."""
+        made: dict = {}
+
+        def make_ops() -> list[dict]:
+            known = self.store.list(StackRevision)
+            target = revisions.choose_target(stack, known, to)
+            existing = self._existing()
+            ops = revisions.rollback_ops(stack, target, existing, now)
+            before = {s.id: s.raw_spec for s in existing[Service.kind]}
+            self._check(self._limits(), before, services_after(before, ops))
+            record, number = revisions.record_ops(stack, dict(target.spec), known, by, rollback_of=target.number)
+            names = {s.id: s.name for s in existing[Service.kind]}
+            made.update(revision=number, rollback_of=target.number, operations=len(ops), changed_services=sorted(
+                op["spec"]["name"] if "spec" in op else names.get(op["id"], op["id"])
+                for op in ops if op["kind"] == "service"))
+            return ops + record
+        await retry_on_conflict(self.store, make_ops)  # services' statuses change meanwhile
+        return {"stack": stack, **made}
+
+    async def set_outcome(self, stack: str, number: int, outcome: str) -> dict:
+        """What the deploy's wait found (the CLI reports it): converged, failed: why, …"""
+        if not outcome or len(outcome) > MAX_OUTCOME_LENGTH:
+            raise Invalid(f"outcome must be a non-empty text of at most {MAX_OUTCOME_LENGTH} characters")
+        key = revisions.revision_id(stack, number)
+
+        def make_ops() -> list[dict]:
+            revision = self.store.get(StackRevision, key)
+            if revision is None:
+                raise NotFound(f"stack {stack} has no revision {number}")
+            return [{"op": "update", "kind": StackRevision.kind, "id": revision.id, "version": revision.version,
+                     "status": dict(revision.status, outcome=outcome)}]
+        await retry_on_conflict(self.store, make_ops)
+        return revisions.public(self.store.get(StackRevision, key))
 
     def stacks(self) -> list[dict]:
         counts: dict[str, int] = {}
@@ -406,6 +479,62 @@ class StackApi:
                                   "spec": dict(service.raw_spec, replicas=replicas)}])
         return self.service(service.id)
 
+    async def update_service(self, ref: str, service_changes: dict, dry_run: bool = False) -> dict:
+        """``docker service update``: the changes (``changes.apply_service_changes``)
+        become the spec, the current spec the previous one; ``dry_run``: the plan only.
+        The orchestrator writes the service's status meanwhile: a write that raced it is
+        made again from a fresh read (``retry_on_conflict``)."""
+        changed: list[bool] = []
+
+        def make_ops() -> list[dict]:
+            service = self.resolve_service(ref)
+            spec = changes.apply_service_changes(service.raw_spec, service_changes)
+            if spec == dict(service.raw_spec):
+                return []
+            before = {s.id: s.raw_spec for s in self.store.list(Service)}
+            self._check(self._limits(), before, dict(before, **{service.id: spec}))
+            return [{"op": "update", "kind": "service", "id": service.id, "version": service.version, "spec": spec,
+                     PREVIOUS_SPEC: service.raw_spec}]
+        if dry_run:
+            service = self.resolve_service(ref)
+            return {"service": service.name, "dry_run": True,
+                    "plan": changes.plan(make_ops(), {Service.kind: [service]}, self.store.list(Task))}
+        changed.append(await retry_on_conflict(self.store, make_ops) is not None)
+        return dict(self.service(ref), changed=changed[0])
+
+    async def rollback_service(self, ref: str, now: float) -> dict:
+        """``docker service rollback``: the previous spec and the current one swap, and
+        the orchestrator replaces the tasks per the rollback_config (SwarmKit's rule)."""
+        def make_ops() -> list[dict]:
+            service = self.resolve_service(ref)
+            previous = service.previous_spec
+            if not previous:
+                raise Invalid(f"service {service.name} has no previous spec to roll back to (it was never updated)")
+            update = {"digest": spec_digest(previous), "state": UpdateState.ROLLBACK_STARTED, "started_at": now,
+                      "message": "manually requested rollback"}
+            return [{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                     "spec": previous, PREVIOUS_SPEC: service.raw_spec, "status": dict(service.status, update=update)}]
+        await retry_on_conflict(self.store, make_ops)
+        return self.service(ref)
+
+    async def promote_service(self, ref: str) -> dict:
+        """Let an update held on its canaries go on (``auto_promote`` does it by itself)."""
+        def make_ops() -> list[dict]:
+            service = self.resolve_service(ref)
+            update = dict(service.status.get("update") or {})
+            canary = service.spec.update_config.canary
+            if (not canary or update.get("digest") != spec_digest(service.raw_spec)
+                    or update.get("state") not in (UpdateState.UPDATING, UpdateState.AWAITING_PROMOTION)):
+                raise Invalid(f"service {service.name} has no canaries to promote (update state "
+                              f"{update.get('state') or 'none'}, x-canary {canary})")
+            if update.get("promoted"):
+                return []
+            update.update(promoted=True, state=UpdateState.UPDATING, message="canaries promoted")
+            return [{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                     "status": dict(service.status, update=update)}]
+        await retry_on_conflict(self.store, make_ops)
+        return self.service(ref)
+
     async def remove_service(self, ref: str) -> None:
         service = self.resolve_service(ref)
         await self.store.commit([{"op": "delete", "kind": "service", "id": service.id, "version": service.version}])
@@ -422,5 +551,8 @@ class StackApi:
         if users:  # as Swarm does: a network in use stays (another stack joined it as external)
             raise Invalid("; ".join(f"network {n} is used by service {s} of another stack" for n, s in users)
                           + ": remove those first; nothing was removed")
+        removed = len(ops)
+        ops += [{"op": "delete", "kind": r.kind, "id": r.id, "version": r.version}
+                for r in revisions.of_stack(stack, self.store.list(StackRevision))]  # its history goes with it
         await self.store.commit(ops)
-        return {"stack": stack, "removed": len(ops)}
+        return {"stack": stack, "removed": removed}

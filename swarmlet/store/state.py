@@ -9,6 +9,7 @@ command), so every manager that applies the same log reaches the same state.
 An object is a plain dict::
 
     {"id", "kind", "version", "created_at", "updated_at", "spec": {...}, "status": {...}}
+    (and a service's "previous_spec" once it was updated)
 
 ``version`` is the store index of the transaction that last wrote it, as in
 SwarmKit's ``Meta.Version``. An update or delete must name the version it read; a
@@ -30,7 +31,10 @@ import msgpack
 
 # "leadership" holds one object: the claim of the current leader, the fence its leader-only
 # writes name (store.py, "Fenced leader writes").
-KINDS = ("cluster", "node", "service", "task", "secret", "config", "network", "leadership")
+KINDS = ("cluster", "node", "service", "task", "secret", "config", "network", "stack_revision", "leadership")
+# A service keeps the spec it had before its last update (SwarmKit's PreviousSpec), so
+# that it can be rolled back; the only field besides spec and status an op may set.
+PREVIOUS_SPEC = "previous_spec"
 
 # Results of applied request IDs are remembered so that a client retrying a write
 # whose outcome it never learnt (a timeout, a leader change) cannot apply it twice.
@@ -133,8 +137,9 @@ def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> by
     """Build the command bytes for a transaction. Each op is a dict:
 
     ``{"op": "create", "kind", "id", "spec", "status"}``,
-    ``{"op": "update", "kind", "id", "version", "spec"?, "status"?}`` (a field left
-    out keeps its value), ``{"op": "delete", "kind", "id", "version"}``, or
+    ``{"op": "update", "kind", "id", "version", "spec"?, "status"?, "previous_spec"?}`` (a
+    field left out keeps its value; ``previous_spec: None`` drops it),
+    ``{"op": "delete", "kind", "id", "version"}``, or
     ``{"op": "expect", "kind", "id", "version"}``: a precondition that writes nothing
     (the whole transaction is refused, ``conflict``, unless the object is at that version).
     """
@@ -280,7 +285,8 @@ class StoreState:
                     raise TransactionError("exists", f"{kind} {object_id} already exists")
                 obj = FrozenDict(id=object_id, kind=kind, version=self.index, created_at=timestamp,
                                  updated_at=timestamp, spec=freeze(op.get("spec") or {}),
-                                 status=freeze(op.get("status") or {}))
+                                 status=freeze(op.get("status") or {}),
+                                 **({PREVIOUS_SPEC: freeze(op[PREVIOUS_SPEC])} if op.get(PREVIOUS_SPEC) else {}))
             else:
                 if existing is None:
                     raise TransactionError("not_found", f"{kind} {object_id} does not exist")
@@ -299,6 +305,11 @@ class StoreState:
                     obj["spec"] = freeze(op["spec"])
                 if "status" in op:
                     obj["status"] = freeze(op["status"])
+                if PREVIOUS_SPEC in op:  # None drops it (an automatic rollback uses it up)
+                    if op[PREVIOUS_SPEC] is None:
+                        obj.pop(PREVIOUS_SPEC, None)
+                    else:
+                        obj[PREVIOUS_SPEC] = freeze(op[PREVIOUS_SPEC])
                 obj = FrozenDict(obj)
             staged[(kind, object_id)] = obj
             changes.append(Change(action, kind, object_id, obj))

@@ -95,3 +95,46 @@ def test_cluster_limits_on_the_command_line(monkeypatch, tmp_path):
         assert refused.exit_code != 0 and "--limit" in refused.output
     refused = runner.invoke(cli, ["init", "--data-dir", str(tmp_path / "d"), "--limit", "replicas_per_service=0"])
     assert refused.exit_code != 0 and "at least 1" in refused.output and not (tmp_path / "d").exists()
+
+
+class RecordingClient(FakeClient):
+    """Answers a dry-run update with a plan and records what was sent."""
+
+    def __init__(self):
+        self.sent = []
+
+    def call(self, method, path, body=None, timeout=None):
+        if path == "/v1/services/app_web/update":
+            self.sent.append(body)
+            return {"service": "app_web", "dry_run": True, "plan": [
+                {"kind": "service", "name": "app_web", "action": "update", "parallelism": 2, "order": "stop-first",
+                 "fields": [{"field": "container.image", "old": "busybox:1", "new": "busybox:2"}],
+                 "tasks_replaced": ["t1", "t2", "t3"], "batches": 2}]}
+        return super().call(method, path, body, timeout)
+
+
+def test_service_update_sends_the_flags_as_changes_and_prints_the_dry_run_plan(monkeypatch):
+    client = RecordingClient()
+    monkeypatch.setattr(service_module, "make_client", lambda host, context: client)
+    result = CliRunner().invoke(cli, ["service", "update", "--image", "busybox:2", "--env-add", "A=1", "--env-rm", "B",
+                                      "--update-parallelism", "2", "--update-monitor", "2s", "--rollback-order",
+                                      "start-first", "--canary", "1", "--dry-run", "app_web"])
+    assert result.exit_code == 0, result.output
+    assert client.sent == [{"dry_run": True, "changes": {
+        "image": "busybox:2", "env_add": {"A": "1"}, "env_rm": ["B"],
+        "update_config": {"parallelism": 2, "monitor": 2.0, "canary": 1}, "rollback_config": {"order": "start-first"}}}]
+    assert result.output.splitlines() == [
+        "service app_web: would be updated", "  container.image: 'busybox:1' -> 'busybox:2'",
+        "  tasks replaced: 3 (2 batch(es), parallelism 2, stop-first)"]
+    as_json = CliRunner().invoke(cli, ["service", "update", "--image", "busybox:2", "--dry-run", "--format", "json",
+                                       "app_web"])
+    assert json.loads(as_json.output)["plan"][0]["batches"] == 2
+
+
+def test_service_update_refuses_a_malformed_flag_before_calling_the_cluster(monkeypatch):
+    client = RecordingClient()
+    monkeypatch.setattr(service_module, "make_client", lambda host, context: client)
+    result = CliRunner().invoke(cli, ["service", "update", "--env-add", "NOVALUE", "app_web"])
+    assert result.exit_code == 2 and "'NOVALUE': expected NAME=VALUE" in result.output and not client.sent
+    result = CliRunner().invoke(cli, ["service", "update", "--update-max-failure-ratio", "1.5", "app_web"])
+    assert result.exit_code == 2 and not client.sent

@@ -118,3 +118,45 @@ def test_wait_converged_gives_up_at_the_timeout(monkeypatch):
     monkeypatch.setattr(progress, "POLL_INTERVAL", 0)
     with pytest.raises(click.ClickException, match=r"not converged after 0s:\n  app_web: 0/2 running"):
         wait_converged(lambda: ([service()], []), "stack app", timeout=0, live=False)
+
+
+# -- update states: monitoring, rollbacks, canaries --------------------------------------------------
+
+def test_an_update_is_waited_for_until_its_new_tasks_were_watched_for_monitor():
+    digest = spec_digest(dict(SPEC, mode="replicated", replicas=2))
+    updating = {"update": {"digest": digest, "state": "updating", "started_at": 5.0}}
+    item = one(Assessor(), service(status=updating), [task("a"), task("b", slot=2)])
+    assert not item.converged and item.note == "update: watching the new tasks (monitor)"
+    done = {"update": dict(updating["update"], state="completed")}
+    assert one(Assessor(), service(status=done), [task("a"), task("b", slot=2)]).converged
+
+
+def test_a_rollback_fails_an_update_wait_but_not_a_rollback_wait_nor_an_old_one():
+    rolled = {"update": {"state": "rollback_started", "started_at": 9.0,
+                         "message": "update rolled back due to failure or early termination of task t1"}}
+    tasks = [task("a"), task("b", slot=2)]
+    a = Assessor()
+    one(a, service(), tasks)  # the wait began before the rollback
+    assert one(a, service(status=rolled), tasks).failure.startswith("update rolled back due to")
+    assert one(Assessor(expect_rollback=True), service(status=rolled), tasks).failure is None
+    old = Assessor()  # a rollback from before the wait began (an earlier deploy) is not this wait's
+    assert one(old, service(status=rolled), tasks).failure is None
+    paused = {"update": {"state": "rollback_paused", "message": "rollback paused due to …"}}
+    assert one(Assessor(expect_rollback=True), service(status=paused), tasks).failure == "rollback paused due to …"
+
+
+def test_canaries_awaiting_promotion_end_the_wait_as_held(capsys, monkeypatch):
+    monkeypatch.setattr(progress, "POLL_INTERVAL", 0)
+    digest = spec_digest(dict(SPEC, mode="replicated", replicas=2))
+    held = {"update": {"digest": digest, "state": "awaiting_promotion",
+                       "message": "1 canary task(s) running beside the old ones"}}
+    tasks = [task("a", digest="old"), task("b", slot=2, digest="old"), task("c")]
+    wait_converged(lambda: ([service(status=held)], tasks), "service app_web", timeout=30, live=False)
+    out = capsys.readouterr().out
+    assert "service app_web: waiting for promotion:" in out and "1 canary task(s) running beside the old ones" in out
+
+
+def test_the_clusters_digest_is_used_when_the_view_has_one():
+    svc = dict(service(), spec_digest="from-the-cluster")
+    tasks = [task("a", digest="from-the-cluster"), task("b", slot=2, digest="from-the-cluster")]
+    assert one(Assessor(), svc, tasks).converged

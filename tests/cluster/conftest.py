@@ -8,6 +8,7 @@ test never meets a previous test's processes or ports.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -118,6 +119,26 @@ class TestCluster:
 
     def config_names(self, via: str) -> set[str]:
         return {c["name"] for c in self.client(via).call("GET", "/v1/configs")}
+
+
+@contextlib.contextmanager
+def docker_test_cluster(directory: Path, docker_client, managers: int, workers: int, extra: list[str]):
+    """A cluster whose nodes run tasks as containers on this machine's engine; at the end
+    it is torn down and every task container of its nodes removed (also on failure)."""
+    from swarmlet.runtime.base import LABEL_NODE_ID, LABEL_TASK_ID
+
+    cluster = TestCluster(directory, f"127.0.{next(_ranges) % 250}.2", runtime="docker")
+    node_ids: set[str] = set()
+    try:
+        cluster.up(managers, workers, extra)
+        node_ids.update(n["id"] for n in cluster.status())
+        cluster.node_ids = node_ids
+        yield cluster
+    finally:
+        cluster.down()
+        for container in docker_client.api.containers(all=True, filters={"label": LABEL_TASK_ID}):
+            if container["Labels"].get(LABEL_NODE_ID) in node_ids:
+                docker_client.api.remove_container(container["Id"], force=True, v=True)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from swarmlet.cli.client import ApiError
 from swarmlet.node.config import DataDir
 from swarmlet.runtime.base import LABEL_NETWORK, LABEL_NODE_ID, LABEL_SERVICE_NAME, LABEL_STACK_NAMESPACE, LABEL_TASK_ID
 
-from .conftest import TestCluster as Cluster, _ranges, wait_until
+from .conftest import docker_test_cluster, wait_until
 from .test_services import Stacks
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker]
@@ -28,21 +28,11 @@ SLEEPER = 'command: ["sleep", "600"], init: true'
 
 @pytest.fixture(scope="module")
 def docker_cluster(tmp_path_factory, docker_client, docker_test_image):
-    directory = tmp_path_factory.mktemp("docker") / "cluster"
-    cluster = Cluster(directory, f"127.0.{next(_ranges) % 250}.2", runtime="docker")
-    node_ids: set[str] = set()
-    try:
-        # Heartbeats 3 s apart: an agent restart (the adoption test) must not get its node
-        # marked down; nothing else here waits for a node to go down.
-        cluster.up(3, 2, ["--heartbeat-period", "3"])
-        node_ids.update(n["id"] for n in cluster.status())
-        cluster.node_ids = node_ids
+    # Heartbeats 3 s apart: an agent restart (the adoption test) must not get its node
+    # marked down; nothing else here waits for a node to go down.
+    with docker_test_cluster(tmp_path_factory.mktemp("docker") / "cluster", docker_client, 3, 2,
+                             ["--heartbeat-period", "3"]) as cluster:
         yield cluster
-    finally:
-        cluster.down()
-        for container in docker_client.api.containers(all=True, filters={"label": LABEL_TASK_ID}):
-            if container["Labels"].get(LABEL_NODE_ID) in node_ids:
-                docker_client.api.remove_container(container["Id"], force=True, v=True)
 
 
 class DockerStacks(Stacks):

@@ -180,8 +180,17 @@ def test_what_swarmlet_does_not_do_yet_warns(tmp_path):
                             "      endpoint_mode: vip\n      placement: {max_replicas_per_node: 2}\n"
                             "      update_config: {failure_action: rollback}\n      rollback_config: {parallelism: 2}\n")
     assert [w.split(": ")[1] for w in result.warnings] == [
-        "services.web.deploy.placement.max_replicas_per_node", "services.web.deploy.update_config.failure_action",
-        "services.web.deploy.rollback_config", "services.web.deploy.endpoint_mode"]
+        "services.web.deploy.placement.max_replicas_per_node", "services.web.deploy.endpoint_mode"]
+
+
+def test_update_extensions_are_parsed_and_checked(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n"
+                            "      update_config: {x-canary: 2, x-auto-promote: true, x-other: 1}\n")
+    update = result.stack.services["web"].update_config
+    assert (update.canary, update.auto_promote) == (2, True) and not result.warnings
+    with pytest.raises(ComposeError) as raised:
+        load(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n      update_config: {x-canary: -1}\n")
+    assert "update_config.x-canary" in str(raised.value)
 
 
 def test_swarmkit_endpoint_checks(tmp_path):

@@ -73,15 +73,7 @@ def test_voting_app():
     assert result.stack == expected
     compose = STACKS / "voting" / "compose.yml"
     assert result.warnings == [
-        f"{compose}:34: services.vote.ports: {INGRESS_WARNING}",
-        f"{compose}:58: services.worker.deploy.update_config.failure_action: rollback acts as pause: swarmlet does "
-        "not roll back yet",
-        f"{compose}:58: services.worker.deploy.update_config.monitor: monitor has no effect yet: swarmlet's "
-        "updates do not watch updated tasks after they start",
-        f"{compose}:58: services.worker.deploy.update_config.max_failure_ratio: max_failure_ratio has no effect "
-        "yet: swarmlet's updates do not watch updated tasks after they start",
-        f"{compose}:59: services.worker.deploy.rollback_config: rollback_config has no effect yet: swarmlet does "
-        "not roll back yet"]
+        f"{compose}:34: services.vote.ports: {INGRESS_WARNING}"]
 
 
 def test_monitoring_stack_with_global_services():

@@ -70,6 +70,9 @@ class World:
             self.tasks.pop(task.id, None)
         if decision.service_status is not None and self.service is not None:
             self.service = dict(self.service, status=decision.service_status)
+            if decision.rollback is not None:  # as the loop commits it (decision_ops)
+                self.service = {k: v for k, v in self.service.items() if k != "previous_spec"}
+                self.service["spec"] = thaw(decision.rollback.spec)
 
     # what the scheduler and agents would do
     def place(self, node_ids=None):

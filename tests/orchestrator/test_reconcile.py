@@ -258,6 +258,10 @@ def test_stop_first_update_replaces_parallelism_slots_at_a_time(world):
     assert len(promoted) == 2
     w.settle()
     assert {t["spec"]["spec_digest"] for t in w.running()} == {digest} and len(w.running()) == 4
+    # the last batch is still watched for `monitor` (5 s by default) before the update completes
+    assert w.service["status"]["update"]["state"] == "updating" and w.decide().wake_at == w.now + 5.0
+    w.now += 5.0
+    w.settle()
     assert w.service["status"]["update"]["state"] == "completed"
 
 
@@ -305,6 +309,16 @@ def test_failed_update_pauses(world):
     w.settle()
     changed = [t for t in w.active() if t["spec"]["spec_digest"] == spec_digest(w.service["spec"])]
     assert len(changed) == 1  # the failed slot was retried, no other slot was updated
+
+
+def test_changing_how_updates_roll_out_replaces_nothing(world):
+    w = world(make_service(replicas=2))
+    w.settle()
+    before = {t["id"] for t in w.running()}
+    w.service["spec"]["update_config"] = dict(w.service["spec"]["update_config"], parallelism=0, monitor=1.0)
+    w.service["spec"]["rollback_config"] = dict(w.service["spec"]["rollback_config"], order="start-first")
+    w.settle()
+    assert {t["id"] for t in w.running()} == before
 
 
 def test_scaling_alone_replaces_nothing(world):

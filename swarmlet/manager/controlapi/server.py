@@ -24,6 +24,7 @@ import base64
 import functools
 import json
 import logging
+import time
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -312,7 +313,39 @@ async def deploy_stack(request):
     body = await json_body(request)
     return reply(await request.app["manager"].stacks.deploy(
         request.match_info["name"], field(body, "stack", dict), field(body, "files", dict, required=False, default={}),
-        prune=bool(body.get("prune"))))
+        prune=bool(body.get("prune")), dry_run=bool(body.get("dry_run")), by=who(request)))
+
+
+def who(request) -> str:
+    """Who made a change, for the record (a stack's revisions): the caller's certificate."""
+    identity = request.get("identity")
+    return f"{identity.role} {identity.node_id}" if identity is not None else ""
+
+
+@routes.get("/v1/stacks/{name}/revisions")
+@requires(*ADMIN_ONLY)
+async def stack_history(request):
+    return reply(request.app["manager"].stacks.history(request.match_info["name"]))
+
+
+@routes.post("/v1/stacks/{name}/rollback")
+@requires(*ADMIN_ONLY)
+async def rollback_stack(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].stacks.rollback_stack(
+        request.match_info["name"], field(body, "to", int, required=False), time.time(), by=who(request)))
+
+
+@routes.post("/v1/stacks/{name}/revisions/{number}/outcome")
+@requires(*ADMIN_ONLY)
+async def stack_revision_outcome(request):
+    body = await json_body(request)
+    try:
+        number = int(request.match_info["number"])
+    except ValueError:
+        raise errors.Invalid(f"revision {request.match_info['number']!r} is not a number") from None
+    return reply(await request.app["manager"].stacks.set_outcome(request.match_info["name"], number,
+                                                                field(body, "outcome", str)))
 
 
 @routes.get("/v1/stacks")
@@ -356,6 +389,26 @@ async def inspect_service(request):
 async def scale_service(request):
     body = await json_body(request)
     return reply(await request.app["manager"].stacks.scale(request.match_info["ref"], field(body, "replicas", int)))
+
+
+@routes.post("/v1/services/{ref}/update")
+@requires(*ADMIN_ONLY)
+async def update_service(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].stacks.update_service(
+        request.match_info["ref"], field(body, "changes", dict), dry_run=bool(body.get("dry_run"))))
+
+
+@routes.post("/v1/services/{ref}/rollback")
+@requires(*ADMIN_ONLY)
+async def rollback_service(request):
+    return reply(await request.app["manager"].stacks.rollback_service(request.match_info["ref"], time.time()))
+
+
+@routes.post("/v1/services/{ref}/promote")
+@requires(*ADMIN_ONLY)
+async def promote_service(request):
+    return reply(await request.app["manager"].stacks.promote_service(request.match_info["ref"]))
 
 
 @routes.delete("/v1/services/{ref}")

@@ -37,8 +37,11 @@ def decision_ops(service: Service | None, decision: Decision) -> list[dict]:
             for task_id, (t, spec) in updates.items()]
     ops += [{"op": "delete", "kind": "task", "id": t.id, "version": t.version} for t in decision.deletes]
     if decision.service_status is not None and service is not None:
-        ops.append({"op": "update", "kind": "service", "id": service.id, "version": service.version,
-                    "status": decision.service_status})
+        op = {"op": "update", "kind": "service", "id": service.id, "version": service.version,
+              "status": decision.service_status}
+        if decision.rollback is not None:  # the spec goes back; the previous spec is used up
+            op.update(spec=decision.rollback.spec, previous_spec=None)
+        ops.append(op)
     return ops
 
 

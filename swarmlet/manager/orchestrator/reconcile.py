@@ -21,8 +21,12 @@ the others are history (at most ``TASK_HISTORY_LIMIT`` tasks per slot in all).
 - Jobs: a completed task is never restarted; nothing is created after completion.
 - Rolling update: slots whose tasks were made from another spec are replaced,
   ``parallelism`` at a time, ``delay`` apart, stop-first (new task ``ready`` until the old
-  one stopped) or start-first (old one shut down once the new one runs);
-  failure_action pause stops picking new slots once an updated task failed.
+  one stopped) or start-first (old one shut down once the new one runs). New tasks are
+  watched for ``monitor``; past ``max_failure_ratio`` failures, ``failure_action``
+  pauses, continues or asks for a rollback (``Decision.rollback``: the loop puts the
+  previous spec back); a rollback follows ``rollback_config``; canaries (``x-canary``)
+  start beside the old tasks and hold until promoted. The state is the service's
+  ``status.update`` (docs/orchestration.md, "Rolling updates and rollback").
 - Removal: tasks marked ``remove`` are deleted once stopped (or never placed, or their
   node is gone or down).
 
@@ -36,19 +40,30 @@ scale built every task at once, at ~40 MB/s, while no API call was answered).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Mapping
 
-from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, FAILED_STATES, GLOBAL_MODES, JOB_MODES,
-                                  STACK_NAMESPACE_LABEL, TASK_HISTORY_LIMIT, Availability, DesiredState, NodeState,
-                                  TaskState, is_terminal, spec_digest, state_rank, task_object_spec, task_status)
+from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, FAILED_STATES, GLOBAL_MODES, HALTED_UPDATE_STATES,
+                                  JOB_MODES, ROLLBACK_STATES, STACK_NAMESPACE_LABEL, TASK_HISTORY_LIMIT, Availability,
+                                  DesiredState, NodeState, TaskState, UpdateState, is_terminal, spec_digest,
+                                  state_rank, task_object_spec, task_status)
 from swarmlet.api.specs import (DEFAULT_RESTART_CONDITION, DEFAULT_UPDATE_FAILURE_ACTION,
-                                DEPENDENCY_COMPLETED_SUCCESSFULLY, RESTART_NONE, RESTART_ON_FAILURE, UPDATE_START_FIRST,
-                                RestartPolicy)
+                                DEPENDENCY_COMPLETED_SUCCESSFULLY, RESTART_NONE, RESTART_ON_FAILURE,
+                                UPDATE_FAILURE_ACTIONS, UPDATE_START_FIRST, RestartPolicy)
 from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.scheduler import choose_tasks_to_remove
 from swarmlet.manager.scheduler.storemap import constraints_match
 
 ACTIVE = ACTIVE_DESIRED_STATES
 Nodes = dict[str, Node]
+
+
+@dataclass(frozen=True)
+class Rollback:
+    """An automatic rollback a decision asks for: the service's spec goes back to its
+    previous spec, which is used up (as in SwarmKit), and its update state says why."""
+
+    spec: Mapping
+    status: dict  # the service's new status.update
 
 
 @dataclass
@@ -60,6 +75,7 @@ class Decision:
     service_status: dict | None = None  # a new service status, when it changes
     budget: int | None = None  # at most this many task changes (None: no bound)
     truncated: bool = False  # the budget ran out: reconcile again for the rest
+    rollback: Rollback | None = None  # the service goes back to its previous spec
 
     def full(self) -> bool:
         """Whether the decision holds its budget of task changes (then it is truncated)."""
@@ -76,7 +92,8 @@ class Decision:
 
     @property
     def empty(self) -> bool:
-        return not (self.creates or self.updates or self.deletes or self.service_status is not None)
+        return not (self.creates or self.updates or self.deletes or self.service_status is not None
+                    or self.rollback is not None)
 
 
 # -- small predicates ---------------------------------------------------------------------------
@@ -337,47 +354,130 @@ def _trim_history(group, nodes, decision) -> None:
             excess -= 1
 
 
+def _failed_while_monitored(task: Task, monitor: float) -> bool:
+    """An updated task that failed, was rejected or exited before it ran for ``monitor``
+    seconds (a health check that fails makes the agent report it failed): what an
+    update counts against its ``max_failure_ratio``, as SwarmKit's updater does."""
+    if state(task) not in FAILED_STATES and state(task) != TaskState.COMPLETE:
+        return False
+    started = task.status.started_at
+    return started is None or task.status.timestamp - started <= monitor
+
+
+def _failure_reason(task: Task) -> str:
+    detail = task.status.err or (f"exit code {task.status.exit_code}" if task.status.exit_code else "")
+    return f"failure or early termination of task {task.id}" + (f": {detail}" if detail else "")
+
+
 def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
-    config = service.spec.update_config
+    """The update state machine (docs/orchestration.md, "Rolling updates and rollback"):
+    replace the slots made from another spec per update_config (rollback_config while
+    rolling back), watch each new task for ``monitor`` seconds, and apply
+    ``failure_action`` once the failures exceed ``max_failure_ratio``."""
     digest = service.digest
+    stored = dict(service.view.status.get("update") or {})
+    status = dict(stored) if stored.get("digest") == digest else {}
+    rolling_back = status.get("state") in ROLLBACK_STATES
+    config = service.spec.rollback_config if rolling_back else service.spec.update_config
+    since = status.get("started_at", now)
+    holding_canaries = not rolling_back and config.canary > 0 and not status.get("promoted")
     decided = {t.id: spec["desired_state"] for t, spec in decision.updates}
-    dirty, in_progress, failed, started = [], 0, False, []
+    dirty, in_progress, not_running, updated_slots, started = [], 0, 0, 0, []
+    watched_until: list[float] = []  # when the running new tasks leave their monitoring window
+    failures: list[Task] = []
     for key, group in sorted(slots.items(), key=lambda item: str(item[0])):
         active = [t for t in group if decided.get(t.id, desired(t)) in ACTIVE]
         new = [t for t in active if t.spec.spec_digest == digest]
         old = [t for t in active if t.spec.spec_digest != digest]
-        failed = failed or any(t.spec.spec_digest == digest and state(t) in FAILED_STATES for t in group)
+        failed = [t for t in group if t.spec.spec_digest == digest and t.created_at >= since
+                  and _failed_while_monitored(t, config.monitor)]
+        failures += failed
+        running_new = [t for t in new if state(t) == TaskState.RUNNING]
         started += [t.status.started_at for t in new if t.status.started_at]
+        watched_until += [t.status.started_at + config.monitor for t in running_new
+                          if t.status.started_at and t.created_at >= since and t.status.started_at + config.monitor > now]
+        if new and old:
+            updated_slots += 1
         if old and not new:
             dirty.append((key, old))
         elif new and (any(state_rank(state(t)) < state_rank(TaskState.RUNNING) for t in new) or old):
-            in_progress += 1
-            running_new = [t for t in new if state(t) == TaskState.RUNNING]
-            if running_new and old and not any(t.id in decided for t in old):
-                # start-first: the new task runs, retire the old one
+            if not failed:  # a slot whose new task failed is done with: counted as a failure
+                in_progress += 1
+            not_running += not running_new
+            if running_new and old and not holding_canaries and not any(t.id in decided for t in old):
+                # start-first (or a promoted canary): the new task runs, retire the old one
                 for task in old:
                     decision.set_desired(task, DesiredState.SHUTDOWN)
-    stored = service.view.status.get("update") or {}
-    status = dict(stored)
-    if not dirty:
-        if status.get("digest") == digest and status.get("state") == UPDATE_UPDATING and not in_progress:
-            decision.service_status = {"update": dict(status, state=UPDATE_COMPLETED, completed_at=now)}
-        return
-    if status.get("digest") != digest:
-        status = {"digest": digest, "state": UPDATE_UPDATING, "started_at": now}
-    if status.get("state") == UPDATE_PAUSED:
-        return
-    if failed and (config.failure_action or DEFAULT_UPDATE_FAILURE_ACTION) in PAUSING_FAILURE_ACTIONS:
-        decision.service_status = {"update": dict(status, state=UPDATE_PAUSED,
-                                                  message="update paused: an updated task failed")}
-        return
+
+    def finish() -> None:
+        if status != stored:
+            decision.service_status = {"update": status}
+
+    if not status:
+        if not dirty:
+            return  # nothing to update (a new service, a scale)
+        status = {"digest": digest, "state": UpdateState.UPDATING, "started_at": now, "message": "update in progress"}
+    current = status.get("state")
+    if current in HALTED_UPDATE_STATES or current in (UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED):
+        return finish()
+    if failures:
+        known = sorted(set(status.get("failed_tasks") or ()) | {t.id for t in failures})
+        status["failed_tasks"] = known
+        total = max(1, sum(1 for group in slots.values() if any(desired(t) in ACTIVE for t in group)))
+        if len(known) / total > config.max_failure_ratio:
+            latest = max(failures, key=lambda t: (t.status.timestamp, t.id))
+            reason = _failure_reason(latest)
+            action = config.failure_action or DEFAULT_UPDATE_FAILURE_ACTION
+            previous = service.view.previous_spec
+            if action == FAILURE_ROLLBACK and not rolling_back and previous:
+                decision.rollback = Rollback(spec=previous, status={
+                    "digest": spec_digest(previous), "state": UpdateState.ROLLBACK_STARTED, "started_at": now,
+                    "message": f"update rolled back due to {reason}", "reason": reason})
+                decision.service_status = {"update": decision.rollback.status}
+                return
+            if action != FAILURE_CONTINUE:  # pause; a rollback never rolls back (SwarmKit)
+                what = "rollback" if rolling_back else "update"
+                status.update(state=UpdateState.ROLLBACK_PAUSED if rolling_back else UpdateState.PAUSED,
+                              message=f"{what} paused due to {reason}" + (
+                                  "; no previous spec to roll back to"
+                                  if action == FAILURE_ROLLBACK and not rolling_back else ""),
+                              reason=reason, paused_at=now)
+                return finish()
+    if not dirty and not in_progress:
+        if watched_until:
+            decision.wake(min(watched_until))  # completed once the last new tasks were watched long enough
+        elif current in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED, UpdateState.AWAITING_PROMOTION):
+            status.update(state=UpdateState.ROLLBACK_COMPLETED if rolling_back else UpdateState.COMPLETED,
+                          message="rollback completed" if rolling_back else "update completed", completed_at=now)
+        return finish()
+    if holding_canaries:
+        room = config.canary - updated_slots
+        if room <= 0 or not dirty:
+            if not_running or watched_until:
+                if watched_until:
+                    decision.wake(min(watched_until))
+            elif config.auto_promote:
+                status.update(promoted=True, state=UpdateState.UPDATING, message="canaries promoted automatically")
+                decision.wake(now)  # the rollout goes on at once, with the old tasks of the canary slots retired
+            else:
+                status.update(state=UpdateState.AWAITING_PROMOTION,
+                              message=f"{updated_slots} canary task(s) running beside the old ones: "
+                                      f"`swarmlet service promote {service.spec.name}` goes on, "
+                                      f"`swarmlet service rollback {service.spec.name}` drops them")
+            return finish()
+        for key, old in dirty[:room]:  # canaries: new tasks beside the old ones, whatever the order
+            if decision.full():
+                break
+            node_id = key if service.spec.mode in GLOBAL_MODES else None
+            _new_task(service, decision, now, slot=None if node_id else key, node_id=node_id)
+        return finish()
     parallelism = config.parallelism or len(dirty)
     room = parallelism - in_progress
-    if room <= 0:
-        return
+    if room <= 0 or not dirty:
+        return finish()
     if config.delay > 0 and started and in_progress == 0 and max(started) + config.delay > now:
         decision.wake(max(started) + config.delay)
-        return
+        return finish()
     start_first = config.order == UPDATE_START_FIRST
     for key, old in dirty[:room]:
         if decision.full():
@@ -392,14 +492,10 @@ def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
                 decision.set_desired(task, DesiredState.SHUTDOWN)
             _new_task(service, decision, now, slot=slot, node_id=node_id,
                       desired_state=DesiredState.READY if running_old else DesiredState.RUNNING)
-    if stored != status:
-        decision.service_status = {"update": status}
+    finish()
 
 
-# The rolling update's progress in a service's status (``status.update.state``).
-UPDATE_UPDATING, UPDATE_PAUSED, UPDATE_COMPLETED = "updating", "paused", "completed"
-# Until rollback exists, "rollback" pauses like "pause" does.
-PAUSING_FAILURE_ACTIONS = ("pause", "rollback")
+FAILURE_CONTINUE, FAILURE_PAUSE, FAILURE_ROLLBACK = UPDATE_FAILURE_ACTIONS
 
 
 def _service_status(service: Service, waiting_for: str | None, decision: Decision) -> None:
