@@ -3,9 +3,11 @@ heal everything, check the final state, report. Interrupting it (Ctrl-C, SIGINT)
 the schedule at once; healing and the checks still run."""
 from __future__ import annotations
 
+import contextlib
 import random
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -100,17 +102,38 @@ def _inject_one(target, planned: PlannedFault, chooser: random.Random, history: 
                   term_before=term, note=note)
     history.faults.append(fault)
     log(f"{fault.start:7.2f}s  {planned.kind.value} {node.name} ({role}) for {planned.duration:g}s")
+    # On Ctrl-C the fault is left to run()'s heal_all, which a second Ctrl-C cannot cut short.
     try:
-        target.inject(planned.kind, node)
+        with _uninterrupted():
+            target.inject(planned.kind, node)
         _sleep_until(time.monotonic() + planned.duration)
     except FaultError as err:
         fault.note = (fault.note + "; " if fault.note else "") + str(err)
-    finally:
-        try:
+    try:
+        with _uninterrupted():
             target.undo(planned.kind, node)
-        except FaultError as err:
-            fault.note = (fault.note + "; " if fault.note else "") + str(err)
-        fault.end = clock()
+    except FaultError as err:
+        fault.note = (fault.note + "; " if fault.note else "") + str(err)
+    fault.end = clock()
+
+
+@contextlib.contextmanager
+def _uninterrupted():
+    """Ctrl-C waits until the block is done: a fault is injected (or undone) whole, never
+    half (a partition is several rules; a SIGINT between them once left one behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # A deferring handler rather than a signal mask: children (iptables, restarted
+    # nodes) would inherit the mask, but not a Python handler.
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:  # also over an error the Ctrl-C caused (a child of ours got it too)
+            raise KeyboardInterrupt
 
 
 def _resolve(wanted: TargetClass, nodes: list[NodeInfo], leader_id: str | None,

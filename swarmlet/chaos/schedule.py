@@ -27,6 +27,9 @@ class TargetClass(str, enum.Enum):
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_FAULT_DURATION_S = 2.0
 DEFAULT_LOSS_PERCENT = 30
+# The first fault comes after this much of steady workload (or after one interval, if
+# shorter): the figures then have a baseline.
+FIRST_FAULT_S = 3.0
 # A fault is never planned closer than this to the end: it must have time to heal
 # and be measured.
 TAIL_S = 3.0
@@ -60,7 +63,7 @@ def _parse(text: str, enum_type, option: str) -> list:
 
 def plan(seed: int, duration: float, interval: float, kinds: list[FaultKind], targets: list[TargetClass],
          fault_duration: float = DEFAULT_FAULT_DURATION_S) -> list[PlannedFault]:
-    """One fault every ``interval`` seconds from ``interval`` on, kinds and targets drawn
+    """One fault every ``interval`` seconds from ``FIRST_FAULT_S`` on, kinds and targets drawn
     from ``random.Random(seed)``; none starts within ``TAIL_S`` of the end or so late that
     it could not heal before it."""
     if interval <= fault_duration:
@@ -69,7 +72,7 @@ def plan(seed: int, duration: float, interval: float, kinds: list[FaultKind], ta
         raise ValueError("at least one fault kind and one target class are needed")
     rng = random.Random(seed)
     faults = []
-    at = interval
+    at = min(interval, FIRST_FAULT_S)
     while at + fault_duration + TAIL_S <= duration:
         faults.append(PlannedFault(round(at, 3), rng.choice(kinds), rng.choice(targets), fault_duration))
         at += interval
