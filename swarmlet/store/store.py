@@ -224,6 +224,12 @@ class ClusterStore:
             raws = self._raft.state.list(kind.kind)
         return [kind(raw) for raw in raws]
 
+    def picture(self) -> dict:
+        """The whole state as it is now (``StoreState.picture``: later applies do not
+        change it); for backups."""
+        with self._raft.state_lock:
+            return self._raft.state.picture()
+
     @property
     def index(self) -> int:
         return self._raft.state.index

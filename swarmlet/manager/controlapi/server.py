@@ -229,6 +229,13 @@ async def update_cluster_settings(request):
     return reply(await request.app["manager"].settings.update_limits(field(body, "limits", dict)))
 
 
+@routes.get("/v1/backup")
+@requires(*ADMIN_ONLY)
+async def backup(request):
+    blob = await request.app["manager"].backup()
+    return web.Response(body=blob, content_type="application/octet-stream")
+
+
 @routes.get("/v1/join-tokens")
 @requires(*ADMIN_ONLY)
 async def get_join_tokens(request):
