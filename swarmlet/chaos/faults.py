@@ -49,16 +49,49 @@ def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProce
         return subprocess.CompletedProcess(argv, 127, "", str(err))
 
 
-class LocalTarget:
+class FaultTarget:
+    """What every target shares: the record of faults begun, and healing them all.
+    Subclasses give ``nodes``, ``client``, ``alive``, ``_inject`` and ``_undo``."""
+
+    kind = "abstract"
+
+    def __init__(self):
+        self.broken: dict[str, set[FaultKind]] = {}   # node name -> faults begun and not undone
+
+    def inject(self, kind: FaultKind, node: NodeInfo) -> None:
+        self.broken.setdefault(node.name, set()).add(kind)  # first: a half-done fault is healed too
+        self._inject(kind, node)
+
+    def undo(self, kind: FaultKind, node: NodeInfo) -> None:
+        self._undo(kind, node)
+        self.broken.get(node.name, set()).discard(kind)
+
+    def heal_all(self) -> list[str]:
+        """Undo every fault begun; returns what was undone (``kind:node``)."""
+        undone = []
+        nodes = {n.name: n for n in self.nodes()}
+        # Thaw before restarting: a frozen node also holds its ports.
+        for kind in (FaultKind.FREEZE, FaultKind.PARTITION, FaultKind.LOSS, FaultKind.KILL):
+            for name, kinds in list(self.broken.items()):
+                if kind in kinds and name in nodes:
+                    self.undo(kind, nodes[name])
+                    undone.append(f"{kind.value}:{name}")
+        return undone
+
+    def close(self) -> None:
+        """Remove what the target itself made (temporary files)."""
+
+
+class LocalTarget(FaultTarget):
     """A `swarmlet local` cluster: signals to the node processes, iptables partitions
     (LocalCluster's own), nftables ``numgen random`` drops for loss."""
 
     kind = "local"
 
     def __init__(self, directory: str | Path, loss_percent: int = DEFAULT_LOSS_PERCENT):
+        super().__init__()
         self.cluster = LocalCluster(directory)
         self.loss_percent = loss_percent
-        self.broken: dict[str, set[FaultKind]] = {}   # node name -> faults begun and not undone
         digest = hashlib.sha256(str(self.cluster.directory).encode()).hexdigest()[:8]
         self.nft_table = f"swarmlet_chaos_{digest}"
 
@@ -76,8 +109,7 @@ class LocalTarget:
         return {r["name"]: r["alive"] for r in self.cluster.status()}
 
     # -- faults -----------------------------------------------------------------------------------
-    def inject(self, kind: FaultKind, node: NodeInfo) -> None:
-        self.broken.setdefault(node.name, set()).add(kind)
+    def _inject(self, kind: FaultKind, node: NodeInfo) -> None:
         try:
             if kind == FaultKind.KILL:
                 self.cluster.kill(node.name, "KILL")
@@ -92,7 +124,7 @@ class LocalTarget:
         except LocalClusterError as err:
             raise FaultError(f"{kind.value} of {node.name}: {err}") from None
 
-    def undo(self, kind: FaultKind, node: NodeInfo) -> None:
+    def _undo(self, kind: FaultKind, node: NodeInfo) -> None:
         try:
             if kind == FaultKind.KILL:
                 if process_state(self.cluster.pid_of(self.cluster.find(node.name))) == "dead":
@@ -105,20 +137,6 @@ class LocalTarget:
                 self._unloss(node)
         except LocalClusterError as err:
             raise FaultError(f"undoing {kind.value} of {node.name}: {err}") from None
-        self.broken.get(node.name, set()).discard(kind)
-
-    def heal_all(self) -> list[str]:
-        """Undo every fault begun; returns what was undone (``kind:node``)."""
-        undone = []
-        nodes = {n.name: n for n in self.nodes()}
-        # Thaw before restarting: a frozen node also holds its ports.
-        order = [FaultKind.FREEZE, FaultKind.PARTITION, FaultKind.LOSS, FaultKind.KILL]
-        for kind in order:
-            for name, kinds in list(self.broken.items()):
-                if kind in kinds and name in nodes:
-                    self.undo(kind, nodes[name])
-                    undone.append(f"{kind.value}:{name}")
-        return undone
 
     # -- loss: nftables numgen random ----------------------------------------------------------------
     def _loss(self, node: NodeInfo) -> None:

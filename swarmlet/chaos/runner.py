@@ -106,6 +106,10 @@ def _inject_one(target, planned: PlannedFault, chooser: random.Random, history: 
     try:
         with _uninterrupted():
             target.inject(planned.kind, node)
+        # The fault counts from when it is fully in effect (a `docker pause` or a
+        # partition's several rules take a moment): no write begun before can be
+        # mistaken for one that got through it.
+        fault.start = clock()
         _sleep_until(time.monotonic() + planned.duration)
     except FaultError as err:
         fault.note = (fault.note + "; " if fault.note else "") + str(err)

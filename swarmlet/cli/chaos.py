@@ -17,6 +17,7 @@ from swarmlet.chaos.runner import RunOptions, run
 from swarmlet.cli.output import FORMAT_OPTION
 from swarmlet.local.cluster import DEFAULT_LOCAL_DIR, LocalClusterError
 
+COMPOSE_FAULTS = (plan_module.FaultKind.KILL, plan_module.FaultKind.FREEZE, plan_module.FaultKind.PARTITION)
 EXIT_CHECKS_FAILED = 1
 EXIT_INTERRUPTED = 130
 
@@ -31,6 +32,8 @@ def chaos():
               help="The local cluster to test (`swarmlet local up --dir`).")
 @click.option("--compose", "compose_file", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Test the containerised cluster of this Compose file instead (docker-compose.test.yml).")
+@click.option("--project", default=None,
+              help="The compose project of --compose (default: the compose file's directory name).")
 @click.option("--duration", default="60s", show_default=True, help="How long the run lasts (e.g. 90, 90s, 2m).")
 @click.option("--faults", "fault_kinds", default="kill,freeze,partition", show_default=True,
               help="Fault kinds, comma-separated: kill, freeze, partition, loss, latency.")
@@ -51,7 +54,7 @@ def chaos():
 @click.option("--report", "report_file", default=None, type=click.Path(dir_okay=False),
               help="Also write a self-contained HTML report with a timeline here.")
 @FORMAT_OPTION
-def run_command(directory, compose_file, duration, fault_kinds, targets, interval, fault_duration, seed, service,
+def run_command(directory, compose_file, project, duration, fault_kinds, targets, interval, fault_duration, seed, service,
                 http_urls, writers, loss_percent, keep_writes, report_file, output_format):
     """Run faults against a cluster for --duration and report. Exit status: 0 when
     nothing was lost, stale or duplicated, 1 when a check failed, 130 when interrupted
@@ -67,6 +70,8 @@ def run_command(directory, compose_file, duration, fault_kinds, targets, interva
         raise click.UsageError(str(err)) from None
     for kind in kinds:
         reason = unsupported_reason(kind)
+        if compose_file and kind not in COMPOSE_FAULTS:
+            reason = "the compose target injects only kill, freeze and partition"
         if reason:
             raise click.UsageError(f"--faults {kind.value}: {reason}")
     if report_file:
@@ -74,20 +79,23 @@ def run_command(directory, compose_file, duration, fault_kinds, targets, interva
             import plotly  # noqa: F401
         except ImportError:
             raise click.UsageError("--report needs plotly: pip install 'swarmlet[chaos]'") from None
-    if compose_file:
-        from swarmlet.chaos.compose import ComposeTarget
-        target = ComposeTarget(Path(compose_file))
-    else:
-        target = LocalTarget(directory, loss_percent)
-    err = Console(stderr=True)
     try:
+        if compose_file:
+            from swarmlet.chaos.compose import ComposeTarget
+            target = ComposeTarget(Path(compose_file), project)
+        else:
+            target = LocalTarget(directory, loss_percent)
         target.nodes()
     except (LocalClusterError, FaultError) as error:
         raise click.ClickException(str(error)) from None
+    err = Console(stderr=True)
     err.print(f"chaos run: {len(planned)} faults over {seconds:g}s (seed {seed}), "
               f"faults {','.join(k.value for k in kinds)} on {','.join(t.value for t in target_classes)}")
-    record = run(target, RunOptions(seconds, planned, seed, writers, service, list(http_urls), keep_writes),
-                 log=lambda message: err.print(message))
+    try:
+        record = run(target, RunOptions(seconds, planned, seed, writers, service, list(http_urls), keep_writes),
+                     log=lambda message: err.print(message))
+    finally:
+        target.close()
     history = record.pop("_history")
     if report_file:
         Path(report_file).write_text(render_html(record, history))
