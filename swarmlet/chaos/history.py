@@ -174,17 +174,19 @@ def first_write_s(history: History, fault: Fault) -> float | None:
     return round(min(acks) - fault.start, 3) if acks else None
 
 
-def unavailable_s(history: History, gap: float = UNAVAILABLE_GAP_S) -> float:
-    """Total time with no write acknowledged for longer than ``gap``, counting from the
-    first acknowledgement to the end of the run."""
+def unavailable_windows(history: History, gap: float = UNAVAILABLE_GAP_S) -> list[tuple[float, float]]:
+    """(start, seconds) of each stretch longer than ``gap`` with no write acknowledged,
+    from the first acknowledgement to the end of the run."""
     acks = sorted(w.end for w in history.writes if w.outcome == WRITE_OK)
     if not acks:
-        return round(history.duration, 3)
-    total = 0.0
-    for before, after in zip(acks, acks[1:] + [max(history.duration, acks[-1])]):
-        if after - before > gap:
-            total += after - before
-    return round(total, 3)
+        return [(0.0, history.duration)] if history.duration else []
+    return [(before, after - before) for before, after in zip(acks, acks[1:] + [max(history.duration, acks[-1])])
+            if after - before > gap]
+
+
+def unavailable_s(history: History, gap: float = UNAVAILABLE_GAP_S) -> float:
+    """Total time with no write acknowledged for longer than ``gap``."""
+    return round(sum(length for _, length in unavailable_windows(history, gap)), 3)
 
 
 def time_to_full_s(history: History, fault: Fault, until: float | None) -> float | None:
@@ -240,6 +242,8 @@ def summarize(history: History) -> dict:
                    "read_errors": sum(1 for r in history.reads if r.outcome == READ_ERROR),
                    "stale_reads": [asdict(r) for r in stale],
                    "unavailable_s": unavailable_s(history),
+                   "unavailable_windows": [{"start": round(start, 3), "s": round(length, 3)}
+                                           for start, length in unavailable_windows(history)],
                    "checked": history.final_names is not None},
         "replicas": {"time_to_full_s": [f["time_to_full_s"] for f in per_fault if f["time_to_full_s"] is not None],
                      "not_back": sum(1 for f in per_fault if history.replicas and f["time_to_full_s"] is None)},

@@ -115,6 +115,7 @@ def test_unavailability_adds_the_gaps_between_acknowledgements():
     history.writes = [Write(f"w{i}", t - 0.01, t, WRITE_OK) for i, t in enumerate([0.1, 0.2, 1.2, 1.3, 2.9])]
     # gaps: 1.0 (0.2 -> 1.2) and 1.6 (1.3 -> 2.9) exceed 0.25 s; 0.1 and the 0.1 tail do not
     assert unavailable_s(history) == pytest.approx(2.6)
+    assert summarize(history)["writes"]["unavailable_windows"] == [{"start": 0.2, "s": 1.0}, {"start": 1.3, "s": 1.6}]
     assert unavailable_s(History(duration=4.0)) == 4.0  # nothing acknowledged at all
 
 
