@@ -54,7 +54,11 @@ class ComposeTarget(FaultTarget):
             raise FaultError(f"no node with SWARMLET_ROLE=init in compose project {self.project!r}")
         # The admin certificate, copied out of the first manager (removed by close()).
         self._context = Path(tempfile.mkdtemp(prefix="swc-compose-admin-"))
-        _docker("cp", f"{first['Id']}:{NODE_DATA_DIR}/admin/.", str(self._context))
+        try:
+            _docker("cp", f"{first['Id']}:{NODE_DATA_DIR}/admin/.", str(self._context))
+        except FaultError:
+            self.close()  # not initialised yet: leave no copy behind
+            raise
         self._ids: dict[str, str] = {}
 
     def _find_containers(self) -> dict[str, dict]:
