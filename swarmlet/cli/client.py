@@ -49,7 +49,9 @@ class Client:
                                    "admin directory that `swarmlet init` created") from None
         self._ssl = client_context(ca, cert, key)
 
-    def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None):
+    def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None,
+             raw: bool = False):
+        """The JSON answer of the first manager that answers (its bytes with ``raw``)."""
         errors = []
         for host in self.hosts:
             ip, port = split_address(host, DEFAULT_API_PORT)
@@ -58,13 +60,15 @@ class Client:
                 payload = json.dumps(body).encode() if body is not None else None
                 connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
                 response = connection.getresponse()
-                raw = response.read()
+                payload_bytes = response.read()
             except (OSError, socket.timeout, ssl.SSLError, http.client.HTTPException) as err:
                 errors.append(f"{host}: {err}")
                 continue
             finally:
                 connection.close()
-            data = json.loads(raw) if raw else None
+            if raw and response.status < 400:
+                return payload_bytes
+            data = json.loads(payload_bytes) if payload_bytes else None
             if response.status >= 400:
                 message = (data or {}).get("error", f"HTTP {response.status}")
                 if response.status in (502, 503) and "not yet received" in message:

@@ -19,6 +19,8 @@ from swarmlet.api.limits import Limits, parse_limit
 from swarmlet.api.objects import AVAILABILITIES, DEFAULT_HEARTBEAT_PERIOD
 from swarmlet.cli.client import client_options, make_client
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
+from swarmlet.cli.recovery import RECOVERY_COMMANDS
+from swarmlet.cli.recovery import force_new_cluster as recover_force_new_cluster
 from swarmlet.node.bootstrap import JoinError, init_cluster, join_cluster
 from swarmlet.node.config import DataDir
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
@@ -141,11 +143,18 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @shared_engine_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
+@click.option("--force-new-cluster", is_flag=True,
+              help="Quorum lost: restart this manager's cluster from its own state as a one-manager cluster "
+                   "(nodes, services, secrets and tasks kept; other managers join again).")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
-         runtime, addr_pools, mask_length, data_plane, limits, shared_engine, data_dir, detach, log_level):
+         runtime, addr_pools, mask_length, data_plane, limits, shared_engine, data_dir, detach, force_new_cluster,
+         log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
+    if force_new_cluster:
+        recover_force_new_cluster(directory, _stop_process, lambda: run_or_detach(directory, detach, log_level))
+        return
     pool = _address_pool(addr_pools, mask_length)
     try:
         config = init_cluster(directory, advertise_addr=advertise_addr, listen_addr=listen_addr, hostname=hostname,
@@ -474,4 +483,4 @@ def config_rm(refs, host, context_dir):
         click.echo(ref)
 
 
-COMMANDS = [init, join, agent, leave, join_token, cluster, node, config]
+COMMANDS = [init, join, agent, leave, join_token, cluster, node, config, *RECOVERY_COMMANDS]

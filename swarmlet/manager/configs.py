@@ -28,6 +28,13 @@ class ConfigService:
     def public(self, ref: str) -> dict:
         return config_public(self.resolve(ref))
 
+    async def consistent_public(self, ref: str) -> dict:
+        """As ``public``, but linearisable: read after a Raft read barrier, so a config
+        whose create was acknowledged before this call began is never missed (the plain
+        read answers from this manager's copy, which may trail the leader)."""
+        await self.store.read_barrier()
+        return self.public(ref)
+
     async def create(self, name: str, data: bytes, labels: dict, request_id: str | None) -> dict:
         if not name or len(name) > MAX_CONFIG_NAME:
             raise errors.Invalid(f"config name must have 1 to {MAX_CONFIG_NAME} characters")
@@ -42,3 +49,12 @@ class ConfigService:
     async def remove(self, ref: str) -> None:
         config = self.resolve(ref)
         await self.store.commit([{"op": "delete", "kind": Config.kind, "id": config.id, "version": config.version}])
+
+    async def remove_labelled(self, key: str, value: str) -> int:
+        """Remove every config labelled ``key=value`` (e.g. one chaos run's writes) in
+        bounded transactions; returns how many."""
+        doomed = [c for c in self.store.list(Config) if c.spec.get("labels", {}).get(key) == value]
+        ops = [{"op": "delete", "kind": Config.kind, "id": c.id, "version": c.version} for c in doomed]
+        if ops:
+            await self.store.commit_batched(ops)
+        return len(ops)

@@ -17,6 +17,8 @@ which is fenced: a leader that cannot reach a majority stops acting as one.
 """
 from __future__ import annotations
 
+import asyncio
+
 import logging
 
 from aiohttp import web
@@ -40,6 +42,7 @@ from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.rpc import bind_with_retries
 from swarmlet.store import ClusterStore, RaftSettings, TlsPolicy
+from swarmlet.store.recovery import pack_backup
 
 log = logging.getLogger("swarmlet.manager")
 
@@ -75,6 +78,13 @@ class Manager:
         self.scheduler = SchedulerLoop(self.store)
         self._leader_loops = (self.dispatcher, self.orchestrator, self.scheduler)
         self._runner: web.AppRunner | None = None
+
+    async def backup(self) -> bytes:
+        """A consistent backup of the store, taken online: after a read barrier, so every
+        write acknowledged before the call is in it (swarmlet.store.recovery)."""
+        await self.store.read_barrier()
+        picture = self.store.picture()
+        return await asyncio.to_thread(pack_backup, picture, self.data_dir.read_cluster_key())
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:

@@ -282,6 +282,12 @@ class ClusterStore:
             raws = self._raft.state.select(kind.kind, name, value)
         return [kind(raw) for raw in raws]
 
+    def picture(self) -> dict:
+        """The whole state as it is now (``StoreState.picture``: later applies do not
+        change it); for backups."""
+        with self._raft.state_lock:
+            return self._raft.state.picture()
+
     @property
     def index(self) -> int:
         return self._raft.state.index
@@ -299,6 +305,15 @@ class ClusterStore:
         if not result.get("ok"):
             raise _REFUSALS.get(result.get("code"), StoreError)(result.get("error", "refused"))
         return result
+
+    async def read_barrier(self, timeout: float = DEFAULT_WRITE_TIMEOUT) -> int:
+        """Commit an empty transaction and return its index once this manager has applied
+        it: everything acknowledged before the barrier began is then in the local copy,
+        so a read made after it is linearisable (Raft's read-through-the-log). It carries
+        no request ID, so barriers never push real writes out of the remembered results."""
+        command = encode_transaction("", time.time(), [])
+        result = await self._replicate(lambda cb: self._raft.propose(command, cb), "read barrier", timeout)
+        return result.get("index", self.index)
 
     async def commit_batched(self, ops: list[dict], request_id: str | None = None,
                              timeout: float = DEFAULT_WRITE_TIMEOUT,

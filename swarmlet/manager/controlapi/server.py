@@ -230,6 +230,13 @@ async def update_cluster_settings(request):
     return reply(await request.app["manager"].settings.update_limits(field(body, "limits", dict)))
 
 
+@routes.get("/v1/backup")
+@requires(*ADMIN_ONLY)
+async def backup(request):
+    blob = await request.app["manager"].backup()
+    return web.Response(body=blob, content_type="application/octet-stream")
+
+
 @routes.get("/v1/join-tokens")
 @requires(*ADMIN_ONLY)
 async def get_join_tokens(request):
@@ -275,7 +282,10 @@ async def remove_node(request):
 @routes.get("/v1/configs")
 @requires(*ADMIN_ONLY)
 async def list_configs(request):
-    return reply(request.app["manager"].configs.list_public())
+    configs = request.app["manager"].configs
+    if request.query.get("consistent") == "1":  # after a Raft read barrier (configs.consistent_public)
+        await configs.store.read_barrier()
+    return reply(configs.list_public())
 
 
 @routes.post("/v1/configs")
@@ -292,10 +302,22 @@ async def create_config(request):
     return reply(created, 201)
 
 
+@routes.delete("/v1/configs")
+@requires(*ADMIN_ONLY)
+async def remove_labelled_configs(request):
+    key, equals, value = request.query.get("label", "").partition("=")
+    if not key or not equals:
+        raise errors.Invalid("DELETE /v1/configs needs ?label=KEY=VALUE (the configs to remove)")
+    return reply({"removed": await request.app["manager"].configs.remove_labelled(key, value)})
+
+
 @routes.get("/v1/configs/{ref}")
 @requires(*ADMIN_ONLY)
 async def inspect_config(request):
-    return reply(request.app["manager"].configs.public(request.match_info["ref"]))
+    configs, ref = request.app["manager"].configs, request.match_info["ref"]
+    if request.query.get("consistent") == "1":
+        return reply(await configs.consistent_public(ref))
+    return reply(configs.public(ref))
 
 
 @routes.delete("/v1/configs/{ref}")
