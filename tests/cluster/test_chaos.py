@@ -110,8 +110,10 @@ def test_a_minute_of_leader_faults_loses_nothing(cluster, tmp_path):
 
 
 def test_worker_faults_and_the_service_comes_back_to_full_replicas(cluster):
-    code, record, stderr = chaos(cluster, "--duration", "24s", "--faults", "kill,freeze", "--targets", "worker",
-                                 "--interval", "7", "--fault-duration", "2.5", "--seed", "5", "--service", SERVICE)
+    code, record, stderr = chaos(cluster, "--duration", "33s", "--faults", "kill,freeze", "--targets", "worker",
+                                 # 10 s apart: a killed worker's tasks are rescheduled (down after
+                                 # 3 missed heartbeats) and started before the next fault, under load too
+                                 "--interval", "10", "--fault-duration", "2.5", "--seed", "5", "--service", SERVICE)
     assert code == 0, stderr
     faults = record["faults"]
     assert len(faults) == 3 and all(f["role"] == "worker" for f in faults), faults
