@@ -89,6 +89,10 @@ AVAILABILITIES = tuple(a.value for a in Availability)  # plain strings: click sh
 DEFAULT_HEARTBEAT_PERIOD = 1.0
 # A node is marked down after this many heartbeat periods without one (~3 s by default).
 HEARTBEAT_MISSES_ALLOWED = 3
+# ...and after this many times as long when it has not been heard since a new leader
+# took over: every node reconnects to it at once (hundreds of TLS handshakes on a leader
+# that is also starting its passes), and a failover alone must not mark nodes down.
+TAKEOVER_GRACE_FACTOR = 2
 # The leader answers every heartbeat; past this many a second (nodes / period) a larger
 # cluster gets a longer period, up to Swarm's default, rather than a busier leader.
 LEADER_HEARTBEATS_PER_SECOND = 200

@@ -7,6 +7,8 @@ from collections import Counter
 
 import pytest
 
+from swarmlet.api.objects import suggested_heartbeat_period
+
 from .conftest import wait_until
 from .test_services import Stacks
 
@@ -91,7 +93,11 @@ def test_10000_replicas_on_200_hollow_workers_and_a_leader_killed_mid_deploy_lea
     """Issue 8's scale test: the leader dies while it is creating and placing 10,000
     tasks; the next leader finishes the deploy, and no slot ever gets a second task
     (the deposed leader's writes still in flight are fenced off)."""
-    cluster = make_cluster(managers=3, hollow=BIG_HOLLOW, extra=["--hollow-per-host", str(BIG_HOLLOW)])
+    # The heartbeat period `local up` picks for this many nodes (suggested_heartbeat_period), not
+    # the tests' fast 0.5 s: 200 sessions reconnecting to a new leader at once need it.
+    period = suggested_heartbeat_period(3 + BIG_HOLLOW)
+    cluster = make_cluster(managers=3, hollow=BIG_HOLLOW,
+                           extra=["--hollow-per-host", str(BIG_HOLLOW), "--heartbeat-period", str(period)])
     hollow_ids = {r["id"] for r in cluster.status() if r["hollow"]}
 
     def ready_nodes():

@@ -210,7 +210,7 @@ async def test_a_silent_node_is_marked_down_after_the_grace_period(store, dispat
     await store.add_node("n1", state=NODE_READY)
     changes = store.subscribe()
     await dispatcher.leadership_changed(True)
-    event = await next_change(changes)  # heartbeat period 0.2 s: down after about 0.6 s
+    event = await next_change(changes)  # heartbeat period 0.2 s: never heard since takeover, down after ~1.2 s
     status = event.changes[0].object["status"]
     assert status["state"] == NODE_DOWN and status["message"].startswith("heartbeat failure")
 
@@ -220,6 +220,11 @@ def test_nodes_to_mark_down():
              (("fresh", "ready"), ("silent", "ready"), ("down", "down"), ("unseen", "ready"))]
     last_seen = {"fresh": 99.5, "silent": 96.0, "down": 90.0}
     assert [n.id for n in nodes_to_mark_down(nodes, last_seen, now=100.0, grace=3.0)] == ["silent"]
+    # not heard since a new leader took over at 96.0: twice the grace to reconnect
+    assert [n.id for n in nodes_to_mark_down(nodes, last_seen, now=100.0, grace=3.0, unheard={"silent"},
+                                             takeover_grace=6.0)] == []
+    assert [n.id for n in nodes_to_mark_down(nodes, last_seen, now=102.5, grace=3.0, unheard={"silent"},
+                                             takeover_grace=6.0)] == ["silent"]
 
 
 # -- network planes ------------------------------------------------------------------------------------

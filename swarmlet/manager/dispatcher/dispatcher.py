@@ -11,8 +11,9 @@ its task statuses and relays service logs from it. Statuses are collected for
 one).
 
 Heartbeats are kept in memory, as in SwarmKit: only a change of a node's state
-(ready <-> down) is written to the store. A new leader gives every node a full grace
-period before declaring it down, so a failover alone never marks nodes down.
+(ready <-> down) is written to the store. A new leader gives every node
+``TAKEOVER_GRACE_FACTOR`` grace periods to reconnect before declaring it down, so a
+failover alone never marks nodes down, even when all of them reconnect at once.
 
 Like SwarmKit's, the dispatcher sees the cluster through a narrow interface, for
 easier unit-testing: the store, and a function naming the leader's API address.
@@ -27,7 +28,8 @@ from typing import Callable
 
 from aiohttp import WSMsgType, web
 
-from swarmlet.api.objects import CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, NodeState
+from swarmlet.api.objects import (CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEAT_MISSES_ALLOWED, TAKEOVER_GRACE_FACTOR,
+                                  NodeState)
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY
 from swarmlet.api.netplane import NetworkPlane
 from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, Task, manager_api_addresses
@@ -53,9 +55,13 @@ PLANE_DEBOUNCE = 0.05
 PLANE_KINDS = frozenset((Task.kind, Service.kind, Network.kind, Node.kind))
 
 
-def nodes_to_mark_down(nodes: list[Node], last_seen: dict[str, float], now: float, grace: float) -> list[Node]:
-    """Ready nodes whose last heartbeat is older than the grace period."""
-    return [n for n in nodes if n.status.state != NodeState.DOWN and now - last_seen.get(n.id, now) > grace]
+def nodes_to_mark_down(nodes: list[Node], last_seen: dict[str, float], now: float, grace: float,
+                       unheard: set[str] = frozenset(), takeover_grace: float | None = None) -> list[Node]:
+    """Ready nodes whose last heartbeat is older than the grace period (``takeover_grace``
+    for the ``unheard`` ones: not heard since this leader took over)."""
+    def allowed(node_id: str) -> float:
+        return takeover_grace if takeover_grace is not None and node_id in unheard else grace
+    return [n for n in nodes if n.status.state != NodeState.DOWN and now - last_seen.get(n.id, now) > allowed(n.id)]
 
 
 class Dispatcher(LeaderLoop):
@@ -70,6 +76,7 @@ class Dispatcher(LeaderLoop):
         self._leader_api_address = leader_api_address
         self._sessions: dict[str, web.WebSocketResponse] = {}
         self._last_seen: dict[str, float] = {}
+        self._unheard: set[str] = set()  # nodes not heard since this leader took over
         self._send_locks: dict[str, asyncio.Lock] = {}
         self._sent: dict[str, str] = {}  # node -> digest of the assignment set it last received
         self._statuses: dict[str, tuple[str, dict]] = {}  # task -> (node, status) not yet written
@@ -93,6 +100,7 @@ class Dispatcher(LeaderLoop):
     async def run(self, queue: asyncio.Queue) -> None:
         now = time.monotonic()  # every node gets a full grace period from the moment we lead
         self._last_seen = {n.id: now for n in self.store.list(Node)}
+        self._unheard = set(self._last_seen)
         async with asyncio.TaskGroup() as group:  # one failing cancels the others; the loop restarts them all
             group.create_task(self._check_heartbeats())
             group.create_task(self._push_assignments(queue))
@@ -121,7 +129,8 @@ class Dispatcher(LeaderLoop):
             nodes = self.store.list(Node)
             for node in nodes:  # a node that joined since we took over gets a full grace period
                 self._last_seen.setdefault(node.id, now)
-            for node in nodes_to_mark_down(nodes, self._last_seen, now, self.grace):
+            for node in nodes_to_mark_down(nodes, self._last_seen, now, self.grace, self._unheard,
+                                           self.grace * TAKEOVER_GRACE_FACTOR):
                 silent_for = now - self._last_seen.get(node.id, now)
                 await self._set_state(node.id, NodeState.DOWN, f"heartbeat failure: none for {silent_for:.1f}s")
 
@@ -167,6 +176,7 @@ class Dispatcher(LeaderLoop):
         self._sent.pop(node_id, None)
         self._planes.pop(node_id, None)
         self._last_seen[node_id] = time.monotonic()
+        self._unheard.discard(node_id)
         await self._set_state(node_id, NodeState.READY, "", hello.description)
         try:
             await self._send(node_id, ws, self._welcome(node_id, Welcome))
@@ -203,6 +213,7 @@ class Dispatcher(LeaderLoop):
         """One message from a node's session."""
         if isinstance(message, Heartbeat):
             self._last_seen[node_id] = time.monotonic()
+            self._unheard.discard(node_id)
             node = self.store.get(Node, node_id)
             if node is not None and node.status.state != NodeState.READY:
                 await self._set_state(node_id, NodeState.READY, "")
