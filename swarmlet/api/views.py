@@ -302,5 +302,18 @@ def manager_api_addresses(nodes: list[Node]) -> list[str]:
     return sorted(n.status.api_address for n in nodes if n.spec.role == "manager" and n.status.api_address)
 
 
+class Leadership(StoredObject):
+    """The one claim of the current leadership (store.py, "Fenced leader writes"): every
+    leader-only write expects its version. ID ``leadership``."""
+
+    __slots__ = ()
+    kind = "leadership"
+    spec: Field[Mapping] = Field({})  # {"address": the Raft address of the manager that claimed}
+
+    @property
+    def address(self) -> str:
+        return self.spec.get("address", "")
+
+
 VIEWS: dict[str, type[StoredObject]] = {cls.kind: cls for cls in (Task, Node, Service, Cluster, Secret, Config, Network,
-                                                                   StackRevision)}
+                                                                   StackRevision, Leadership)}

@@ -90,7 +90,9 @@ async def test_a_deposed_leaders_write_in_flight_is_refused_once_a_new_leader_ha
     await old.leadership_changed(True)
     await asyncio.wait_for(old.first_written.wait(), 5)
     fence = await store.leadership_fence()
-    assert fence > 0 and store.raw("leadership", "leadership")["version"] == fence
+    from swarmlet.api.views import Leadership
+    claim = store.get(Leadership, "leadership")
+    assert fence > 0 and claim.version == fence and claim.address == "memory"
 
     newer = await store.claim()  # another manager's leadership begins
     assert newer > fence
