@@ -68,9 +68,10 @@ def test_the_compose_cluster_forms_survives_kills_and_pauses_and_goes_down_clean
     try:
         def five_ready():
             nodes = first.client(timeout=5).call("GET", "/v1/nodes")
-            return len(nodes) == 5 and all(n["status"]["state"] == "ready" for n in nodes) and nodes
-        nodes = wait_until(five_ready, 90, "one cluster of 5 ready nodes")
-        assert sum(1 for n in nodes if (n["manager_status"] or {}).get("member")) == 3
+            members = sum(1 for n in nodes if (n["manager_status"] or {}).get("member"))
+            return len(nodes) == 5 and all(n["status"]["state"] == "ready" for n in nodes) and members == 3 and nodes
+        # (a manager is ready as a node a moment before the Raft group has taken it in)
+        nodes = wait_until(five_ready, 90, "one cluster of 5 ready nodes, 3 of them Raft members")
         assert {n["status"]["hostname"] for n in nodes} == {"manager-1", "manager-2", "manager-3", "worker-1",
                                                               "worker-2"}
         # each node its own container, network namespace and address
