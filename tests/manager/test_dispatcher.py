@@ -3,6 +3,7 @@ in-memory store, speaking the protocol of swarmlet.api.session."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -10,10 +11,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from swarmlet.api.views import Node, Task
 from swarmlet.store.state import freeze
-from swarmlet.api.objects import NODE_DOWN, NODE_READY
+from swarmlet.api.objects import NODE_DOWN, NODE_READY, TAKEOVER_GRACE_FACTOR
 from swarmlet.api.session import (SESSION_PATH, Assignments, Heartbeat, HeartbeatAck, Hello, Log, LogEnd, Logs,
                                   LogsCancel, Redirect, Status, Welcome, pack, unpack)
 from swarmlet.manager.dispatcher.dispatcher import Dispatcher, nodes_to_mark_down
+from swarmlet.manager.leaderloop import drain
 from swarmlet.store import NoQuorum
 
 LEADER_API = "10.0.0.1:2377"
@@ -284,3 +286,26 @@ async def test_a_node_without_the_data_plane_gets_no_plane(store, dispatcher, cl
     assert isinstance(await receive(ws), Assignments)
     await ws.send_bytes(pack(Heartbeat()))
     assert isinstance(await receive(ws), HeartbeatAck)  # and no plane came before it
+
+
+async def test_a_leader_whose_loop_stalled_blames_no_node_for_it(store, dispatcher, client):
+    """A long pass on the leader's loop (or a paused process) leaves the nodes' heartbeats
+    unread in their sockets; once it runs again, no node that kept sending is marked down.
+    The stall is played by the dispatcher's clock jumping ahead, as it does for a loop that
+    did not run (the heartbeat check, woken late, sees every node silent)."""
+    jumped = [0.0]
+    dispatcher.clock = lambda: time.monotonic() + jumped[0]
+    await store.add_node("n1", state=NODE_READY)
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1")
+    await receive(ws), await receive(ws)
+    await ws.send_bytes(pack(Heartbeat()))
+    await receive(ws)
+    changes = store.subscribe()
+    jumped[0] = dispatcher.grace * TAKEOVER_GRACE_FACTOR * 2  # the stall
+    for _ in range(4):  # several heartbeat checks go by, the node heartbeating as an agent does
+        await asyncio.sleep(dispatcher.heartbeat_period)  # the node's own pace, as agent.py keeps it
+        await ws.send_bytes(pack(Heartbeat()))
+        await receive(ws)
+    written = [c.object["status"]["state"] for event in drain(changes) for c in event.changes if c.kind == "node"]
+    assert NODE_DOWN not in written and store.get(Node, "n1").status.state == NODE_READY
