@@ -114,7 +114,7 @@ def count_tasks(cluster, name: str, service: str) -> int:
 
 ORCHESTRATOR_NOT_YET_CALM = pytest.mark.xfail(strict=False, reason=(
     "issue 8, not yet reliable on a loaded 2-core machine: with the store's indexes and incremental passes these "
-    "pass (last run: both, at load average ~6), but a burst of load can still delay a follower's heartbeat into "
+    "passed (each at least once at load average ~6), but a burst of load can still delay a follower's heartbeat into "
     "an election or keep its lag from reaching 0 within the deadline; the leader's event loop and pysyncobj's "
     "thread share one GIL"))
 
