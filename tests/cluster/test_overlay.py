@@ -1,0 +1,279 @@
+"""Issue 9 end to end: overlay networks, service discovery, VIPs and the routing mesh
+on the isolated 3 managers + 2 workers (one Docker engine per node, each in its own
+network namespace; the session's ``isolated_cluster``). One two-tier stack (web x2 on
+the workers, serving its hostname; client global) is shared by the tests of this
+module, which leave it as they found it (two web tasks running, nodes up, healed).
+
+What answers is asked from inside the cluster: from client containers (through
+Docker's embedded resolver, forwarding to ours), from a node's namespace (its resolver
+at its gateway, the VIP) and from the client namespace (every node's address, the
+routing mesh), with tests/cluster/overlay_probe.py timing every answer."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from swarmlet.cli.client import ApiError
+from swarmlet.runtime.base import LABEL_TASK_ID
+
+from .conftest import wait_until
+from .test_isolated import deploy
+
+pytestmark = [pytest.mark.cluster, pytest.mark.docker]
+
+PROBE = Path(__file__).with_name("overlay_probe.py")
+MESH_PORT = 18080
+EMBEDDED_RESOLVER = "127.0.0.11"  # Docker's, in every container: it forwards our names to the node's resolver
+REMOVAL_LIMIT = 1.0  # the issue's bound: a task that stops leaves answers and backends within 1 s
+
+HTTPD = ('["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]')
+APP = f"""
+    services:
+      web:
+        image: swarmlet-test/busybox:1
+        command: {HTTPD}
+        ports: ["{MESH_PORT}:8080"]
+        networks: [front]
+        environment: {{GENERATION: "1"}}
+        deploy:
+          replicas: 2
+          placement: {{constraints: ["node.role == worker"]}}
+          update_config: {{parallelism: 1, order: start-first}}
+      client:
+        image: swarmlet-test/busybox:1
+        command: ["sleep", "100000"]
+        networks: [front]
+        deploy:
+          mode: global
+    networks:
+      front: {{}}
+"""
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+class App:
+    """The shared stack and ways to look at it."""
+
+    def __init__(self, cluster, directory: Path):
+        self.cluster, self.directory = cluster, directory
+        self.api = cluster.client(timeout=20)
+        self.nodes = {n.id: n for n in cluster.local.load()[0]}
+        self.nodes_by_name = {n.name: n for n in self.nodes.values()}
+
+    def deploy(self, compose: str, name: str = "app") -> None:
+        deploy(self.cluster, name, compose, self.directory)
+
+    def tasks(self, service: str) -> list[dict]:
+        """The service's tasks meant to run and running."""
+        return [t for t in self.api.call("GET", "/v1/tasks") if t["service_name"] == service
+                and t["desired_state"] == "running" and t["state"] == "running"]
+
+    def wait_running(self, service: str, count: int, timeout: float = 60, exclude=()) -> list[dict]:
+        def check():
+            tasks = [t for t in self.tasks(service) if t["id"] not in exclude]
+            others = [t for t in self.api.call("GET", "/v1/tasks") if t["service_name"] == service
+                      and t["desired_state"] == "running" and t["state"] != "running"]
+            return tasks if len(tasks) == count and not others else None
+        return wait_until(check, timeout, f"{count} running tasks of {service}")
+
+    def node_name(self, task: dict) -> str:
+        return self.nodes[task["node_id"]].name
+
+    def container(self, task: dict) -> str:
+        engine = self.cluster.engine(self.node_name(task))
+        (container,) = engine.containers(filters={"label": f"{LABEL_TASK_ID}={task['id']}"})
+        return container["Id"]
+
+    def hostname(self, task: dict) -> str:
+        return self.container(task)[:12]  # Docker's default hostname: the short container ID
+
+    def exec(self, task: dict, script: str) -> str:
+        engine = self.cluster.engine(self.node_name(task))
+        run = engine.exec_create(self.container(task), ["sh", "-c", script])
+        return engine.exec_start(run["Id"]).decode()
+
+    def gateway(self, node: str) -> str:
+        """The node's address on the stack's network, where its resolver answers."""
+        links = json.loads(self.cluster.run_in(node, "ip", "-j", "-4", "addr", "show").stdout)
+        (address,) = [a["local"] for link in links if link["ifname"].startswith("swbr")
+                      for a in link["addr_info"] if a["prefixlen"] != 32]
+        return address
+
+    def vip(self, service: str) -> str:
+        (entry,) = next(s for s in self.api.call("GET", "/v1/services") if s["name"] == service)["virtual_ips"]
+        return entry["addr"]
+
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes.values()]
+
+    def probe(self, where: str | int | None, **config) -> "Probe":
+        return Probe(self.cluster, where, self.directory, config)
+
+    def pid(self, task: dict) -> int:
+        return self.cluster.engine(self.node_name(task)).inspect_container(self.container(task))["State"]["Pid"]
+
+
+class Probe:
+    """overlay_probe.py running in a namespace until the ``with`` block ends (or its
+    ``rounds`` are done); its answers are read as they come, into ``lines``."""
+
+    count = 0
+
+    def __init__(self, cluster, where: str | int | None, directory: Path, config: dict):
+        """``where``: a node's name, None (the client namespace) or a container's PID
+        (the probe then asks from inside that container's network namespace)."""
+        Probe.count += 1
+        self.stop_file = directory / f"probe-{Probe.count}.stop"
+        command = [sys.executable, str(PROBE), json.dumps({"duration": 120, **config, "stop_file": str(self.stop_file)})]
+        if isinstance(where, int):
+            argv, env = ["nsenter", f"--net=/proc/{where}/ns/net", *command], None
+        else:
+            argv, env = cluster.local.exec_command(where, command)
+        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            if line.strip():
+                self.lines.append(json.loads(line))
+
+    def __enter__(self) -> "Probe":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_file.touch()
+        try:
+            self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+        self._reader.join(timeout=10)
+        assert self.process.returncode == 0, self.process.stderr.read()
+
+    def http(self) -> list[dict]:
+        return [line for line in self.lines if "http" in line]
+
+    def failures(self) -> list[dict]:
+        return [line for line in self.lines if "error" in line]
+
+
+def read(probe: Probe) -> list[dict]:
+    return list(probe.lines)
+
+
+def client_fetches(app: App, client: dict, name: str, count: int) -> list[str]:
+    """``count`` requests to http://<name>:8080/ from a client task: the bodies."""
+    script = (f"for i in $(seq {count}); do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {name} 8080 | tail -n 1; "
+              "echo; done")
+    return [line.strip() for line in app.exec(client, script).splitlines() if line.strip()]
+
+
+def client_lookup(app: App, client: dict, name: str) -> list[str]:
+    """The addresses a client task's resolver gives for ``name`` (busybox nslookup)."""
+    out = app.exec(client, f"nslookup {name}")
+    answer = out.split("Name:", 1)[1] if "Name:" in out else ""
+    return sorted(line.split()[-1] for line in answer.splitlines() if line.strip().startswith("Address"))
+
+
+@pytest.fixture(scope="module")
+def app(isolated_cluster, tmp_path_factory):
+    app = App(isolated_cluster, tmp_path_factory.mktemp("overlay"))
+    app.deploy(APP)
+    app.wait_running("app_web", 2)
+    app.wait_running("app_client", len(app.nodes))
+    try:
+        yield app
+    finally:
+        app.api.call("DELETE", "/v1/stacks/app")
+        wait_until(lambda: not [t for t in app.api.call("GET", "/v1/tasks") if t["service_name"].startswith("app_")
+                                and t["state"] == "running"], 60, "the stack's tasks to stop")
+
+
+# -- discovery and the VIP ----------------------------------------------------------------------------------
+
+def test_every_client_reaches_both_web_tasks_by_name_and_tasks_web_is_their_addresses(app):
+    webs = app.wait_running("app_web", 2)
+    hostnames = {app.hostname(t) for t in webs}
+    addresses = sorted(t["network_addresses"]["app_front"] for t in webs)
+    clients = app.wait_running("app_client", len(app.nodes))
+    assert {app.node_name(c) for c in clients} == {n.name for n in app.nodes.values()}
+    vip = app.vip("app_web")
+    for client in clients:
+        # Three clients run on managers, where no web task runs: their answers all cross nodes.
+        assert set(client_fetches(app, client, "web", 6)) == hostnames, app.node_name(client)
+        assert client_lookup(app, client, "web") == [vip]
+        assert client_lookup(app, client, "app_web") == [vip]
+        assert client_lookup(app, client, "tasks.web") == addresses, app.node_name(client)
+
+
+def test_a_published_port_answers_on_every_nodes_address_from_the_client_namespace(app):
+    hostnames = {app.hostname(t) for t in app.wait_running("app_web", 2)}
+    targets = [[address, MESH_PORT] for address in app.addresses()]
+    with app.probe(None, http=targets, rounds=10) as probe:
+        probe.process.wait(timeout=60)
+    assert not probe.failures(), probe.failures()[:3]
+    by_target = {}
+    for line in probe.http():
+        by_target.setdefault(line["http"].split(":")[0], set()).add(line["body"])
+    assert set(by_target) == set(app.addresses())
+    assert set().union(*by_target.values()) == hostnames
+
+
+# -- following task state -------------------------------------------------------------------------------------
+
+def watchers(app: App, manager: str, worker: str):
+    """A probe in the network namespace of the client task on ``manager`` asking its
+    resolver (Docker's embedded one, forwarding to ours) for tasks.web and fetching
+    through the VIP; one in the client namespace fetching through the mesh at the
+    manager's and ``worker``'s address."""
+    (client,) = [t for t in app.tasks("app_client") if app.node_name(t) == manager]
+    inside = app.probe(app.pid(client), dns=[[EMBEDDED_RESOLVER, "tasks.web"]], http=[[app.vip("app_web"), 8080]])
+    outside = app.probe(None, http=[[app.nodes_by_name[manager].address, MESH_PORT],
+                                    [app.nodes_by_name[worker].address, MESH_PORT]])
+    return inside, outside
+
+
+def after(lines: list[dict], moment: float) -> list[dict]:
+    """The answers to the questions asked from ``moment`` on."""
+    return [line for line in lines if line["t0"] >= moment]
+
+
+def test_a_killed_web_task_leaves_dns_and_the_backends_within_a_second_and_its_replacement_is_reached(app):
+    webs = app.wait_running("app_web", 2)
+    victim = webs[0]
+    victim_address, victim_hostname = victim["network_addresses"]["app_front"], app.hostname(victim)
+    engine = app.cluster.engine(app.node_name(victim))
+    inside, outside = watchers(app, "manager-1", app.node_name(victim))
+    with inside, outside:
+        wait_until(lambda: any(victim_address in line.get("answers", ()) for line in read(inside)), 10,
+                   "the probe to see the victim")
+        killed_at = time.time()
+        engine.kill(app.container(victim))
+        (replacement,) = app.wait_running("app_web", 1, exclude={victim["id"], webs[1]["id"]})
+        new_hostname = app.hostname(replacement)
+        wait_until(lambda: any(line.get("body") == new_hostname for line in read(outside)), 10,
+                   "the mesh to reach the new task")
+        wait_until(lambda: any(line.get("body") == new_hostname for line in read(inside)), 10,
+                   "the VIP to reach the new task")
+    # The freed address may go to the replacement at once (lowest free first): the
+    # lookups must drop it within the limit; the fetches tell the tasks by hostname.
+    lookups = [line for line in after(inside.lines, killed_at) if "dns" in line]
+    assert not [line for line in lookups if "error" in line], [line for line in lookups if "error" in line][:3]
+    dropped = next(line["t"] for line in lookups if victim_address not in line["answers"])
+    assert dropped - killed_at <= REMOVAL_LIMIT, f"tasks.web still gave the killed task {dropped - killed_at:.2f}s on"
+    settled = killed_at + REMOVAL_LIMIT
+    fetched = after(inside.http() + outside.http(), settled)
+    assert fetched and not [line for line in fetched if line.get("body") == victim_hostname or "error" in line], \
+        [line for line in fetched if "body" not in line or line["body"] == victim_hostname][:5]
+    client = app.tasks("app_client")[0]
+    assert client_lookup(app, client, "tasks.web") == sorted(
+        t["network_addresses"]["app_front"] for t in app.wait_running("app_web", 2))
