@@ -32,7 +32,11 @@ MESH_PORT = 18080
 EMBEDDED_RESOLVER = "127.0.0.11"  # Docker's, in every container: it forwards our names to the node's resolver
 REMOVAL_LIMIT = 1.0  # the issue's bound: a task that stops leaves answers and backends within 1 s
 
-HTTPD = ('["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]')
+# httpd serving the task's hostname. As PID 1 httpd would ignore SIGTERM (the kernel
+# drops signals PID 1 has no handler for) and every stop would wait out the grace
+# period: the shell traps TERM and stops at once, as a real server does.
+HTTPD = ('["sh", "-c", "mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www & '
+         'trap \'kill $!; exit 0\' TERM; wait"]')
 APP = f"""
     services:
       web:
@@ -277,3 +281,25 @@ def test_a_killed_web_task_leaves_dns_and_the_backends_within_a_second_and_its_r
     client = app.tasks("app_client")[0]
     assert client_lookup(app, client, "tasks.web") == sorted(
         t["network_addresses"]["app_front"] for t in app.wait_running("app_web", 2))
+
+
+def test_a_rolling_update_start_first_loses_no_request_through_the_mesh_or_the_vip(app):
+    """moby#26672: Swarm users see 1 in N requests refused while a service updates."""
+    old = {t["id"] for t in app.wait_running("app_web", 2)}
+    (client,) = [t for t in app.tasks("app_client") if app.node_name(t) == "manager-2"]
+    outside = app.probe(None, http=[[address, MESH_PORT] for address in app.addresses()])
+    inside = app.probe(app.pid(client), http=[[app.vip("app_web"), 8080]])
+    with outside, inside:
+        wait_until(lambda: len(read(outside)) > 10 and len(read(inside)) > 10, 10, "the probes to run")
+        app.deploy(APP.replace('GENERATION: "1"', 'GENERATION: "2"'))
+        new = app.wait_running("app_web", 2, timeout=90, exclude=old)
+        hostnames = {app.hostname(t) for t in new}
+        wait_until(lambda: not [t for t in app.api.call("GET", "/v1/tasks") if t["id"] in old
+                                and t["state"] == "running"], 30, "the old tasks to stop")
+        count = len(read(outside))
+        wait_until(lambda: len(read(outside)) > count + 10, 10, "more requests after the update")
+    for probe in (outside, inside):
+        assert len(probe.http()) > 50 and not probe.failures(), (len(probe.http()), probe.failures()[:5])
+    assert hostnames <= {line["body"] for line in outside.http()}
+    app.deploy(APP)  # as it was (another rolling update)
+    app.wait_running("app_web", 2, timeout=90, exclude={t["id"] for t in new})
