@@ -6,6 +6,7 @@ request, as busybox httpd closes each), and prints one JSON line per answer:
     {"t0": <time.time() asked>, "t": <answered>, "dns": "tasks.web", "answers": ["10.0.0.3", ...]}
     {"t": ..., "http": "10.0.0.2:8080", "body": "<the serving task's hostname>"}
     {"t": ..., "http": "10.0.0.2:8080", "error": "timed out"}
+    {"t": ..., "tcp": "198.18.0.11:2377", "connected": true}   (a connection opened and closed)
 
 Usage: python3 overlay_probe.py '{"dns": [["10.0.0.254", "tasks.web"]], "http": [["10.0.0.2", 8080]],
                                   "stop_file": "/tmp/x", "duration": 30, "timeout": 0.5}'
@@ -66,6 +67,14 @@ def main(config: dict) -> None:
             except OSError as err:
                 line = {"error": str(err) or type(err).__name__}
             print(json.dumps({"t0": started, "t": time.time(), "http": f"{address}:{port}", **line}), flush=True)
+        for address, port in config.get("tcp", ()):
+            started = time.time()
+            try:
+                socket.create_connection((address, port), timeout=timeout).close()
+                line = {"connected": True}
+            except OSError as err:
+                line = {"error": str(err) or type(err).__name__}
+            print(json.dumps({"t0": started, "t": time.time(), "tcp": f"{address}:{port}", **line}), flush=True)
         time.sleep(config.get("interval", 0.01))
 
 

@@ -303,3 +303,78 @@ def test_a_rolling_update_start_first_loses_no_request_through_the_mesh_or_the_v
     assert hostnames <= {line["body"] for line in outside.http()}
     app.deploy(APP)  # as it was (another rolling update)
     app.wait_running("app_web", 2, timeout=90, exclude={t["id"] for t in new})
+
+
+# -- scoping, internal networks, published ports -------------------------------------------------------------
+
+def scoped(stack: str, internal: bool = False) -> str:
+    return f"""
+        services:
+          svc:
+            image: swarmlet-test/busybox:1
+            command: {HTTPD}
+            networks: [net]
+          cli:
+            image: swarmlet-test/busybox:1
+            command: ["sleep", "100000"]
+            networks: [net]
+        networks:
+          net: {{internal: {'true' if internal else 'false'}}}
+    """
+
+
+def once(app: App, task: dict, **config) -> list[dict]:
+    """One round of the probe from inside ``task``'s network namespace."""
+    with app.probe(app.pid(task), rounds=1, timeout=1.0, **config) as probe:
+        probe.process.wait(timeout=30)
+    return probe.lines
+
+
+def test_same_named_networks_of_two_stacks_are_apart_internal_has_no_way_out_and_port_clashes_change_nothing(app):
+    internal = {"one": False, "two": False, "three": True}
+    for stack in internal:
+        app.deploy(scoped(stack, internal[stack]), stack)
+    try:
+        tasks = {stack: {name: app.wait_running(f"{stack}_{name}", 1)[0] for name in ("svc", "cli")}
+                 for stack in ("one", "two", "three")}
+        address = {stack: tasks[stack]["svc"]["network_addresses"][f"{stack}_net"] for stack in tasks}
+        vip = {stack: app.vip(f"{stack}_svc") for stack in tasks}
+        lan_api = [app.nodes_by_name["manager-1"].address, 2377]  # a node's API: outside the overlay
+        for stack in tasks:
+            cli, hostname = tasks[stack]["cli"], app.hostname(tasks[stack]["svc"])
+            others = [s for s in tasks if s != stack]
+            lines = once(app, cli, dns=[[EMBEDDED_RESOLVER, "svc"], [EMBEDDED_RESOLVER, f"{stack}_svc"],
+                                        *[[EMBEDDED_RESOLVER, f"{o}_svc"] for o in others]],
+                         http=[[vip[stack], 8080], *[[address[o], 8080] for o in others],
+                               *[[vip[o], 8080] for o in others]],
+                         tcp=[lan_api])
+            answers = {line["dns"]: line.get("answers") for line in lines if "dns" in line}
+            assert answers["svc"] == [vip[stack]] and answers[f"{stack}_svc"] == [vip[stack]], (stack, answers)
+            assert all(not answers[f"{o}_svc"] for o in others), (stack, answers)  # other stacks' names: none
+            fetched = {line["http"]: line.get("body", line.get("error")) for line in lines if "http" in line}
+            assert fetched.pop(f"{vip[stack]}:8080") == hostname
+            # The other stacks' tasks and VIPs answer nothing (another overlay; a VIP of
+            # the same address, if any, is this network's own and not the other's task).
+            assert not [body for body in fetched.values()
+                        if body in {app.hostname(tasks[o]["svc"]) for o in others}], (stack, fetched)
+            (reach,) = [line for line in lines if "tcp" in line]
+            # Out of the overlay to a node's address: masqueraded, except from an internal network.
+            assert reach.get("connected") is (None if internal[stack] else True), (stack, reach)
+    finally:
+        for stack in ("one", "two", "three"):
+            app.api.call("DELETE", f"/v1/stacks/{stack}")
+
+    before = app.api.call("GET", "/v1/services")
+    with pytest.raises(ApiError) as refused:
+        app.deploy(f"""
+            services:
+              web:
+                image: swarmlet-test/busybox:1
+                command: {HTTPD}
+                ports: ["{MESH_PORT}:8080"]
+        """, "clash")
+    assert refused.value.status == 400 and (f"service clash_web: port {MESH_PORT}/tcp is already published by "
+                                            f"service app_web; nothing was deployed") in str(refused.value)
+    assert not [s for s in app.api.call("GET", "/v1/services") if s["name"].startswith("clash_")]
+    assert [s for s in app.api.call("GET", "/v1/services") if s["name"].startswith("app_")] == \
+        [s for s in before if s["name"].startswith("app_")]
