@@ -378,3 +378,42 @@ def test_same_named_networks_of_two_stacks_are_apart_internal_has_no_way_out_and
     assert not [s for s in app.api.call("GET", "/v1/services") if s["name"].startswith("clash_")]
     assert [s for s in app.api.call("GET", "/v1/services") if s["name"].startswith("app_")] == \
         [s for s in before if s["name"].startswith("app_")]
+
+
+# -- nodes that stop, nodes that go away ------------------------------------------------------------------
+
+def node_state(app: App, name: str) -> str:
+    node = next(n for n in app.api.call("GET", "/v1/nodes") if n["id"] == app.nodes_by_name[name].id)
+    return node["status"]["state"]
+
+
+def kernel_state(app: App, node: str) -> tuple:
+    """What the data plane made in the node's kernel: its links (with their indexes) and
+    our nftables tables; equal before and after an adoption."""
+    links = json.loads(app.cluster.run_in(node, "ip", "-j", "link", "show").stdout)
+    ruleset = app.cluster.run_in(node, "nft", "list", "table", "ip", "swarmlet").stdout
+    return sorted((link["ifindex"], link["ifname"]) for link in links if link["ifname"].startswith("sw")), ruleset
+
+
+def test_a_restarted_agent_adopts_the_data_plane_without_a_gap_in_service(app):
+    leader = app.cluster.wait_for_leader()
+    node = next(n for n in ("manager-2", "manager-3") if n != leader)  # no web task there (workers only)
+    before = kernel_state(app, node)
+    (client,) = [t for t in app.tasks("app_client") if app.node_name(t) == node]
+    outside = app.probe(None, http=[[app.nodes_by_name[node].address, MESH_PORT]])
+    inside = app.probe(app.pid(client), http=[[app.vip("app_web"), 8080]], dns=[[EMBEDDED_RESOLVER, "tasks.web"]])
+    with outside, inside:
+        wait_until(lambda: len(read(outside)) > 10 and len(read(inside)) > 10, 10, "the probes to run")
+        log = app.cluster.directory / node / "node.log"
+        sessions = log.read_text().count("session established")
+        app.cluster.kill(node)
+        app.cluster.start(node)
+        wait_until(lambda: log.read_text().count("session established") > sessions, 60,
+                   f"{node}'s new agent to reach the leader")
+        wait_until(lambda: node_state(app, node) == "ready", 60, f"{node} to be ready again")
+        count = len(read(inside))
+        wait_until(lambda: len(read(inside)) > count + 20, 20, "more requests after the restart")
+    http = outside.http() + inside.http()
+    assert len(http) > 50 and not [line for line in http if "error" in line], \
+        [line for line in http if "error" in line][:5]
+    assert kernel_state(app, node) == before
