@@ -417,3 +417,38 @@ def test_a_restarted_agent_adopts_the_data_plane_without_a_gap_in_service(app):
     assert len(http) > 50 and not [line for line in http if "error" in line], \
         [line for line in http if "error" in line][:5]
     assert kernel_state(app, node) == before
+
+
+def test_a_partitioned_workers_task_leaves_discovery_and_the_mesh_once_it_is_down_and_traffic_reaches_its_replacement(app):
+    webs = app.wait_running("app_web", 2)
+    (gone,) = [t for t in webs if app.node_name(t) == "worker-2"]
+    (stays,) = [t for t in webs if t["id"] != gone["id"]]
+    gone_hostname = app.hostname(gone)
+    (client,) = [t for t in app.tasks("app_client") if app.node_name(t) == "manager-1"]
+    outside = app.probe(None, http=[[app.nodes_by_name[m].address, MESH_PORT] for m in ("manager-1", "manager-2")])
+    inside = app.probe(app.pid(client), http=[[app.vip("app_web"), 8080]], dns=[[EMBEDDED_RESOLVER, "tasks.web"]])
+    try:
+        with outside, inside:
+            app.cluster.partition("worker-2")
+            wait_until(lambda: node_state(app, "worker-2") == "down", 30, "worker-2 to be marked down")
+            down_at = time.time()
+            (replacement,) = app.wait_running("app_web", 1, timeout=60, exclude={gone["id"], stays["id"]})
+            new_hostname = app.hostname(replacement)
+            wait_until(lambda: any(line.get("body") == new_hostname for line in read(outside)), 10,
+                       "the mesh to reach the replacement")
+            wait_until(lambda: any(line.get("body") == new_hostname for line in read(inside)), 10,
+                       "the VIP to reach the replacement")
+            count = len(read(inside))
+            wait_until(lambda: len(read(inside)) > count + 10, 10, "more requests")
+    finally:
+        app.cluster.heal("worker-2")
+    settled = down_at + REMOVAL_LIMIT
+    fetched = after(outside.http() + inside.http(), settled)
+    assert fetched and not [line for line in fetched if "error" in line or line["body"] == gone_hostname], \
+        [line for line in fetched if "error" in line or line["body"] == gone_hostname][:5]
+    current = sorted(t["network_addresses"]["app_front"] for t in (stays, replacement))
+    lookups = [line for line in after(inside.lines, settled) if "dns" in line]
+    assert lookups and lookups[-1]["answers"] == current
+    assert not [line for line in lookups if line.get("answers") not in (current, [stays["network_addresses"]["app_front"]])]
+    wait_until(lambda: node_state(app, "worker-2") == "ready", 60, "worker-2 back after the heal")
+    app.wait_running("app_web", 2)
