@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from swarmlet.api.objects import TERMINAL_STATES
 from swarmlet.cli.client import ApiError
 from swarmlet.runtime.base import LABEL_TASK_ID
 
@@ -30,7 +31,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.docker]
 PROBE = Path(__file__).with_name("overlay_probe.py")
 MESH_PORT = 18080
 EMBEDDED_RESOLVER = "127.0.0.11"  # Docker's, in every container: it forwards our names to the node's resolver
-REMOVAL_LIMIT = 1.0  # the issue's bound: a task that stops leaves answers and backends within 1 s
+REMOVAL_LIMIT = 1.0
+TERMINAL = {str(state.value) for state in TERMINAL_STATES}  # the issue's bound: a task that stops leaves answers and backends within 1 s
 
 # httpd serving the task's hostname. As PID 1 httpd would ignore SIGTERM (the kernel
 # drops signals PID 1 has no handler for) and every stop would wait out the grace
@@ -80,12 +82,22 @@ class App:
                 and t["desired_state"] == "running" and t["state"] == "running"]
 
     def wait_running(self, service: str, count: int, timeout: float = 60, exclude=()) -> list[dict]:
+        """Wait for ``count`` running tasks of the service (besides ``exclude``) and none
+        on its way up; the task table is in the failure's message."""
+        seen: list[dict] = []
+
         def check():
-            tasks = [t for t in self.tasks(service) if t["id"] not in exclude]
-            others = [t for t in self.api.call("GET", "/v1/tasks") if t["service_name"] == service
-                      and t["desired_state"] == "running" and t["state"] != "running"]
-            return tasks if len(tasks) == count and not others else None
-        return wait_until(check, timeout, f"{count} running tasks of {service}")
+            seen[:] = [t for t in self.api.call("GET", "/v1/tasks") if t["service_name"] == service]
+            tasks = [t for t in seen if t["id"] not in exclude and t["desired_state"] == "running"
+                     and t["state"] == "running"]
+            starting = [t for t in seen if t["desired_state"] == "running" and t["state"] not in TERMINAL
+                        and t["state"] != "running"]
+            return tasks if len(tasks) == count and not starting else None
+        try:
+            return wait_until(check, timeout, f"{count} running tasks of {service}")
+        except AssertionError as err:
+            table = [(t["id"], self.node_name(t), t["desired_state"], t["state"], t["message"]) for t in seen]
+            raise AssertionError(f"{err}; its tasks: {table}") from None
 
     def node_name(self, task: dict) -> str:
         return self.nodes[task["node_id"]].name
@@ -102,13 +114,6 @@ class App:
         engine = self.cluster.engine(self.node_name(task))
         run = engine.exec_create(self.container(task), ["sh", "-c", script])
         return engine.exec_start(run["Id"]).decode()
-
-    def gateway(self, node: str) -> str:
-        """The node's address on the stack's network, where its resolver answers."""
-        links = json.loads(self.cluster.run_in(node, "ip", "-j", "-4", "addr", "show").stdout)
-        (address,) = [a["local"] for link in links if link["ifname"].startswith("swbr")
-                      for a in link["addr_info"] if a["prefixlen"] != 32]
-        return address
 
     def vip(self, service: str) -> str:
         (entry,) = next(s for s in self.api.call("GET", "/v1/services") if s["name"] == service)["virtual_ips"]
@@ -301,8 +306,6 @@ def test_a_rolling_update_start_first_loses_no_request_through_the_mesh_or_the_v
     for probe in (outside, inside):
         assert len(probe.http()) > 50 and not probe.failures(), (len(probe.http()), probe.failures()[:5])
     assert hostnames <= {line["body"] for line in outside.http()}
-    app.deploy(APP)  # as it was (another rolling update)
-    app.wait_running("app_web", 2, timeout=90, exclude={t["id"] for t in new})
 
 
 # -- scoping, internal networks, published ports -------------------------------------------------------------
@@ -388,17 +391,24 @@ def node_state(app: App, name: str) -> str:
 
 
 def kernel_state(app: App, node: str) -> tuple:
-    """What the data plane made in the node's kernel: its links (with their indexes) and
-    our nftables tables; equal before and after an adoption."""
+    """What the data plane made in the node's kernel for the app's network: its bridge
+    and VXLAN device (with their indexes) and the rules that name them or its VIP; equal
+    before and after an adoption."""
+    vip = app.vip("app_web")
+    addresses = json.loads(app.cluster.run_in(node, "ip", "-j", "-4", "addr", "show").stdout)
+    (bridge,) = [link["ifname"] for link in addresses if any(a["local"] == vip for a in link["addr_info"])]
+    vni = bridge.removeprefix("swbr")
     links = json.loads(app.cluster.run_in(node, "ip", "-j", "link", "show").stdout)
     ruleset = app.cluster.run_in(node, "nft", "list", "table", "ip", "swarmlet").stdout
-    return sorted((link["ifindex"], link["ifname"]) for link in links if link["ifname"].startswith("sw")), ruleset
+    return (sorted((link["ifindex"], link["ifname"]) for link in links if link["ifname"] in (bridge, f"swvx{vni}")),
+            [line.strip() for line in ruleset.splitlines() if vip in line or bridge in line])
 
 
 def test_a_restarted_agent_adopts_the_data_plane_without_a_gap_in_service(app):
     leader = app.cluster.wait_for_leader()
     node = next(n for n in ("manager-2", "manager-3") if n != leader)  # no web task there (workers only)
     before = kernel_state(app, node)
+    assert len(before[0]) == 2 and before[1]
     (client,) = [t for t in app.tasks("app_client") if app.node_name(t) == node]
     outside = app.probe(None, http=[[app.nodes_by_name[node].address, MESH_PORT]])
     inside = app.probe(app.pid(client), http=[[app.vip("app_web"), 8080]], dns=[[EMBEDDED_RESOLVER, "tasks.web"]])
