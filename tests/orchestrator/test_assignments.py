@@ -75,3 +75,7 @@ def test_a_task_bound_to_its_node_goes_there_only_once_the_scheduler_assigned_it
     assert node_assignment("n1", task_views(w.tasks.values()), [], []).tasks == []
     bound[0]["status"]["state"] = "assigned"
     assert [t["id"] for t in node_assignment("n1", task_views(w.tasks.values()), [], []).tasks] == [bound[0]["id"]]
+    # Pending but no longer meant to run (a stack removed before it was placed): it goes,
+    # for the node to report it shut down before it started.
+    bound[0]["status"]["state"], bound[0]["spec"]["desired_state"] = "pending", "remove"
+    assert [t["id"] for t in node_assignment("n1", task_views(w.tasks.values()), [], []).tasks] == [bound[0]["id"]]
