@@ -32,6 +32,13 @@ log = logging.getLogger("swarmlet.executor")
 StatusSink = Callable[[str, dict], None]
 
 UNHEALTHY_PREFIX = "container unhealthy"
+# How long a running task with an overlay address goes on serving after its desired
+# state left running, before it is stopped. The manager takes it out of the VIP and mesh
+# backends (and the answers) with the same write, but the other nodes apply their new
+# planes some tens of milliseconds later (a 50 ms debounce, then their apply): a task
+# stopped at once would refuse what they still send it (moby#26672). Moby's agent waits
+# likewise (2 s, for its gossip to converge).
+BACKEND_DRAIN = 1.0
 
 
 class TaskRunner:
@@ -175,11 +182,24 @@ class TaskRunner:
             if self.health == HealthStatus.HEALTHY and self.state != TaskState.RUNNING:
                 self.report(TaskState.RUNNING)
             if self.desired not in ACTIVE_DESIRED_STATES:
+                await self._leave_backends()
                 await self.runtime.shutdown(self.task_id)
                 self.report(TaskState.SHUTDOWN, "shut down", exit_code=await self._exit_code())
                 break
             await self._changes()
         await self._finish()
+
+    async def _leave_backends(self) -> None:
+        """Wait ``backend_drain`` before stopping a running task the overlay carries
+        traffic to (less if it exits by itself meanwhile)."""
+        if self.state != TaskState.RUNNING or not self.spec.network_addresses or self.executor.network_plane is None:
+            return
+        deadline = asyncio.get_running_loop().time() + self.executor.backend_drain
+        while self.exit is None and (remaining := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                await asyncio.wait_for(self._changes(), remaining)
+            except TimeoutError:
+                break
 
     async def _exit_code(self) -> int | None:
         state = await self.runtime.inspect(self.task_id)
@@ -205,8 +225,9 @@ class TaskRunner:
 
 
 class Executor:
-    def __init__(self, runtime: Runtime, sink: StatusSink | None = None):
+    def __init__(self, runtime: Runtime, sink: StatusSink | None = None, backend_drain: float = BACKEND_DRAIN):
         self.runtime = runtime
+        self.backend_drain = backend_drain
         self.sink = sink  # where task statuses go (the agent's session)
         self.runners: dict[str, TaskRunner] = {}
         self.statuses: dict[str, dict] = {}

@@ -79,7 +79,10 @@ def network_attachments(spec: TaskSpec, short_name: str,
         overlay = plane.network(network.name)  # a stack network's ID is its cluster name
         if overlay is None:
             raise TaskRuntimeError(f"network {network.name} is not in this node's network plane (yet)")
-        attachments.append(NetworkAttachment(docker_network_name(overlay), aliases, dict(network.driver_opts),
+        # No aliases: the data plane's resolver answers the service's names and aliases
+        # (with the VIP); as Docker aliases the engine's embedded resolver would answer
+        # them itself, with the local task's address, and bypass the VIP.
+        attachments.append(NetworkAttachment(docker_network_name(overlay), [], dict(network.driver_opts),
                                              ipv4_address=address, overlay=True))
         dns = dns or [overlay.gateway]
     return attachments, dns

@@ -119,9 +119,12 @@ def vxlan_device_name(vni: int) -> str:
     return f"swvx{vni}"
 
 
+BRIDGE_PREFIX = "swbr"  # every overlay bridge's name starts so (nftables matches them all by it)
+
+
 def bridge_device_name(vni: int) -> str:
     """The node's bridge for a network, the one the network's containers and VXLAN device share."""
-    return f"swbr{vni}"
+    return f"{BRIDGE_PREFIX}{vni}"
 
 
 def docker_network_name(network: OverlayNetwork) -> str:

@@ -24,7 +24,8 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from swarmlet.api.netplane import Backend, NetworkPlane, OverlayNetwork, bridge_device_name, vxlan_device_name
+from swarmlet.api.netplane import (BRIDGE_PREFIX, Backend, NetworkPlane, OverlayNetwork, bridge_device_name,
+                                   vxlan_device_name)
 
 TABLE = "swarmlet"  # the name of both our tables, `ip swarmlet` and `bridge swarmlet`
 BACKENDS_SET = "backends"  # every backend address the rules DNAT to, read back to find removed ones
@@ -167,6 +168,10 @@ def render_ruleset(plane: NetworkPlane) -> Ruleset:
             inputs.append(f'iifname "{bridge}" ip daddr != {network.gateway} drop')
         else:
             postrouting.append(f'ip saddr {network.subnet} oifname != "{bridge}" masquerade')
+            # Networks are apart: nothing is routed into this one from another of ours (a
+            # task sending to another network's VIP through its gateway would be DNAT'ed).
+            # (An internal network drops all that comes from elsewhere.)
+            forward.append(f'iifname "{BRIDGE_PREFIX}*" iifname != "{bridge}" oifname "{bridge}" drop')
         vips = vips_of(network)
         if vips:
             bridge_forward.append(f'oifname "{vxlan}" arp daddr ip {_set(vips)} drop')

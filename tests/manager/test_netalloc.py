@@ -232,3 +232,20 @@ async def test_tasks_on_nodes_without_the_data_plane_take_no_address(store):
     assert all(t.spec.network_addresses == {} for t in tasks)
     back = network(store, "app_back")
     assert back.gateways == {} and list(back.vips) == [service(store, "app_web").id]
+
+
+async def test_global_tasks_get_addresses_like_replicated_ones(cluster):
+    """A global service's tasks are bound to their node before the scheduler sees them;
+    they need an address on the overlay all the same (found end to end: a global client
+    was left on its engine's own bridge, reaching nothing)."""
+    store, api = cluster, StackApi(cluster)
+    spec = stack()
+    spec["services"]["client"] = dict(spec["services"]["web"], name="client", mode="global", replicas=None,
+                                      endpoint=specs.EndpointSpec().to_dict())
+    await api.deploy("app", spec, {}, prune=False)
+    tasks = await converge(store)
+    clients = [t for t in tasks if t.spec.service_name == "app_client"]
+    assert sorted(t.spec.node_id for t in clients) == ["node-1", "node-2"]
+    assert all(ipaddress.ip_address(t.spec.network_addresses["app_back"]) in ipaddress.ip_network("10.20.0.0/24")
+               for t in clients), [t.spec.network_addresses for t in clients]
+    assert len({t.spec.network_addresses["app_back"] for t in tasks}) == len(tasks)

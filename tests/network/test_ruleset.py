@@ -101,3 +101,13 @@ def test_the_read_back_matches_only_the_same_ruleset():
     other = render_ruleset(replace(PLANE, ingress=()))
     assert summarize_listing(listing_of(other)) != ruleset.summary()
     assert summarize_listing({"nftables": []}) == Ruleset().summary()
+
+
+def test_no_flow_is_routed_from_one_overlay_network_into_another():
+    """Two stacks' networks on one node: a task of one sent to the other's VIP through
+    its gateway was DNAT'ed and forwarded (found end to end; Docker's isolation chains
+    do not see our bridges' DNAT'ed flows). Networks are apart, as in Swarm."""
+    other = replace(APP, id="n2", name="other", vni=4098, subnet="10.0.2.0/24", gateway="10.0.2.254", services=())
+    forward = rules(render_ruleset(replace(PLANE, networks=(APP, other))), "ip", "forward")
+    assert 'iifname "swbr*" iifname != "swbr4097" oifname "swbr4097" drop' in forward
+    assert 'iifname "swbr*" iifname != "swbr4098" oifname "swbr4098" drop' in forward

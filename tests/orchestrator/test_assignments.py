@@ -62,3 +62,20 @@ def test_task_phase():
         return Task(freeze({"status": {"state": state}}))
     assert [task_phase(task(s)) for s in ("pending", "assigned", "accepted", "running", "failed")] == \
         ["new", "new", "active", "active", "ended"]
+
+
+def test_a_task_bound_to_its_node_goes_there_only_once_the_scheduler_assigned_it():
+    """A global task is created with its node already named, but pending: the scheduler
+    still has to check it fits and give it its overlay addresses. Sent before that, the
+    node ran it without an address, on its engine's own bridge (found end to end)."""
+    w = World(make_service("client", mode="global"), [make_node("n1"), make_node("n2")])
+    w.step()
+    bound = [t for t in w.tasks.values() if t["spec"]["node_id"] == "n1"]
+    assert len(bound) == 1 and bound[0]["status"]["state"] == "pending"
+    assert node_assignment("n1", task_views(w.tasks.values()), [], []).tasks == []
+    bound[0]["status"]["state"] = "assigned"
+    assert [t["id"] for t in node_assignment("n1", task_views(w.tasks.values()), [], []).tasks] == [bound[0]["id"]]
+    # Pending but no longer meant to run (a stack removed before it was placed): it goes,
+    # for the node to report it shut down before it started.
+    bound[0]["status"]["state"], bound[0]["spec"]["desired_state"] = "pending", "remove"
+    assert [t["id"] for t in node_assignment("n1", task_views(w.tasks.values()), [], []).tasks] == [bound[0]["id"]]

@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from swarmlet.agent.executor import Executor
+from swarmlet.api.netplane import NetworkPlane
 from swarmlet.api.session import Assignments
 from swarmlet.runtime.base import (ContainerConfig, ContainerState, EventKind, HealthCheck, HealthStatus,
                                    TaskNotFoundError)
@@ -136,4 +137,35 @@ async def test_the_real_executor_runs_stops_and_removes_hollow_tasks():
     executor.assign(Assignments(tasks=[entry(t) for t in ids[10:]]))  # the stopped ones are forgotten
     await until(lambda: len(executor.runners) == 40)
     assert {o.task_id for o in await runtime.list_owned()} == set(ids[10:])
+    await executor.close()
+
+
+async def test_a_running_overlay_task_leaves_the_backends_before_it_is_stopped():
+    """Its desired state says shutdown: the manager has already taken it out of every
+    node's VIP and mesh backends (and answers), but those planes reach the other nodes
+    some tens of milliseconds later. Stopped at once, a task that exits on SIGTERM
+    refuses the connections still sent to it (moby#26672, found end to end); so the
+    executor waits ``backend_drain`` first. A task with no overlay address stops at once."""
+    runtime = HollowRuntime("node-1", start_delay=0)
+    stopped: dict[str, float] = {}
+    shutdown = runtime.shutdown
+
+    async def timed_shutdown(task_id):
+        stopped.setdefault(task_id, asyncio.get_running_loop().time())
+        await shutdown(task_id)
+
+    runtime.shutdown = timed_shutdown
+    executor = Executor(runtime, backend_drain=1.0)
+    executor.network_plane = NetworkPlane(node_address="10.9.0.1", version=1)
+    await executor.start()
+    overlay, plain = entry("overlay"), entry("plain")
+    overlay["spec"]["network_addresses"] = {"app_front": "10.0.0.3"}
+    executor.assign(Assignments(tasks=[overlay, plain]))
+    await until(lambda: all(executor.statuses.get(t, {}).get("state") == "running" for t in ("overlay", "plain")))
+    asked = asyncio.get_running_loop().time()
+    executor.assign(Assignments(tasks=[entry("overlay", "shutdown") | {"spec": dict(
+        entry("overlay", "shutdown")["spec"], network_addresses={"app_front": "10.0.0.3"})}, entry("plain", "shutdown")]))
+    await until(lambda: all(executor.statuses[t]["state"] == "shutdown" for t in ("overlay", "plain")))
+    assert stopped["overlay"] - asked >= 1.0
+    assert stopped["plain"] - asked < 1.0
     await executor.close()

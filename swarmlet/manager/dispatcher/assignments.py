@@ -18,7 +18,12 @@ from swarmlet.api.views import Config, Secret, Task
 
 
 def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], configs: list[Config]) -> Assignments:
-    mine = sorted((t for t in tasks if t.spec.node_id == node_id), key=lambda t: t.id)
+    # A task to run is the node's once the scheduler assigned it: a global task names its
+    # node from birth, but while pending it has neither passed the filters nor got its
+    # addresses. One no longer meant to run still goes, so that the node reports it shut
+    # down before it started (what a stack removal or an update waits for).
+    mine = sorted((t for t in tasks if t.spec.node_id == node_id and not (
+        t.status.state == TaskState.PENDING and t.spec.desired_state in ACTIVE_DESIRED_STATES)), key=lambda t: t.id)
     wanted = {"secrets": set(), "configs": set()}
     for task in mine:
         if task.spec.desired_state in ACTIVE_DESIRED_STATES:

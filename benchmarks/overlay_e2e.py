@@ -1,0 +1,226 @@
+"""Issue 9 end to end on an isolated cluster (3 managers + 2 workers, one Docker engine
+per node): how fast the overlay follows task state, and what a stack deploy costs
+against the engines' own limit. Needs root and Docker.
+
+Run: python benchmarks/overlay_e2e.py [--kills 20] [--replicas 50] [--name-prefix swe] [--dir D]
+
+Measured, on the two-tier stack of tests/cluster/test_overlay.py (web x2 on the workers,
+serving its hostname, exiting at once on SIGTERM; client global; port 18080 published):
+- per `docker kill` of a web task (through its node's engine), from a probe inside the
+  client container on manager-1 (tests/cluster/overlay_probe.py: a lookup of tasks.web
+  through Docker's embedded resolver and an HTTP request through the VIP, in turn,
+  every ~10 ms): the time from the kill to the first lookup without the task's address
+  ("DNS") and to the end of the last request that failed ("VIP": after it, no request
+  went to the dead task); then the time from the replacement's container start
+  (the engine's StartedAt) to the first answer from it through the VIP;
+- `stack deploy` of a service of N replicas (sleepers, on the stack's overlay network)
+  until all run, against N `docker run -d` of the same image and command spread over
+  the same five engines (one thread per engine), in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import load_average, median, percentile, table  # noqa: E402
+
+from swarmlet.cli.stack import deploy_body  # noqa: E402
+from swarmlet.compose import load_stack  # noqa: E402
+from swarmlet.local.cluster import LocalCluster  # noqa: E402
+from swarmlet.runtime.base import LABEL_TASK_ID  # noqa: E402
+from tests.cluster.test_overlay import APP, EMBEDDED_RESOLVER, PROBE  # noqa: E402
+
+IMAGE = "swarmlet-test/busybox:1"
+SLEEPERS = """
+    services:
+      sleeper:
+        image: swarmlet-test/busybox:1
+        command: ["sleep", "100000"]
+        deploy:
+          replicas: {replicas}
+"""
+
+
+def swarmlet(*args: str, timeout: float = 600) -> str:
+    result = subprocess.run([sys.executable, "-m", "swarmlet.cli.main", *args], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if result.returncode != 0:
+        raise SystemExit(f"swarmlet {' '.join(args)} failed:\n{result.stderr}{result.stdout}")
+    return result.stdout
+
+
+class Bench:
+    def __init__(self, directory: Path):
+        self.directory = directory / "cluster"
+        self.local = LocalCluster(self.directory)
+
+    def up(self, prefix: str) -> None:
+        swarmlet("local", "up", "--isolated", "--name-prefix", prefix, "--managers", "3", "--workers", "2",
+                 "--runtime", "docker", "--heartbeat-period", "0.5", "--dir", str(self.directory))
+        env = self.local.env()
+        from swarmlet.cli.client import Client
+        self.api = Client(env["SWARMLET_HOST"].split(","), self.local.admin_dir, timeout=30)
+        self.nodes = {n.id: n for n in self.local.load()[0]}
+
+    def engine(self, name: str):
+        import docker
+        return docker.APIClient(base_url=self.local.find(name).docker_host, version="auto", timeout=60)
+
+    def deploy(self, name: str, compose: str) -> None:
+        path = self.directory.parent / f"{name}.yml"
+        path.write_text(textwrap.dedent(compose))
+        self.api.call("POST", f"/v1/stacks/{name}", deploy_body(load_stack([path]).stack, False))
+
+    def running(self, service: str) -> list[dict]:
+        return [t for t in self.api.call("GET", "/v1/tasks") if t["service_name"] == service
+                and t["desired_state"] == "running" and t["state"] == "running"]
+
+    def wait(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.02)
+        raise SystemExit(f"timed out waiting for {what}")
+
+    def container(self, task: dict) -> dict:
+        engine = self.engine(self.nodes[task["node_id"]].name)
+        (found,) = engine.containers(filters={"label": f"{LABEL_TASK_ID}={task['id']}"})
+        return engine.inspect_container(found["Id"])
+
+    def down(self) -> None:
+        if self.local.state_path.exists():
+            swarmlet("local", "down", "--dir", str(self.directory))
+
+
+def started_at(inspected: dict) -> float:
+    stamp = inspected["State"]["StartedAt"]  # RFC 3339 with nanoseconds
+    head, _, rest = stamp.partition(".")
+    fraction = rest.rstrip("Z")[:6]
+    moment = datetime.datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp() + float(f"0.{fraction or 0}")
+
+
+def kills(bench: Bench, count: int) -> list[tuple[float, float, float]]:
+    (client,) = [t for t in bench.running("app_client") if bench.nodes[t["node_id"]].name == "manager-1"]
+    pid = bench.container(client)["State"]["Pid"]
+    (vip,) = next(s for s in bench.api.call("GET", "/v1/services") if s["name"] == "app_web")["virtual_ips"]
+    stop = bench.directory.parent / "probe.stop"
+    config = {"duration": 3600, "timeout": 0.5, "stop_file": str(stop), "dns": [[EMBEDDED_RESOLVER, "tasks.web"]],
+              "http": [[vip["addr"], 8080]]}
+    probe = subprocess.Popen(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, str(PROBE), json.dumps(config)],
+                             stdout=subprocess.PIPE, text=True)
+    lines: list[dict] = []
+    reader = threading.Thread(target=lambda: [lines.append(json.loads(x)) for x in probe.stdout if x.strip()],
+                              daemon=True)
+    reader.start()
+    results = []
+    try:
+        for _ in range(count):
+            webs = bench.wait(lambda: (lambda w: w if len(w) == 2 else None)(bench.running("app_web")), 60, "2 webs")
+            victim = webs[0]
+            address = victim["network_addresses"]["app_front"]
+            inspected = bench.container(victim)
+            killed_at = time.time()
+            bench.engine(bench.nodes[victim["node_id"]].name).kill(inspected["Id"])
+            (new,) = bench.wait(lambda: (lambda n: n if len(n) == 1 else None)(
+                [t for t in bench.running("app_web") if t["id"] not in {w["id"] for w in webs}]), 60, "a replacement")
+            new_container = bench.container(new)
+            hostname = new_container["Config"]["Hostname"]
+            bench.wait(lambda: any(x.get("body") == hostname for x in list(lines)), 30, "the new task reached")
+            seen = [x for x in list(lines) if x["t0"] >= killed_at]
+            dns = next(x["t"] for x in seen if "dns" in x and address not in x.get("answers", [address]))
+            failed = [x["t"] for x in seen if "http" in x and "error" in x]
+            vip_gone = (max(failed) if failed else killed_at)
+            reached = next(x["t"] for x in seen if x.get("body") == hostname)
+            results.append((dns - killed_at, vip_gone - killed_at, reached - started_at(new_container)))
+    finally:
+        stop.touch()
+        probe.wait(timeout=30)
+    return results
+
+
+def deploy_vs_engines(bench: Bench, replicas: int) -> tuple[float, float]:
+    started = time.monotonic()
+    bench.deploy("fifty", SLEEPERS.format(replicas=replicas))
+    bench.wait(lambda: len(bench.running("fifty_sleeper")) == replicas, 600, f"{replicas} running")
+    swarmlet_time = time.monotonic() - started
+    bench.api.call("DELETE", "/v1/stacks/fifty")
+    bench.wait(lambda: not [t for t in bench.api.call("GET", "/v1/tasks") if t["service_name"] == "fifty_sleeper"],
+               300, "the stack gone")
+    names = [n.name for n in bench.nodes.values()]
+    per_engine = {name: replicas // len(names) + (1 if i < replicas % len(names) else 0) for i, name in enumerate(names)}
+    made: dict[str, list[str]] = {name: [] for name in names}
+
+    def run_on(name: str) -> None:
+        engine = bench.engine(name)
+        for _ in range(per_engine[name]):
+            container = engine.create_container(IMAGE, ["sleep", "100000"], labels={"swe.bench": "1"})
+            engine.start(container["Id"])
+            made[name].append(container["Id"])
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run_on, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    engines_time = time.monotonic() - started
+    for name, ids in made.items():
+        engine = bench.engine(name)
+        for container_id in ids:
+            engine.remove_container(container_id, force=True)
+    return swarmlet_time, engines_time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--replicas", type=int, default=50)
+    parser.add_argument("--name-prefix", default="swe")
+    parser.add_argument("--dir")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="swe-bench-", dir=args.dir) as directory:
+        bench = Bench(Path(directory))
+        try:
+            print(f"load average before: {load_average()}")
+            bench.up(args.name_prefix)
+            bench.deploy("app", APP)
+            bench.wait(lambda: len(bench.running("app_web")) == 2 and len(bench.running("app_client")) == 5, 120,
+                       "the app")
+            results = kills(bench, args.kills) if args.kills else []
+            rows = []
+            for label, column in (("kill -> out of DNS (tasks.web)", 0), ("kill -> last failed request via VIP", 1),
+                                  ("new task started -> first answer via VIP", 2)):
+                samples = [r[column] for r in results]
+                if not samples:
+                    continue
+                rows.append([label, len(samples), f"{median(samples) * 1000:.0f}",
+                             f"{percentile(samples, 99) * 1000:.0f}", f"{max(samples) * 1000:.0f}"])
+            print(table(["", "n", "p50 ms", "p99 ms", "max ms"], rows, title="Following task state"))
+            bench.api.call("DELETE", "/v1/stacks/app")
+            bench.wait(lambda: not bench.running("app_web") and not bench.running("app_client"), 120, "app gone")
+            mine, engines = deploy_vs_engines(bench, args.replicas)
+            print(table(["", "seconds"], [[f"stack deploy, {args.replicas} replicas, until all run", f"{mine:.2f}"],
+                                          [f"{args.replicas} docker run -d over the 5 engines", f"{engines:.2f}"],
+                                          ["ratio", f"{mine / engines:.2f}x"]], title="Deploy against the engines"))
+            print(f"load average after: {load_average()}")
+        finally:
+            bench.down()
+
+
+if __name__ == "__main__":
+    main()
