@@ -63,6 +63,11 @@ def load_data_plane(config: NodeConfig, runtime=None) -> DataPlane | None:
     return OverlayDataPlane()
 
 
+def _plane_version(message: NetworkPlaneUpdate) -> int:
+    version = message.plane.get("version") if isinstance(message.plane, dict) else None
+    return version if isinstance(version, int) else -1
+
+
 class Agent:
     def __init__(self, data_dir: DataDir, config: NodeConfig, tls: NodeTls,
                  on_role_change: Callable[[str], None], on_expelled: Callable[[str], None], executor=None,
@@ -77,6 +82,7 @@ class Agent:
         # other in the order they came: a task starts only once its networks are there.
         self._inbox: asyncio.Task | None = None
         self._plane_floor = 0  # planes of one session only move forward; a new leader starts again
+        self._newest_plane: NetworkPlaneUpdate | None = None  # the newest received, not yet applied
         if executor is not None and self.data_plane is not None:
             # An overlay node's tasks attach to the data plane's networks only, never to a
             # local stand-in: until a plane is applied, it has none.
@@ -200,7 +206,9 @@ class Agent:
         elif isinstance(message, Assignments) and self.executor is not None:
             self._in_order(self._assign(message))
         elif isinstance(message, NetworkPlaneUpdate):
-            self._in_order(self._apply_plane(message))
+            if self._newest_plane is None or _plane_version(message) >= _plane_version(self._newest_plane):
+                self._newest_plane = message
+            self._in_order(self._apply_plane())
         elif isinstance(message, Logs) and self._ws is not None:
             key = (message.request_id, message.task_id)
             self._log_streams[key] = asyncio.ensure_future(self._stream_logs(self._ws, message))
@@ -225,7 +233,15 @@ class Agent:
     async def _assign(self, message: Assignments) -> None:
         self.executor.assign(message)
 
-    async def _apply_plane(self, message: NetworkPlaneUpdate) -> None:
+    async def _apply_plane(self) -> None:
+        # A plane is a whole state: when several arrived while one was being applied (every
+        # task that starts anywhere changes every node's plane), only the newest is
+        # applied, at the place of the first one waiting, so that the assignments after
+        # each still find a plane at least as new as theirs (a 50-replica deploy queued 50
+        # applies of ~0.1-0.3 s on every node before).
+        message, self._newest_plane = self._newest_plane, None
+        if message is None:
+            return  # applied already, at an earlier place in the order
         try:
             plane = NetworkPlane.from_wire(message.plane)
         except (KeyError, TypeError, ValueError) as err:

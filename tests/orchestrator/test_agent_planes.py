@@ -89,6 +89,26 @@ async def test_a_plane_is_applied_before_the_assignments_after_it_and_older_plan
     await agent.stop()
 
 
+async def test_planes_that_arrive_while_one_is_applied_are_applied_once_as_the_newest():
+    """Every task that starts anywhere changes every node's plane: queued planes collapse
+    into the newest, and an assignment after any of them still waits for one as new."""
+    log: list = []
+    data_plane, executor = SlowDataPlane(log), RecordingExecutor(log)
+    agent = Agent(None, config(), None, on_role_change=print, on_expelled=print, executor=executor,
+                  data_plane=data_plane)
+    agent._handle(NetworkPlaneUpdate(plane=plane(7, BACK).to_wire()))
+    for _ in range(10):  # the apply of 7 has begun and waits
+        await asyncio.sleep(0)
+    agent._handle(NetworkPlaneUpdate(plane=plane(8, BACK).to_wire()))
+    agent._handle(Assignments(tasks=[{"id": "t1", "spec": {}, "phase": "new"}]))
+    agent._handle(NetworkPlaneUpdate(plane=plane(9, BACK).to_wire()))
+    agent._handle(NetworkPlaneUpdate(plane=plane(10, BACK).to_wire()))
+    data_plane.release.set()
+    await until(lambda: agent.plane is not None and agent.plane.version == 10 and len(log) == 3)
+    assert log == [("applied", 7), ("applied", 10), ("assigned", ["t1"], 10)]
+    await agent.stop()
+
+
 async def test_a_plane_the_data_plane_refuses_is_not_taken_and_the_next_one_is():
     class Refusing:
         async def apply(self, applied):
