@@ -115,18 +115,23 @@ def _free_subnet(name: str, taken: list[ipaddress.IPv4Network], pool: AddressPoo
 
 @dataclass
 class AddressSpace:
-    """The free addresses of one network: taken lowest first (``take``) or highest first
-    (``take_high``). Cursors only move inwards, so a pass over thousands of tasks costs
-    one walk over the subnet; an address freed during the pass is used by the next one."""
+    """The free addresses of one network. Tasks and VIPs take them serially (``take``: the
+    next free one after the last taken, ``cursor``, wrapping round), gateways highest first
+    (``take_high``). Serially, because an address just freed must not be handed out again
+    at once: other nodes' neighbour (ARP) entries and flows for it may still point at the
+    task that had it (a replacement on another node got its partitioned predecessor's
+    address and was unreachable from the mesh; libnetwork allocates serially for swarm
+    for the same reason). A pass over thousands of tasks still costs one walk."""
 
     network: str
     subnet: ipaddress.IPv4Network
     used: set[int]
     low: int = 0
     high: int = 0
+    cursor: int = 0  # where the next ``take`` starts looking (0: at the bottom)
 
     @classmethod
-    def of(cls, network: Network, held: Iterable[str]) -> "AddressSpace":
+    def of(cls, network: Network, held: Iterable[str], cursor: int = 0) -> "AddressSpace":
         subnet = ipaddress.ip_network(network.subnet)
         first, last = int(subnet.network_address) + 1, int(subnet.broadcast_address) - 1
         entry = _ipam_entry(network.name, network.spec)
@@ -136,12 +141,19 @@ class AddressSpace:
         used = {_number(a) for a in held}
         if entry and entry.get("gateway"):
             used.add(int(ipaddress.ip_address(entry["gateway"])))
-        return cls(network.name, subnet, used, first, last)
+        return cls(network.name, subnet, used, first, last, cursor)
 
     def take(self) -> str:
-        while self.low <= self.high and self.low in self.used:
-            self.low += 1
-        return self._claim(self.low)
+        start = self.cursor if self.low <= self.cursor <= self.high else self.low
+        address = start
+        while address in self.used:
+            address = address + 1 if address < self.high else self.low
+            if address == start:
+                address = self.high + 1  # a full circle: none free
+                break
+        claimed = self._claim(address)
+        self.cursor = address + 1
+        return claimed
 
     def take_high(self) -> str:
         while self.high >= self.low and self.high in self.used:
@@ -153,6 +165,9 @@ class AddressSpace:
             raise AllocationError(f"network {self.network}: no free address left in {self.subnet}")
         self.used.add(address)
         return socket.inet_ntoa(address.to_bytes(4, "big"))
+
+
+NEXT_ADDRESS = "next_address"  # a network status's allocation cursor (an address as a number)
 
 
 def _number(address: str) -> int:
@@ -209,8 +224,16 @@ class AddressBook:
             status = self.status(network)
             held = [*self.task_addresses.get(network.id, ()), *status["vips"].values(),
                     *status["gateways"].values()]
-            self._spaces[network.id] = AddressSpace.of(network, held)
+            self._spaces[network.id] = AddressSpace.of(network, held, status.get(NEXT_ADDRESS) or 0)
         return self._spaces[network.id]
+
+    def take(self, network: Network) -> str:
+        """The next address of ``network`` for a task or a VIP; the cursor is kept in the
+        network's status, written with the pass's decisions."""
+        space = self.space(network)
+        address = space.take()
+        self.status(network)[NEXT_ADDRESS] = space.cursor
+        return address
 
     def written(self) -> list[Network]:
         """The networks to write with this pass's decisions: those it took addresses from
@@ -233,7 +256,7 @@ class AddressBook:
         gateways: list[tuple[Network, str]] = []
         for network in wanted:
             if network.id not in addresses:
-                addresses[network.id] = self.space(network).take()
+                addresses[network.id] = self.take(network)
             if node_id not in self.status(network)["gateways"]:
                 gateways.append((network, self.space(network).take_high()))
         for network, address in gateways:
@@ -259,7 +282,7 @@ class AddressBook:
             has = service_id in self.status(network)["vips"]
             wants = network.name in attached and endpoint_mode != ENDPOINT_MODE_DNSRR
             if wants and not has:
-                address = self.space(network).take()
+                address = self.take(network)
                 status = self.status(network)
                 status["vips"] = dict(status["vips"], **{service_id: address})
             elif has and not wants:

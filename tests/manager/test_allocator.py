@@ -124,13 +124,29 @@ def test_addresses_are_released_when_their_holder_ends_or_goes():
     assert book.allocate_task(task("t2"), "node-1") == {"n": "10.0.1.3"}
     book.set_vips("s", service_spec("s", networks=()))  # s left the network: its VIP goes
     assert book.statuses["n"]["vips"] == {} and book.statuses["n"]["gateways"] == {"node-1": "10.0.1.253"}
-    # Within a pass the cursor only moves on; the next pass (a fresh book) reuses the VIP's address.
+    # The cursor moves on, within a pass and from one pass to the next (it is stored with the
+    # network): the VIP's address just freed is not handed out again at once.
     assert book.allocate_task(task("t3"), "node-1") == {"n": "10.0.1.4"}
     after = network("n", "10.0.1.0/24", **{k: book.statuses["n"][k] for k in ("vips", "gateways")})
+    after = Network(freeze({**after.raw, "status": {**after.raw["status"], "next_address": book.statuses["n"]["next_address"]}}))
     held = [task("t1", addresses={"n": "10.0.1.1"}), task("t2", addresses={"n": "10.0.1.3"}),
             task("t3", addresses={"n": "10.0.1.4"})]
     assert book_of([after], held, services=["s"], nodes=["node-1"]).allocate_task(task("t4"), "node-1") == {
-        "n": "10.0.1.2"}
+        "n": "10.0.1.5"}
+
+
+def test_task_addresses_go_round_the_subnet_before_one_is_used_again():
+    net = network("n", "10.0.1.0/29")  # .1-.6; the node's gateway takes .6
+    book = book_of([net], nodes=["node-1"])
+    assert [book.allocate_task(task(f"t{i}"), "node-1")["n"] for i in range(3)] == ["10.0.1.1", "10.0.1.2", "10.0.1.3"]
+    # t0 and t1 end; the next pass does not give their addresses back before the top is used
+    status = book.statuses["n"]
+    later = Network(freeze({**net.raw, "status": {**net.raw["status"], **status}}))
+    book = book_of([later], [task("t2", addresses={"n": "10.0.1.3"})], nodes=["node-1"])
+    got = [book.allocate_task(task(f"u{i}"), "node-1")["n"] for i in range(4)]
+    assert got == ["10.0.1.4", "10.0.1.5", "10.0.1.1", "10.0.1.2"]
+    with pytest.raises(AllocationError, match="no free address left"):
+        book.allocate_task(task("u4"), "node-1")
 
 
 def test_dnsrr_services_get_no_vip_and_non_overlay_networks_nothing():
