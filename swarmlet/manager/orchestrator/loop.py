@@ -72,9 +72,11 @@ class TasksByService:
             self.read.setdefault(task.spec.service_id, []).append(task)
 
     def get(self, service_id: str, default=None) -> list[Task]:
+        """Like ``dict.get``; a service without tasks has the empty list (``default`` is
+        accepted for that signature, and never needed)."""
         if service_id not in self.read:
             self.read[service_id] = self.store.select(Task, service_id=service_id)
-        return self.read[service_id] or (default if default is not None else [])
+        return self.read[service_id]
 
 
 class Orchestrator(LeaderLoop):

@@ -183,7 +183,8 @@ class SchedulerLoop(LeaderLoop):
             if changed.everything or changed.room:
                 pending = pending_tasks(self.store.select(Task, state=TaskState.PENDING))
             else:
-                pending = pending_tasks([t for t in map(lambda i: self.store.get(Task, i), sorted(changed.tasks)) if t])
+                fresh = (self.store.get(Task, task_id) for task_id in sorted(changed.tasks))
+                pending = pending_tasks([task for task in fresh if task is not None])
             nodes = self.store.list(Node)
             overlay = overlay_node_ids(nodes)
             if not pending and not overlay:  # (overlay nodes may need mesh gateways all the same)
