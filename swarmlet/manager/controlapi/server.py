@@ -21,10 +21,12 @@ which builds this app: it is not imported here, so that the dependency runs one 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import aiohttp
@@ -32,6 +34,7 @@ from aiohttp import web
 
 from swarmlet.api import errors
 from swarmlet.api.session import SESSION_PATH
+from swarmlet.manager.controlapi import dashboard, openapi
 from swarmlet.node.rpc import connector
 
 log = logging.getLogger("swarmlet.api")
@@ -75,13 +78,23 @@ def requires(*roles: str):
             if roles != (ANONYMOUS,):
                 ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
                 der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-                if not der:
-                    return _refuse(request, 401, "a client certificate of this cluster is required",
+                # A browser has no certificate: a dashboard session stands in for the admin
+                # certificate it is bound to, with the dashboard role (dashboard.py).
+                grant = None if der else dashboard_grant(request)
+                if not der and grant is None:
+                    return _refuse(request, 401, "a client certificate of this cluster is required "
+                                                 "(or a dashboard session: run `swarmlet dashboard`)",
                                    errors.Forbidden.code)
-                identity, reason = manager.ca.check_certificate(der)
+                identity, reason = manager.ca.check_certificate(der or grant.admin_der)
                 if reason is not None:
                     return _refuse(request, 403, reason, errors.Forbidden.code)
-                if identity.role not in roles:
+                if grant is not None:
+                    identity = dataclasses.replace(identity, role=dashboard.DASHBOARD_ROLE)
+                    if not dashboard.may_read(request.method, request.match_info.route.resource.canonical):
+                        return _refuse(request, 403, "a dashboard session can only read what the dashboard "
+                                                     "shows; use the CLI with the admin certificate",
+                                       errors.Forbidden.code)
+                elif identity.role not in roles:
                     return _refuse(request, 403, f"a {identity.role} certificate cannot call this endpoint "
                                                  f"(it needs {' or '.join(roles)})", errors.Forbidden.code)
                 request["identity"] = identity
@@ -90,9 +103,15 @@ def requires(*roles: str):
             except errors.SwarmletError as err:
                 return _refuse(request, http_status(err), str(err), err.code)
 
+        guarded.roles = roles  # read by openapi.document (x-roles)
         return guarded
 
     return decorate
+
+
+def dashboard_grant(request: web.Request) -> dashboard.Grant | None:
+    session_id = request.cookies.get(dashboard.SESSION_COOKIE)
+    return request.app["dashboard"].session(session_id, time.time()) if session_id else None
 
 
 def _refuse(request: web.Request, status: int, message: str, code: str) -> web.Response:
@@ -487,10 +506,75 @@ async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
             return response
 
 
+@web.middleware
+async def json_refusals(request: web.Request, handler) -> web.StreamResponse:
+    """aiohttp's own refusals (no such route, wrong method) and any unexpected failure
+    answer in the API's JSON form too, never as a text page."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return _refuse(request, err.status, f"{request.method} {request.path}: {err.reason}",
+                       {404: errors.NotFound.code, 405: "method_not_allowed"}.get(err.status, errors.Invalid.code))
+    except Exception as err:  # a bug: logged with its traceback, answered as JSON
+        log.exception("internal error in %s %s", request.method, request.path)
+        return _refuse(request, 500, f"internal error: {type(err).__name__}: {err}", "internal")
+
+
+# -- the API's description and the web dashboard (docs/security.md, "The web dashboard") ------------
+
+STATIC_DIR = Path(__file__).with_name("static")
+STATIC_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+
+
+@routes.get("/v1/openapi.json")
+@requires(ANONYMOUS)
+async def openapi_document(request):
+    return reply(openapi.document(request.app.router))
+
+
+@routes.post("/v1/dashboard/login")
+@requires(*ADMIN_ONLY)
+async def dashboard_login_token(request):
+    ssl_object = request.transport.get_extra_info("ssl_object")
+    token = request.app["dashboard"].issue_login(ssl_object.getpeercert(binary_form=True), time.time())
+    return reply({"path": f"/dashboard/login?token={token}", "expires_in": dashboard.LOGIN_TOKEN_SECONDS})
+
+
+@routes.get("/dashboard/login")
+@requires(ANONYMOUS)
+async def dashboard_login(request):
+    session_id = request.app["dashboard"].redeem(request.query.get("token", ""), time.time())
+    if session_id is None:
+        raise errors.Forbidden("this dashboard login link is unknown, used or expired: run `swarmlet dashboard` "
+                               "for a new one")
+    response = web.Response(status=303, headers={"Location": "/dashboard/"})
+    response.set_cookie(dashboard.SESSION_COOKIE, session_id, max_age=int(dashboard.SESSION_SECONDS),
+                        path="/", secure=True, httponly=True, samesite="Strict")
+    return response
+
+
+@routes.get("/dashboard/")
+@requires(ANONYMOUS)
+async def dashboard_page(request):
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+@routes.get("/dashboard/{file}")
+@requires(ANONYMOUS)
+async def dashboard_file(request):
+    name = request.match_info["file"]
+    if name not in STATIC_FILES:
+        raise errors.NotFound(f"no dashboard file {name!r} (there are {', '.join(sorted(STATIC_FILES))})")
+    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": STATIC_FILES[name]})
+
+
 def build_app(manager) -> web.Application:
     """The API of ``manager`` (a Manager, see the module's docstring)."""
     # read_body enforces the cluster's body limit; aiohttp's own readers are not used.
-    app = web.Application()
+    app = web.Application(middlewares=[json_refusals])
     app["manager"] = manager
+    app["dashboard"] = dashboard.DashboardSessions()
     app.add_routes(routes)
     return app
