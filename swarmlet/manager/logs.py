@@ -31,8 +31,12 @@ class ServiceLogs:
         self._resolve_service = resolve_service
         self._task_logs = task_logs
 
-    async def lines(self, ref: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
-        service = self._resolve_service(ref)
+    def lines(self, ref: str, tail: int | None, follow: bool) -> AsyncIterator[str]:
+        """The lines, after resolving ``ref`` at once: a missing service is refused before
+        the API starts its streamed answer, not in the middle of it."""
+        return self._lines(self._resolve_service(ref), tail, follow)
+
+    async def _lines(self, service: Service, tail: int | None, follow: bool) -> AsyncIterator[str]:
         tasks = sorted((t for t in self.store.select(Task, service_id=service.id) if has_output(t)),
                        key=lambda t: (t.spec.slot or 0, t.created_at))
         hostnames = {n.id: n.status.hostname or n.id for n in self.store.list(Node)}

@@ -156,3 +156,10 @@ async def test_an_unexpected_failure_is_a_json_500_not_a_text_page(api):
     response = await api.get("/v1/stacks")
     answer = await response.json()
     assert response.status == 500 and answer["code"] == "internal" and "AttributeError" in answer["error"]
+
+
+async def test_a_wrong_method_says_which_methods_the_route_has(api):
+    """RFC 9110: a 405 names the allowed methods (found by schemathesis: the JSON refusal dropped them)."""
+    response = await api.request("TRACE", "/v1/openapi.json")
+    assert response.status == 405 and set(response.headers["Allow"].split(",")) >= {"GET"}
+    assert (await response.json())["code"] == "method_not_allowed"

@@ -149,9 +149,18 @@ def field(body: dict, name: str, kind: type, required: bool = True, default=None
     value = body.get(name, default)
     if value is None and not required:
         return default
-    if not isinstance(value, kind):
+    # JSON's true/false are Python's bools, which are ints too: never take one for a number.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         raise errors.Invalid(f"field {name!r} must be {kind.__name__}, found {type(value).__name__}")
     return value
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    """A query flag: 1 (on), 0 or absent (off); anything else is refused, not taken for off."""
+    value = request.query.get(name, "0")
+    if value not in ("0", "1"):
+        raise errors.Invalid(f"query parameter {name!r} must be 0 or 1, found {value!r}")
+    return value == "1"
 
 
 # -- routes ------------------------------------------------------------------------------------
@@ -230,7 +239,7 @@ async def demote_node(request):
 @routes.get("/v1/cluster/status")
 @requires(*ADMIN_OR_MANAGER)
 async def cluster_status(request):
-    return reply(await request.app["manager"].membership.status(forward=request.query.get("local") != "1"))
+    return reply(await request.app["manager"].membership.status(forward=not query_flag(request, "local")))
 
 
 @routes.get("/v1/cluster/settings")
@@ -294,7 +303,7 @@ async def update_node(request):
 @routes.delete("/v1/nodes/{ref}")
 @requires(*ADMIN_ONLY)
 async def remove_node(request):
-    await request.app["manager"].nodes.remove(request.match_info["ref"], force=request.query.get("force") == "1")
+    await request.app["manager"].nodes.remove(request.match_info["ref"], force=query_flag(request, "force"))
     return reply({"ok": True})
 
 
@@ -302,7 +311,7 @@ async def remove_node(request):
 @requires(*ADMIN_ONLY)
 async def list_configs(request):
     configs = request.app["manager"].configs
-    if request.query.get("consistent") == "1":  # after a Raft read barrier (configs.consistent_public)
+    if query_flag(request, "consistent"):  # after a Raft read barrier (configs.consistent_public)
         await configs.store.read_barrier()
     return reply(configs.list_public())
 
@@ -334,7 +343,7 @@ async def remove_labelled_configs(request):
 @requires(*ADMIN_ONLY)
 async def inspect_config(request):
     configs, ref = request.app["manager"].configs, request.match_info["ref"]
-    if request.query.get("consistent") == "1":
+    if query_flag(request, "consistent"):
         return reply(await configs.consistent_public(ref))
     return reply(configs.public(ref))
 
@@ -354,7 +363,8 @@ async def deploy_stack(request):
     body = await json_body(request)
     return reply(await request.app["manager"].stacks.deploy(
         request.match_info["name"], field(body, "stack", dict), field(body, "files", dict, required=False, default={}),
-        prune=bool(body.get("prune")), dry_run=bool(body.get("dry_run")), by=who(request)))
+        prune=field(body, "prune", bool, required=False, default=False),
+        dry_run=field(body, "dry_run", bool, required=False, default=False), by=who(request)))
 
 
 def who(request) -> str:
@@ -437,7 +447,8 @@ async def scale_service(request):
 async def update_service(request):
     body = await json_body(request)
     return reply(await request.app["manager"].stacks.update_service(
-        request.match_info["ref"], field(body, "changes", dict), dry_run=bool(body.get("dry_run"))))
+        request.match_info["ref"], field(body, "changes", dict),
+        dry_run=field(body, "dry_run", bool, required=False, default=False)))
 
 
 @routes.post("/v1/services/{ref}/rollback")
@@ -468,7 +479,7 @@ async def service_logs(request):
     tail = request.query.get("tail", "all")
     if tail != "all" and not tail.isdigit():
         raise errors.Invalid("tail must be a number or 'all'")
-    follow = request.query.get("follow") == "1"
+    follow = query_flag(request, "follow")
     if not manager.store.is_leader:
         return await relay_to_leader(request, manager)
     lines = manager.logs.lines(request.match_info["ref"], None if tail == "all" else int(tail), follow)
@@ -515,8 +526,11 @@ async def json_refusals(request: web.Request, handler) -> web.StreamResponse:
     except web.HTTPException as err:
         if err.status < 400:
             raise
-        return _refuse(request, err.status, f"{request.method} {request.path}: {err.reason}",
-                       {404: errors.NotFound.code, 405: "method_not_allowed"}.get(err.status, errors.Invalid.code))
+        refusal = _refuse(request, err.status, f"{request.method} {request.path}: {err.reason}",
+                          {404: errors.NotFound.code, 405: "method_not_allowed"}.get(err.status, errors.Invalid.code))
+        if "Allow" in err.headers:  # a 405 names the methods the route has (RFC 9110)
+            refusal.headers["Allow"] = err.headers["Allow"]
+        return refusal
     except Exception as err:  # a bug: logged with its traceback, answered as JSON
         log.exception("internal error in %s %s", request.method, request.path)
         return _refuse(request, 500, f"internal error: {type(err).__name__}: {err}", "internal")
