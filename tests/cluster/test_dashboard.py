@@ -22,9 +22,15 @@ pytestmark = pytest.mark.cluster
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 PAGE_TIMEOUT = 45.0
-STACK = {"services": {"web": {"image": "swarmlet-test/busybox:1", "command": ["sleep", "600"],
-                              "deploy": {"replicas": 2, "placement": {"max_replicas_per_node": 1}}}}}
+STACK = {"services": {
+    "web": {"image": "swarmlet-test/busybox:1", "command": ["sleep", "600"],
+            "deploy": {"replicas": 2, "placement": {"max_replicas_per_node": 1}}},
+    # No node has the label: its tasks stay pending with the scheduler's reason, shown as 0/2.
+    "stuck": {"image": "swarmlet-test/busybox:1", "command": ["sleep", "600"],
+              "deploy": {"replicas": 2, "placement": {"constraints": ["node.labels.swdb-nowhere == yes"]}}},
+}}
 SERVICE = "dash_web"
+STUCK = "dash_stuck"
 
 
 def browser_unavailable() -> str | None:
@@ -113,11 +119,15 @@ def test_the_dashboard_shows_a_deploy_and_a_node_going_down(dashboard_cluster, b
 
     compose = tmp_path / "stack.yml"
     compose.write_text(json.dumps(STACK))
-    cluster.cli("stack", "deploy", "-c", str(compose), "dash")
+    cluster.cli("stack", "deploy", "--detach", "-c", str(compose), "dash")
     row = seen(browser, f"{SERVICE} at 2/2", lambda: next((r for r in cells(browser, f'#services tr[data-service="{SERVICE}"]')
                                                           if r[3] == "2/2"), None))
     assert row[1] == "dash" and row[2] == "replicated"
-    assert any(r == ["dash", "1"] for r in cells(browser, "#stacks tr"))
+    assert any(r == ["dash", "2"] for r in cells(browser, "#stacks tr"))
+    assert [r[3] for r in cells(browser, f'#services tr[data-service="{STUCK}"]')] == ["0/2"]
+    pending = seen(browser, f"the pending tasks of {STUCK} with the reason", lambda: (lambda rows: rows if len(rows) == 2
+                   and all(r[4] == "pending" and r[5] for r in rows) else None)(cells(browser, f'#tasks tr[data-service="{STUCK}"]')))
+    assert all("constraint" in r[5] or "node" in r[5] for r in pending), pending
     running = seen(browser, "two running tasks", lambda: (lambda rows: rows if len(rows) == 2 else None)(
         [r for r in cells(browser, f'#tasks tr[data-service="{SERVICE}"]') if r[4] == "running"]))
 
