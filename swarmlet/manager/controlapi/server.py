@@ -6,6 +6,11 @@ verified by TLS; each route then states which roles may call it:
 - ``node`` (worker or manager certificates): the dispatcher session, renewal, leaving,
 - ``manager``: Raft membership,
 - ``admin``: everything an operator does through the CLI.
+- ``dashboard``: a web dashboard session (a cookie bound to an admin certificate, no
+  client certificate): only the reads in ``dashboard.DASHBOARD_READS``.
+
+The routes are described by ``openapi.yaml`` (served at ``/v1/openapi.json``); a route
+added here needs its entry there (tests/manager/test_openapi.py).
 
 Domain code refuses with the errors of ``swarmlet.api.errors``; this module alone
 turns them into HTTP statuses (``HTTP_STATUS``). Every refusal is answered with a JSON
