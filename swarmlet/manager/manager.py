@@ -30,6 +30,7 @@ from swarmlet.manager.caservice import CAService, serial_of
 from swarmlet.manager.configs import ConfigService
 from swarmlet.manager.controlapi.server import build_app
 from swarmlet.manager.dispatcher.dispatcher import Dispatcher
+from swarmlet.manager.events import EventLog
 from swarmlet.manager.logs import ServiceLogs
 from swarmlet.manager.membership import Membership
 from swarmlet.manager.nodes import NodeService, node_create_op
@@ -76,6 +77,7 @@ class Manager:
         self.logs = ServiceLogs(self.store, self.stacks.resolve_service, self.dispatcher.task_logs)
         self.orchestrator = Orchestrator(self.store)
         self.scheduler = SchedulerLoop(self.store)
+        self.events = EventLog(self.store)
         self._leader_loops = (self.dispatcher, self.orchestrator, self.scheduler)
         self._runner: web.AppRunner | None = None
 
@@ -88,6 +90,7 @@ class Manager:
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        self.events.start()  # before the store: a journal replayed at start is events too
         self.store.start()
         for loop in self._leader_loops:
             self.store.on_leadership_change(loop.leadership_changed)
@@ -111,6 +114,7 @@ class Manager:
             await loop.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.events.stop()
         self.store.close()
 
     async def bootstrap(self, cluster_spec: dict, hostname: str) -> None:

@@ -185,6 +185,7 @@ class StoreEvent:
     index: int
     changes: list[Change]
     reset: bool = False
+    timestamp: float = 0.0  # the proposer's clock in the transaction (Applied.timestamp)
 
 
 def new_request_id() -> str:
@@ -405,7 +406,7 @@ class ClusterStore:
 
     def _from_raft_applied(self, applied: Applied) -> None:  # Raft thread
         if applied.changes and self._handoff is not None:
-            self._handoff.post(self._publish, StoreEvent(applied.index, applied.changes))
+            self._handoff.post(self._publish, StoreEvent(applied.index, applied.changes, timestamp=applied.timestamp))
 
     def _from_raft_reset(self) -> None:  # Raft thread
         if self._handoff is not None:

@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from swarmlet.api import errors
+from swarmlet.api.events import DEFAULT_EVENT_LIMIT, EventsGone, check_types, parse_point
 from swarmlet.api.session import SESSION_PATH
 from swarmlet.node.rpc import connector
 
@@ -45,7 +46,7 @@ ADMIN_OR_MANAGER = ("admin", "manager")
 # The most specific class of a refusal that is listed here decides its status.
 HTTP_STATUS: dict[type[errors.SwarmletError], int] = {
     errors.Invalid: 400, errors.Forbidden: 403, errors.NotFound: 404, errors.Conflict: 409,
-    errors.BodyTooLarge: 413, errors.Unavailable: 503, errors.Timeout: 504}
+    errors.BodyTooLarge: 413, errors.Gone: 410, errors.Unavailable: 503, errors.Timeout: 504}
 BODY_CHUNK = 64 * 1024
 
 
@@ -466,6 +467,39 @@ async def service_logs(request):
 async def list_tasks(request):
     return reply(request.app["manager"].stacks.tasks(service_ref=request.query.get("service") or None,
                                                      stack=request.query.get("stack") or None))
+
+
+# -- events (logic in swarmlet.manager.events; the vocabulary in swarmlet.api.events) -----------------
+
+@routes.get("/v1/events")
+@requires(*ADMIN_ONLY)
+async def events(request):
+    """follow=0: ``{"events": [...], "cursor": ...}``; follow=1: NDJSON, one event a line,
+    until ``until`` or the client leaves (a reader that falls behind the ring gets a
+    last line ``{"error", "code": "gone"}``)."""
+    query, log_ = request.query, request.app["manager"].events
+    now = time.time()
+    since = parse_point(query["since"], "since", now) if query.get("since") else None
+    until = parse_point(query["until"], "until", now) if query.get("until") else None
+    types = check_types(query.getall("type", []))
+    follow = query.get("follow", "0")
+    if follow not in ("0", "1"):
+        raise errors.Invalid(f"follow must be 0 or 1, not {follow!r}")
+    limit_text = query.get("limit")
+    if limit_text is not None and not limit_text.isdigit():
+        raise errors.Invalid(f"limit must be a whole number of events, not {limit_text!r}")
+    if follow == "0":
+        return reply(log_.read(since, until, types, DEFAULT_EVENT_LIMIT if limit_text is None else int(limit_text)))
+    log_.ring.after(since)  # a since the ring no longer covers is refused (410) before the stream starts
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    try:
+        async for event in log_.follow(since, until, types, None if limit_text is None else int(limit_text)):
+            await response.write(json.dumps(event.to_dict(), default=json_default).encode() + b"\n")
+    except EventsGone as err:
+        await response.write(json.dumps({"error": str(err), "code": err.code}).encode() + b"\n")
+    await response.write_eof()
+    return response
 
 
 async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
