@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from swarmlet.cli.chaos import chaos
+from swarmlet.cli.events import events
 from swarmlet.cli.local import hollow_host, local
 from swarmlet.cli.nodes import COMMANDS as NODE_COMMANDS
 from swarmlet.cli.service import service
@@ -17,7 +18,7 @@ def cli() -> None:
     """swarmlet: run Compose stacks on a cluster of hosts."""
 
 
-for command in [*NODE_COMMANDS, local, hollow_host, stack, service, chaos]:
+for command in [*NODE_COMMANDS, local, hollow_host, stack, service, chaos, events]:
     cli.add_command(command)
 
 

@@ -133,6 +133,7 @@ class Applied:
     result: dict
     changes: list[Change] = field(default_factory=list)
     timestamp: float = 0.0  # the proposer's clock, stamped into the transaction (0 when unreadable)
+    apply_seconds: float = 0.0  # how long applying took (set by raft.py, which has a clock; metrics)
 
 
 def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> bytes:

@@ -29,6 +29,7 @@ from typing import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from swarmlet.api import errors
 from swarmlet.api.events import DEFAULT_EVENT_LIMIT, EventsGone, check_types, parse_point
@@ -42,6 +43,7 @@ NODE_ROLES = ("worker", "manager")
 MANAGER_ONLY = ("manager",)
 ADMIN_ONLY = ("admin",)
 ADMIN_OR_MANAGER = ("admin", "manager")
+METRICS_ROLES = ("admin",)  # who may scrape GET /metrics (a read-only role belongs here too)
 
 # The most specific class of a refusal that is listed here decides its status.
 HTTP_STATUS: dict[type[errors.SwarmletError], int] = {
@@ -493,6 +495,9 @@ async def events(request):
     log_.ring.after(since)  # a since the ring no longer covers is refused (410) before the stream starts
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
+    send_headers = getattr(request.writer, "send_headers", None)  # aiohttp holds them for the first line otherwise
+    if send_headers is not None:
+        send_headers()
     try:
         async for event in log_.follow(since, until, types, None if limit_text is None else int(limit_text)):
             await response.write(json.dumps(event.to_dict(), default=json_default).encode() + b"\n")
@@ -500,6 +505,33 @@ async def events(request):
         await response.write(json.dumps({"error": str(err), "code": err.code}).encode() + b"\n")
     await response.write_eof()
     return response
+
+
+@routes.get("/metrics")
+@requires(*METRICS_ROLES)
+async def metrics(request):
+    """Prometheus' text format: this manager's cluster figures and its node's (manager/metrics.py)."""
+    return web.Response(body=request.app["manager"].metrics.node.exposition(),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def timed(request: web.Request, handler):
+    """API request latency by route template (never the raw path: one series per route)."""
+    started, status = time.monotonic(), 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as err:
+        status = err.status
+        raise
+    finally:
+        metrics = getattr(request.app["manager"], "metrics", None)
+        resource = request.match_info.route.resource
+        if metrics is not None:
+            metrics.observe_request(request.method, resource.canonical if resource is not None else "unmatched",
+                                    status, time.monotonic() - started)
 
 
 async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
@@ -524,7 +556,7 @@ async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
 def build_app(manager) -> web.Application:
     """The API of ``manager`` (a Manager, see the module's docstring)."""
     # read_body enforces the cluster's body limit; aiohttp's own readers are not used.
-    app = web.Application()
+    app = web.Application(middlewares=[timed])
     app["manager"] = manager
     app.add_routes(routes)
     return app
