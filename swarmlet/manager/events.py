@@ -29,8 +29,9 @@ from swarmlet.store.state import Change
 
 log = logging.getLogger("swarmlet.events")
 
-# Events each manager keeps in memory (~1 KB each): about a 5,000-task deploy's worth
-# (a task's life is ~6 state events); a follower streaming behind by more is told so.
+# The changes (so at most this many events) each manager keeps in memory, ~600 B an
+# event once derived (benchmarks/events_cost.py): about a 3,000-task deploy's worth (a
+# task's life is ~6 state changes); a follower streaming behind by more is told so.
 EVENT_RING_SIZE = 20_000
 
 _ACTIONS = {"create": "create", "update": "update", "delete": "remove"}
@@ -151,60 +152,98 @@ _DESCRIBE = {"service": _service, "task": _task, "node": _node, "network": _name
 
 # -- the ring ------------------------------------------------------------------------------------------
 
+class _Held:
+    """One applied transaction in the ring; its events derived when first read."""
+
+    __slots__ = ("index", "timestamp", "changes", "size", "derived")
+
+    def __init__(self, index: int, timestamp: float, changes: list[Change]):
+        self.index, self.timestamp, self.changes, self.size = index, timestamp, changes, len(changes)
+        self.derived: list[Event] | None = None
+
+    @property
+    def events(self) -> list[Event]:
+        if self.derived is None:
+            self.derived = events_of(self.index, self.timestamp, self.changes)
+            self.changes = ()  # what the events need is in them now
+        return self.derived
+
+
 class EventRing:
-    """The newest ``capacity`` events, oldest first, and the floor below which this
-    manager holds nothing: every event after ``floor`` up to the newest is held."""
+    """The newest applied transactions, holding at most ``capacity`` changes (each
+    change gives at most one event), and the floor below which this manager holds
+    nothing: every event after ``floor`` up to the newest is held.
+
+    Events are derived when first read, not as transactions are applied: a manager
+    nobody follows spends nothing on them (deriving a 2,000-task transaction's events
+    costs tens of ms of the loop: benchmarks/events_cost.py)."""
 
     def __init__(self, capacity: int = EVENT_RING_SIZE):
         self.capacity = capacity
-        self.events: collections.deque[Event] = collections.deque()
+        self._held: collections.deque[_Held] = collections.deque()
+        self._changes = 0
         self.floor = Cursor(0, 0)
         self.delivered_index = 0  # the newest transaction added
 
-    def add(self, index: int, events: list[Event]) -> None:
-        for event in events:
-            if len(self.events) >= self.capacity:
-                self.floor = self.events.popleft().cursor
-            self.events.append(event)
+    def add(self, index: int, timestamp: float, changes: list[Change]) -> None:
+        self._held.append(_Held(index, timestamp, changes))
+        self._changes += len(changes)
+        while self._changes > self.capacity and len(self._held) > 1:
+            dropped = self._held.popleft()
+            self._changes -= dropped.size
+            self.floor = Cursor.after_index(dropped.index)
         self.delivered_index = max(self.delivered_index, index)
 
     def reset(self, index: int) -> None:
         """The state was replaced by a snapshot at ``index``: what came before is unknown."""
-        self.events.clear()
+        self._held.clear()
+        self._changes = 0
         self.floor = Cursor.after_index(index)
         self.delivered_index = index
 
     @property
+    def held_changes(self) -> int:
+        return self._changes
+
+    @property
+    def events(self) -> list[Event]:
+        return [event for held in self._held for event in held.events]
+
+    @property
     def head(self) -> Cursor:
         """The newest event's cursor (the floor when none is held)."""
-        return self.events[-1].cursor if self.events else self.floor
+        for held in reversed(self._held):
+            if held.events:
+                return held.events[-1].cursor
+        return self.floor
 
     def after(self, since: Point | None, until: Point | None = None, types: Iterable[str] = ()) -> list[Event]:
         """The events after ``since`` (all held when None) up to ``until``, of ``types``
         (all when empty), oldest first. Raises ``EventsGone`` for a cursor below the floor."""
         wanted = set(types)
+        held = self._held
+        start = 0
         if since is not None and since.cursor is not None:
             if since.cursor < self.floor:
-                oldest = self.events[0].cursor if self.events else None
+                oldest = next((h.events[0].cursor for h in held if h.events), None)
                 raise EventsGone(
-                    f"events after {since.cursor} are no longer all held by this manager (it keeps the newest "
-                    f"{self.capacity} events since it started or last installed a snapshot): the oldest cursor it "
-                    f"can resume from is {self.floor}" + (f" (its oldest event is {oldest})" if oldest else ""),
-                    self.floor)
-            start = len(self.events)
-            while start and self.events[start - 1].cursor > since.cursor:  # from the newest end: followers are near it
+                    f"events after {since.cursor} are no longer all held by this manager (it keeps the events of "
+                    f"its newest {self.capacity} changes since it started or last installed a snapshot): the "
+                    f"oldest cursor it can resume from is {self.floor}"
+                    + (f" (its oldest event is {oldest})" if oldest else ""), self.floor)
+            start = len(held)
+            while start and held[start - 1].index >= since.cursor.index:  # from the newest end: followers are near it
                 start -= 1
-            candidates = (self.events[i] for i in range(start, len(self.events)))
-        else:
-            candidates = iter(self.events)
         out = []
-        for event in candidates:
-            if since is not None and since.time is not None and event.time <= since.time:
-                continue
-            if until is not None and _past(event, until):
-                break
-            if not wanted or event.type in wanted:
-                out.append(event)
+        for position in range(start, len(held)):
+            for event in held[position].events:
+                if since is not None and (event.cursor <= since.cursor if since.cursor is not None
+                                          else event.time <= since.time):
+                    continue
+                if until is not None and _past(event, until):
+                    return out
+                if not wanted or event.type in wanted:
+                    out.append(event)
         return out
 
 
@@ -248,8 +287,7 @@ class EventLog:
         if store_event.reset:
             self.ring.reset(store_event.index)
         else:
-            self.ring.add(store_event.index, events_of(store_event.index, store_event.timestamp,
-                                                       store_event.changes))
+            self.ring.add(store_event.index, store_event.timestamp, store_event.changes)
         self._changed.set()
         self._changed = asyncio.Event()
 

@@ -152,8 +152,8 @@ class _ClusterCollector:
 
         yield _gauge("swarmlet_dispatcher_sessions", "Node sessions open on this manager (the leader's).",
                      manager.dispatcher.session_count)
-        ring = manager.events.ring
-        yield _gauge("swarmlet_events_held", "Events this manager holds for GET /v1/events.", len(ring.events))
+        yield _gauge("swarmlet_events_held_changes", "Store changes this manager holds for GET /v1/events.",
+                     manager.events.ring.held_changes)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

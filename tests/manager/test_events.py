@@ -100,23 +100,30 @@ def ring_with(count: int, capacity: int) -> EventRing:
     ring = EventRing(capacity)
     state = StoreState()
     for n in range(count):
-        events = apply(state, [{"op": "create", "kind": "config", "id": f"c{n}", "spec": {"name": f"c{n}"}},
-                               {"op": "create", "kind": "network", "id": f"n{n}", "spec": {"name": f"n{n}"}}])
-        ring.add(events[0].cursor.index, events)
+        applied = state.apply(encode_transaction("", 100.0, [
+            {"op": "create", "kind": "config", "id": f"c{n}", "spec": {"name": f"c{n}"}},
+            {"op": "create", "kind": "network", "id": f"n{n}", "spec": {"name": f"n{n}"}}]))
+        ring.add(applied.index, applied.timestamp, applied.changes)
+        if n == count - 3:
+            assert ring.head == Cursor(applied.index, 1)  # read before the rest: derived early, memoised
     return ring
 
 
 def test_the_ring_serves_exactly_what_follows_a_cursor_and_refuses_a_cursor_it_no_longer_covers():
-    ring = ring_with(10, capacity=8)  # 20 events, the newest 8 kept: indexes 7..10
+    ring = ring_with(10, capacity=8)  # 20 changes, the newest 8 kept: indexes 7..10
+    assert ring.held_changes == 8
     assert [str(e.cursor) for e in ring.after(Point(cursor=Cursor(9, 0)))] == ["9:1", "10:0", "10:1"]
     assert [e.type for e in ring.after(Point(cursor=Cursor(9, 0)), types=["config"])] == ["config"]
     assert [str(e.cursor) for e in ring.after(Point(cursor=Cursor(7, 0)), until=Point(cursor=Cursor(8, 0)))] == \
         ["7:1", "8:0"]
-    assert ring.floor == Cursor(6, 1)
-    assert len(ring.after(Point(cursor=Cursor(6, 1)))) == 8  # from the floor itself: nothing missing
+    floor = Cursor.after_index(6)
+    assert ring.floor == floor
+    assert len(ring.after(Point(cursor=floor))) == 8  # from the floor itself: nothing missing
+    assert len(ring.after(Point(cursor=Cursor(7, 0)))) == 7
     with pytest.raises(EventsGone) as gone:
-        ring.after(Point(cursor=Cursor(6, 0)))
-    assert "6:1" in str(gone.value) and gone.value.oldest == Cursor(6, 1)
+        ring.after(Point(cursor=Cursor(6, 1)))
+    assert str(floor) in str(gone.value) and "its oldest event is 7:0" in str(gone.value)
+    assert gone.value.oldest == floor
     ring.reset(40)
     with pytest.raises(EventsGone):
         ring.after(Point(cursor=Cursor(10, 1)))
