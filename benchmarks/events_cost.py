@@ -42,7 +42,7 @@ def main() -> None:
                 "status": task_status("pending", time.time())} for slot in range(args.tasks)]
         applied = state.apply(encode_transaction("", time.time(), ops))
         started = time.perf_counter()
-        events = events_of(applied.index, applied.timestamp, applied.changes)
+        events_of(applied.index, applied.timestamp, applied.changes)
         creates.append(time.perf_counter() - started)
         started = time.perf_counter()
         ring.add(applied.index, applied.timestamp, applied.changes)  # what applying costs the loop: events wait
@@ -52,7 +52,7 @@ def main() -> None:
                for change in applied.changes]
         applied = state.apply(encode_transaction("", time.time(), ops))
         started = time.perf_counter()
-        events = events_of(applied.index, applied.timestamp, applied.changes)
+        events_of(applied.index, applied.timestamp, applied.changes)
         assigns.append(time.perf_counter() - started)
         ring.add(applied.index, applied.timestamp, applied.changes)
 

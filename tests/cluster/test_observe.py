@@ -4,6 +4,7 @@ runtime). Every wait polls a condition with a deadline; nothing sleeps to synchr
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import textwrap
 import threading
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -247,7 +249,6 @@ def _key(event: dict) -> tuple[int, int]:
 
 
 def _env(cluster: TestCluster) -> dict:
-    import os
     return {**os.environ, **cluster.env}
 
 
@@ -257,7 +258,13 @@ def test_bad_points_filters_and_types_are_refused_clearly(cluster):
     assert result.returncode != 0 and "since" in result.stderr and "RFC 3339" in result.stderr
     result = swarmlet("events", "--filter", "kind=service", env=cluster.env, check=False)
     assert result.returncode != 0 and "type=TYPE" in result.stderr
-    from swarmlet.cli.client import ApiError
+    from swarmlet.cli.client import ApiError, Client
     with pytest.raises(ApiError) as refused:
         client.call("GET", "/v1/events?type=bogus")
     assert refused.value.status == 400 and "bogus" in str(refused.value)
+    # Operator routes: a node's own certificate may not read events or scrape the cluster.
+    as_worker = Client(client.hosts, Path(cluster.node("worker-1")["data_dir"]) / "certs")
+    for path in ("/metrics", "/v1/events"):
+        with pytest.raises(ApiError) as refused:
+            as_worker.call("GET", path)
+        assert refused.value.status == 403 and "admin" in str(refused.value), path
