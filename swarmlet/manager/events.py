@@ -2,9 +2,10 @@
 
 Every manager applies the same log, so ``events_of`` (pure) turns each applied
 transaction into the same events on every manager, each with the cursor
-``<store index>:<position>`` (swarmlet/api/events.py). A manager keeps the newest
-``EVENT_RING_SIZE`` events in memory (``EventRing``); a client resumes on any
-manager from the last cursor it saw. A ``since`` older than what the ring holds is
+``<store index>:<position>`` (swarmlet/api/events.py). A manager keeps the
+transactions of its newest ``EVENT_RING_SIZE`` changes in memory (``EventRing``; their
+events derived when first read); a client resumes on any manager from the last cursor
+it saw. A ``since`` older than what the ring holds is
 refused (``EventsGone``, HTTP 410) naming the oldest cursor that can still be
 served: a gap is never served silently.
 
