@@ -7,8 +7,10 @@ none is lost to a failover).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
+import time
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -100,6 +102,10 @@ class Agent:
         self._on_expelled = on_expelled
         self._leader_hint: str | None = None
         self.connected = asyncio.Event()
+        self.sessions_established = 0  # metrics (swarmlet/node/metrics.py)
+        # Called with each heartbeat's round trip, in seconds (metrics); acks come in order.
+        self.on_heartbeat_rtt: Callable[[float], None] | None = None
+        self._heartbeats_sent: collections.deque[float] = collections.deque()
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
@@ -173,6 +179,8 @@ class Agent:
                 self._plane_floor = 0
                 self._apply_welcome(first)
                 self.connected.set()
+                self.sessions_established += 1
+                self._heartbeats_sent.clear()
                 log.info("session established with leader %s", address)
                 self._ws = ws
                 heartbeats = asyncio.ensure_future(self._heartbeats(ws))
@@ -197,11 +205,16 @@ class Agent:
 
     async def _heartbeats(self, ws) -> None:
         while not ws.closed:
+            self._heartbeats_sent.append(time.monotonic())
             await ws.send_bytes(pack(Heartbeat()))
             await asyncio.sleep(self._period)
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, HeartbeatAck):
+            if self._heartbeats_sent:
+                sent = self._heartbeats_sent.popleft()
+                if self.on_heartbeat_rtt is not None:
+                    self.on_heartbeat_rtt(time.monotonic() - sent)
             self._apply_welcome(message)
         elif isinstance(message, Assignments) and self.executor is not None:
             self._in_order(self._assign(message))

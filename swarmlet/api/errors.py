@@ -76,6 +76,12 @@ class NoQuorum(Unavailable):
     code = "no_quorum"
 
 
+class Gone(SwarmletError):
+    """What was asked for is no longer held (an event cursor older than a manager's ring)."""
+
+    code = "gone"
+
+
 class Timeout(SwarmletError):
     """No answer in time; the outcome may be unknown (the message says)."""
 

@@ -79,6 +79,11 @@ class Client:
         raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
 
 
+    def connection(self, host: str, timeout: float | None = None) -> http.client.HTTPSConnection:
+        """A connection to one manager (for streams that pick their manager themselves)."""
+        ip, port = split_address(host, DEFAULT_API_PORT)
+        return http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout)
+
     def stream(self, path: str, timeout: float | None = None):
         """The lines of a streamed text answer (service logs), from the first manager
         that answers."""

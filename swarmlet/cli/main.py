@@ -6,6 +6,7 @@ import click
 
 from swarmlet.cli.chaos import chaos
 from swarmlet.cli.dashboard import dashboard
+from swarmlet.cli.events import events
 from swarmlet.cli.local import hollow_host, local
 from swarmlet.cli.nodes import COMMANDS as NODE_COMMANDS
 from swarmlet.cli.service import service
@@ -18,7 +19,7 @@ def cli() -> None:
     """swarmlet: run Compose stacks on a cluster of hosts."""
 
 
-for command in [*NODE_COMMANDS, local, hollow_host, stack, service, chaos, dashboard]:
+for command in [*NODE_COMMANDS, local, hollow_host, stack, service, chaos, dashboard, events]:
     cli.add_command(command)
 
 

@@ -64,6 +64,27 @@ limit_option = click.option(
     help=f"A cluster limit; repeatable. NAME: {', '.join(Limits().to_dict())} (docs/orchestration.md, Limits).")
 
 
+def _metrics_addr(ctx, param, value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, colon, port = value.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:9323)")
+    return value
+
+
+metrics_addr_option = click.option(
+    "--metrics-addr", callback=_metrics_addr, metavar="HOST:PORT",
+    help="Also serve this node's metrics (GET /metrics, Prometheus' format) over plain HTTP here, like dockerd's "
+         "--metrics-addr; off by default. Stored in the node's config.")
+
+
+def _save_metrics_addr(directory: DataDir, config, metrics_addr: str | None) -> None:
+    if metrics_addr:
+        config.metrics_addr = metrics_addr
+        directory.save(config)
+
+
 def parse_duration(text: str) -> float:
     """'90d', '12h', '5m', '30s' or plain seconds."""
     units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -141,6 +162,7 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @data_plane_option
 @limit_option
 @shared_engine_option
+@metrics_addr_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @click.option("--force-new-cluster", is_flag=True,
@@ -148,8 +170,8 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
                    "(nodes, services, secrets and tasks kept; other managers join again).")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
-         runtime, addr_pools, mask_length, data_plane, limits, shared_engine, data_dir, detach, force_new_cluster,
-         log_level):
+         runtime, addr_pools, mask_length, data_plane, limits, shared_engine, metrics_addr, data_dir, detach,
+         force_new_cluster, log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
     if force_new_cluster:
@@ -164,6 +186,7 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
                               data_plane=data_plane or DEFAULT_DATA_PLANE)
     except JoinError as err:
         raise click.ClickException(str(err)) from None
+    _save_metrics_addr(directory, config, metrics_addr)
     click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")
     click.echo(f"Admin certificate for the CLI: {directory.admin_dir}")
     click.echo(f"  export SWARMLET_HOST={config.api_address} SWARMLET_CONTEXT={directory.admin_dir}")
@@ -181,11 +204,12 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
               help="How this node runs tasks: Docker containers, or local process groups.")
 @data_plane_option
 @shared_engine_option
+@metrics_addr_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
 @log_level_option
-def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, data_plane, shared_engine, data_dir,
-         detach, log_level):
+def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, data_plane, shared_engine, metrics_addr,
+         data_dir, detach, log_level):
     """Join the cluster that MANAGER_ADDR belongs to."""
     directory = DataDir(data_dir)
     try:
@@ -195,6 +219,7 @@ def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, da
                                           data_plane=data_plane or DEFAULT_DATA_PLANE))
     except JoinError as err:
         raise click.ClickException(str(err)) from None
+    _save_metrics_addr(directory, config, metrics_addr)
     click.echo(f"This node joined the cluster as a {config.role} (node {config.node_id}).")
     run_or_detach(directory, detach, log_level)
 

@@ -30,8 +30,10 @@ from swarmlet.manager.caservice import CAService, serial_of
 from swarmlet.manager.configs import ConfigService
 from swarmlet.manager.controlapi.server import build_app
 from swarmlet.manager.dispatcher.dispatcher import Dispatcher
+from swarmlet.manager.events import EventLog
 from swarmlet.manager.logs import ServiceLogs
 from swarmlet.manager.membership import Membership
+from swarmlet.manager.metrics import ManagerMetrics
 from swarmlet.manager.nodes import NodeService, node_create_op
 from swarmlet.manager.orchestrator.loop import Orchestrator
 from swarmlet.manager.peers import PeerCalls
@@ -40,6 +42,7 @@ from swarmlet.manager.settings import ClusterSettings
 from swarmlet.manager.stacks import StackApi
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
+from swarmlet.node.metrics import NodeMetrics
 from swarmlet.node.rpc import bind_with_retries
 from swarmlet.store import ClusterStore, RaftSettings, TlsPolicy
 from swarmlet.store.recovery import pack_backup
@@ -50,7 +53,7 @@ BOOTSTRAP_LEAD_TIMEOUT = 30.0
 
 
 class Manager:
-    def __init__(self, data_dir: DataDir, config: NodeConfig, tls: NodeTls):
+    def __init__(self, data_dir: DataDir, config: NodeConfig, tls: NodeTls, node_metrics: NodeMetrics | None = None):
         self.data_dir = data_dir
         self.config = config
         self.tls = tls
@@ -76,6 +79,10 @@ class Manager:
         self.logs = ServiceLogs(self.store, self.stacks.resolve_service, self.dispatcher.task_logs)
         self.orchestrator = Orchestrator(self.store)
         self.scheduler = SchedulerLoop(self.store)
+        self.events = EventLog(self.store)
+        self.metrics = ManagerMetrics(self, node_metrics or NodeMetrics(config.node_id, config.role))
+        self.store.observe_apply = self.metrics.apply_seconds.observe
+        self.store.observe_commit = lambda seconds, outcome: self.metrics.commit_seconds.labels(outcome).observe(seconds)
         self._leader_loops = (self.dispatcher, self.orchestrator, self.scheduler)
         self._runner: web.AppRunner | None = None
 
@@ -88,6 +95,8 @@ class Manager:
 
     # -- life cycle ----------------------------------------------------------------------------
     async def start(self) -> None:
+        self.events.start()  # before the store: a journal replayed at start is events too
+        self.metrics.start()
         self.store.start()
         for loop in self._leader_loops:
             self.store.on_leadership_change(loop.leadership_changed)
@@ -111,6 +120,8 @@ class Manager:
             await loop.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.events.stop()
+        await self.metrics.stop()
         self.store.close()
 
     async def bootstrap(self, cluster_spec: dict, hostname: str) -> None:

@@ -96,9 +96,9 @@ class Membership:
                                             timeout=STATUS_FORWARD_TIMEOUT)
                 except (ApiCallError, *CALL_ERRORS) as err:
                     log.info("cluster status: leader %s did not answer (%s); answering locally", leader_api, err)
-        return self._local_status()
+        return self.local_status()
 
-    def _local_status(self) -> dict:
+    def local_status(self) -> dict:
         view = self.store.view
         by_raft = {n.status.raft_address: n for n in self.store.list(Node)}
         leader_raft = self.store.leader_address

@@ -77,6 +77,8 @@ class NodeConfig:
     managers: list[str] = field(default_factory=list)  # manager API addresses, "ip:port"
     raft_members: list[str] = field(default_factory=list)  # Raft addresses, "ip:port"
     raft_settings: dict = field(default_factory=dict)  # RaftSettings overrides
+    # HOST:PORT for plain-HTTP GET /metrics (--metrics-addr, like dockerd's); None: off
+    metrics_addr: str | None = None
 
     @property
     def api_address(self) -> str:

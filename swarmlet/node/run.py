@@ -21,6 +21,7 @@ from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER
 from swarmlet.node.bootstrap import bootstrap_done, take_bootstrap_spec
 from swarmlet.node.config import DataDir
 from swarmlet.node.identity import NodeTls
+from swarmlet.node.metrics import NodeMetrics, serve_metrics
 from swarmlet.private import OWNER_ONLY_UMASK, tighten, write_private
 
 log = logging.getLogger("swarmlet.node")
@@ -73,11 +74,12 @@ async def run_node(data_dir: DataDir) -> str | None:
             new_role.append(role)
             stop.set()
 
+    node_metrics = NodeMetrics(config.node_id, config.role)
     manager = None
     if config.role == ROLE_MANAGER:
         from swarmlet.manager.manager import Manager  # workers never import the manager side
 
-        manager = Manager(data_dir, config, tls)
+        manager = Manager(data_dir, config, tls, node_metrics)
         await manager.start()
         spec = take_bootstrap_spec(data_dir)
         if spec is not None and manager.store.get(Cluster, CLUSTER_ID) is None:
@@ -86,7 +88,10 @@ async def run_node(data_dir: DataDir) -> str | None:
         member_task = asyncio.ensure_future(manager.ensure_raft_member())
     executor = await start_executor(config, data_dir)
     agent = Agent(data_dir, config, tls, on_role_change=role_changed, on_expelled=expel, executor=executor)
+    node_metrics.agent = agent
+    agent.on_heartbeat_rtt = node_metrics.heartbeat_rtt.observe
     agent.start()
+    metrics_runner = await serve_metrics(config.metrics_addr, node_metrics.exposition) if config.metrics_addr else None
     ready_task = asyncio.ensure_future(_announce_ready(data_dir, manager, agent))
     log.info("node %s (%s) running as %s at %s", config.node_id, config.hostname, config.role, config.api_address)
     await stop.wait()
@@ -100,6 +105,8 @@ async def run_node(data_dir: DataDir) -> str | None:
         except Exception as err:  # the old certificate still works; retry after the restart
             log.warning("could not get a %s certificate yet: %s", new_role[0], err)
     await agent.stop()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     if executor is not None:
         await executor.close()
     if manager is not None:

@@ -254,8 +254,10 @@ class ReplicatedStore(SyncObj):
     @replicated
     def apply(self, entry: bytes) -> dict:
         command = self._open_entry(entry)
+        started = time.perf_counter()
         with self.state_lock, gc_paused():
             applied = self.state.apply(command)
+        applied.apply_seconds = time.perf_counter() - started
         self._on_applied(applied)
         return applied.result
 

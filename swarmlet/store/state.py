@@ -122,6 +122,7 @@ class Change:
     kind: str
     id: str
     object: dict  # the new object; for a delete, the object as it was
+    previous: dict | None = None  # an update's object as it was before (events report what moved)
 
 
 @dataclass
@@ -131,6 +132,8 @@ class Applied:
     index: int
     result: dict
     changes: list[Change] = field(default_factory=list)
+    timestamp: float = 0.0  # the proposer's clock, stamped into the transaction (0 when unreadable)
+    apply_seconds: float = 0.0  # how long applying took (set by raft.py, which has a clock; metrics)
 
 
 def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> bytes:
@@ -246,8 +249,9 @@ class StoreState:
         if request_id and request_id in self.requests:
             return Applied(self.index, dict(self.requests[request_id], duplicate=True))
 
+        timestamp = float(txn.get("ts") or 0.0)
         try:
-            changes = self._apply_ops(txn["ops"], float(txn.get("ts") or 0.0))
+            changes = self._apply_ops(txn["ops"], timestamp)
             result = {"ok": True, "index": self.index,
                       "versions": {c.id: c.object["version"] for c in changes if c.action != "delete"}}
         except TransactionError as err:
@@ -258,7 +262,7 @@ class StoreState:
             self.requests[request_id] = result
             while len(self.requests) > REMEMBERED_REQUESTS:
                 self.requests.popitem(last=False)
-        return Applied(self.index, result, changes)
+        return Applied(self.index, result, changes, timestamp)
 
     def _apply_ops(self, ops: list[dict], timestamp: float) -> list[Change]:
         # Validate every op against the state as it would be after the previous ops
@@ -312,7 +316,7 @@ class StoreState:
                         obj[PREVIOUS_SPEC] = freeze(op[PREVIOUS_SPEC])
                 obj = FrozenDict(obj)
             staged[(kind, object_id)] = obj
-            changes.append(Change(action, kind, object_id, obj))
+            changes.append(Change(action, kind, object_id, obj, existing))
 
         for (kind, object_id), obj in staged.items():
             old = self.objects[kind].get(object_id)

@@ -185,6 +185,7 @@ class StoreEvent:
     index: int
     changes: list[Change]
     reset: bool = False
+    timestamp: float = 0.0  # the proposer's clock in the transaction (Applied.timestamp)
 
 
 def new_request_id() -> str:
@@ -243,6 +244,10 @@ class ClusterStore:
         self._was_leader = False
         self._claim: asyncio.Future | None = None
         self._view_changed = asyncio.Event()
+        # Metrics hooks (manager/metrics.py): seconds to apply each entry (called on the Raft
+        # thread), and each commit's seconds and outcome (on the loop).
+        self.observe_apply: Callable[[float], None] | None = None
+        self.observe_commit: Callable[[float, str], None] | None = None
 
     # -- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -300,11 +305,21 @@ class ClusterStore:
         ops = fenced(ops)
         command = encode_transaction(request_id, time.time(), ops)
         check_bounds(ops, command)
-        result = await self._replicate(lambda cb: self._raft.propose(command, cb),
-                                       f"request {request_id}", timeout)
+        started = time.monotonic()
+        try:
+            result = await self._replicate(lambda cb: self._raft.propose(command, cb),
+                                           f"request {request_id}", timeout)
+        except StoreError as err:
+            self._observe_commit(started, err.code)
+            raise
+        self._observe_commit(started, "ok" if result.get("ok") else str(result.get("code", "refused")))
         if not result.get("ok"):
             raise _REFUSALS.get(result.get("code"), StoreError)(result.get("error", "refused"))
         return result
+
+    def _observe_commit(self, started: float, outcome: str) -> None:
+        if self.observe_commit is not None:
+            self.observe_commit(time.monotonic() - started, outcome)
 
     async def read_barrier(self, timeout: float = DEFAULT_WRITE_TIMEOUT) -> int:
         """Commit an empty transaction and return its index once this manager has applied
@@ -404,8 +419,10 @@ class ClusterStore:
             self._subscribers.remove(queue)
 
     def _from_raft_applied(self, applied: Applied) -> None:  # Raft thread
+        if self.observe_apply is not None:
+            self.observe_apply(applied.apply_seconds)
         if applied.changes and self._handoff is not None:
-            self._handoff.post(self._publish, StoreEvent(applied.index, applied.changes))
+            self._handoff.post(self._publish, StoreEvent(applied.index, applied.changes, timestamp=applied.timestamp))
 
     def _from_raft_reset(self) -> None:  # Raft thread
         if self._handoff is not None:

@@ -15,7 +15,8 @@ Left out, and why (each is exercised by its own tests):
   (tests/cluster/test_nodes.py);
 - ``POST /v1/cluster/settings``: new limits would change what every later case runs
   under (tests/manager/test_limits.py, tests/cluster/test_limits.py);
-- ``GET /v1/services/{ref}/logs?follow=1`` is meant never to end: ``follow`` is forced off.
+- ``GET /v1/services/{ref}/logs?follow=1`` and ``GET /v1/events?follow=1`` are meant never to end:
+  ``follow`` is forced off.
 
 Destructive for a real cluster but harmless here, so fuzzed: joining, renewal, leave and
 the Raft membership routes (an admin certificate is refused before anything happens),
@@ -122,7 +123,7 @@ def refusal_is_json_with_a_message(ctx, response, case):
 
 
 def constrain(case) -> None:
-    if case.path.endswith("/logs") and case.query:
+    if (case.path.endswith("/logs") or case.path == "/v1/events") and case.query:
         case.query.pop("follow", None)
     if case.path.startswith("/v1/services/{ref}") and case.method.upper() != "DELETE" and case.path_parameters:
         if zlib.crc32(json.dumps(case.body, sort_keys=True, default=str).encode()) % 2:

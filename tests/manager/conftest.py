@@ -54,7 +54,7 @@ class MemoryStore:
             raise _REFUSALS.get(applied.result.get("code"), StoreError)(applied.result.get("error"))
         if applied.changes:
             for queue in self._subscribers:
-                queue.put_nowait(StoreEvent(applied.index, applied.changes))
+                queue.put_nowait(StoreEvent(applied.index, applied.changes, timestamp=applied.timestamp))
         return applied.result
 
     async def commit_batched(self, ops: list[dict], request_id: str | None = None, proceed=None) -> dict:

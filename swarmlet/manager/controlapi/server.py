@@ -36,8 +36,10 @@ from typing import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from swarmlet.api import errors
+from swarmlet.api.events import DEFAULT_EVENT_LIMIT, EventsGone, check_types, parse_point
 from swarmlet.api.session import SESSION_PATH
 from swarmlet.manager.controlapi import dashboard, openapi
 from swarmlet.node.rpc import connector
@@ -49,11 +51,12 @@ NODE_ROLES = ("worker", "manager")
 MANAGER_ONLY = ("manager",)
 ADMIN_ONLY = ("admin",)
 ADMIN_OR_MANAGER = ("admin", "manager")
+METRICS_ROLES = ("admin",)  # who may scrape GET /metrics (a read-only role belongs here too)
 
 # The most specific class of a refusal that is listed here decides its status.
 HTTP_STATUS: dict[type[errors.SwarmletError], int] = {
     errors.Invalid: 400, errors.Forbidden: 403, errors.NotFound: 404, errors.Conflict: 409,
-    errors.BodyTooLarge: 413, errors.Unavailable: 503, errors.Timeout: 504}
+    errors.BodyTooLarge: 413, errors.Gone: 410, errors.Unavailable: 503, errors.Timeout: 504}
 BODY_CHUNK = 64 * 1024
 
 
@@ -503,6 +506,69 @@ async def list_tasks(request):
                                                      stack=request.query.get("stack") or None))
 
 
+# -- events (logic in swarmlet.manager.events; the vocabulary in swarmlet.api.events) -----------------
+
+@routes.get("/v1/events")
+@requires(*ADMIN_ONLY)
+async def events(request):
+    """follow=0: ``{"events": [...], "cursor": ...}``; follow=1: NDJSON, one event a line,
+    until ``until`` or the client leaves (a reader that falls behind the ring gets a
+    last line ``{"error", "code": "gone"}``)."""
+    query, log_ = request.query, request.app["manager"].events
+    now = time.time()
+    since = parse_point(query["since"], "since", now) if query.get("since") else None
+    until = parse_point(query["until"], "until", now) if query.get("until") else None
+    types = check_types(query.getall("type", []))
+    follow = query.get("follow", "0")
+    if follow not in ("0", "1"):
+        raise errors.Invalid(f"follow must be 0 or 1, not {follow!r}")
+    limit_text = query.get("limit")
+    if limit_text is not None and not limit_text.isdigit():
+        raise errors.Invalid(f"limit must be a whole number of events, not {limit_text!r}")
+    if follow == "0":
+        return reply(log_.read(since, until, types, DEFAULT_EVENT_LIMIT if limit_text is None else int(limit_text)))
+    log_.ring.after(since)  # a since the ring no longer covers is refused (410) before the stream starts
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    send_headers = getattr(request.writer, "send_headers", None)  # aiohttp holds them for the first line otherwise
+    if send_headers is not None:
+        send_headers()
+    try:
+        async for event in log_.follow(since, until, types, None if limit_text is None else int(limit_text)):
+            await response.write(json.dumps(event.to_dict(), default=json_default).encode() + b"\n")
+    except EventsGone as err:
+        await response.write(json.dumps({"error": str(err), "code": err.code}).encode() + b"\n")
+    await response.write_eof()
+    return response
+
+
+@routes.get("/metrics")
+@requires(*METRICS_ROLES)
+async def metrics(request):
+    """Prometheus' text format: this manager's cluster figures and its node's (manager/metrics.py)."""
+    return web.Response(body=request.app["manager"].metrics.node.exposition(),
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@web.middleware
+async def timed(request: web.Request, handler):
+    """API request latency by route template (never the raw path: one series per route)."""
+    started, status = time.monotonic(), 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as err:
+        status = err.status
+        raise
+    finally:
+        metrics = getattr(request.app["manager"], "metrics", None)
+        resource = request.match_info.route.resource
+        if metrics is not None:
+            metrics.observe_request(request.method, resource.canonical if resource is not None else "unmatched",
+                                    status, time.monotonic() - started)
+
+
 async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
     """Stream the leader's answer to the same request (as this manager)."""
     leader_api = manager.membership.leader_api_address()
@@ -592,7 +658,8 @@ async def dashboard_file(request):
 def build_app(manager) -> web.Application:
     """The API of ``manager`` (a Manager, see the module's docstring)."""
     # read_body enforces the cluster's body limit; aiohttp's own readers are not used.
-    app = web.Application(middlewares=[json_refusals])
+    # timed outermost: it sees the status json_refusals answers with
+    app = web.Application(middlewares=[timed, json_refusals])
     app["manager"] = manager
     app["dashboard"] = dashboard.DashboardSessions()
     app.add_routes(routes)

@@ -89,6 +89,11 @@ class Dispatcher(LeaderLoop):
         self._planes_dirty = asyncio.Event()
 
     @property
+    def session_count(self) -> int:
+        """Node sessions open on this manager (only the leader keeps any; metrics)."""
+        return len(self._sessions)
+
+    @property
     def heartbeat_period(self) -> float:
         cluster = self.store.get(Cluster, CLUSTER_ID)
         return float((cluster.spec if cluster else {}).get("heartbeat_period", DEFAULT_HEARTBEAT_PERIOD))
