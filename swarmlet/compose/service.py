@@ -167,10 +167,7 @@ def file_refs(kind: str) -> f.Handler:
     return handler
 
 
-def _file_target(kind: str, target: str) -> str:
-    if target.startswith("/"):
-        return target
-    return f"{specs.SECRETS_DIR}/{target}" if kind == "secret" else f"/{target}"
+_file_target = specs.file_target
 
 
 _ATTACHMENT = {"aliases": f.string_list, "driver_opts": f.string_map()}

@@ -11,11 +11,18 @@ from swarmlet.store.state import freeze
 from swarmlet.api import errors, specs
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL
 from swarmlet.manager.orchestrator.loop import ALL, touched_services
-from swarmlet.manager.stacks import MAX_SECRET_SIZE, DeployError, StackApi, deploy_ops
+from swarmlet.manager.secrets import SecretBox
+from swarmlet.manager.stacks import MAX_SECRET_SIZE, DeployError, StackApi
+from swarmlet.manager.stacks import deploy_ops as unsealed_deploy_ops
 from swarmlet.store import StoreEvent
 from swarmlet.store.state import Change
 
 NOTHING = {"service": [], "network": [], "secret": [], "config": []}
+BOX = SecretBox("test cluster key")
+
+
+def deploy_ops(*args, **kwargs):
+    return unsealed_deploy_ops(*args, **kwargs, box=BOX)
 
 
 def stack(**services) -> dict:
@@ -58,7 +65,7 @@ def test_deploying_again_touches_only_what_changed_and_prune_removes_the_rest():
 
 
 @pytest.mark.parametrize("name, spec, sent, error, complaint", [
-    ("bad name!", stack(web="nginx"), files(), DeployError, "invalid stack name"),
+    ("bad name!", stack(web="nginx"), files(), errors.Invalid, "invalid stack name"),
     ("app", stack(web="nginx"), {}, DeployError, "its file content was not sent"),
     ("app", stack(web="nginx"), {"secrets": {"db": "%%%"}}, DeployError, "not base64"),
     ("app", stack(web="nginx"), files(b"x" * (MAX_SECRET_SIZE + 1)), errors.TooLarge, "at most 500 KB"),
