@@ -169,3 +169,20 @@ def test_secret_lifecycle_on_real_containers(cluster, docker_client, docker_test
     wait_until(lambda: not [c for c in docker_client.api.containers(
         all=True, filters={"label": [f"{LABEL_SERVICE_NAME}=st_web"]}) if c["Labels"].get(LABEL_NODE_ID) in
         cluster.node_ids], 60, "the stack's containers removed")
+
+
+def test_the_api_refuses_bad_names_and_stores_nothing(cluster):
+    from swarmlet.cli.client import ApiError
+
+    api = cluster.client(timeout=20)
+    data = base64.b64encode(b"x").decode()
+    for path, body, field in (("/v1/configs", {"name": "../../etc/x", "data": data}, "config name"),
+                              ("/v1/secrets", {"name": "../../etc/x", "data": data}, "secret name"),
+                              ("/v1/secrets", {"name": "ok", "data": data, "labels": {"a b": "c"}}, "secret labels")):
+        with pytest.raises(ApiError) as caught:
+            api.call("POST", path, body)
+        assert caught.value.status == 400 and str(caught.value).startswith(f"invalid {field}"), str(caught.value)
+        assert ("the rule: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64 characters" if field.endswith("name")
+                else "moby's rule") in str(caught.value)
+    assert [c["name"] for c in api.call("GET", "/v1/configs")] == []
+    assert "ok" not in [s["name"] for s in api.call("GET", "/v1/secrets")]
