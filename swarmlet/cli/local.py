@@ -47,7 +47,7 @@ def local():
 @click.option("--hollow-start-delay", default=DEFAULT_START_DELAY, show_default=True, type=float,
               help="Seconds a hollow worker's task takes to start.")
 @click.option("--first-address", default=DEFAULT_FIRST_ADDRESS, show_default=True,
-              help="Loopback address of the first node; the others follow it.")
+              envvar="SWARMLET_LOCAL_FIRST_ADDRESS", help="Loopback address of the first node; the others follow it.")
 @click.option("--port", default=DEFAULT_API_PORT, show_default=True, type=int, help="API port (Raft: port+1).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
 @click.option("--heartbeat-period", type=float, default=None,
