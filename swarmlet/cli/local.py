@@ -90,8 +90,10 @@ def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, f
             engine = connect()
         except EngineUnavailable as err:
             raise click.ClickException(str(err)) from None
-        with engine:
+        try:
             ensure_example_image(engine, lambda m: click.echo(m, err=True))
+        finally:
+            engine.close()
     try:
         nodes = cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True),
                            hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
