@@ -450,10 +450,9 @@ def config():
 @client_options
 def config_create(name, file, label, host, context_dir):
     """Create a config from FILE ('-' for standard input)."""
-    labels = dict(item.partition("=")[::2] for item in label)
-    created = make_client(host, context_dir).call("POST", "/v1/configs", {
-        "name": name, "data": base64.b64encode(file.read()).decode(), "labels": labels})
-    click.echo(created["id"])
+    from swarmlet.cli.secrets import create_named_file
+
+    create_named_file("/v1/configs", name, file, dict(item.partition("=")[::2] for item in label), host, context_dir)
 
 
 @config.command("ls")

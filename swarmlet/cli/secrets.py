@@ -33,7 +33,12 @@ def secret():
 @client_options
 def secret_create(name, file, labels, host, context_dir):
     """Create a secret from FILE ('-' for standard input)."""
-    created = make_client(host, context_dir).call("POST", "/v1/secrets", {
+    create_named_file("/v1/secrets", name, file, labels, host, context_dir)
+
+
+def create_named_file(path: str, name: str, file, labels: dict, host, context_dir) -> None:
+    """POST a config or secret; prints its ID (never the data)."""
+    created = make_client(host, context_dir).call("POST", path, {
         "name": name, "data": base64.b64encode(file.read()).decode(), "labels": labels})
     click.echo(created["id"])
 

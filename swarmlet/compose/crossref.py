@@ -90,37 +90,20 @@ def check_stack(document: dict, origins: dict[tuple, Origin]) -> tuple[list[Comp
     return issues + _cycles(services, origins) + _check_names(document, origins), warnings
 
 
-_NAMED_KINDS = ("networks", "volumes", "secrets", "configs")
-
-
 def _check_names(document: dict, origins: dict[tuple, Origin]) -> list[ComposeIssue]:
-    """Explicit `name:`s and label keys against the cluster's rules (``swarmlet.api.names``;
-    the keys of services, networks, … are checked as each file is read). The whole names
-    a deploy gives (``<stack>_<name>``) are checked at deploy, which knows the stack's name."""
+    """Services' label keys against the cluster's rule (``swarmlet.api.names``; names,
+    explicit names and top-level objects' labels are checked as each file is read). The
+    whole names a deploy gives (``<stack>_<name>``) are checked at deploy, which knows the
+    stack's name."""
     issues: list[ComposeIssue] = []
-
-    def check(where: Origin, path: tuple, what: str, name: object) -> None:
-        problem = names.name_problem(name)
-        if problem is not None:
-            issues.append(where.issue(f"invalid {what} {name!r}: {problem} (the rule: {names.NAME_RULE})", path))
-
-    def check_labels(where: Origin, path: tuple, labels: object) -> None:
-        for key in labels or {}:
-            problem = names.label_key_problem(key)
-            if problem is not None:
-                issues.append(where.issue(f"invalid label key {key!r}: {problem}", path))
-
     for name, service in document.get("services", {}).items():
         where = origins.get(("service", name), _nowhere(name))
-        check_labels(where, ("services", name, "labels"), service.get("labels"))
-        check_labels(where, ("services", name, "deploy", "labels"), (service.get("deploy") or {}).get("labels"))
-    for kind in _NAMED_KINDS:
-        for name, entry in (document.get(kind) or {}).items():
-            where = Origin("<stack>", (kind, name), None)
-            if isinstance(entry, dict):
-                if entry.get("name") is not None:
-                    check(where, (kind, name, "name"), f"{kind.rstrip('s')} name", entry["name"])
-                check_labels(where, (kind, name, "labels"), entry.get("labels"))
+        for path, labels in ((("services", name, "labels"), service.get("labels")),
+                             (("services", name, "deploy", "labels"), (service.get("deploy") or {}).get("labels"))):
+            for key in labels or {}:
+                problem = names.label_key_problem(key)
+                if problem is not None:
+                    issues.append(where.issue(f"invalid label key {key!r}: {problem}", path))
     return issues
 
 

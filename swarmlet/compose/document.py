@@ -155,6 +155,21 @@ _INCLUDE = {"path": f.list_of(f.string, single_string=True), "project_directory"
             "env_file": f.list_of(f.string, single_string=True)}
 
 
+def _check_names(ctx: FileContext, path: Path_, what: str, name: str, definition: Any) -> None:
+    """A top-level object's name, its explicit `name:` and its label keys, against the
+    cluster's rules (``swarmlet.api.names``)."""
+    explicit = definition.get("name") if isinstance(definition, dict) else None
+    for where, value in ((path, name), (path + ("name",), explicit)):
+        problem = names.name_problem(value) if value is not None else None
+        if problem is not None:
+            ctx.error(where, f"invalid {what} name {value!r}: {problem} (the rule: {names.NAME_RULE})")
+    labels = definition.get("labels") if isinstance(definition, dict) else None
+    for key in labels if isinstance(labels, dict) else ():
+        problem = names.label_key_problem(key)
+        if problem is not None:
+            ctx.error(path + ("labels",), f"invalid label key {key!r}: {problem}")
+
+
 def named(item: f.Handler, what: str | None = None) -> f.Handler:
     """A mapping of name -> definition, each through `item`; ``what``: the names are
     checked against the cluster's name rule (services check their own)."""
@@ -164,9 +179,8 @@ def named(item: f.Handler, what: str | None = None) -> f.Handler:
             return None
         result = {}
         for name, definition in raw.items():
-            problem = names.name_problem(name) if what else None
-            if problem is not None:
-                ctx.error(path + (name,), f"invalid {what} name {name!r}: {problem} (the rule: {names.NAME_RULE})")
+            if what:
+                _check_names(ctx, path + (name,), what, name, definition)
             converted = item(ctx, path + (name,), definition)
             if converted is not None:
                 result[name] = converted

@@ -86,7 +86,7 @@ def test_a_missing_external_secret_and_changed_secret_content_are_refused():
 
 
 async def test_the_stack_api_resolves_services_and_stacks_by_the_one_rule(store):
-    api = StackApi(store)
+    api = StackApi(store, secret_box=BOX)
     await api.deploy("app", stack(web="nginx", worker="busybox"), files(), prune=False)
     web = api.service("app_web")
     assert api.service(web["id"][:8])["name"] == "app_web"
@@ -99,7 +99,7 @@ async def test_the_stack_api_resolves_services_and_stacks_by_the_one_rule(store)
 
 
 async def test_scaling_refuses_what_cannot_scale(store):
-    api = StackApi(store)
+    api = StackApi(store, secret_box=BOX)
     spec = stack(web="nginx")
     spec["services"]["web"]["mode"], spec["services"]["web"]["replicas"] = "global", None
     await api.deploy("app", spec, files(), prune=False)

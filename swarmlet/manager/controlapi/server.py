@@ -291,15 +291,18 @@ async def list_configs(request):
 @routes.post("/v1/configs")
 @requires(*ADMIN_ONLY)
 async def create_config(request):
+    return reply(await create_named_file(request, request.app["manager"].configs), 201)
+
+
+async def create_named_file(request, service) -> dict:
+    """A config or secret from ``{"name", "data": base64, "labels", "request_id"}``."""
     body = await json_body(request)
     try:
         data = base64.b64decode(field(body, "data", str), validate=True)
     except ValueError:
         raise errors.Invalid("field 'data' must be base64") from None
-    created = await request.app["manager"].configs.create(
-        field(body, "name", str), data, field(body, "labels", dict, required=False, default={}),
-        request_id=field(body, "request_id", str, required=False))
-    return reply(created, 201)
+    return await service.create(field(body, "name", str), data, field(body, "labels", dict, required=False, default={}),
+                                request_id=field(body, "request_id", str, required=False))
 
 
 @routes.delete("/v1/configs")
@@ -338,15 +341,7 @@ async def list_secrets(request):
 @routes.post("/v1/secrets")
 @requires(*ADMIN_ONLY)
 async def create_secret(request):
-    body = await json_body(request)
-    try:
-        data = base64.b64decode(field(body, "data", str), validate=True)
-    except ValueError:
-        raise errors.Invalid("field 'data' must be base64") from None
-    created = await request.app["manager"].secrets.create(
-        field(body, "name", str), data, field(body, "labels", dict, required=False, default={}),
-        request_id=field(body, "request_id", str, required=False))
-    return reply(created, 201)
+    return reply(await create_named_file(request, request.app["manager"].secrets), 201)
 
 
 @routes.get("/v1/secrets/{ref}")
