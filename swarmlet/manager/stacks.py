@@ -568,10 +568,14 @@ class StackApi:
         ops = [{"op": "delete", "kind": o.kind, "id": o.id, "version": o.version}
                for o in objects if stack_of(o) == stack]
         networks = {o.name for o in objects if o.kind == Network.kind and stack_of(o) == stack}
-        users = sorted((n["name"], s.name) for s in objects if s.kind == Service.kind and stack_of(s) != stack
-                       for n in s.raw_spec.get("networks") or [] if n["name"] in networks)
-        if users:  # as Swarm does: a network in use stays (another stack joined it as external)
-            raise Invalid("; ".join(f"network {n} is used by service {s} of another stack" for n, s in users)
+        files = {(o.kind, o.name) for o in objects if o.kind in (Secret.kind, Config.kind) and stack_of(o) == stack}
+        others = [s for s in objects if s.kind == Service.kind and stack_of(s) != stack]
+        users = sorted({(f"network {n['name']}", s.name) for s in others for n in s.raw_spec.get("networks") or []
+                        if n["name"] in networks} |
+                       {(f"{kind} {ref['source']}", s.name) for s in others for kind in (Secret.kind, Config.kind)
+                        for ref in s.raw_spec["container"].get(f"{kind}s") or [] if (kind, ref["source"]) in files})
+        if users:  # as Swarm does: what another stack joined or mounts as external stays
+            raise Invalid("; ".join(f"{what} is used by service {s} of another stack" for what, s in users)
                           + ": remove those first; nothing was removed")
         removed = len(ops)
         ops += [{"op": "delete", "kind": r.kind, "id": r.id, "version": r.version}

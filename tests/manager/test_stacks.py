@@ -98,6 +98,22 @@ async def test_the_stack_api_resolves_services_and_stacks_by_the_one_rule(store)
     assert store.raw_list("service") == [] and store.raw_list("secret") == []
 
 
+async def test_a_stack_secret_is_sealed_and_stays_while_another_stack_mounts_it(store):
+    api = StackApi(store, secret_box=BOX)
+    await api.deploy("app", stack(web="nginx"), files(b"hunter2"), prune=False)
+    (secret,) = store.list(VIEWS["secret"])
+    assert "data" not in secret.spec and b"hunter2" not in bytes(secret.spec["sealed"])
+    assert BOX.open(secret) == b"hunter2"
+    guest = stack(web="nginx")
+    guest["secrets"]["db"] = dict(guest["secrets"]["db"], external=True, cluster_name="app_db")
+    await api.deploy("guest", guest, {}, prune=False)
+    index = store.index
+    with pytest.raises(errors.Invalid, match="secret app_db is used by service guest_web of another stack: remove "
+                                             "those first; nothing was removed"):
+        await api.remove_stack("app")
+    assert store.index == index
+
+
 async def test_scaling_refuses_what_cannot_scale(store):
     api = StackApi(store, secret_box=BOX)
     spec = stack(web="nginx")
