@@ -50,6 +50,14 @@ DEFAULT_FILE_GID = "0"
 DEFAULT_FILE_MODE = 0o444
 SECRETS_DIR = "/run/secrets"
 
+
+def file_target(kind: str, target: str) -> str:
+    """Where a secret or config (``kind``) is mounted: a relative target is under
+    /run/secrets for a secret, under / for a config (as Swarm)."""
+    if target.startswith("/"):
+        return target
+    return f"{SECRETS_DIR}/{target}" if kind == "secret" else f"/{target}"
+
 DEFAULT_DEPENDENCY_CONDITION = "service_started"
 
 # --- allowed values ------------------------------------------------------------------

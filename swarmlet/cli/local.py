@@ -47,7 +47,7 @@ def local():
 @click.option("--hollow-start-delay", default=DEFAULT_START_DELAY, show_default=True, type=float,
               help="Seconds a hollow worker's task takes to start.")
 @click.option("--first-address", default=DEFAULT_FIRST_ADDRESS, show_default=True,
-              help="Loopback address of the first node; the others follow it.")
+              envvar="SWARMLET_LOCAL_FIRST_ADDRESS", help="Loopback address of the first node; the others follow it.")
 @click.option("--port", default=DEFAULT_API_PORT, show_default=True, type=int, help="API port (Raft: port+1).")
 @click.option("--runtime", type=click.Choice(["docker", "process"]), default="docker", show_default=True)
 @click.option("--heartbeat-period", type=float, default=None,
@@ -84,6 +84,16 @@ def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, f
         args += ["--limit", f"{name}={value}"]
     cluster = LocalCluster(directory)
     dir_args = "" if directory == str(DEFAULT_LOCAL_DIR) else f" --dir {shlex.quote(str(cluster.directory))}"
+    if runtime == "docker":  # at once, before any node starts: an engine, and the examples' image
+        from swarmlet.local.engine import EngineUnavailable, connect, ensure_example_image
+        try:
+            engine = connect()
+        except EngineUnavailable as err:
+            raise click.ClickException(str(err)) from None
+        try:
+            ensure_example_image(engine, lambda m: click.echo(m, err=True))
+        finally:
+            engine.close()
     try:
         nodes = cluster.up(managers, workers, first_address, port, args, log=lambda m: click.echo(m, err=True),
                            hollow_workers=hollow_workers, hollow_per_host=hollow_per_host,
@@ -199,11 +209,13 @@ def heal(node, directory):
 
 
 @local.command("down")
+@click.option("--volumes", "-v", is_flag=True, help="Also remove the named volumes its tasks mounted.")
 @dir_option
-def down(directory):
-    """Stop every node of the local cluster and remove its directory."""
+def down(volumes, directory):
+    """Stop every node of the local cluster, remove its tasks' containers and the networks
+    made for them (named volumes stay unless --volumes), and remove its directory."""
     cluster = LocalCluster(directory)
-    if _run(cluster.down):
+    if _run(lambda: cluster.down(volumes=volumes)):
         click.echo("local cluster removed")
     else:
         click.echo(f"no local cluster in {cluster.directory}: nothing to remove")

@@ -19,11 +19,7 @@ from swarmlet.api.limits import Limits, parse_limit
 from swarmlet.api.objects import AVAILABILITIES, DEFAULT_HEARTBEAT_PERIOD
 from swarmlet.cli.client import client_options, make_client
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
-from swarmlet.cli.recovery import RECOVERY_COMMANDS
-from swarmlet.cli.recovery import force_new_cluster as recover_force_new_cluster
-from swarmlet.node.bootstrap import JoinError, init_cluster, join_cluster
 from swarmlet.node.config import DataDir
-from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
 from swarmlet.private import open_private_append
 
 DEFAULT_DATA_DIR = "/var/lib/swarmlet" if os.geteuid() == 0 else str(Path.home() / ".local/share/swarmlet")
@@ -173,6 +169,9 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
          runtime, addr_pools, mask_length, data_plane, limits, shared_engine, metrics_addr, data_dir, detach,
          force_new_cluster, log_level):
     """Create a new cluster with this node as its first manager."""
+    from swarmlet.cli.recovery import force_new_cluster as recover_force_new_cluster
+    from swarmlet.node.bootstrap import JoinError, init_cluster
+
     directory = DataDir(data_dir)
     if force_new_cluster:
         recover_force_new_cluster(directory, _stop_process, lambda: run_or_detach(directory, detach, log_level))
@@ -211,6 +210,8 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
 def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, data_plane, shared_engine, metrics_addr,
          data_dir, detach, log_level):
     """Join the cluster that MANAGER_ADDR belongs to."""
+    from swarmlet.node.bootstrap import JoinError, join_cluster
+
     directory = DataDir(data_dir)
     try:
         config = asyncio.run(join_cluster(directory, token=token, manager=manager_addr, advertise_addr=advertise_addr,
@@ -251,6 +252,7 @@ def leave(force, data_dir):
     directory = DataDir(data_dir)
     config = directory.load()
     from swarmlet.node.identity import NodeTls
+    from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
 
     tls = NodeTls(directory.certs)
     if config.role == "manager" and not force:
@@ -473,10 +475,9 @@ def config():
 @client_options
 def config_create(name, file, label, host, context_dir):
     """Create a config from FILE ('-' for standard input)."""
-    labels = dict(item.partition("=")[::2] for item in label)
-    created = make_client(host, context_dir).call("POST", "/v1/configs", {
-        "name": name, "data": base64.b64encode(file.read()).decode(), "labels": labels})
-    click.echo(created["id"])
+    from swarmlet.cli.secrets import create_named_file
+
+    create_named_file("/v1/configs", name, file, dict(item.partition("=")[::2] for item in label), host, context_dir)
 
 
 @config.command("ls")
@@ -508,4 +509,4 @@ def config_rm(refs, host, context_dir):
         click.echo(ref)
 
 
-COMMANDS = [init, join, agent, leave, join_token, cluster, node, config, *RECOVERY_COMMANDS]
+COMMANDS = [init, join, agent, leave, join_token, cluster, node, config]

@@ -5,8 +5,6 @@ import json
 from typing import Callable, Iterable
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 FORMAT_OPTION = click.option("--format", "output_format", type=click.Choice(["table", "json"]), default="table",
                              show_default=True, help="table for people, json for scripts")
@@ -17,6 +15,9 @@ def emit_json(data) -> None:
 
 
 def emit_table(columns: list[str], rows: Iterable[Iterable]) -> None:
+    from rich.console import Console  # here, not at the top: the CLI starts faster (cli/main.py)
+    from rich.table import Table
+
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column)

@@ -241,6 +241,23 @@ def emit_plan(output_format: str, answer: dict) -> None:
 _duration = lambda c, p, v: None if v is None else parse_duration(v)  # noqa: E731
 
 
+def _secret_ref(value: str) -> dict:
+    """`--secret-add` as Docker takes it: a name, or source=…,target=…,uid=…,gid=…,mode=… (mode in octal)."""
+    if "=" not in value:
+        return {"source": value}
+    ref: dict = {}
+    for part in value.split(","):
+        key, equals, item = part.partition("=")
+        key = {"src": "source", "dst": "target", "destination": "target"}.get(key.strip(), key.strip())
+        if not equals or key not in ("source", "target", "uid", "gid", "mode"):
+            raise click.BadParameter(f"{part!r}: expected source=, target=, uid=, gid= or mode=")
+        try:
+            ref[key] = int(item, 8) if key == "mode" else item
+        except ValueError:
+            raise click.BadParameter(f"mode {item!r}: expected an octal number such as 0444") from None
+    return ref
+
+
 @service.command("update")
 @click.argument("ref")
 @click.option("--image", help="The new image.")
@@ -248,6 +265,10 @@ _duration = lambda c, p, v: None if v is None else parse_duration(v)  # noqa: E7
 @click.option("--env-rm", multiple=True, metavar="NAME", help="Remove a variable; repeatable.")
 @click.option("--replicas", type=click.IntRange(min=0), help="Replicated services: the number of tasks.")
 @click.option("--force", is_flag=True, help="Replace every task even if nothing changed.")
+@click.option("--secret-add", multiple=True, callback=lambda c, p, v: [_secret_ref(s) for s in v],
+              metavar="NAME|source=NAME[,target=T,uid=U,gid=G,mode=0444]",
+              help="Mount a secret (target under /run/secrets, default its name); repeatable.")
+@click.option("--secret-rm", multiple=True, metavar="NAME", help="Stop mounting a secret; repeatable.")
 @click.option("--update-parallelism", type=click.IntRange(min=0), help="Tasks updated at once (0: all).")
 @click.option("--update-delay", callback=_duration, help="Wait between batches (e.g. 10s).")
 @click.option("--update-failure-action", type=click.Choice(["pause", "continue", "rollback"]))
@@ -267,7 +288,7 @@ _duration = lambda c, p, v: None if v is None else parse_duration(v)  # noqa: E7
 @detach_option
 @timeout_option
 @client_options
-def service_update(ref, image, env_add, env_rm, replicas, force, update_parallelism, update_delay,
+def service_update(ref, image, env_add, env_rm, replicas, force, secret_add, secret_rm, update_parallelism, update_delay,
                    update_failure_action, update_monitor, update_max_failure_ratio, update_order, canary, auto_promote,
                    rollback_parallelism, rollback_delay, rollback_failure_action, rollback_monitor,
                    rollback_max_failure_ratio, rollback_order, dry_run, output_format, detach, timeout, host,
@@ -285,6 +306,10 @@ def service_update(ref, image, env_add, env_rm, replicas, force, update_parallel
         changes["replicas"] = replicas
     if force:
         changes["force"] = True
+    if secret_add:
+        changes["secret_add"] = secret_add
+    if secret_rm:
+        changes["secret_rm"] = list(secret_rm)
     update_config = _config_changes({"parallelism": update_parallelism, "delay": update_delay,
                                      "failure_action": update_failure_action, "monitor": update_monitor,
                                      "max_failure_ratio": update_max_failure_ratio, "order": update_order,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from swarmlet.api import specs
+from swarmlet.api import names, specs
 from swarmlet.compose.context import Origin, Sources, read_text
 from swarmlet.compose.errors import ComposeIssue
 from swarmlet.compose.interpolation import parse_env_file
@@ -87,7 +87,24 @@ def check_stack(document: dict, origins: dict[tuple, Origin]) -> tuple[list[Comp
             where = origins.get(("restart", name), origin)
             warnings.append(str(where.issue('restart: "no" leaves the cluster\'s default policy (restart on any '
                                             "exit); set deploy.restart_policy.condition: none to never restart")))
-    return issues + _cycles(services, origins), warnings
+    return issues + _cycles(services, origins) + _check_names(document, origins), warnings
+
+
+def _check_names(document: dict, origins: dict[tuple, Origin]) -> list[ComposeIssue]:
+    """Services' label keys against the cluster's rule (``swarmlet.api.names``; names,
+    explicit names and top-level objects' labels are checked as each file is read). The
+    whole names a deploy gives (``<stack>_<name>``) are checked at deploy, which knows the
+    stack's name."""
+    issues: list[ComposeIssue] = []
+    for name, service in document.get("services", {}).items():
+        where = origins.get(("service", name), _nowhere(name))
+        for path, labels in ((("services", name, "labels"), service.get("labels")),
+                             (("services", name, "deploy", "labels"), (service.get("deploy") or {}).get("labels"))):
+            for key in labels or {}:
+                problem = names.label_key_problem(key)
+                if problem is not None:
+                    issues.append(where.issue(f"invalid label key {key!r}: {problem}", path))
+    return issues
 
 
 def _check_ports(name: str, service: dict, origins: dict[tuple, Origin]) -> list[ComposeIssue]:

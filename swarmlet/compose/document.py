@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from swarmlet.api import specs
+from swarmlet.api import names, specs
 from swarmlet.compose import fields as f
 from swarmlet.compose.context import FileContext, expected
 from swarmlet.compose.errors import Path_
@@ -155,14 +155,32 @@ _INCLUDE = {"path": f.list_of(f.string, single_string=True), "project_directory"
             "env_file": f.list_of(f.string, single_string=True)}
 
 
-def named(item: f.Handler) -> f.Handler:
-    """A mapping of name -> definition, each through `item`."""
+def _check_names(ctx: FileContext, path: Path_, what: str, name: str, definition: Any) -> None:
+    """A top-level object's name, its explicit `name:` and its label keys, against the
+    cluster's rules (``swarmlet.api.names``)."""
+    explicit = definition.get("name") if isinstance(definition, dict) else None
+    for where, value in ((path, name), (path + ("name",), explicit)):
+        problem = names.name_problem(value) if value is not None else None
+        if problem is not None:
+            ctx.error(where, f"invalid {what} name {value!r}: {problem} (the rule: {names.NAME_RULE})")
+    labels = definition.get("labels") if isinstance(definition, dict) else None
+    for key in labels if isinstance(labels, dict) else ():
+        problem = names.label_key_problem(key)
+        if problem is not None:
+            ctx.error(path + ("labels",), f"invalid label key {key!r}: {problem}")
+
+
+def named(item: f.Handler, what: str | None = None) -> f.Handler:
+    """A mapping of name -> definition, each through `item`; ``what``: the names are
+    checked against the cluster's name rule (services check their own)."""
     def handler(ctx: FileContext, path: Path_, value: Any) -> dict | None:
         raw = f.mapping(ctx, path, value)
         if raw is None:
             return None
         result = {}
         for name, definition in raw.items():
+            if what:
+                _check_names(ctx, path + (name,), what, name, definition)
             converted = item(ctx, path + (name,), definition)
             if converted is not None:
                 result[name] = converted
@@ -174,10 +192,10 @@ _TOP_LEVEL = {
     "name": _stack_name,
     "version": lambda ctx, path, value: None,  # obsolete; accepted and ignored
     "services": named(service),
-    "networks": named(_network),
-    "volumes": named(_volume),
-    "secrets": named(_stored_file("secret", _SECRET, _SECRET_SOURCES)),
-    "configs": named(_stored_file("config", _CONFIG, _CONFIG_SOURCES)),
+    "networks": named(_network, "network"),
+    "volumes": named(_volume, "volume"),
+    "secrets": named(_stored_file("secret", _SECRET, _SECRET_SOURCES), "secret"),
+    "configs": named(_stored_file("config", _CONFIG, _CONFIG_SOURCES), "config"),
     "include": f.list_of(_include_entry),
 }
 

@@ -5,7 +5,7 @@ import re
 import shlex
 from typing import Any
 
-from swarmlet.api import specs
+from swarmlet.api import names, specs
 from swarmlet.compose import fields as f
 from swarmlet.compose import units
 from swarmlet.compose.context import FileContext, expected
@@ -14,7 +14,6 @@ from swarmlet.compose.errors import Path_
 from swarmlet.compose.mounts import check_mount_targets, tmpfs, volumes
 from swarmlet.compose.ports import ports
 
-SERVICE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 
 _ENGINE_ONLY = "it has no effect on a cluster (docker stack deploy ignores it too)"
 _NOT_FOR_STACKS = "it has no effect on a cluster (docker stack deploy refuses it)"
@@ -167,10 +166,7 @@ def file_refs(kind: str) -> f.Handler:
     return handler
 
 
-def _file_target(kind: str, target: str) -> str:
-    if target.startswith("/"):
-        return target
-    return f"{specs.SECRETS_DIR}/{target}" if kind == "secret" else f"/{target}"
+_file_target = specs.file_target
 
 
 _ATTACHMENT = {"aliases": f.string_list, "driver_opts": f.string_map()}
@@ -354,8 +350,9 @@ SERVICE_FIELDS: dict[str, f.Handler] = {
 
 def service(ctx: FileContext, path: Path_, value: Any) -> dict | None:
     name = path[-1]
-    if not SERVICE_NAME.match(name):
-        ctx.error(path, expected("a service name of letters, digits, _ . -", name))
+    problem = names.name_problem(name)
+    if problem is not None:
+        ctx.error(path, f"invalid service name {name!r}: {problem} (the rule: {names.NAME_RULE})")
     ctx.remember(("service", name), path)
     if value is None:
         value = {}

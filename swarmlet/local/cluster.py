@@ -172,6 +172,8 @@ class LocalCluster:
             if isolation:  # what a dead isolated cluster left: its engines, namespaces, links
                 isolation.teardown()
             shutil.rmtree(self.directory)
+        elif self.directory.exists() or self.directory.is_symlink():
+            check_fresh_directory(self.directory)
         make_private_dir(self.directory)
         self._save([], port)  # `down` finds the cluster even if `up` stops before its first node
         names = [(f"manager-{i + 1}", "manager") for i in range(managers)]
@@ -385,9 +387,9 @@ class LocalCluster:
                     healed.append(comment.rsplit(":", 1)[1])
         return sorted(set(healed))
 
-    def down(self) -> bool:
-        """Stop and remove everything of the cluster; False when there was nothing (a
-        second `down`, or none ever ran here)."""
+    def down(self, volumes: bool = False) -> bool:
+        """Stop and remove everything of the cluster (its tasks' named volumes only with
+        ``volumes``); False when there was nothing (a second `down`, or none ever ran here)."""
         if not self.state_path.exists() and not self.record_path.exists():
             return False
         nodes = self.load()[0] if self.state_path.exists() else []
@@ -418,29 +420,53 @@ class LocalCluster:
         if isolation:  # engines, containers, namespaces, links, mounts, exec roots
             isolation.teardown()
         else:
-            remove_tasks([n for n in nodes if not n.hollow])  # a hollow node's tasks died with its host
+            remove_tasks([n for n in nodes if not n.hollow], volumes)  # a hollow node's tasks died with its host
         shutil.rmtree(self.directory, ignore_errors=True)
         return True
 
 
-def remove_tasks(nodes: list[LocalNode]) -> None:
+def check_fresh_directory(directory: Path) -> None:
+    """A directory `up` may take that holds no cluster: it must be empty, since `down`
+    removes it whole."""
+    if not directory.is_dir():
+        raise LocalClusterError(f"{directory} exists and is not a directory: give --dir a new or empty directory")
+    if any(directory.iterdir()):
+        raise LocalClusterError(f"{directory} is not empty and holds no local cluster: refusing to use it "
+                                "(`swarmlet local down` removes the whole directory); give --dir a new or empty "
+                                "directory")
+
+
+def remove_tasks(nodes: list[LocalNode], volumes: bool = False) -> None:
     """Remove every container/process the nodes' runtimes own: a node that stops leaves
-    its tasks running (the next start adopts them), a cluster taken down does not."""
+    its tasks running (the next start adopts them), a cluster taken down does not. Then
+    the networks the nodes made for those tasks' stacks, where no container uses them
+    any more, and with ``volumes`` the named volumes they mounted (as `docker compose
+    down [--volumes]`)."""
     import asyncio
 
     from swarmlet.node.run import make_runtime
 
     async def clean() -> None:
-        for node in nodes:
-            data_dir = DataDir(node.data_dir)
-            try:
-                runtime = make_runtime(data_dir.load(), data_dir)
-            except Exception:  # no node.json, no Docker engine: nothing of it to remove
-                continue
-            try:
-                for owned in await runtime.list_owned():
-                    await runtime.remove(owned.task_id)
-            finally:
+        runtimes, namespaces, mounted = [], set(), set()
+        try:
+            for node in nodes:
+                data_dir = DataDir(node.data_dir)
+                try:
+                    runtimes.append(make_runtime(data_dir.load(), data_dir))
+                except Exception:  # no node.json, no Docker engine: nothing of it to remove
+                    continue
+                owned = await runtimes[-1].list_owned()
+                mounted |= await runtimes[-1].named_volumes() if volumes else set()
+                for task in owned:
+                    await runtimes[-1].remove(task.task_id)
+                namespaces |= {task.stack_namespace for task in owned} - {""}
+            # Once every node's containers are gone: a network or volume another node's task used is free now.
+            for runtime in runtimes:  # removing what another node already removed is a no-op
+                for namespace in sorted(namespaces):
+                    await runtime.remove_unused_networks(namespace)
+                await runtime.remove_volumes(mounted)
+        finally:
+            for runtime in runtimes:
                 await runtime.close()
 
     asyncio.run(clean())

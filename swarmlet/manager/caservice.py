@@ -10,6 +10,7 @@ from typing import Callable
 from swarmlet.api import errors
 from swarmlet.api.objects import CLUSTER_ID
 from swarmlet.api.views import Cluster, Node, manager_api_addresses
+from swarmlet.api.names import check_name
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER, NodeIdentity, generate_secret, identity_of
 from swarmlet.manager import caserver
 from swarmlet.manager.nodes import NodeService, node_create_op
@@ -53,6 +54,7 @@ class CAService:
     # -- joining and renewal -----------------------------------------------------------------------
     async def join(self, *, token: str, csr: bytes, advertise_addr: str, hostname: str, api_port: int,
                    raft_port: int, peer_ip: str | None) -> dict:
+        check_name("node hostname", hostname)
         cluster = self.cluster()
         try:
             admission = caserver.admit(cluster, token)

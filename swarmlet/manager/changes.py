@@ -24,7 +24,50 @@ _CONFIG_FIELDS = {
     "parallelism": int, "delay": (int, float), "failure_action": str, "monitor": (int, float),
     "max_failure_ratio": (int, float), "order": str,
 }
-UPDATE_CHANGE_KEYS = ("image", "env_add", "env_rm", "replicas", "force", "update_config", "rollback_config")
+UPDATE_CHANGE_KEYS = ("image", "env_add", "env_rm", "replicas", "force", "update_config", "rollback_config",
+                      "secret_add", "secret_rm")
+_FILE_REF_FIELDS = {"source": str, "target": str, "uid": str, "gid": str, "mode": int}
+
+
+def _secret_refs(current: list, add: Any, remove: Any) -> list[dict]:
+    """``--secret-rm NAME`` (by source) first, then ``--secret-add`` ({source, target,
+    uid, gid, mode}; the target defaults to the source, under /run/secrets)."""
+    if not isinstance(remove, list) or not all(isinstance(n, str) for n in remove):
+        raise Invalid("secret_rm must be a list of secret names")
+    if not isinstance(add, list) or not all(isinstance(r, dict) for r in add):
+        raise Invalid("secret_add must be a list of {source, target, uid, gid, mode} objects")
+    absent = sorted(set(remove) - {ref["source"] for ref in current})
+    if absent:
+        raise Invalid(f"secret_rm: the service does not use the secret(s) {', '.join(absent)}")
+    refs = [dict(ref) for ref in current if ref["source"] not in remove]
+    for entry in add:
+        for key, value in entry.items():
+            kind = _FILE_REF_FIELDS.get(key)
+            if kind is None:
+                raise Invalid(f"secret_add: unknown field {key!r}; expected one of {', '.join(_FILE_REF_FIELDS)}")
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise Invalid(f"secret_add.{key}: {value!r} is not a valid value")
+        if not entry.get("source"):
+            raise Invalid("secret_add: each entry needs a source (the secret's name)")
+        ref = specs.FileRef(source=entry["source"], target=specs.file_target("secret", entry.get("target") or
+                                                                                entry["source"]),
+                            **{k: entry[k] for k in ("uid", "gid", "mode") if k in entry}).to_dict()
+        clash = next((r for r in refs if r["target"] == ref["target"]), None)
+        if clash is not None:
+            raise Invalid(f"secret_add: secrets {clash['source']!r} and {ref['source']!r} have the same target "
+                          f"{ref['target']}")
+        refs.append(ref)
+    return refs
+
+
+def check_file_sources(spec: Mapping, known: Mapping[str, set[str]]) -> None:
+    """Every secret and config a service spec mounts exists (``known``: "secrets" and
+    "configs" -> the names in the cluster)."""
+    container = spec["container"]
+    missing = [f"{kind.rstrip('s')} {ref['source']!r}" for kind in ("secrets", "configs")
+               for ref in container.get(kind) or () if ref["source"] not in known[kind]]
+    if missing:
+        raise Invalid(f"service {spec['name']}: no such {', '.join(missing)} in the cluster; nothing was changed")
 
 
 def _config(current: Mapping, changes: Any, what: str, actions: tuple[str, ...]) -> dict:
@@ -53,7 +96,8 @@ def _config(current: Mapping, changes: Any, what: str, actions: tuple[str, ...])
 
 def apply_service_changes(spec: Mapping, changes: Mapping) -> dict:
     """``changes``: ``{"image", "env_add": {NAME: value}, "env_rm": [NAME], "replicas",
-    "force": bool, "update_config": {...}, "rollback_config": {...}}``, each optional."""
+    "force": bool, "update_config": {...}, "rollback_config": {...}, "secret_add": [{source,
+    target, uid, gid, mode}], "secret_rm": [NAME]}``, each optional."""
     unknown = sorted(set(changes) - set(UPDATE_CHANGE_KEYS))
     if unknown:
         raise Invalid(f"unknown change {unknown[0]!r}; expected one of {', '.join(UPDATE_CHANGE_KEYS)}")
@@ -83,6 +127,9 @@ def apply_service_changes(spec: Mapping, changes: Mapping) -> dict:
     if "update_config" in changes:
         new["update_config"] = _config(new["update_config"], changes["update_config"], "update_config",
                                        specs.UPDATE_FAILURE_ACTIONS)
+    if "secret_add" in changes or "secret_rm" in changes:
+        container["secrets"] = _secret_refs(container.get("secrets") or [], changes.get("secret_add") or [],
+                                            changes.get("secret_rm") or [])
     if "rollback_config" in changes:
         new["rollback_config"] = _config(new["rollback_config"], changes["rollback_config"], "rollback_config",
                                          specs.ROLLBACK_FAILURE_ACTIONS)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from swarmlet.api import errors
+from swarmlet.api.names import check_labels, check_name
 from swarmlet.api.references import resolve
 from swarmlet.api.views import Config
 from swarmlet.manager.stacks import MAX_CONFIG_SIZE
 from swarmlet.store import ClusterStore
-
-MAX_CONFIG_NAME = 64
 
 
 def config_public(config: Config) -> dict:
@@ -36,8 +35,8 @@ class ConfigService:
         return self.public(ref)
 
     async def create(self, name: str, data: bytes, labels: dict, request_id: str | None) -> dict:
-        if not name or len(name) > MAX_CONFIG_NAME:
-            raise errors.Invalid(f"config name must have 1 to {MAX_CONFIG_NAME} characters")
+        check_name("config name", name)
+        labels = check_labels("config labels", labels)
         if len(data) > MAX_CONFIG_SIZE:
             raise errors.TooLarge(f"a config holds at most {MAX_CONFIG_SIZE // 1024} KB")
         # The name is the ID, so two creates of one name conflict inside the state machine.

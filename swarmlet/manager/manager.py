@@ -7,7 +7,7 @@ bootstrap; each role lives in its own module:
 - ``caservice.py`` (decisions in ``caserver.py``): joining, renewal, join tokens, certificate checks,
 - ``nodes.py``: nodes (labels, availability, promotion and demotion, removal),
 - ``settings.py``: the cluster's settings, its limits among them (checked in ``stacks.py``),
-- ``configs.py``, ``stacks.py``, ``logs.py``: configs, stacks and services, service logs,
+- ``configs.py``, ``secrets.py``, ``stacks.py``, ``logs.py``: configs, secrets (sealed), stacks and services, service logs,
 - ``dispatcher/``, ``orchestrator/``, ``scheduler/``: the leader-only loops,
 - ``controlapi/``: the HTTP routes over all of these.
 
@@ -38,6 +38,7 @@ from swarmlet.manager.nodes import NodeService, node_create_op
 from swarmlet.manager.orchestrator.loop import Orchestrator
 from swarmlet.manager.peers import PeerCalls
 from swarmlet.manager.scheduler.service import SchedulerLoop
+from swarmlet.manager.secrets import SecretBox, SecretService
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.manager.stacks import StackApi
 from swarmlet.node.config import DataDir, NodeConfig
@@ -70,12 +71,14 @@ class Manager:
             on_members_changed=self._persist_members)
         self.peers = PeerCalls(tls.client_context, config.bind_host)
         self.membership = Membership(self.store, config, self.peers)
-        self.dispatcher = Dispatcher(self.store, self.membership.leader_api_address)
+        self.secret_box = SecretBox(data_dir.read_cluster_key())
+        self.dispatcher = Dispatcher(self.store, self.membership.leader_api_address, self.secret_box.open)
         self.nodes = NodeService(self.store, self.membership, self.dispatcher.drop_session, self.peers)
         self.ca = CAService(self.store, config, tls.ca_pem, data_dir.read_cluster_key, self.nodes)
         self.settings = ClusterSettings(self.store)
         self.configs = ConfigService(self.store)
-        self.stacks = StackApi(self.store, self.settings.limits)
+        self.secrets = SecretService(self.store, self.secret_box)
+        self.stacks = StackApi(self.store, self.settings.limits, self.secret_box)
         self.logs = ServiceLogs(self.store, self.stacks.resolve_service, self.dispatcher.task_logs)
         self.orchestrator = Orchestrator(self.store)
         self.scheduler = SchedulerLoop(self.store)

@@ -7,6 +7,7 @@ import logging
 from typing import Callable
 
 from swarmlet.api import errors
+from swarmlet.api.names import check_labels
 from swarmlet.api.objects import CLUSTER_ID, AVAILABILITIES, NodeState, node_object_spec, node_object_status
 from swarmlet.api.references import resolve
 from swarmlet.api.views import Cluster, Node
@@ -72,6 +73,7 @@ class NodeService:
             raise errors.Invalid("use promote/demote to change a node's role")
         node = self.resolve(ref)
         labels = dict(node.spec.labels)
+        check_labels("node labels", label_add)
         for key, value in label_add.items():
             labels[str(key)] = str(value)
         for key in label_rm:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections import Counter
 from typing import Callable, Mapping
 
@@ -22,6 +21,7 @@ from swarmlet.api import specs
 from swarmlet.api.errors import Invalid, NotFound, TooLarge
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY, OVERLAY_DRIVER, AddressPool
 from swarmlet.api.limits import Limits
+from swarmlet.api.names import check_stack_names
 from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, CLUSTER_ID, MAX_OUTCOME_LENGTH, STACK_NAMESPACE_LABEL,
                                   DesiredState, ServiceMode, TaskState, UpdateState, spec_digest)
 from swarmlet.api.references import resolve
@@ -32,12 +32,11 @@ from swarmlet.manager.allocator import (AddressBook, assign_published_ports, ing
 from swarmlet.node.config import new_id
 from swarmlet.store.state import PREVIOUS_SPEC
 from swarmlet.manager.retry import retry_on_conflict
+from swarmlet.manager.secrets import MAX_SECRET_SIZE, SecretBox
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.store import ClusterStore
 
-MAX_SECRET_SIZE = 500 * 1024
 MAX_CONFIG_SIZE = 1000 * 1024
-_STACK_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 FILE_KINDS = (("secrets", "secret", MAX_SECRET_SIZE), ("configs", "config", MAX_CONFIG_SIZE))
 
 
@@ -93,14 +92,33 @@ def _decode(stack: str, kind: str, name: str, encoded, limit: int) -> bytes:
     return data
 
 
+def _stored_file(kind: str, name: str, data: bytes, labels: dict, box: SecretBox | None) -> dict:
+    """The stored spec of a new secret (its value sealed) or config."""
+    if kind != Secret.kind:
+        return {"name": name, "data": data, "labels": labels}
+    if box is None:
+        raise RuntimeError("a secret to store, and no SecretBox to seal it with")
+    return box.spec(name, data, labels)
+
+
+def _stored_data(obj: StoredObject, box: SecretBox | None) -> bytes:
+    if obj.kind != Secret.kind:
+        return bytes(obj.spec["data"])
+    if box is None:
+        raise RuntimeError("a secret to compare, and no SecretBox to open it with")
+    return box.open(obj)
+
+
 def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
-               existing: dict[str, list[StoredObject]]) -> list[dict]:
-    """``existing``: the store's objects by kind ("service", "network", "secret", "config")."""
-    if not _STACK_NAME.fullmatch(stack or ""):
+               existing: dict[str, list[StoredObject]], box: SecretBox | None = None) -> list[dict]:
+    """``existing``: the store's objects by kind ("service", "network", "secret", "config");
+    ``box`` seals the secrets the stack creates (needed only if it has any)."""
+    if not isinstance(stack, str):
         raise DeployError(f"invalid stack name {stack!r}")
     by_name = {kind: {o.name: o for o in objects} for kind, objects in existing.items()}
     names = {kind: {n: scoped_name(stack, n, e) for n, e in (stack_spec.get(kind) or {}).items()}
              for kind in ("networks", "secrets", "configs", "volumes")}
+    check_stack_names(stack, (stack_spec.get("services") or {}), names)
     ops: list[dict] = []
     missing = []
     for plural, kind, limit in FILE_KINDS:
@@ -113,10 +131,10 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
                 continue
             data = _decode(stack, kind, name, (files.get(plural) or {}).get(name), limit)
             if current is None:
+                labels = dict(entry.get("labels") or {}, **{STACK_NAMESPACE_LABEL: stack})
                 ops.append({"op": "create", "kind": kind, "id": cluster_name,
-                            "spec": {"name": cluster_name, "data": data,
-                                     "labels": dict(entry.get("labels") or {}, **{STACK_NAMESPACE_LABEL: stack})}})
-            elif bytes(current.spec["data"]) != data:
+                            "spec": _stored_file(kind, cluster_name, data, labels, box)})
+            elif _stored_data(current, box) != data:
                 raise DeployError(f"{kind} {cluster_name!r} exists with other content; {kind}s are immutable: "
                                   "give the new content another name")
     for name, entry in sorted((stack_spec.get("networks") or {}).items()):
@@ -328,9 +346,11 @@ def service_public(service: Service, tasks: list[Task], networks: list[Network] 
 
 
 class StackApi:
-    def __init__(self, store: ClusterStore, limits: Callable[[], Limits] | None = None):
+    def __init__(self, store: ClusterStore, limits: Callable[[], Limits] | None = None,
+                 secret_box: SecretBox | None = None):
         self.store = store
         self._limits = limits or ClusterSettings(store).limits
+        self._secret_box = secret_box  # seals the secrets a deploy creates
 
     def _check(self, limits: Limits, before: Specs, after: Specs) -> None:
         check_services(limits, before, after, nodes=len(self.store.list(Node)))
@@ -356,7 +376,7 @@ class StackApi:
             # The cheap check first: a stack of a million services is refused before its specs are built.
             check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
                              sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
-            ops = deploy_ops(stack, stack_spec, files, prune, existing)
+            ops = deploy_ops(stack, stack_spec, files, prune, existing, self._secret_box)
             allocated = (allocate_deploy(ops, existing, self.store.list(Task), self.store.list(Node),
                                          self._address_pool()) if ops else ops)
             limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(allocated))
@@ -491,6 +511,8 @@ class StackApi:
             spec = changes.apply_service_changes(service.raw_spec, service_changes)
             if spec == dict(service.raw_spec):
                 return []
+            changes.check_file_sources(spec, {kind: {o.name for o in self.store.list(view)}
+                                              for kind, view in (("secrets", Secret), ("configs", Config))})
             before = {s.id: s.raw_spec for s in self.store.list(Service)}
             self._check(self._limits(), before, dict(before, **{service.id: spec}))
             return [{"op": "update", "kind": "service", "id": service.id, "version": service.version, "spec": spec,
@@ -546,10 +568,14 @@ class StackApi:
         ops = [{"op": "delete", "kind": o.kind, "id": o.id, "version": o.version}
                for o in objects if stack_of(o) == stack]
         networks = {o.name for o in objects if o.kind == Network.kind and stack_of(o) == stack}
-        users = sorted((n["name"], s.name) for s in objects if s.kind == Service.kind and stack_of(s) != stack
-                       for n in s.raw_spec.get("networks") or [] if n["name"] in networks)
-        if users:  # as Swarm does: a network in use stays (another stack joined it as external)
-            raise Invalid("; ".join(f"network {n} is used by service {s} of another stack" for n, s in users)
+        files = {(o.kind, o.name) for o in objects if o.kind in (Secret.kind, Config.kind) and stack_of(o) == stack}
+        others = [s for s in objects if s.kind == Service.kind and stack_of(s) != stack]
+        users = sorted({(f"network {n['name']}", s.name) for s in others for n in s.raw_spec.get("networks") or []
+                        if n["name"] in networks} |
+                       {(f"{kind} {ref['source']}", s.name) for s in others for kind in (Secret.kind, Config.kind)
+                        for ref in s.raw_spec["container"].get(f"{kind}s") or [] if (kind, ref["source"]) in files})
+        if users:  # as Swarm does: what another stack joined or mounts as external stays
+            raise Invalid("; ".join(f"{what} is used by service {s} of another stack" for what, s in users)
                           + ": remove those first; nothing was removed")
         removed = len(ops)
         ops += [{"op": "delete", "kind": r.kind, "id": r.id, "version": r.version}

@@ -352,6 +352,15 @@ class Runtime(abc.ABC):
         users). Returns the names removed. Runtimes without networks have nothing to do."""
         return []
 
+    async def named_volumes(self) -> set[str]:
+        """The named volumes this node's tasks mount (what `local down --volumes` removes
+        once the tasks are gone). Runtimes without volumes have none."""
+        return set()
+
+    async def remove_volumes(self, names: set[str]) -> list[str]:
+        """Remove these named volumes where no container uses them; returns the names removed."""
+        return []
+
     @abc.abstractmethod
     def events(self) -> AsyncIterator[RuntimeEvent]:
         """Every event of this node's tasks from now on, until close()."""

@@ -71,7 +71,7 @@ async def test_configs_are_created_found_by_name_or_prefix_and_limited(store):
     assert configs.public("motd")["data"] == b"hello" and configs.public("mo")["labels"] == {"a": "b"}
     with pytest.raises(errors.TooLarge, match="at most 1000 KB"):
         await configs.create("big", b"x" * (MAX_CONFIG_SIZE + 1), {}, request_id=None)
-    with pytest.raises(errors.Invalid, match="1 to 64 characters"):
+    with pytest.raises(errors.Invalid, match="has 65 characters; at most 64"):
         await configs.create("x" * 65, b"", {}, request_id=None)
     await configs.remove("motd")
     assert configs.list_public() == []

@@ -11,11 +11,18 @@ from swarmlet.store.state import freeze
 from swarmlet.api import errors, specs
 from swarmlet.api.objects import STACK_NAMESPACE_LABEL
 from swarmlet.manager.orchestrator.loop import ALL, touched_services
-from swarmlet.manager.stacks import MAX_SECRET_SIZE, DeployError, StackApi, deploy_ops
+from swarmlet.manager.secrets import SecretBox
+from swarmlet.manager.stacks import MAX_SECRET_SIZE, DeployError, StackApi
+from swarmlet.manager.stacks import deploy_ops as unsealed_deploy_ops
 from swarmlet.store import StoreEvent
 from swarmlet.store.state import Change
 
 NOTHING = {"service": [], "network": [], "secret": [], "config": []}
+BOX = SecretBox("test cluster key")
+
+
+def deploy_ops(*args, **kwargs):
+    return unsealed_deploy_ops(*args, **kwargs, box=BOX)
 
 
 def stack(**services) -> dict:
@@ -58,7 +65,7 @@ def test_deploying_again_touches_only_what_changed_and_prune_removes_the_rest():
 
 
 @pytest.mark.parametrize("name, spec, sent, error, complaint", [
-    ("bad name!", stack(web="nginx"), files(), DeployError, "invalid stack name"),
+    ("bad name!", stack(web="nginx"), files(), errors.Invalid, "invalid stack name"),
     ("app", stack(web="nginx"), {}, DeployError, "its file content was not sent"),
     ("app", stack(web="nginx"), {"secrets": {"db": "%%%"}}, DeployError, "not base64"),
     ("app", stack(web="nginx"), files(b"x" * (MAX_SECRET_SIZE + 1)), errors.TooLarge, "at most 500 KB"),
@@ -79,7 +86,7 @@ def test_a_missing_external_secret_and_changed_secret_content_are_refused():
 
 
 async def test_the_stack_api_resolves_services_and_stacks_by_the_one_rule(store):
-    api = StackApi(store)
+    api = StackApi(store, secret_box=BOX)
     await api.deploy("app", stack(web="nginx", worker="busybox"), files(), prune=False)
     web = api.service("app_web")
     assert api.service(web["id"][:8])["name"] == "app_web"
@@ -91,8 +98,24 @@ async def test_the_stack_api_resolves_services_and_stacks_by_the_one_rule(store)
     assert store.raw_list("service") == [] and store.raw_list("secret") == []
 
 
+async def test_a_stack_secret_is_sealed_and_stays_while_another_stack_mounts_it(store):
+    api = StackApi(store, secret_box=BOX)
+    await api.deploy("app", stack(web="nginx"), files(b"hunter2"), prune=False)
+    (secret,) = store.list(VIEWS["secret"])
+    assert "data" not in secret.spec and b"hunter2" not in bytes(secret.spec["sealed"])
+    assert BOX.open(secret) == b"hunter2"
+    guest = stack(web="nginx")
+    guest["secrets"]["db"] = dict(guest["secrets"]["db"], external=True, cluster_name="app_db")
+    await api.deploy("guest", guest, {}, prune=False)
+    index = store.index
+    with pytest.raises(errors.Invalid, match="secret app_db is used by service guest_web of another stack: remove "
+                                             "those first; nothing was removed"):
+        await api.remove_stack("app")
+    assert store.index == index
+
+
 async def test_scaling_refuses_what_cannot_scale(store):
-    api = StackApi(store)
+    api = StackApi(store, secret_box=BOX)
     spec = stack(web="nginx")
     spec["services"]["web"]["mode"], spec["services"]["web"]["replicas"] = "global", None
     await api.deploy("app", spec, files(), prune=False)

@@ -20,7 +20,7 @@ Request bodies are read up to the cluster's ``limits.request_body_bytes`` (``rea
 a larger one is refused with 413 naming the limit, before it is parsed.
 
 The routes call the Manager's services (``request.app["manager"].nodes``, ``.ca``,
-``.membership``, ``.settings``, ``.configs``, ``.stacks``, ``.logs``, ``.dispatcher``; see manager.py),
+``.membership``, ``.settings``, ``.configs``, ``.secrets``, ``.stacks``, ``.logs``, ``.dispatcher``; see manager.py),
 which builds this app: it is not imported here, so that the dependency runs one way.
 """
 from __future__ import annotations
@@ -327,15 +327,18 @@ async def list_configs(request):
 @routes.post("/v1/configs")
 @requires(*ADMIN_ONLY)
 async def create_config(request):
+    return reply(await create_named_file(request, request.app["manager"].configs), 201)
+
+
+async def create_named_file(request, service) -> dict:
+    """A config or secret from ``{"name", "data": base64, "labels", "request_id"}``."""
     body = await json_body(request)
     try:
         data = base64.b64decode(field(body, "data", str), validate=True)
     except ValueError:
         raise errors.Invalid("field 'data' must be base64") from None
-    created = await request.app["manager"].configs.create(
-        field(body, "name", str), data, field(body, "labels", dict, required=False, default={}),
-        request_id=field(body, "request_id", str, required=False))
-    return reply(created, 201)
+    return await service.create(field(body, "name", str), data, field(body, "labels", dict, required=False, default={}),
+                                request_id=field(body, "request_id", str, required=False))
 
 
 @routes.delete("/v1/configs")
@@ -360,6 +363,33 @@ async def inspect_config(request):
 @requires(*ADMIN_ONLY)
 async def remove_config(request):
     await request.app["manager"].configs.remove(request.match_info["ref"])
+    return reply({"ok": True})
+
+
+# -- secrets (logic in swarmlet.manager.secrets; no answer ever holds a secret's value) -----------------
+
+@routes.get("/v1/secrets")
+@requires(*ADMIN_ONLY)
+async def list_secrets(request):
+    return reply(request.app["manager"].secrets.list_public())
+
+
+@routes.post("/v1/secrets")
+@requires(*ADMIN_ONLY)
+async def create_secret(request):
+    return reply(await create_named_file(request, request.app["manager"].secrets), 201)
+
+
+@routes.get("/v1/secrets/{ref}")
+@requires(*ADMIN_ONLY)
+async def inspect_secret(request):
+    return reply(request.app["manager"].secrets.public(request.match_info["ref"]))
+
+
+@routes.delete("/v1/secrets/{ref}")
+@requires(*ADMIN_ONLY)
+async def remove_secret(request):
+    await request.app["manager"].secrets.remove(request.match_info["ref"])
     return reply({"ok": True})
 
 

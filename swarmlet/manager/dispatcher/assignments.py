@@ -3,7 +3,8 @@
 A node's *assignment set* is every task placed on it (history included, so that the
 agent removes a container only once its task is gone from the store), plus the data of
 the secrets and configs that its ready/running tasks reference, and nothing else: a
-node never receives a secret none of its tasks uses.
+node never receives a secret none of its tasks uses. Secrets are stored sealed
+(manager/secrets.py): ``open_secret`` opens the ones a node gets, and only those.
 
 Status updates from a node are accepted only for tasks placed on that node and only
 when they move the task forward (Swarm's state order); anything else is dropped.
@@ -11,13 +12,23 @@ when they move the task forward (Swarm's state order); anything else is dropped.
 from __future__ import annotations
 
 import hashlib
+from typing import Callable
 
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, is_terminal, state_rank
 from swarmlet.api.session import PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, Assignments, pack
 from swarmlet.api.views import Config, Secret, Task
 
 
-def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], configs: list[Config]) -> Assignments:
+def plain_secret_value(secret: Secret) -> bytes:
+    """A secret stored in clear (one written before secrets were sealed); a sealed one
+    needs the manager's ``SecretBox.open``."""
+    if "data" not in secret.spec:
+        raise ValueError(f"secret {secret.name} is sealed: the dispatcher needs the SecretBox to open it")
+    return bytes(secret.spec["data"])
+
+
+def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], configs: list[Config],
+                    open_secret: Callable[[Secret], bytes] = plain_secret_value) -> Assignments:
     # A task to run is the node's once the scheduler assigned it: a global task names its
     # node from birth, but while pending it has neither passed the filters nor got its
     # addresses. One no longer meant to run still goes, so that the node reports it shut
@@ -30,9 +41,8 @@ def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], conf
             container = task.spec.raw["container"]
             for kind in wanted:
                 wanted[kind].update(ref["source"] for ref in container.get(kind, []))
-    files = {kind: {o.spec["name"]: {"data": o.spec["data"], "id": o.id}
-                    for o in objects if o.spec["name"] in wanted[kind]}
-             for kind, objects in (("secrets", secrets), ("configs", configs))}
+    files = {"secrets": {s.name: {"data": open_secret(s), "id": s.id} for s in secrets if s.name in wanted["secrets"]},
+             "configs": {c.name: {"data": c.spec["data"], "id": c.id} for c in configs if c.name in wanted["configs"]}}
     return Assignments(tasks=[{"id": t.id, "spec": t.spec.raw, "phase": task_phase(t)} for t in mine], **files)
 
 

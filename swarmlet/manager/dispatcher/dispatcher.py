@@ -37,7 +37,7 @@ from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, Heartbeat
                                   Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate, ProtocolError,
                                   Redirect, Status, UnknownMessage, Welcome, pack, unpack)
 from swarmlet.manager.dispatcher.assignments import (accepted_status, assignment_digest, node_assignment,
-                                                     nodes_touched)
+                                                     nodes_touched, plain_secret_value)
 from swarmlet.manager.dispatcher.planes import PlaneIndex
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.retry import commit_each_on_conflict
@@ -71,9 +71,11 @@ class Dispatcher(LeaderLoop):
 
     name = "dispatcher"
 
-    def __init__(self, store: ClusterStore, leader_api_address: Callable[[], str | None]):
+    def __init__(self, store: ClusterStore, leader_api_address: Callable[[], str | None],
+                 open_secret: Callable[[Secret], bytes] = plain_secret_value):
         super().__init__(store)
         self._leader_api_address = leader_api_address
+        self._open_secret = open_secret  # manager/secrets.py: SecretBox.open
         self._sessions: dict[str, web.WebSocketResponse] = {}
         self.clock = time.monotonic  # when heartbeats were heard (the tests stand in a clock that jumps)
         self._last_seen: dict[str, float] = {}
@@ -308,7 +310,7 @@ class Dispatcher(LeaderLoop):
         if ws is None or ws.closed or not self.store.is_leader:
             return
         message = node_assignment(node_id, self.store.select(Task, node_id=node_id), self.store.list(Secret),
-                                  self.store.list(Config))
+                                  self.store.list(Config), self._open_secret)
         digest = assignment_digest(message)
         # First the plane, built after the assignment set (so from a store at least as new):
         # it has every network the set's tasks need before the node is asked to start them.

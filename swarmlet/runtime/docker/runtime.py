@@ -288,6 +288,24 @@ class DockerRuntime(Runtime):
     async def remove_unused_networks(self, stack_namespace: str) -> list[str]:
         return await self._networks.remove_unused(stack_namespace)
 
+    async def named_volumes(self) -> set[str]:
+        found = await self._call(self._api.containers, all=True, filters=node_filter(self.node_id))
+        return {m["Name"] for c in found for m in c.get("Mounts") or () if m.get("Type") == "volume" and m.get("Name")}
+
+    async def remove_volumes(self, names: set[str]) -> list[str]:
+        removed = []
+        for name in sorted(names):
+            if await self._call(self._api.containers, all=True, filters={"volume": name}):
+                continue  # another node's (or anyone's) container still uses it
+            try:
+                await self._call(self._api.remove_volume, name)
+                removed.append(name)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                log.info("volume %s kept: %s", name, exc.explanation or exc)
+        return removed
+
     # -- what is there ----------------------------------------------------------------
 
     async def inspect(self, task_id: str) -> TaskRuntimeState | None:
