@@ -7,6 +7,7 @@ import click
 from swarmlet.cli.chaos import chaos
 from swarmlet.cli.local import hollow_host, local
 from swarmlet.cli.nodes import COMMANDS as NODE_COMMANDS
+from swarmlet.cli.security import SECURITY_COMMANDS
 from swarmlet.cli.service import service
 from swarmlet.cli.stack import stack
 
@@ -17,7 +18,7 @@ def cli() -> None:
     """swarmlet: run Compose stacks on a cluster of hosts."""
 
 
-for command in [*NODE_COMMANDS, local, hollow_host, stack, service, chaos]:
+for command in [*NODE_COMMANDS, *SECURITY_COMMANDS, local, hollow_host, stack, service, chaos]:
     cli.add_command(command)
 
 

@@ -76,10 +76,15 @@ def parse_duration(text: str) -> float:
         raise click.BadParameter(f"{text!r} is not a duration (e.g. 90d, 12h, 5m, 30s)") from None
 
 
-def start_detached(data_dir: DataDir, log_level: str) -> int:
+def start_detached(data_dir: DataDir, log_level: str, unlock_key: str | None = None) -> int:
     """Start `swarmlet agent` for this data dir in the background and wait until the
-    node says it is ready. Returns its PID."""
+    node says it is ready. Returns its PID. A locked manager (autolock) is given
+    ``unlock_key``; without one, this returns once the node waits for it."""
+    from swarmlet.node.unlock import UnlockFailed, send_unlock_key, socket_path
+
     data_dir.ready_path.unlink(missing_ok=True)
+    unlock_socket = socket_path(data_dir)
+    unlock_socket.unlink(missing_ok=True)  # a killed locked node's; the new one makes its own
     with open_private_append(data_dir.log_path) as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "swarmlet.cli.main", "agent", "--data-dir", str(data_dir.path),
@@ -89,6 +94,18 @@ def start_detached(data_dir: DataDir, log_level: str) -> int:
     while time.monotonic() < deadline:
         if data_dir.ready_path.exists():
             return process.pid
+        if unlock_socket.exists():
+            if unlock_key is None:
+                click.echo(f"the node (PID {process.pid}) is locked: it waits for its unlock key "
+                           f"(`swarmlet unlock --data-dir {data_dir.path}`)", err=True)
+                return process.pid
+            try:
+                send_unlock_key(data_dir, unlock_key)
+            except UnlockFailed as err:
+                raise click.ClickException(f"the node (PID {process.pid}) refused the unlock key: {err}; it keeps "
+                                           f"waiting for the right one (`swarmlet unlock --data-dir {data_dir.path}`)")
+            unlock_key = None
+            unlock_socket.unlink(missing_ok=True)  # the node removes it as it goes on; do not send twice
         if process.poll() is not None:
             raise click.ClickException(f"the node exited (code {process.returncode}) before it was ready; "
                                        f"see {data_dir.log_path}:\n{_tail(data_dir.log_path)}")
@@ -105,14 +122,38 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_or_detach(data_dir: DataDir, detach: bool, log_level: str) -> None:
+def run_or_detach(data_dir: DataDir, detach: bool, log_level: str, unlock_key: str | None = None) -> None:
     if detach:
-        pid = start_detached(data_dir, log_level)
+        pid = start_detached(data_dir, log_level, unlock_key)
         click.echo(f"node running in the background (PID {pid}); log: {data_dir.log_path}")
         return
+    if unlock_key is not None and data_dir.needs_unlock():
+        _unlock_here(data_dir, unlock_key)
     from swarmlet.node.run import serve
 
     serve(data_dir, log_level)
+
+
+def _unlock_here(data_dir: DataDir, unlock_key: str) -> None:
+    from swarmlet.ca.unlock import UnlockKeyError
+
+    try:
+        data_dir.unlock(unlock_key)
+    except UnlockKeyError as err:
+        raise click.ClickException(f"{data_dir.path}: {err}") from None
+
+
+def read_unlock_key(path: str | None) -> str | None:
+    """The unlock key from a file, '-' for standard input; None when no path is given."""
+    if path is None:
+        return None
+    text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    return text.strip()
+
+
+unlock_key_file_option = click.option(
+    "--unlock-key-file", default=None, metavar="FILE",
+    help="A locked manager (autolock): read its unlock key from FILE ('-': standard input) and unlock it at start.")
 
 
 def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interval: int | None) -> dict:
@@ -146,10 +187,13 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @click.option("--force-new-cluster", is_flag=True,
               help="Quorum lost: restart this manager's cluster from its own state as a one-manager cluster "
                    "(nodes, services, secrets and tasks kept; other managers join again).")
+@click.option("--autolock", is_flag=True,
+              help="Lock the managers: a restarted manager starts only once given the unlock key printed here "
+                   "(`swarmlet unlock`).")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
          runtime, addr_pools, mask_length, data_plane, limits, shared_engine, data_dir, detach, force_new_cluster,
-         log_level):
+         autolock, log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
     if force_new_cluster:
@@ -161,14 +205,18 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
                               cert_expiry=parse_duration(cert_expiry), heartbeat_period=heartbeat_period,
                               raft_settings=raft_overrides(election_timeout, snapshot_interval), runtime=runtime,
                               shared_engine=shared_engine, limits=limits, address_pool=pool,
-                              data_plane=data_plane or DEFAULT_DATA_PLANE)
+                              data_plane=data_plane or DEFAULT_DATA_PLANE, autolock=autolock)
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")
+    if autolock:
+        click.echo(f"Autolock is on. A restarted manager waits for this unlock key (`swarmlet unlock`); keep it "
+                   f"safe, it is not stored anywhere you can read it back without an unlocked manager:\n\n"
+                   f"    {directory.unlock_key}\n")
     click.echo(f"Admin certificate for the CLI: {directory.admin_dir}")
     click.echo(f"  export SWARMLET_HOST={config.api_address} SWARMLET_CONTEXT={directory.admin_dir}")
     click.echo("Then `swarmlet join-token worker` (or manager) prints the command that adds a node.")
-    run_or_detach(directory, detach, log_level)
+    run_or_detach(directory, detach, log_level, directory.unlock_key)
 
 
 @click.command()
@@ -203,8 +251,9 @@ def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, da
 @data_plane_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
+@unlock_key_file_option
 @log_level_option
-def agent(data_plane, data_dir, detach, log_level):
+def agent(data_plane, data_dir, detach, unlock_key_file, log_level):
     """Run a node that already belongs to a cluster (after a restart). --data-plane
     changes the node's stored choice."""
     directory = DataDir(data_dir)
@@ -215,7 +264,7 @@ def agent(data_plane, data_dir, detach, log_level):
         if config.data_plane != data_plane:
             config.data_plane = data_plane
             directory.save(config)
-    run_or_detach(directory, detach, log_level)
+    run_or_detach(directory, detach, log_level, read_unlock_key(unlock_key_file))
 
 
 @click.command()
@@ -326,6 +375,7 @@ def _show_settings(settings: dict, output_format: str) -> None:
         return
     click.echo(f"Cluster {settings['name']}: heartbeat period {settings['heartbeat_period']}s, "
                f"node certificates valid {settings['cert_expiry'] / 86400:g} days")
+    click.echo(f"Autolock: {'on' if settings.get('autolock') else 'off'}")
     pool = settings.get("address_pool") or {}
     if pool:
         click.echo(f"Address pool {', '.join(pool['subnets'])}, a /{pool['mask_length']} per network")
@@ -342,14 +392,22 @@ def cluster_settings(output_format, host, context_dir):
 
 @cluster.command("update")
 @limit_option
+@click.option("--autolock", type=click.BOOL, default=None, metavar="true|false",
+              help="Lock the managers (a restarted manager waits for the unlock key printed here), or stop doing so.")
 @FORMAT_OPTION
 @client_options
-def cluster_update(limits, output_format, host, context_dir):
-    """Change the cluster's limits (--limit NAME=VALUE, repeatable)."""
-    if not limits:
-        raise click.UsageError("nothing to change: pass --limit NAME=VALUE")
-    _show_settings(make_client(host, context_dir).call("POST", "/v1/cluster/settings", {"limits": limits}),
-                   output_format)
+def cluster_update(limits, autolock, output_format, host, context_dir):
+    """Change the cluster's limits (--limit NAME=VALUE, repeatable) or its autolock."""
+    if not limits and autolock is None:
+        raise click.UsageError("nothing to change: pass --limit NAME=VALUE or --autolock=true|false")
+    body = {"limits": limits} if limits else {}
+    if autolock is not None:
+        body["autolock"] = autolock
+    settings = make_client(host, context_dir).call("POST", "/v1/cluster/settings", body)
+    _show_settings(settings, output_format)
+    if output_format != "json" and settings.get("unlock_key"):
+        click.echo(f"\nAutolock is on. Keep this unlock key safe: a restarted manager waits for it "
+                   f"(`swarmlet unlock`):\n\n    {settings['unlock_key']}\n")
 
 
 @click.group()
