@@ -276,6 +276,9 @@ def leave(force, data_dir):
     config = directory.load()
     from swarmlet.node.identity import NodeTls
 
+    if directory.needs_unlock():
+        raise click.ClickException(f"{directory.path} is a locked manager's data dir (autolock): its certificate "
+                                   "key is sealed; leaving it is not supported yet (docs/security.md, Known gaps)")
     tls = NodeTls(directory.certs)
     if config.role == "manager" and not force:
         raise click.ClickException("this node is a manager: demote it first (`swarmlet node demote`), or use --force "

@@ -121,3 +121,13 @@ def test_a_deep_data_dir_gets_its_socket_under_a_short_path(tmp_path):
     assert len(str(deep.unlock_socket_path)) > MAX_SOCKET_PATH
     assert len(str(socket_path(deep))) <= MAX_SOCKET_PATH
     assert socket_path(deep) == socket_path(DataDir(deep.path))  # the node and the CLI agree
+
+
+def test_offline_recovery_of_a_locked_manager_is_refused_clearly_and_changes_nothing(locked):
+    from swarmlet.node.recovery import RecoveryError, force_new_cluster
+
+    data_dir, _ = locked
+    before = {p: p.read_bytes() for p in data_dir.path.rglob("*") if p.is_file()}
+    with pytest.raises(RecoveryError, match="locked manager's data dir"):
+        force_new_cluster(data_dir)
+    assert {p: p.read_bytes() for p in data_dir.path.rglob("*") if p.is_file()} == before
