@@ -108,3 +108,18 @@ def cluster_ca_certs():
         return load_certificate(pem).public_bytes(serialization.Encoding.DER)
 
     return ca, cert_of
+
+
+def test_the_only_admin_reads_closed_to_read_only_certificates_are_the_secret_ones():
+    """Read from the route table itself: a GET route added later is open to read-only
+    certificates unless it is marked as revealing secrets (this list then grows)."""
+    from swarmlet.manager.controlapi.server import routes
+
+    closed, open_ = set(), set()
+    for route in routes:
+        handler = route.handler
+        if route.method != "GET" or "admin" not in getattr(handler, "allowed_roles", ()):
+            continue
+        (closed if not may_call("read-only", handler.allowed_roles, "GET", handler.reveals_secrets) else open_).add(route.path)
+    assert closed == {"/v1/backup", "/v1/join-tokens", "/v1/unlock-key"}
+    assert {"/v1/nodes", "/v1/services", "/v1/tasks", "/v1/cluster/status", "/v1/admin/certs"} <= open_

@@ -112,6 +112,7 @@ def requires(*roles: str, reveals_secrets: bool = False):
             except errors.SwarmletError as err:
                 return _refuse(request, http_status(err), str(err), err.code)
 
+        guarded.allowed_roles, guarded.reveals_secrets = roles, reveals_secrets  # for tests and docs to read
         return guarded
 
     return decorate
