@@ -143,6 +143,15 @@ def _unlock_here(data_dir: DataDir, unlock_key: str) -> None:
         raise click.ClickException(f"{data_dir.path}: {err}") from None
 
 
+def unlock_offline(data_dir: DataDir, unlock_key_file: str | None) -> str | None:
+    """Open a stopped locked manager's data dir in this process (offline recovery); the
+    key, to start the node with afterwards."""
+    key = read_unlock_key(unlock_key_file)
+    if key is not None and data_dir.exists() and data_dir.needs_unlock():
+        _unlock_here(data_dir, key)
+    return key
+
+
 def read_unlock_key(path: str | None) -> str | None:
     """The unlock key from a file, '-' for standard input; None when no path is given."""
     if path is None:
@@ -190,14 +199,17 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @click.option("--autolock", is_flag=True,
               help="Lock the managers: a restarted manager starts only once given the unlock key printed here "
                    "(`swarmlet unlock`).")
+@click.option("--unlock-key-file", default=None, metavar="FILE",
+              help="--force-new-cluster on a locked manager (autolock): its unlock key, from FILE ('-': standard input).")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
          runtime, addr_pools, mask_length, data_plane, limits, shared_engine, data_dir, detach, force_new_cluster,
-         autolock, log_level):
+         autolock, unlock_key_file, log_level):
     """Create a new cluster with this node as its first manager."""
     directory = DataDir(data_dir)
     if force_new_cluster:
-        recover_force_new_cluster(directory, _stop_process, lambda: run_or_detach(directory, detach, log_level))
+        key = unlock_offline(directory, unlock_key_file)
+        recover_force_new_cluster(directory, _stop_process, lambda: run_or_detach(directory, detach, log_level, key))
         return
     pool = _address_pool(addr_pools, mask_length)
     try:

@@ -44,10 +44,15 @@ def backup(file, host, context_dir):
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--data-dir", required=True,
               help="A stopped manager's data dir of the backup's cluster (its raft/ is replaced; the old one kept).")
-def restore(file, data_dir):
+@click.option("--unlock-key-file", default=None, metavar="FILE",
+              help="A locked manager's data dir (autolock): its unlock key, from FILE ('-': standard input).")
+def restore(file, data_dir, unlock_key_file):
     """Restore a backup into a stopped manager's data dir as a one-manager cluster (as
     after `init --force-new-cluster`); then start it with `swarmlet agent --data-dir`."""
+    from swarmlet.cli.nodes import unlock_offline
+
     directory = DataDir(data_dir)
+    unlock_offline(directory, unlock_key_file)
     try:
         kept = restore_data_dir(directory, Path(file).read_bytes())
     except RecoveryError as err:

@@ -280,3 +280,20 @@ def test_an_operator_certificate_is_renewed_and_revoked_by_serial_or_by_name(loc
     with pytest.raises(ApiError, match="the identity you are calling with") as refused_self:
         api(cluster).call("POST", "/v1/admin/revoke", {"ref": own})
     assert refused_self.value.status == 400
+
+
+def test_a_locked_cluster_that_lost_its_quorum_is_recovered_with_its_key(locked_cluster):
+    """Last: it leaves a one-manager cluster. Without the key the data dir stays shut."""
+    cluster = locked_cluster
+    for name in ("manager-2", "manager-3"):
+        cluster.local.kill(name)
+    data_dir = data_dir_of(cluster, "manager-1")
+    shut = run("init", "--force-new-cluster", "--data-dir", str(data_dir.path), "--detach")
+    assert shut.returncode != 0 and "give its unlock key" in shut.stderr
+    recovered = run("init", "--force-new-cluster", "--data-dir", str(data_dir.path), "--detach",
+                    "--unlock-key-file", "-", stdin=cluster.unlock_key)
+    assert recovered.returncode == 0, recovered.stderr
+    assert data_dir.is_locked() and data_dir.ready_path.exists()
+    status = api(cluster, "manager-1").call("GET", "/v1/cluster/status")
+    assert len(status["managers"]) == 1 and status["leader"]
+    assert [s["name"] for s in api(cluster, "manager-1").call("GET", "/v1/services")] == ["vault_app"]

@@ -123,11 +123,14 @@ def test_a_deep_data_dir_gets_its_socket_under_a_short_path(tmp_path):
     assert socket_path(deep) == socket_path(DataDir(deep.path))  # the node and the CLI agree
 
 
-def test_offline_recovery_of_a_locked_manager_is_refused_clearly_and_changes_nothing(locked):
+def test_offline_recovery_of_a_locked_manager_needs_its_key(locked):
     from swarmlet.node.recovery import RecoveryError, force_new_cluster
 
-    data_dir, _ = locked
+    data_dir, key = locked
     before = {p: p.read_bytes() for p in data_dir.path.rglob("*") if p.is_file()}
-    with pytest.raises(RecoveryError, match="locked manager's data dir"):
+    with pytest.raises(RecoveryError, match="locked manager's data dir .* give its unlock key"):
         force_new_cluster(data_dir)
     assert {p: p.read_bytes() for p in data_dir.path.rglob("*") if p.is_file()} == before
+    data_dir.unlock(key)
+    assert force_new_cluster(data_dir)["index"] == 0  # nothing committed yet: an empty state
+    assert data_dir.is_locked() and not data_dir.kek_path.exists()  # and it stays locked
