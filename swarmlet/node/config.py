@@ -114,8 +114,9 @@ class DataDir:
 
     @property
     def certs(self) -> NodeCertStore:
+        # Sealed once a locked KEK exists (also while locking, before the plain KEK goes).
         return NodeCertStore(self.path / "certs",
-                             seal_key=lambda: self._sealer(TLS_KEY_PURPOSE) if self.is_locked() else None,
+                             seal_key=lambda: self._sealer(TLS_KEY_PURPOSE) if self.locked_kek_path.exists() else None,
                              open_key=lambda: self._sealer(TLS_KEY_PURPOSE))
 
     @property
@@ -197,16 +198,16 @@ class DataDir:
         kek = self._kek_bytes() if self._kek or self.kek_path.exists() or self.locked_kek_path.exists() else new_key()
         write_private(self.locked_kek_path, kek_sealer(unlock_key).seal(kek))
         self._kek, self.unlock_key = kek, unlock_key
-        self.kek_path.unlink(missing_ok=True)
         if self.certs.exists():
             self.certs.rewrite_key()
+        self.kek_path.unlink(missing_ok=True)  # last: from here on nothing here is plain
 
     def unlock_permanently(self) -> None:
         """Autolock turned off: the KEK and the TLS key lie here in plain form again (0600)."""
         kek = self._kek_bytes()
         write_private(self.kek_path, kek)
-        self.certs.rewrite_key()
         self.locked_kek_path.unlink(missing_ok=True)
+        self.certs.rewrite_key()
         self.unlock_key = None
 
     # -- sealed files --------------------------------------------------------------------------

@@ -104,13 +104,13 @@ async def run_node(data_dir: DataDir) -> str | None:
             await asyncio.wait_for(agent.renew_certificate(), 30)
         except Exception as err:  # the old certificate still works; retry after the restart
             log.warning("could not get a %s certificate yet: %s", new_role[0], err)
-    if new_role == [ROLE_WORKER] and data_dir.is_locked():
-        data_dir.unlock_permanently()  # the restarted worker is not asked for a key it no longer needs
     await agent.stop()
     if executor is not None:
         await executor.close()
     if manager is not None:
-        await manager.stop()
+        await manager.stop()  # first: its autolock loop would lock the data dir again
+    if new_role == [ROLE_WORKER] and data_dir.is_locked():
+        data_dir.unlock_permanently()  # the restarted worker is not asked for a key it no longer needs
     data_dir.ready_path.unlink(missing_ok=True)
     if expelled:
         raise NodeExpelled(expelled[0])

@@ -194,9 +194,9 @@ def test_autolock_off_lays_the_keys_down_and_on_locks_them_again(locked_cluster)
     assert admin.call("POST", "/v1/cluster/settings", {"autolock": False})["autolock"] is False
     for name in MANAGERS:
         data_dir = data_dir_of(cluster, name)
-        wait_until(lambda: data_dir.kek_path.exists() and not data_dir.locked_kek_path.exists(), 15,
-                   f"{name} to unlock for good")
-        assert data_dir.certs.key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
+        wait_until(lambda: data_dir.kek_path.exists() and not data_dir.locked_kek_path.exists()
+                   and data_dir.certs.key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY"), 15,
+                   f"{name} to lay its KEK and TLS key down in plain form")
     with pytest.raises(ApiError, match="autolock is off") as refused:
         admin.call("GET", "/v1/unlock-key")
     assert refused.value.status == 400
@@ -206,9 +206,23 @@ def test_autolock_off_lays_the_keys_down_and_on_locks_them_again(locked_cluster)
     cluster.unlock_key = answer["unlock_key"]
     for name in MANAGERS:
         data_dir = data_dir_of(cluster, name)
+        # The plain KEK goes last, once the TLS key is sealed (DataDir.lock).
         wait_until(lambda: opens_with(data_dir, answer["unlock_key"]) and not data_dir.kek_path.exists(), 15,
                    f"{name} to lock again")
         assert is_sealed(data_dir.certs.key_path.read_bytes())
+
+
+def test_a_demoted_manager_unlocks_for_good_and_restarts_without_a_key(locked_cluster):
+    cluster = locked_cluster
+    data_dir = data_dir_of(cluster, "manager-3")
+    assert data_dir.is_locked()
+    api(cluster, "manager-1").call("POST", f"/v1/nodes/{cluster.local.find('manager-3').id}/demote", {}, timeout=60)
+    # node.json says worker once the node has restarted in the role; ready once it serves as one.
+    wait_until(lambda: data_dir.load().role == "worker" and data_dir.ready_path.exists(), 60,
+               "manager-3 to restart as a worker, asking for no key")
+    assert data_dir.kek_path.exists() and not data_dir.locked_kek_path.exists()
+    assert data_dir.certs.key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY")
+    assert not data_dir.cluster_key_path.exists()
 
 
 @pytest.fixture(scope="module")
@@ -285,8 +299,7 @@ def test_an_operator_certificate_is_renewed_and_revoked_by_serial_or_by_name(loc
 def test_a_locked_cluster_that_lost_its_quorum_is_recovered_with_its_key(locked_cluster):
     """Last: it leaves a one-manager cluster. Without the key the data dir stays shut."""
     cluster = locked_cluster
-    for name in ("manager-2", "manager-3"):
-        cluster.local.kill(name)
+    cluster.local.kill("manager-2")  # with manager-3 demoted, the last other manager
     data_dir = data_dir_of(cluster, "manager-1")
     shut = run("init", "--force-new-cluster", "--data-dir", str(data_dir.path), "--detach")
     assert shut.returncode != 0 and "give its unlock key" in shut.stderr
