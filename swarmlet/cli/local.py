@@ -10,6 +10,7 @@ import click
 
 from swarmlet.api.objects import suggested_heartbeat_period
 from swarmlet.cli.nodes import limit_option
+from swarmlet.cli.unlocking import read_unlock_key
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.local.cluster import (DEFAULT_FIRST_ADDRESS, DEFAULT_HOLLOW_PER_HOST, DEFAULT_LOCAL_DIR, LocalCluster,
                                     LocalClusterError)
@@ -157,8 +158,6 @@ def kill(node, signame, directory):
 def start(node, unlock_key_file, directory):
     """Restart a stopped or killed node (`swarmlet agent` on its data dir; a hollow
     worker's host process, with every node it holds)."""
-    from swarmlet.cli.nodes import read_unlock_key
-
     cluster = LocalCluster(directory)
     key = read_unlock_key(unlock_key_file)
     started = _run(lambda: cluster.start(node, key))

@@ -20,6 +20,7 @@ from swarmlet.api.objects import AVAILABILITIES, DEFAULT_HEARTBEAT_PERIOD
 from swarmlet.cli.client import client_options, make_client
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
 from swarmlet.cli.recovery import RECOVERY_COMMANDS
+from swarmlet.cli.unlocking import read_unlock_key, unlock_here, unlock_offline
 from swarmlet.cli.recovery import force_new_cluster as recover_force_new_cluster
 from swarmlet.node.bootstrap import JoinError, init_cluster, join_cluster
 from swarmlet.node.config import DataDir
@@ -128,36 +129,10 @@ def run_or_detach(data_dir: DataDir, detach: bool, log_level: str, unlock_key: s
         click.echo(f"node running in the background (PID {pid}); log: {data_dir.log_path}")
         return
     if unlock_key is not None and data_dir.needs_unlock():
-        _unlock_here(data_dir, unlock_key)
+        unlock_here(data_dir, unlock_key)
     from swarmlet.node.run import serve
 
     serve(data_dir, log_level)
-
-
-def _unlock_here(data_dir: DataDir, unlock_key: str) -> None:
-    from swarmlet.ca.unlock import UnlockKeyError
-
-    try:
-        data_dir.unlock(unlock_key)
-    except UnlockKeyError as err:
-        raise click.ClickException(f"{data_dir.path}: {err}") from None
-
-
-def unlock_offline(data_dir: DataDir, unlock_key_file: str | None) -> str | None:
-    """Open a stopped locked manager's data dir in this process (offline recovery); the
-    key, to start the node with afterwards."""
-    key = read_unlock_key(unlock_key_file)
-    if key is not None and data_dir.exists() and data_dir.needs_unlock():
-        _unlock_here(data_dir, key)
-    return key
-
-
-def read_unlock_key(path: str | None) -> str | None:
-    """The unlock key from a file, '-' for standard input; None when no path is given."""
-    if path is None:
-        return None
-    text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    return text.strip()
 
 
 unlock_key_file_option = click.option(

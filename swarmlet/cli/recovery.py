@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from swarmlet.cli.client import client_options, make_client
+from swarmlet.cli.unlocking import unlock_offline
 from swarmlet.node.config import DataDir
 from swarmlet.node.recovery import RecoveryError, force_new_cluster as force_data_dir, restore as restore_data_dir
 from swarmlet.private import write_private
@@ -49,8 +50,6 @@ def backup(file, host, context_dir):
 def restore(file, data_dir, unlock_key_file):
     """Restore a backup into a stopped manager's data dir as a one-manager cluster (as
     after `init --force-new-cluster`); then start it with `swarmlet agent --data-dir`."""
-    from swarmlet.cli.nodes import unlock_offline
-
     directory = DataDir(data_dir)
     unlock_offline(directory, unlock_key_file)
     try:

@@ -10,6 +10,7 @@ import click
 from swarmlet.cli.client import client_options, make_client, resolve_context, resolve_hosts
 from swarmlet.cli.nodes import data_dir_option
 from swarmlet.cli.output import FORMAT_OPTION, emit
+from swarmlet.cli.unlocking import read_unlock_key
 from swarmlet.node.config import DataDir
 from swarmlet.private import write_private
 
@@ -30,7 +31,7 @@ def unlock(data_dir, key_file):
     if not directory.is_locked():
         raise click.ClickException(f"the node of {directory.path} is not locked")
     if key_file:
-        key = (sys.stdin.read() if key_file == "-" else Path(key_file).read_text()).strip()
+        key = read_unlock_key(key_file)
     elif sys.stdin.isatty():
         key = click.prompt("Unlock key", hide_input=True)
     else:
