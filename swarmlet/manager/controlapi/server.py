@@ -79,7 +79,8 @@ def may_call(role: str, roles: tuple[str, ...], method: str, reveals_secrets: bo
     return role == READ_ONLY and "admin" in roles and method in READ_METHODS and not reveals_secrets
 
 
-def refusal_for(role: str, roles: tuple[str, ...], method: str, reveals_secrets: bool) -> str:
+def refusal_for(role: str, roles: tuple[str, ...], method: str) -> str:
+    """Why ``may_call`` said no, for the caller."""
     if role == READ_ONLY and "admin" in roles:
         why = "it reveals secrets" if method in READ_METHODS else f"a {method} changes the cluster"
         return f"a read-only certificate cannot call this endpoint ({why}; it needs an admin certificate)"
@@ -104,7 +105,7 @@ def requires(*roles: str, reveals_secrets: bool = False):
                 if reason is not None:
                     return _refuse(request, 403, reason, errors.Forbidden.code)
                 if not may_call(identity.role, roles, request.method, reveals_secrets):
-                    return _refuse(request, 403, refusal_for(identity.role, roles, request.method, reveals_secrets),
+                    return _refuse(request, 403, refusal_for(identity.role, roles, request.method),
                                    errors.Forbidden.code)
                 request["identity"] = identity
             try:
