@@ -211,6 +211,16 @@ class Cluster(StoredObject):
         return frozenset(self.status.get("removed_node_ids") or ())
 
     @property
+    def revoked_serials(self) -> frozenset[str]:
+        """Certificate serials revoked one by one (hex), by `swarmlet admin revoke SERIAL`."""
+        return frozenset(self.status.get("revoked_serials") or ())
+
+    @property
+    def admins(self) -> Mapping:
+        """Operator identities: name -> {"role", "serials": [hex, …], "revoked": bool} (swarmlet/manager/admins.py)."""
+        return self.status.get("admins") or {}
+
+    @property
     def limits(self) -> Limits:
         return Limits.from_spec(self.spec.get("limits"))
 

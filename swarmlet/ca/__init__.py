@@ -2,7 +2,7 @@
 
 from .errors import CertificateError, TokenError
 from .identity import (
-    ROLE_ADMIN, ROLE_MANAGER, ROLE_WORKER, ROLES,
+    OPERATOR_ROLES, ROLE_ADMIN, ROLE_MANAGER, ROLE_READ_ONLY, ROLE_WORKER, ROLES,
     NodeIdentity, identity_of, is_revoked, verify_issued_by,
 )
 from .keys import generate_key_pem, make_csr
@@ -14,7 +14,7 @@ from .tokens import format_token, generate_secret, parse_token, secrets_match
 
 __all__ = [
     "CertificateError", "TokenError",
-    "ROLE_ADMIN", "ROLE_MANAGER", "ROLE_WORKER", "ROLES",
+    "OPERATOR_ROLES", "ROLE_ADMIN", "ROLE_MANAGER", "ROLE_READ_ONLY", "ROLE_WORKER", "ROLES",
     "NodeIdentity", "identity_of", "is_revoked", "verify_issued_by",
     "generate_key_pem", "make_csr",
     "NODE_CERT_VALIDITY", "ROOT_CA_VALIDITY", "RootCA",

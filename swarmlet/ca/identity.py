@@ -17,7 +17,10 @@ ROLE_MANAGER = "manager"
 ROLE_WORKER = "worker"
 # The operator's CLI certificate: a client of the managers' API, never a node.
 ROLE_ADMIN = "admin"
-ROLES = frozenset({ROLE_MANAGER, ROLE_WORKER, ROLE_ADMIN})
+# An operator's certificate that may only look (swarmlet/manager/controlapi/server.py's rule).
+ROLE_READ_ONLY = "read-only"
+OPERATOR_ROLES = (ROLE_ADMIN, ROLE_READ_ONLY)
+ROLES = frozenset({ROLE_MANAGER, ROLE_WORKER, ROLE_ADMIN, ROLE_READ_ONLY})
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import CertificateError
-from .identity import ROLE_ADMIN, ROLES, load_certificate, single_name_attribute
+from .identity import OPERATOR_ROLES, ROLES, load_certificate, single_name_attribute
 from .keys import key_matches_certificate, load_private_key, require_p256, serialize_private_key
 from .tokens import digest_of_der
 
 ROOT_CA_VALIDITY = timedelta(days=7300)
 NODE_CERT_VALIDITY = timedelta(days=90)
+# Operators' certificates are not renewed automatically (`swarmlet admin renew`), so they live longer.
+ADMIN_CERT_VALIDITY = timedelta(days=365)
 ROOT_CA_COMMON_NAME = "swarmlet-ca"
 # Certificates start slightly in the past so a peer whose clock is a little behind
 # still accepts them. Capped at a tenth of the validity so short-lived test
@@ -50,7 +52,7 @@ def subject_alternative_names(sans: Sequence[str]) -> list[x509.GeneralName]:
 def extended_key_usages(role: str) -> list[x509.ObjectIdentifier]:
     # Nodes both serve (managers' API, agents' dispatcher streams) and dial out; the
     # operator's CLI only dials out.
-    if role == ROLE_ADMIN:
+    if role in OPERATOR_ROLES:
         return [ExtendedKeyUsageOID.CLIENT_AUTH]
     return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 

@@ -3,23 +3,33 @@
 File names follow Docker Swarm's (swarm-root-ca.crt, swarm-node.crt, swarm-node.key).
 Every file is owner-only (certificates too: nothing under a data dir is for others),
 and every write goes to a temporary file in the same directory and is renamed into
-place, so a reader never sees a half-written file."""
+place, so a reader never sees a half-written file.
+
+On a locked manager (autolock, swarmlet/ca/unlock.py) the key file is sealed under the
+node's key-encryption key, as Swarm encrypts its TLS key: the data dir passes
+``seal_key`` (the sealer to write the key with, or None for plain PEM) and
+``open_key`` (the sealer that opens a sealed key file)."""
 
 import os
 from pathlib import Path
+from typing import Callable
 
 from swarmlet.private import make_private_dir, write_private
 
 from .errors import CertificateError
 from .identity import load_certificate
 from .keys import key_matches_certificate
+from .sealing import Sealer, is_sealed
 
 CONSISTENT_READ_ATTEMPTS = 20
 
 
 class NodeCertStore:
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike, seal_key: Callable[[], Sealer | None] | None = None,
+                 open_key: Callable[[], Sealer] | None = None):
         self.directory = Path(directory)
+        self._seal_key = seal_key or (lambda: None)
+        self._open_key = open_key
         self.ca_path = self.directory / "swarm-root-ca.crt"
         self.cert_path = self.directory / "swarm-node.crt"
         self.key_path = self.directory / "swarm-node.key"
@@ -40,7 +50,8 @@ class NodeCertStore:
         # between, load() finds a key that matches the certificate (the current key,
         # or the waiting one), so neither a concurrent reader nor a crash ever sees a
         # mismatched pair.
-        write_private(self.next_key_path, key_pem)
+        sealer = self._seal_key()
+        write_private(self.next_key_path, sealer.seal(key_pem) if sealer else key_pem)
         write_private(self.cert_path, cert_pem)
         os.replace(self.next_key_path, self.key_path)
 
@@ -55,9 +66,21 @@ class NodeCertStore:
             certificate = load_certificate(cert_pem)
             for path in (self.key_path, self.next_key_path):
                 try:
-                    key_pem = path.read_bytes()
+                    key_pem = self._key_from(path.read_bytes())
                 except FileNotFoundError:
                     continue  # the waiting key was just renamed into place
                 if key_matches_certificate(key_pem, certificate):
                     return ca_pem, cert_pem, key_pem
         raise CertificateError(f"{self.key_path} does not match {self.cert_path}")
+
+    def _key_from(self, blob: bytes) -> bytes:
+        if not is_sealed(blob):
+            return blob
+        if self._open_key is None:
+            raise CertificateError(f"{self.key_path} is sealed (a locked manager's) and nothing here can open it")
+        return self._open_key().open(blob)
+
+    def rewrite_key(self) -> None:
+        """Write the key file again as ``seal_key`` now says (sealed or plain)."""
+        ca_pem, cert_pem, key_pem = self.load()
+        self.save(ca_pem, cert_pem, key_pem)

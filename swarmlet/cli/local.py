@@ -10,11 +10,12 @@ import click
 
 from swarmlet.api.objects import suggested_heartbeat_period
 from swarmlet.cli.nodes import limit_option
+from swarmlet.cli.unlocking import read_unlock_key
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.local.cluster import (DEFAULT_FIRST_ADDRESS, DEFAULT_HOLLOW_PER_HOST, DEFAULT_LOCAL_DIR, LocalCluster,
                                     LocalClusterError)
 from swarmlet.local.isolated import DEFAULT_NAME_PREFIX, MAX_NAME_PREFIX, IsolationError
-from swarmlet.node.config import DEFAULT_API_PORT
+from swarmlet.node.config import DEFAULT_API_PORT, DataDir
 from swarmlet.runtime.hollow import DEFAULT_START_DELAY
 
 dir_option = click.option("--dir", "directory", default=str(DEFAULT_LOCAL_DIR), show_default=True,
@@ -64,13 +65,15 @@ def local():
 @click.option("--image", "images", multiple=True, default=DEFAULT_ISOLATED_IMAGES, show_default=True,
               help="--isolated --runtime docker: an image of this machine's engine to load into every node's "
                    "engine; repeatable.")
+@click.option("--autolock", is_flag=True, help="`init --autolock`: restarted managers wait for the unlock key "
+                                                 "printed here (`swarmlet local start NODE --unlock-key-file`).")
 @limit_option
 @dir_option
 def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, first_address, port, runtime,
-       heartbeat_period, cert_expiry, election_timeout, snapshot_interval, isolated, name_prefix, images, limits,
-       directory):
+       heartbeat_period, cert_expiry, election_timeout, snapshot_interval, isolated, name_prefix, images, autolock,
+       limits, directory):
     """Start a local cluster and wait until every node is ready."""
-    args = ["--runtime", runtime]
+    args = ["--runtime", runtime] + (["--autolock"] if autolock else [])
     if heartbeat_period is None:
         heartbeat_period = suggested_heartbeat_period(managers + workers + hollow_workers)
     args += ["--heartbeat-period", str(heartbeat_period)]
@@ -111,6 +114,10 @@ def up(managers, workers, hollow_workers, hollow_per_host, hollow_start_delay, f
         click.echo(f"Isolated: LAN {record.lan}, this machine at {record.host_address}; the client namespace "
                    f"{record.client_netns} ({record.client_address}): `swarmlet local exec --client -- CMD`.")
     click.echo(f"Point the CLI at it with:\n\n    eval \"$(swarmlet local env{dir_args})\"\n")
+    if cluster.unlock_key:
+        click.echo(f"Autolock is on; a restarted manager needs this unlock key "
+                   f"(`swarmlet local start NODE --unlock-key-file FILE`, or `swarmlet unlock`):\n\n"
+                   f"    {cluster.unlock_key}\n")
     return nodes
 
 
@@ -155,13 +162,19 @@ def kill(node, signame, directory):
 
 @local.command("start")
 @click.argument("node")
+@click.option("--unlock-key-file", default=None, metavar="FILE",
+              help="A locked manager (autolock): its unlock key, from FILE ('-': standard input).")
 @dir_option
-def start(node, directory):
+def start(node, unlock_key_file, directory):
     """Restart a stopped or killed node (`swarmlet agent` on its data dir; a hollow
     worker's host process, with every node it holds)."""
     cluster = LocalCluster(directory)
-    started = _run(lambda: cluster.start(node))
-    click.echo(f"{_process_of(cluster, started)} started")
+    key = read_unlock_key(unlock_key_file)
+    started = _run(lambda: cluster.start(node, key))
+    data_dir = DataDir(started.data_dir)
+    locked = not started.hollow and data_dir.is_locked() and not data_dir.ready_path.exists()
+    click.echo(f"{_process_of(cluster, started)} started" + (
+        f"; it is locked and waits for its unlock key (`swarmlet unlock --data-dir {data_dir.path}`)" if locked else ""))
 
 
 def _process_of(cluster: LocalCluster, node) -> str:

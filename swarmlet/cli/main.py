@@ -31,6 +31,9 @@ LAZY_COMMANDS = {
     "chaos": "swarmlet.cli.chaos:chaos",
     "dashboard": "swarmlet.cli.dashboard:dashboard",
     "events": "swarmlet.cli.events:events",
+    "unlock": "swarmlet.cli.security:unlock",
+    "unlock-key": "swarmlet.cli.security:unlock_key",
+    "admin": "swarmlet.cli.security:admin",
 }
 
 

@@ -19,6 +19,7 @@ from swarmlet.api.limits import Limits, parse_limit
 from swarmlet.api.objects import AVAILABILITIES, DEFAULT_HEARTBEAT_PERIOD
 from swarmlet.cli.client import client_options, make_client
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
+from swarmlet.cli.unlocking import read_unlock_key, unlock_here, unlock_offline
 from swarmlet.node.config import DataDir
 from swarmlet.private import open_private_append
 
@@ -93,10 +94,15 @@ def parse_duration(text: str) -> float:
         raise click.BadParameter(f"{text!r} is not a duration (e.g. 90d, 12h, 5m, 30s)") from None
 
 
-def start_detached(data_dir: DataDir, log_level: str) -> int:
+def start_detached(data_dir: DataDir, log_level: str, unlock_key: str | None = None) -> int:
     """Start `swarmlet agent` for this data dir in the background and wait until the
-    node says it is ready. Returns its PID."""
+    node says it is ready. Returns its PID. A locked manager (autolock) is given
+    ``unlock_key``; without one, this returns once the node waits for it."""
+    from swarmlet.node.unlock import UnlockFailed, send_unlock_key, socket_path
+
     data_dir.ready_path.unlink(missing_ok=True)
+    unlock_socket = socket_path(data_dir)
+    unlock_socket.unlink(missing_ok=True)  # a killed locked node's; the new one makes its own
     with open_private_append(data_dir.log_path) as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "swarmlet.cli.main", "agent", "--data-dir", str(data_dir.path),
@@ -106,6 +112,18 @@ def start_detached(data_dir: DataDir, log_level: str) -> int:
     while time.monotonic() < deadline:
         if data_dir.ready_path.exists():
             return process.pid
+        if unlock_socket.exists():
+            if unlock_key is None:
+                click.echo(f"the node (PID {process.pid}) is locked: it waits for its unlock key "
+                           f"(`swarmlet unlock --data-dir {data_dir.path}`)", err=True)
+                return process.pid
+            try:
+                send_unlock_key(data_dir, unlock_key)
+            except UnlockFailed as err:
+                raise click.ClickException(f"the node (PID {process.pid}) refused the unlock key: {err}; it keeps "
+                                           f"waiting for the right one (`swarmlet unlock --data-dir {data_dir.path}`)")
+            unlock_key = None
+            unlock_socket.unlink(missing_ok=True)  # the node removes it as it goes on; do not send twice
         if process.poll() is not None:
             raise click.ClickException(f"the node exited (code {process.returncode}) before it was ready; "
                                        f"see {data_dir.log_path}:\n{_tail(data_dir.log_path)}")
@@ -122,14 +140,21 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def run_or_detach(data_dir: DataDir, detach: bool, log_level: str) -> None:
+def run_or_detach(data_dir: DataDir, detach: bool, log_level: str, unlock_key: str | None = None) -> None:
     if detach:
-        pid = start_detached(data_dir, log_level)
+        pid = start_detached(data_dir, log_level, unlock_key)
         click.echo(f"node running in the background (PID {pid}); log: {data_dir.log_path}")
         return
+    if unlock_key is not None and data_dir.needs_unlock():
+        unlock_here(data_dir, unlock_key)
     from swarmlet.node.run import serve
 
     serve(data_dir, log_level)
+
+
+unlock_key_file_option = click.option(
+    "--unlock-key-file", default=None, metavar="FILE",
+    help="A locked manager (autolock): read its unlock key from FILE ('-': standard input) and unlock it at start.")
 
 
 def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interval: int | None) -> dict:
@@ -164,17 +189,23 @@ def raft_overrides(election_timeout: tuple[float, float] | None, snapshot_interv
 @click.option("--force-new-cluster", is_flag=True,
               help="Quorum lost: restart this manager's cluster from its own state as a one-manager cluster "
                    "(nodes, services, secrets and tasks kept; other managers join again).")
+@click.option("--autolock", is_flag=True,
+              help="Lock the managers: a restarted manager starts only once given the unlock key printed here "
+                   "(`swarmlet unlock`).")
+@click.option("--unlock-key-file", default=None, metavar="FILE",
+              help="--force-new-cluster on a locked manager (autolock): its unlock key, from FILE ('-': standard input).")
 @log_level_option
 def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, election_timeout, snapshot_interval,
          runtime, addr_pools, mask_length, data_plane, limits, shared_engine, metrics_addr, data_dir, detach,
-         force_new_cluster, log_level):
+         force_new_cluster, autolock, unlock_key_file, log_level):
     """Create a new cluster with this node as its first manager."""
     from swarmlet.cli.recovery import force_new_cluster as recover_force_new_cluster
     from swarmlet.node.bootstrap import JoinError, init_cluster
 
     directory = DataDir(data_dir)
     if force_new_cluster:
-        recover_force_new_cluster(directory, _stop_process, lambda: run_or_detach(directory, detach, log_level))
+        key = unlock_offline(directory, unlock_key_file)
+        recover_force_new_cluster(directory, _stop_process, lambda: run_or_detach(directory, detach, log_level, key))
         return
     pool = _address_pool(addr_pools, mask_length)
     try:
@@ -182,15 +213,19 @@ def init(advertise_addr, listen_addr, hostname, cert_expiry, heartbeat_period, e
                               cert_expiry=parse_duration(cert_expiry), heartbeat_period=heartbeat_period,
                               raft_settings=raft_overrides(election_timeout, snapshot_interval), runtime=runtime,
                               shared_engine=shared_engine, limits=limits, address_pool=pool,
-                              data_plane=data_plane or DEFAULT_DATA_PLANE)
+                              data_plane=data_plane or DEFAULT_DATA_PLANE, autolock=autolock)
     except JoinError as err:
         raise click.ClickException(str(err)) from None
     _save_metrics_addr(directory, config, metrics_addr)
     click.echo(f"Cluster initialized: node {config.node_id} is now a manager at {config.api_address}.")
+    if autolock:
+        click.echo(f"Autolock is on. A restarted manager waits for this unlock key (`swarmlet unlock`); keep it "
+                   f"safe, it is not stored anywhere you can read it back without an unlocked manager:\n\n"
+                   f"    {directory.unlock_key}\n")
     click.echo(f"Admin certificate for the CLI: {directory.admin_dir}")
     click.echo(f"  export SWARMLET_HOST={config.api_address} SWARMLET_CONTEXT={directory.admin_dir}")
     click.echo("Then `swarmlet join-token worker` (or manager) prints the command that adds a node.")
-    run_or_detach(directory, detach, log_level)
+    run_or_detach(directory, detach, log_level, directory.unlock_key)
 
 
 @click.command()
@@ -229,8 +264,9 @@ def join(token, manager_addr, advertise_addr, listen_addr, hostname, runtime, da
 @data_plane_option
 @data_dir_option
 @click.option("--detach", "-d", is_flag=True, help="Run in the background; return once the node is ready.")
+@unlock_key_file_option
 @log_level_option
-def agent(data_plane, data_dir, detach, log_level):
+def agent(data_plane, data_dir, detach, unlock_key_file, log_level):
     """Run a node that already belongs to a cluster (after a restart). --data-plane
     changes the node's stored choice."""
     directory = DataDir(data_dir)
@@ -241,7 +277,7 @@ def agent(data_plane, data_dir, detach, log_level):
         if config.data_plane != data_plane:
             config.data_plane = data_plane
             directory.save(config)
-    run_or_detach(directory, detach, log_level)
+    run_or_detach(directory, detach, log_level, read_unlock_key(unlock_key_file))
 
 
 @click.command()
@@ -254,6 +290,9 @@ def leave(force, data_dir):
     from swarmlet.node.identity import NodeTls
     from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
 
+    if directory.needs_unlock():
+        raise click.ClickException(f"{directory.path} is a locked manager's data dir (autolock): its certificate "
+                                   "key is sealed; leaving it is not supported yet (docs/security.md, Known gaps)")
     tls = NodeTls(directory.certs)
     if config.role == "manager" and not force:
         raise click.ClickException("this node is a manager: demote it first (`swarmlet node demote`), or use --force "
@@ -353,6 +392,7 @@ def _show_settings(settings: dict, output_format: str) -> None:
         return
     click.echo(f"Cluster {settings['name']}: heartbeat period {settings['heartbeat_period']}s, "
                f"node certificates valid {settings['cert_expiry'] / 86400:g} days")
+    click.echo(f"Autolock: {'on' if settings.get('autolock') else 'off'}")
     pool = settings.get("address_pool") or {}
     if pool:
         click.echo(f"Address pool {', '.join(pool['subnets'])}, a /{pool['mask_length']} per network")
@@ -369,14 +409,22 @@ def cluster_settings(output_format, host, context_dir):
 
 @cluster.command("update")
 @limit_option
+@click.option("--autolock", type=click.BOOL, default=None, metavar="true|false",
+              help="Lock the managers (a restarted manager waits for the unlock key printed here), or stop doing so.")
 @FORMAT_OPTION
 @client_options
-def cluster_update(limits, output_format, host, context_dir):
-    """Change the cluster's limits (--limit NAME=VALUE, repeatable)."""
-    if not limits:
-        raise click.UsageError("nothing to change: pass --limit NAME=VALUE")
-    _show_settings(make_client(host, context_dir).call("POST", "/v1/cluster/settings", {"limits": limits}),
-                   output_format)
+def cluster_update(limits, autolock, output_format, host, context_dir):
+    """Change the cluster's limits (--limit NAME=VALUE, repeatable) or its autolock."""
+    if not limits and autolock is None:
+        raise click.UsageError("nothing to change: pass --limit NAME=VALUE or --autolock=true|false")
+    body = {"limits": limits} if limits else {}
+    if autolock is not None:
+        body["autolock"] = autolock
+    settings = make_client(host, context_dir).call("POST", "/v1/cluster/settings", body)
+    _show_settings(settings, output_format)
+    if output_format != "json" and settings.get("unlock_key"):
+        click.echo(f"\nAutolock is on. Keep this unlock key safe: a restarted manager waits for it "
+                   f"(`swarmlet unlock`):\n\n    {settings['unlock_key']}\n")
 
 
 @click.group()

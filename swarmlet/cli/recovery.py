@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from swarmlet.cli.client import client_options, make_client
+from swarmlet.cli.unlocking import unlock_offline
 from swarmlet.node.config import DataDir
 from swarmlet.node.recovery import RecoveryError, force_new_cluster as force_data_dir, restore as restore_data_dir
 from swarmlet.private import write_private
@@ -44,10 +45,13 @@ def backup(file, host, context_dir):
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
 @click.option("--data-dir", required=True,
               help="A stopped manager's data dir of the backup's cluster (its raft/ is replaced; the old one kept).")
-def restore(file, data_dir):
+@click.option("--unlock-key-file", default=None, metavar="FILE",
+              help="A locked manager's data dir (autolock): its unlock key, from FILE ('-': standard input).")
+def restore(file, data_dir, unlock_key_file):
     """Restore a backup into a stopped manager's data dir as a one-manager cluster (as
     after `init --force-new-cluster`); then start it with `swarmlet agent --data-dir`."""
     directory = DataDir(data_dir)
+    unlock_offline(directory, unlock_key_file)
     try:
         kept = restore_data_dir(directory, Path(file).read_bytes())
     except RecoveryError as err:

@@ -20,6 +20,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from pathlib import Path
 from swarmlet.local.isolated import (DEFAULT_NAME_PREFIX, FIRST_NODE_HOST_NUMBER, RECORD_FILE, Isolation,
                                      isolated_extra_args, in_netns, preflight)
 from swarmlet.node.config import DEFAULT_API_PORT, DataDir
+from swarmlet.node.unlock import UnlockFailed, send_unlock_key
 from swarmlet.node.hollow import HOST_LOG, TOKEN_FILE, HollowNodeSpec, HostSpec
 from swarmlet.private import make_private_dir, open_private_append, write_private
 
@@ -88,6 +90,7 @@ class LocalCluster:
         self.state_path = self.directory / "cluster.json"
         self.admin_dir = self.directory / "admin"
         self.record_path = self.directory / RECORD_FILE
+        self.unlock_key: str | None = None  # set by `up` when the cluster was made with autolock
 
     def isolation(self, log=print) -> Isolation | None:
         """The isolated cluster's namespaces and engines; None for a loopback cluster."""
@@ -194,8 +197,10 @@ class LocalCluster:
         extra = list(node_args or []) + engine_args
         first = nodes[0]
         log(f"starting {first.name} at {first.address}:{port} (init)")
-        _swarmlet("init", "--advertise-addr", f"{first.address}:{port}", "--data-dir", first.data_dir,
-                  "--hostname", first.name, "--detach", *extra, node=first)
+        out = _swarmlet("init", "--advertise-addr", f"{first.address}:{port}", "--data-dir", first.data_dir,
+                        "--hostname", first.name, "--detach", *extra, node=first)
+        # `init --autolock` (in node_args) prints the unlock key once; `local up` shows it.
+        self.unlock_key = next(iter(re.findall(r"SWMKEY-1-\S+", out)), None)
         shutil.copytree(DataDir(first.data_dir).admin_dir, self.admin_dir)
         first.id = DataDir(first.data_dir).load().node_id
         self._save(nodes, port)
@@ -310,7 +315,9 @@ class LocalCluster:
         os.kill(pid, getattr(signal, f"SIG{signame.upper()}"))
         return node
 
-    def start(self, ref: str) -> LocalNode:
+    def start(self, ref: str, unlock_key: str | None = None) -> LocalNode:
+        """A locked manager (autolock) is given ``unlock_key``; without one it is left
+        waiting for it (`swarmlet unlock --data-dir …`)."""
         node = self.find(ref)
         state = process_state(self.pid_of(node))
         if state == "stopped":
@@ -322,6 +329,17 @@ class LocalCluster:
             _wait_hollow_ready(self.host_members(node), _spawn_host(node.host))
             return node
         _swarmlet("agent", "--data-dir", node.data_dir, "--detach", node=node)
+        data_dir = DataDir(node.data_dir)
+        if unlock_key is not None and not data_dir.ready_path.exists():
+            try:
+                send_unlock_key(data_dir, unlock_key)
+            except UnlockFailed as err:
+                raise LocalClusterError(f"{node.name} refused the unlock key: {err}") from None
+            deadline = time.monotonic() + STOP_TIMEOUT * 6
+            while not data_dir.ready_path.exists():
+                if process_state(self.pid_of(node)) == "dead" or time.monotonic() > deadline:
+                    raise LocalClusterError(f"{node.name} was unlocked but is not ready; see {data_dir.log_path}")
+                time.sleep(0.05)
         return node
 
     def exec_command(self, ref: str | None, command: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from swarmlet.api.errors import Forbidden
 from swarmlet.api.views import Cluster
-from swarmlet.ca import (ROLE_MANAGER, ROLE_WORKER, NodeIdentity, RootCA, TokenError, format_token, identity_of,
+from swarmlet.ca import (OPERATOR_ROLES, ROLE_MANAGER, ROLE_WORKER, NodeIdentity, RootCA, TokenError, format_token, identity_of,
                          parse_token, secrets_match)
 
 
@@ -64,7 +64,8 @@ def certificate_refusal(cluster: Cluster | None, der: bytes, cluster_id: str,
                         node_exists) -> tuple[NodeIdentity | None, str | None]:
     """(identity, None) if the TLS-verified certificate may be used, else (identity or
     None, reason). ``node_exists(node_id)`` tells whether a node object still exists;
-    admin certificates name no node."""
+    operators' certificates name no node. Revoked: a serial revoked by itself, an
+    operator identity revoked by name (all its certificates), a removed node."""
     try:
         identity = identity_of(der)
     except Exception as err:  # cryptography raises several types for malformed input
@@ -75,8 +76,13 @@ def certificate_refusal(cluster: Cluster | None, der: bytes, cluster_id: str,
         # A manager that has just joined has no state yet: the TLS chain check against
         # the pinned CA is all it can do until the leader's snapshot arrives.
         return identity, None
+    serial = format(identity.serial, "x")
+    if serial in cluster.revoked_serials:
+        return identity, f"certificate revoked: serial {serial} ({identity.role} {identity.node_id}) was revoked"
+    if identity.role in OPERATOR_ROLES and cluster.admins.get(identity.node_id, {}).get("revoked"):
+        return identity, f"certificate revoked: the {identity.role} identity {identity.node_id!r} was revoked"
     if identity.node_id in cluster.removed_node_ids:
         return identity, f"certificate revoked: node {identity.node_id} was removed from the cluster"
-    if identity.role != "admin" and not node_exists(identity.node_id):
+    if identity.role not in OPERATOR_ROLES and not node_exists(identity.node_id):
         return identity, f"no node {identity.node_id} in this cluster"
     return identity, None

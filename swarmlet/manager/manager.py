@@ -7,6 +7,7 @@ bootstrap; each role lives in its own module:
 - ``caservice.py`` (decisions in ``caserver.py``): joining, renewal, join tokens, certificate checks,
 - ``nodes.py``: nodes (labels, availability, promotion and demotion, removal),
 - ``settings.py``: the cluster's settings, its limits among them (checked in ``stacks.py``),
+- ``autolock.py``: autolock and the unlock key; ``admins.py``: the operators' certificates,
 - ``configs.py``, ``secrets.py``, ``stacks.py``, ``logs.py``: configs, secrets (sealed), stacks and services, service logs,
 - ``dispatcher/``, ``orchestrator/``, ``scheduler/``: the leader-only loops,
 - ``controlapi/``: the HTTP routes over all of these.
@@ -25,7 +26,9 @@ from aiohttp import web
 
 from swarmlet.api.objects import CLUSTER_ID
 from swarmlet.api.views import Cluster, Node, manager_api_addresses
-from swarmlet.ca import ROLE_MANAGER
+from swarmlet.ca import ROLE_MANAGER, NodeCertStore, identity_of
+from swarmlet.manager.admins import AdminCerts, admin_record
+from swarmlet.manager.autolock import Autolock
 from swarmlet.manager.caservice import CAService, serial_of
 from swarmlet.manager.configs import ConfigService
 from swarmlet.manager.controlapi.server import build_app
@@ -76,6 +79,8 @@ class Manager:
         self.nodes = NodeService(self.store, self.membership, self.dispatcher.drop_session, self.peers)
         self.ca = CAService(self.store, config, tls.ca_pem, data_dir.read_cluster_key, self.nodes)
         self.settings = ClusterSettings(self.store)
+        self.autolock = Autolock(self.store, data_dir, data_dir.read_cluster_key)
+        self.admins = AdminCerts(self.store)
         self.configs = ConfigService(self.store)
         self.secrets = SecretService(self.store, self.secret_box)
         self.stacks = StackApi(self.store, self.settings.limits, self.secret_box)
@@ -101,6 +106,7 @@ class Manager:
         self.events.start()  # before the store: a journal replayed at start is events too
         self.metrics.start()
         self.store.start()
+        self.autolock.start()
         for loop in self._leader_loops:
             self.store.on_leadership_change(loop.leadership_changed)
         self._runner = web.AppRunner(build_app(self), access_log=None)
@@ -125,6 +131,7 @@ class Manager:
             await self._runner.cleanup()
         await self.events.stop()
         await self.metrics.stop()
+        await self.autolock.stop()
         self.store.close()
 
     async def bootstrap(self, cluster_spec: dict, hostname: str) -> None:
@@ -133,10 +140,19 @@ class Manager:
         await self.store.wait_for(lambda: self.store.is_leader, timeout=BOOTSTRAP_LEAD_TIMEOUT)
         await self.store.commit([
             {"op": "create", "kind": Cluster.kind, "id": CLUSTER_ID, "spec": cluster_spec,
-             "status": {"removed_node_ids": []}},
+             "status": {"removed_node_ids": [], "admins": self._first_admin()}},
             node_create_op(self.config.node_id, ROLE_MANAGER, self.config.advertise_addr, hostname,
                            self.config.api_address, self.config.raft_address, serial_of(self.tls.cert_pem)),
         ], request_id=f"bootstrap-{self.config.cluster_id}")
+
+    def _first_admin(self) -> dict:
+        """The admin identity `init` made (its directory is beside this data dir's), on record
+        so that it can be revoked by name."""
+        certs = NodeCertStore(self.data_dir.admin_dir)
+        if not certs.cert_path.exists():
+            return {}
+        identity = identity_of(certs.cert_path.read_bytes())
+        return {identity.node_id: admin_record(identity.role, [format(identity.serial, "x")])}
 
     async def ensure_raft_member(self) -> None:
         await self.membership.ensure_member()

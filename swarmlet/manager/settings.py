@@ -36,7 +36,7 @@ class ClusterSettings:
         return {"name": spec.get("name"), "version": cluster.version,
                 "heartbeat_period": spec.get("heartbeat_period", DEFAULT_HEARTBEAT_PERIOD),
                 "cert_expiry": spec.get("cert_expiry", DEFAULT_CERT_EXPIRY), "limits": cluster.limits.to_dict(),
-                "address_pool": cluster.address_pool.to_dict()}
+                "address_pool": cluster.address_pool.to_dict(), "autolock": bool(spec.get("autolock"))}
 
     async def update_limits(self, changes: dict) -> dict:
         """Set the limits named in ``changes`` (the others keep their values)."""

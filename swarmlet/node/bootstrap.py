@@ -18,12 +18,12 @@ from swarmlet.api.limits import limits_from
 from swarmlet.api.objects import DEFAULT_CERT_EXPIRY, DEFAULT_HEARTBEAT_PERIOD, cluster_object_spec
 from swarmlet.ca import (ROLE_ADMIN, ROLE_MANAGER, NodeCertStore, RootCA, TokenError, client_context,
                          generate_key_pem, generate_secret, insecure_fetch_context, make_csr, parse_token)
+from swarmlet.ca.pki import ADMIN_CERT_VALIDITY
+from swarmlet.ca.unlock import autolock_spec, new_unlock_key
 from swarmlet.node.config import DEFAULT_API_PORT, RAFT_PORT_OFFSET, DataDir, NodeConfig, new_id, split_address
 from swarmlet.private import write_private
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
 
-# The operator's CLI certificate is not renewed automatically, so it lives longer.
-ADMIN_CERT_VALIDITY = timedelta(days=365)
 # The cluster object (with the root CA's key) for the first manager's first start,
 # sealed under the node's KEK; removed once the node has committed it to the log.
 BOOTSTRAP_FILE = "bootstrap.sealed"
@@ -57,9 +57,11 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
                  heartbeat_period: float = DEFAULT_HEARTBEAT_PERIOD, raft_settings: dict | None = None,
                  runtime: str = "docker", raft_port: int | None = None, shared_engine: bool = False,
                  limits: dict[str, int] | None = None, address_pool: AddressPool | None = None,
-                 data_plane: str = DEFAULT_DATA_PLANE) -> NodeConfig:
+                 data_plane: str = DEFAULT_DATA_PLANE, autolock: bool = False) -> NodeConfig:
     """Create a new cluster's root CA, this first manager's identity, the operator's
     admin certificate, and the cluster object that the node writes on first start.
+    ``autolock``: the data dir is locked from the start under a new unlock key, left in
+    ``data_dir.unlock_key`` for the caller to show (once) and to start the node with.
     ``limits``: the cluster's limits that differ from the defaults (swarmlet.api.limits);
     ``address_pool``: where overlay networks take their subnets (swarmlet.api.ipam)."""
     _refuse_existing(data_dir)
@@ -75,11 +77,14 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
     key = generate_key_pem()
     cert = ca.issue(make_csr(key), node_id, ROLE_MANAGER, [ip], timedelta(seconds=cert_expiry))
     data_dir.create()
+    if autolock:
+        data_dir.lock(new_unlock_key())  # before anything is sealed: no plain KEK or TLS key ever on disk
     data_dir.certs.save(ca.cert_pem, cert, key)
     admin_key = generate_key_pem()
     admin_cert = ca.issue(make_csr(admin_key), f"admin-{new_id(8)}", ROLE_ADMIN, [], ADMIN_CERT_VALIDITY)
     NodeCertStore(data_dir.admin_dir).save(ca.cert_pem, admin_cert, admin_key)
-    data_dir.write_cluster_key(secrets.token_urlsafe(32))
+    cluster_key = secrets.token_urlsafe(32)
+    data_dir.write_cluster_key(cluster_key)
     config = NodeConfig(node_id=node_id, cluster_id=cluster_id, role=ROLE_MANAGER, advertise_addr=ip,
                         api_port=api_port, raft_port=raft_port or api_port + RAFT_PORT_OFFSET,
                         listen_addr=listen_addr, hostname=hostname or socket.gethostname(), runtime=runtime,
@@ -92,6 +97,7 @@ def init_cluster(data_dir: DataDir, *, advertise_addr: str | None, listen_addr: 
                                worker_secret=generate_secret(), manager_secret=generate_secret(),
                                cert_expiry=cert_expiry, heartbeat_period=heartbeat_period,
                                limits=cluster_limits.to_dict(), address_pool=address_pool.to_dict())
+    spec.update(autolock_spec(data_dir.unlock_key, cluster_key))
     data_dir.write_sealed(data_dir.path / BOOTSTRAP_FILE, msgpack.packb(spec, use_bin_type=True), _BOOTSTRAP_PURPOSE)
     data_dir.save(config)
     return config

@@ -9,9 +9,11 @@ Everything in the data dir is owner-only (``swarmlet.private``). Secrets are sea
 (``swarmlet.ca.sealing``) under the node's key-encryption key, ``node.kek``: the
 cluster key (``cluster.key``, from which a manager derives the key that seals its
 Raft log and snapshots) and the bootstrap spec that holds the root CA's key until the
-first manager has written it into the (sealed) log. Until autolock exists, the KEK
-itself lies in the data dir, protected by its mode alone, like the node's TLS key:
-see docs/security.md.
+first manager has written it into the (sealed) log. Without autolock the KEK itself
+lies in the data dir, protected by its mode alone, like the node's TLS key. A locked
+manager (autolock) keeps it only sealed under its unlock key (``node.kek.locked``,
+swarmlet/ca/unlock.py) and its TLS key sealed under the KEK; the node holds the KEK in
+memory once ``unlock`` was given the right key. See docs/security.md.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from swarmlet.api.ipam import DEFAULT_DATA_PLANE
 from pathlib import Path
 
 from swarmlet.ca import NodeCertStore
-from swarmlet.ca.sealing import Sealer, is_sealed, new_key
+from swarmlet.ca.sealing import SealError, Sealer, is_sealed, new_key
+from swarmlet.ca.unlock import UnlockKeyError, kek_sealer
 from swarmlet.private import make_private_dir, write_private
 
 log = logging.getLogger("swarmlet.node")
@@ -34,6 +37,11 @@ DEFAULT_API_PORT = 2377
 # The Raft port is the API port + 1 unless set: one address, two listeners.
 RAFT_PORT_OFFSET = 1
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+TLS_KEY_PURPOSE = "node TLS key"
+
+
+class NodeLocked(Exception):
+    """The data dir is a locked manager's and this process has not been given its unlock key."""
 
 
 def new_id(length: int = 25) -> str:
@@ -98,6 +106,9 @@ class DataDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).resolve()
+        # A locked data dir's KEK once unlocked, and the unlock key it is sealed under.
+        self._kek: bytes | None = None
+        self.unlock_key: str | None = None
 
     @property
     def config_path(self) -> Path:
@@ -105,7 +116,10 @@ class DataDir:
 
     @property
     def certs(self) -> NodeCertStore:
-        return NodeCertStore(self.path / "certs")
+        # Sealed once a locked KEK exists (also while locking, before the plain KEK goes).
+        return NodeCertStore(self.path / "certs",
+                             seal_key=lambda: self._sealer(TLS_KEY_PURPOSE) if self.locked_kek_path.exists() else None,
+                             open_key=lambda: self._sealer(TLS_KEY_PURPOSE))
 
     @property
     def raft_dir(self) -> Path:
@@ -118,6 +132,14 @@ class DataDir:
     @property
     def kek_path(self) -> Path:
         return self.path / "node.kek"
+
+    @property
+    def locked_kek_path(self) -> Path:
+        return self.path / "node.kek.locked"
+
+    @property
+    def unlock_socket_path(self) -> Path:
+        return self.path / "unlock.sock"
 
     @property
     def admin_dir(self) -> Path:
@@ -153,14 +175,59 @@ class DataDir:
         self.create()
         write_private(self.config_path, json.dumps(asdict(config), indent=2).encode())
 
-    # -- sealed files --------------------------------------------------------------------------
-    def _sealer(self, purpose: str) -> Sealer:
+    # -- autolock --------------------------------------------------------------------------------
+    def is_locked(self) -> bool:
+        """The KEK lies here only sealed under an unlock key. (Both files present: a
+        lock or an unlock stopped half-way; the plain KEK still counts.)"""
+        return self.locked_kek_path.exists() and not self.kek_path.exists()
+
+    def needs_unlock(self) -> bool:
+        return self.is_locked() and self._kek is None
+
+    def unlock(self, unlock_key: str) -> None:
+        """Open the sealed KEK with ``unlock_key``; UnlockKeyError if it is not this node's."""
+        sealer = kek_sealer(unlock_key)
         try:
-            kek = self.kek_path.read_bytes()
+            kek = sealer.open(self.locked_kek_path.read_bytes())
+        except SealError:
+            raise UnlockKeyError("wrong unlock key: it does not open this manager's key-encryption key") from None
+        self._kek, self.unlock_key = kek, unlock_key
+        self.certs.rewrite_key()  # sealed, if a lock stopped before it got there
+
+    def lock(self, unlock_key: str) -> None:
+        """Keep the KEK only sealed under ``unlock_key`` (again, after a rotation), and the TLS key under the KEK."""
+        # A data dir locked as it is made (init --autolock) never has a plain KEK on disk.
+        kek = self._kek_bytes() if self._kek or self.kek_path.exists() or self.locked_kek_path.exists() else new_key()
+        write_private(self.locked_kek_path, kek_sealer(unlock_key).seal(kek))
+        self._kek, self.unlock_key = kek, unlock_key
+        if self.certs.exists():
+            self.certs.rewrite_key()
+        self.kek_path.unlink(missing_ok=True)  # last: from here on nothing here is plain
+
+    def unlock_permanently(self) -> None:
+        """Autolock turned off: the KEK and the TLS key lie here in plain form again (0600)."""
+        kek = self._kek_bytes()
+        write_private(self.kek_path, kek)
+        self.locked_kek_path.unlink(missing_ok=True)
+        self.certs.rewrite_key()
+        self.unlock_key = None
+
+    # -- sealed files --------------------------------------------------------------------------
+    def _kek_bytes(self) -> bytes:
+        if self._kek is not None:
+            return self._kek
+        try:
+            return self.kek_path.read_bytes()
         except FileNotFoundError:
-            kek = new_key()
-            write_private(self.kek_path, kek)
-        return Sealer(kek, purpose)
+            if self.locked_kek_path.exists():
+                raise NodeLocked(f"{self.path} is a locked manager's data dir: give it the unlock key "
+                                 f"(`swarmlet unlock --data-dir {self.path}`)") from None
+        kek = new_key()
+        write_private(self.kek_path, kek)
+        return kek
+
+    def _sealer(self, purpose: str) -> Sealer:
+        return Sealer(self._kek_bytes(), purpose)
 
     def write_sealed(self, path: Path, data: bytes, purpose: str) -> None:
         write_private(path, self._sealer(purpose).seal(data))

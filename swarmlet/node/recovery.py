@@ -24,6 +24,9 @@ __all__ = ["RecoveryError", "force_new_cluster", "restore"]
 def _manager_config(data_dir: DataDir) -> NodeConfig:
     if not data_dir.exists():
         raise RecoveryError(f"{data_dir.path} holds no swarmlet node (no node.json)")
+    if data_dir.needs_unlock():
+        raise RecoveryError(f"{data_dir.path} is a locked manager's data dir (autolock): give its unlock key "
+                            "(--unlock-key-file FILE, '-' for standard input)")
     config = data_dir.load()
     if config.role != "manager":
         raise RecoveryError(f"{data_dir.path} is a {config.role}'s data dir: only a manager holds the store")

@@ -22,6 +22,7 @@ from swarmlet.node.bootstrap import bootstrap_done, take_bootstrap_spec
 from swarmlet.node.config import DataDir
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.metrics import NodeMetrics, serve_metrics
+from swarmlet.node.unlock import wait_for_unlock
 from swarmlet.private import OWNER_ONLY_UMASK, tighten, write_private
 
 log = logging.getLogger("swarmlet.node")
@@ -44,6 +45,15 @@ async def run_node(data_dir: DataDir) -> str | None:
     """Run until stopped. Returns the new role when the node must restart in it."""
     tighten_data_dir(data_dir)
     config = data_dir.load()
+    write_private(data_dir.pid_path, str(os.getpid()).encode())
+    data_dir.ready_path.unlink(missing_ok=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # A locked manager (autolock) starts nothing before it has its unlock key.
+    if data_dir.needs_unlock() and not await wait_for_unlock(data_dir, stop):
+        return None
     tls = NodeTls(data_dir.certs)
     if tls.identity.role != config.role:
         config.role = tls.identity.role  # a role change completed before the last restart
@@ -52,13 +62,8 @@ async def run_node(data_dir: DataDir) -> str | None:
         # Demoted: this node keeps no Raft state and no cluster key any more.
         shutil.rmtree(data_dir.raft_dir, ignore_errors=True)
         data_dir.cluster_key_path.unlink(missing_ok=True)
-    write_private(data_dir.pid_path, str(os.getpid()).encode())
-    data_dir.ready_path.unlink(missing_ok=True)
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    if config.role == ROLE_WORKER and data_dir.is_locked():
+        data_dir.unlock_permanently()  # autolock locks managers only, as in Swarm
     new_role: list[str] = []
 
     expelled: list[str] = []
@@ -110,7 +115,9 @@ async def run_node(data_dir: DataDir) -> str | None:
     if executor is not None:
         await executor.close()
     if manager is not None:
-        await manager.stop()
+        await manager.stop()  # first: its autolock loop would lock the data dir again
+    if new_role == [ROLE_WORKER] and data_dir.is_locked():
+        data_dir.unlock_permanently()  # the restarted worker is not asked for a key it no longer needs
     data_dir.ready_path.unlink(missing_ok=True)
     if expelled:
         raise NodeExpelled(expelled[0])

@@ -5,7 +5,11 @@ verified by TLS; each route then states which roles may call it:
   certificate yet; it proves itself with the join token instead),
 - ``node`` (worker or manager certificates): the dispatcher session, renewal, leaving,
 - ``manager``: Raft membership,
-- ``admin``: everything an operator does through the CLI.
+- ``admin``: everything an operator does through the CLI;
+- ``read-only`` (an operator's certificate that only looks): by one rule,
+  ``may_call``, every GET of a route open to ``admin`` except those that reveal
+  secrets (``requires(..., reveals_secrets=True)``: backup, join tokens, the unlock
+  key). A GET route added later is open to read-only certificates unless marked;
 - ``dashboard``: a web dashboard session (a cookie bound to an admin certificate, no
   client certificate): only the reads in ``dashboard.DASHBOARD_READS``.
 
@@ -51,7 +55,10 @@ NODE_ROLES = ("worker", "manager")
 MANAGER_ONLY = ("manager",)
 ADMIN_ONLY = ("admin",)
 ADMIN_OR_MANAGER = ("admin", "manager")
-METRICS_ROLES = ("admin",)  # who may scrape GET /metrics (a read-only role belongs here too)
+METRICS_ROLES = ("admin",)  # who may scrape GET /metrics (read-only certificates too, by may_call)
+READ_ONLY = "read-only"
+OPERATORS = ("admin", READ_ONLY)  # routes an operator calls on their own identity (renewal)
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 # The most specific class of a refusal that is listed here decides its status.
 HTTP_STATUS: dict[type[errors.SwarmletError], int] = {
@@ -75,9 +82,25 @@ def reply(data, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=functools.partial(json.dumps, default=json_default))
 
 
-def requires(*roles: str):
-    """Guard a handler: the caller's certificate must be valid, unrevoked and of one of
-    ``roles``. The identity is available to the handler as ``request["identity"]``."""
+def may_call(role: str, roles: tuple[str, ...], method: str, reveals_secrets: bool) -> bool:
+    """The role rule: a certificate of one of ``roles`` may call the route; a read-only
+    one may also read (GET) what an admin may, unless the route reveals secrets."""
+    if role in roles:
+        return True
+    return role == READ_ONLY and "admin" in roles and method in READ_METHODS and not reveals_secrets
+
+
+def refusal_for(role: str, roles: tuple[str, ...], method: str) -> str:
+    """Why ``may_call`` said no, for the caller."""
+    if role == READ_ONLY and "admin" in roles:
+        why = "it reveals secrets" if method in READ_METHODS else f"a {method} changes the cluster"
+        return f"a read-only certificate cannot call this endpoint ({why}; it needs an admin certificate)"
+    return f"a {role} certificate cannot call this endpoint (it needs {' or '.join(roles)})"
+
+
+def requires(*roles: str, reveals_secrets: bool = False):
+    """Guard a handler: the caller's certificate must be valid, unrevoked and allowed by
+    ``may_call``. The identity is available to the handler as ``request["identity"]``."""
 
     def decorate(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         @functools.wraps(handler)
@@ -102,9 +125,9 @@ def requires(*roles: str):
                         return _refuse(request, 403, "a dashboard session can only read what the dashboard "
                                                      "shows; use the CLI with the admin certificate",
                                        errors.Forbidden.code)
-                elif identity.role not in roles:
-                    return _refuse(request, 403, f"a {identity.role} certificate cannot call this endpoint "
-                                                 f"(it needs {' or '.join(roles)})", errors.Forbidden.code)
+                elif not may_call(identity.role, roles, request.method, reveals_secrets):
+                    return _refuse(request, 403, refusal_for(identity.role, roles, request.method),
+                                   errors.Forbidden.code)
                 request["identity"] = identity
             try:
                 return await handler(request)
@@ -112,6 +135,7 @@ def requires(*roles: str):
                 return _refuse(request, http_status(err), str(err), err.code)
 
         guarded.roles = roles  # read by openapi.document (x-roles)
+        guarded.allowed_roles, guarded.reveals_secrets = roles, reveals_secrets  # for tests and docs to read
         return guarded
 
     return decorate
@@ -260,21 +284,29 @@ async def cluster_settings(request):
 @requires(*ADMIN_ONLY)
 async def update_cluster_settings(request):
     body = await json_body(request)
-    unknown = sorted(set(body) - {"limits"})
+    unknown = sorted(set(body) - {"limits", "autolock"})
     if unknown:
-        raise errors.Invalid(f"only the limits change after init, not {', '.join(unknown)}")
-    return reply(await request.app["manager"].settings.update_limits(field(body, "limits", dict)))
+        raise errors.Invalid(f"only the limits and autolock change after init, not {', '.join(unknown)}")
+    manager = request.app["manager"]
+    answer = {}
+    if "limits" in body:
+        answer = await manager.settings.update_limits(field(body, "limits", dict))
+    if "autolock" in body:  # the answer holds the new unlock key, shown once
+        answer = {**(answer or manager.settings.public()), **await manager.autolock.set(field(body, "autolock", bool))}
+    if not answer:
+        raise errors.Invalid("nothing to change: give limits or autolock")
+    return reply(answer)
 
 
 @routes.get("/v1/backup")
-@requires(*ADMIN_ONLY)
+@requires(*ADMIN_ONLY, reveals_secrets=True)
 async def backup(request):
     blob = await request.app["manager"].backup()
     return web.Response(body=blob, content_type="application/octet-stream")
 
 
 @routes.get("/v1/join-tokens")
-@requires(*ADMIN_ONLY)
+@requires(*ADMIN_ONLY, reveals_secrets=True)
 async def get_join_tokens(request):
     return reply(request.app["manager"].ca.join_tokens())
 
@@ -283,6 +315,48 @@ async def get_join_tokens(request):
 @requires(*ADMIN_ONLY)
 async def rotate_join_token(request):
     return reply(await request.app["manager"].ca.rotate_join_token(request.match_info["role"]))
+
+
+# -- autolock (logic in swarmlet.manager.autolock) and operators' certificates (swarmlet.manager.admins) --
+
+@routes.get("/v1/unlock-key")
+@requires(*ADMIN_ONLY, reveals_secrets=True)
+async def get_unlock_key(request):
+    return reply(request.app["manager"].autolock.unlock_key())
+
+
+@routes.post("/v1/unlock-key/rotate")
+@requires(*ADMIN_ONLY)
+async def rotate_unlock_key(request):
+    return reply(await request.app["manager"].autolock.rotate())
+
+
+@routes.get("/v1/admin/certs")
+@requires(*ADMIN_ONLY)
+async def list_admin_certs(request):
+    return reply(request.app["manager"].admins.list_public())
+
+
+@routes.post("/v1/admin/certs")
+@requires(*ADMIN_ONLY)
+async def create_admin_cert(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].admins.create(
+        field(body, "name", str), field(body, "role", str), field(body, "csr", str).encode()), 201)
+
+
+@routes.post("/v1/admin/renew")
+@requires(*OPERATORS)
+async def renew_admin_cert(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].admins.renew(request["identity"], field(body, "csr", str).encode()))
+
+
+@routes.post("/v1/admin/revoke")
+@requires(*ADMIN_ONLY)
+async def revoke_admin_cert(request):
+    body = await json_body(request)
+    return reply(await request.app["manager"].admins.revoke(field(body, "ref", str), request["identity"]))
 
 
 @routes.get("/v1/nodes")
