@@ -81,7 +81,7 @@ class AdminCerts:
             if name in cluster.admins:
                 state = "revoked" if cluster.admins[name].get("revoked") else "in use"
                 raise errors.Conflict(f"an admin identity named {name!r} exists ({state}): choose another name")
-            cert = caserver.root_ca(cluster).issue(csr, name, role, [], ADMIN_CERT_VALIDITY)
+            cert = caserver.issue_certificate(cluster, csr, name, role, [], ADMIN_CERT_VALIDITY)
             issued[:] = [cert]
             admins = dict(cluster.admins, **{name: admin_record(role, [serial_hex(cert)])})
             return [{"op": "update", "kind": Cluster.kind, "id": CLUSTER_ID, "version": cluster.version,
@@ -98,7 +98,7 @@ class AdminCerts:
 
         def ops() -> list[dict]:
             cluster = cluster_of(self.store)
-            cert = caserver.root_ca(cluster).issue(csr, identity.node_id, identity.role, [], ADMIN_CERT_VALIDITY)
+            cert = caserver.issue_certificate(cluster, csr, identity.node_id, identity.role, [], ADMIN_CERT_VALIDITY)
             issued[:] = [cert]
             record = cluster.admins.get(identity.node_id) or admin_record(identity.role, [format(identity.serial, "x")])
             admins = dict(cluster.admins, **{identity.node_id: dict(record, serials=[*record["serials"],

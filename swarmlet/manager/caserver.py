@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from swarmlet.api.errors import Forbidden
+from swarmlet.api.errors import Forbidden, Invalid
 from swarmlet.api.views import Cluster
-from swarmlet.ca import (OPERATOR_ROLES, ROLE_MANAGER, ROLE_WORKER, NodeIdentity, RootCA, TokenError, format_token, identity_of,
+from swarmlet.ca import (OPERATOR_ROLES, ROLE_MANAGER, ROLE_WORKER, CertificateError, NodeIdentity, RootCA, TokenError,
+                         format_token, identity_of,
                          parse_token, secrets_match)
 
 
@@ -55,9 +56,16 @@ def admit(cluster: Cluster, token: str) -> Admission:
                       "this cluster (it may have been rotated)")
 
 
-def issue_certificate(cluster: Cluster, csr_pem: bytes, node_id: str, role: str, sans: list[str]) -> bytes:
-    validity = timedelta(seconds=float(cluster.spec["cert_expiry"]))
-    return root_ca(cluster).issue(csr_pem, node_id, role, sans, validity)
+def issue_certificate(cluster: Cluster, csr_pem: bytes, node_id: str, role: str, sans: list[str],
+                      validity: timedelta | None = None) -> bytes:
+    """A certificate for a requester's CSR (nodes: the cluster's ``cert_expiry``). A CSR
+    that cannot be read, is not signed by its key or has the wrong key type is refused
+    as bad input (400), never as a failure of the manager."""
+    validity = validity or timedelta(seconds=float(cluster.spec["cert_expiry"]))
+    try:
+        return root_ca(cluster).issue(csr_pem, node_id, role, sans, validity)
+    except CertificateError as err:
+        raise Invalid(f"field 'csr': {err}") from None
 
 
 def certificate_refusal(cluster: Cluster | None, der: bytes, cluster_id: str,

@@ -123,3 +123,19 @@ def test_the_only_admin_reads_closed_to_read_only_certificates_are_the_secret_on
         (closed if not may_call("read-only", handler.allowed_roles, "GET", handler.reveals_secrets) else open_).add(route.path)
     assert closed == {"/v1/backup", "/v1/join-tokens", "/v1/unlock-key"}
     assert {"/v1/nodes", "/v1/services", "/v1/tasks", "/v1/cluster/status", "/v1/admin/certs"} <= open_
+
+
+@pytest.mark.parametrize("csr", [b"", b"not a CSR", b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"])
+def test_an_unreadable_csr_is_refused_as_bad_input_not_as_a_failure(cluster_ca_certs, monkeypatch, csr):
+    # Found by schemathesis: POST /v1/admin/renew with {"csr": "0"} answered 500.
+    from datetime import timedelta
+
+    from swarmlet.ca import generate_key_pem, make_csr
+    from swarmlet.manager import caserver
+
+    ca, _ = cluster_ca_certs
+    monkeypatch.setattr(caserver, "root_ca", lambda cluster: ca)
+    cluster = Cluster({"id": "cluster", "version": 1, "spec": {"cert_expiry": 3600}, "status": {}})
+    with pytest.raises(errors.Invalid, match="field 'csr': cannot read CSR"):
+        caserver.issue_certificate(cluster, csr, "viewer", "read-only", [], timedelta(days=1))
+    assert caserver.issue_certificate(cluster, make_csr(generate_key_pem()), "viewer", "read-only", [])
