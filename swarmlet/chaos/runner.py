@@ -37,7 +37,7 @@ class RunOptions:
 
 
 def run(target, options: RunOptions, log=lambda message: None) -> dict:
-    """Run ``options.schedule`` against ``target`` (faults.LocalTarget, compose.ComposeTarget)
+    """Run ``options.schedule`` against ``target`` (faults.LocalTarget or IsolatedTarget, compose.ComposeTarget)
     and return the JSON record (history.summarize, plus ``passed``/``interrupted``)."""
     history = History()
     began = time.monotonic()
@@ -45,7 +45,7 @@ def run(target, options: RunOptions, log=lambda message: None) -> dict:
     managers = [n.api for n in target.nodes() if n.role == "manager" and n.api]
     run_id = secrets.token_hex(3)
     workload = Workload(history, clock, target.client, managers, run_id, options.writers, options.seed,
-                        options.service, options.http_urls)
+                        options.service, options.http_urls, target.client_command)
     chooser = random.Random(options.seed + 1)  # which manager/worker, given the same cluster
     interrupted = False
     healed: list[str] = []
