@@ -6,7 +6,8 @@ Every ``--interval`` seconds it starts one GET, to the next URL in turn (round r
 with one URL per node, every node's address is asked in turn), each on a new
 connection (a new flow, balanced afresh by the routing mesh), without waiting for the
 previous one to answer: a node that does not answer costs its own requests their
-timeout, not the others' turn. Each answer is one JSON line on stdout:
+timeout, not the others' turn. A first line ``{"ready": true}`` says it has begun; then
+each answer is one JSON line on stdout:
 ``{"t": CLOCK_MONOTONIC at the start, "url", "ok", "error"}`` (the monotonic clock is
 the machine's, shared with the run). It stops on SIGTERM or when stdin closes.
 """
@@ -49,6 +50,7 @@ async def probe(urls: list[str], interval: float, timeout: float) -> None:
     pending: set[asyncio.Task] = set()
     connector = aiohttp.TCPConnector(force_close=True)  # a new connection (flow) per request
     async with aiohttp.ClientSession(connector=connector) as session:
+        print(json.dumps({"ready": True}), flush=True)
         turn = 0
         while not stop.is_set():
             task = asyncio.create_task(_one(session, urls[turn % len(urls)], timeout))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import select
 import subprocess
 import sys
 import threading
@@ -23,8 +24,13 @@ STATUS_TIMEOUT_S = 0.5
 TASK_POLL_S = 0.5
 HTTP_POLL_S = 0.1          # one request every this long, round robin over the URLs
 HTTP_TIMEOUT_S = 1.0
+PROBER_READY_TIMEOUT_S = 30.0  # a Python process starting in a namespace, on a loaded machine
 CHAOS_LABEL = "swarmlet.chaos.run"
 PAYLOAD = base64.b64encode(b"chaos").decode()
+
+
+class ProberError(Exception):
+    pass
 
 
 def write_outcome(error: Exception) -> str:
@@ -64,18 +70,31 @@ class Workload:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Start every client and monitor; returns once the HTTP prober (if any) has begun."""
+        if self.http_urls:
+            self._start_prober()
         for number in range(self.writers):
             self._spawn(self._writer, number)
         self._spawn(self._reader)
         for host in self.managers:
             self._spawn(self._status_poller, host)
         self._spawn(self._task_poller)
-        if self.http_urls:
-            self.prober = subprocess.Popen(
-                self.client_command([sys.executable, "-m", "swarmlet.chaos.probe", "--interval", str(HTTP_POLL_S),
-                                     "--timeout", str(HTTP_TIMEOUT_S), *self.http_urls]),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if self.prober is not None:
             self._spawn(self._http_reader, self.prober)
+
+    def _start_prober(self) -> None:
+        self.prober = subprocess.Popen(
+            self.client_command([sys.executable, "-m", "swarmlet.chaos.probe", "--interval", str(HTTP_POLL_S),
+                                 "--timeout", str(HTTP_TIMEOUT_S), *self.http_urls]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.prober.stdout], [], [], PROBER_READY_TIMEOUT_S)
+        first = self.prober.stdout.readline() if ready else ""
+        if '"ready"' not in first:
+            self.prober.kill()
+            _, error = self.prober.communicate()
+            self.prober = None
+            raise ProberError(f"the HTTP prober did not start within {PROBER_READY_TIMEOUT_S:g}s: "
+                              f"{error.strip()[-300:] or first.strip() or 'no output'}")
 
     def stop(self, timeout: float = 15.0) -> None:
         self.stopping.set()
@@ -86,6 +105,7 @@ class Workload:
             except subprocess.TimeoutExpired:
                 self.prober.kill()
                 self.prober.wait()
+            self.prober.stderr.close()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))

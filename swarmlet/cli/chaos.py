@@ -120,6 +120,8 @@ def run_command(directory, compose_file, project, duration, fault_kinds, targets
     try:
         record = run(target, RunOptions(seconds, planned, seed, writers, service, http_urls, keep_writes),
                      log=lambda message: err.print(message))
+    except FaultError as error:  # before any fault: nothing to heal
+        raise click.ClickException(str(error)) from None
     finally:
         target.close()
     history = record.pop("_history")
