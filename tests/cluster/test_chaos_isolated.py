@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -189,4 +190,27 @@ def test_a_loss_fault_drops_on_the_nodes_own_link_and_heals(isolated_cluster):
         target.undo(FaultKind.LOSS, follower)
     assert target.leftovers() == []
     assert cluster.connect(None, follower.address, port) == "ok"
+    assert_healed(cluster)
+
+
+def test_ctrl_c_mid_latency_fault_removes_the_rules_and_the_proxy(isolated_cluster):
+    cluster = isolated_cluster
+    target = IsolatedTarget(cluster.directory)
+    process = subprocess.Popen([sys.executable, "-m", "swarmlet.cli.main", "chaos", "run", "--dir",
+                                str(cluster.directory), "--format", "json", "--duration", "120s", "--faults", "latency",
+                                "--targets", "manager", "--interval", "31", "--fault-duration", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: any("delaying proxy" in item for item in target.leftovers()), 60, "a delaying proxy running")
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    record = json.loads(out)
+    assert record["interrupted"] and [f["kind"] for f in record["faults"]] == ["latency"]
+    assert record["healed_on_exit"] and record["healed_on_exit"][0].startswith("latency:"), record
+    assert record["writes"]["lost"] == [] and record["writes"]["checked"]
     assert_healed(cluster)
