@@ -27,7 +27,7 @@ from pathlib import Path
 from swarmlet.chaos.schedule import DEFAULT_LATENCY_MS, DEFAULT_LOSS_PERCENT, FaultKind
 from swarmlet.cli.client import Client
 from swarmlet.local.cluster import LocalCluster, LocalClusterError, process_state
-from swarmlet.local.isolated import NODE_LINK, in_netns, namespace_processes
+from swarmlet.local.isolated import NODE_LINK, in_netns, kill_processes, namespace_processes
 from swarmlet.node.config import RAFT_PORT_OFFSET
 
 
@@ -55,6 +55,12 @@ def unsupported_reason(kind: FaultKind) -> str | None:
     if kind in (FaultKind.LOSS, FaultKind.LATENCY) and _run(["nft", "--version"]).returncode != 0:
         return f"{kind.value} needs nftables (`nft`, Debian's nftables package) and root"
     return None
+
+
+def random_drop(percent: int) -> str:
+    """The nftables statement dropping ``percent`` % of packets at random (numgen's
+    values are 0-99: all of them is a plain drop)."""
+    return "drop" if percent >= 100 else f"numgen random mod 100 < {percent} drop"
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
@@ -187,8 +193,8 @@ class LocalTarget(FaultTarget):
         script = (f"table ip {self.nft_table} {{\n"
                   f"  chain {chain} {{\n"
                   f"    type filter hook input priority -10; policy accept;\n"
-                  f"    ip saddr {node.address} ip daddr {{ {peers} }} numgen random mod 100 < {self.loss_percent} drop\n"
-                  f"    ip daddr {node.address} ip saddr {{ {peers} }} numgen random mod 100 < {self.loss_percent} drop\n"
+                  f"    ip saddr {node.address} ip daddr {{ {peers} }} {random_drop(self.loss_percent)}\n"
+                  f"    ip daddr {node.address} ip saddr {{ {peers} }} {random_drop(self.loss_percent)}\n"
                   f"  }}\n}}\n")
         result = _run(["nft", "-f", "-"], stdin=script)
         if result.returncode != 0:
@@ -242,7 +248,7 @@ PROXY_STOP_TIMEOUT_S = 5.0
 def loss_rules(percent: int, link: str = NODE_LINK) -> str:
     """A lossy link: a random ``percent`` of what crosses it is dropped, both ways,
     whether for the node itself or routed through it (the mesh, VXLAN)."""
-    drop = f"numgen random mod 100 < {percent} drop"
+    drop = random_drop(percent)
     return (f"table ip {LOSS_TABLE} {{\n"
             f"  chain inbound {{ type filter hook prerouting priority -300; policy accept; iifname \"{link}\" {drop}; }}\n"
             f"  chain outbound {{ type filter hook postrouting priority 300; policy accept; oifname \"{link}\" {drop}; }}\n"
@@ -348,11 +354,7 @@ class IsolatedTarget(LocalTarget):
         deadline = time.monotonic() + PROXY_STOP_TIMEOUT_S
         while time.monotonic() < deadline and self._proxy_pids(node):
             time.sleep(0.02)
-        for pid in self._proxy_pids(node):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        kill_processes(self._proxy_pids(node))  # one that did not stop
         if proxy:
             proxy.wait(PROXY_STOP_TIMEOUT_S)
             proxy.stdout.close()

@@ -43,6 +43,7 @@ def test_the_loss_rules_drop_a_share_both_ways_on_the_nodes_link():
     assert f"table ip {LOSS_TABLE}" in rules
     assert 'iifname "lan0" numgen random mod 100 < 30 drop' in rules
     assert 'oifname "lan0" numgen random mod 100 < 30 drop' in rules
+    assert "numgen" not in loss_rules(100) and 'iifname "lan0" drop' in loss_rules(100)  # numgen's values: 0-99
 
 
 def test_the_latency_rules_take_the_swarmlet_ports_both_ways_but_not_the_proxys_own():
@@ -57,8 +58,9 @@ nft_unavailable = (shutil.which("nft") is None or os.geteuid() != 0) and os.envi
 
 
 @pytest.mark.skipif(nft_unavailable, reason="checking rules with `nft -c` needs nft and root")
-@pytest.mark.parametrize("rules", [loss_rules(30), latency_rules("198.18.9.11", [2377, 2378], 40123)],
-                         ids=["loss", "latency"])
+@pytest.mark.parametrize("rules", [loss_rules(30), loss_rules(100),
+                                   latency_rules("198.18.9.11", [2377, 2378], 40123)],
+                         ids=["loss", "loss-all", "latency"])
 def test_nft_accepts_the_rules(rules):
     # -c: parsed and checked by the kernel's own nftables, nothing changed.
     check = subprocess.run(["nft", "-c", "-f", "-"], input=rules, capture_output=True, text=True)

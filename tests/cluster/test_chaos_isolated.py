@@ -22,6 +22,7 @@ from swarmlet.chaos.workload import CHAOS_LABEL
 
 from .conftest import wait_until
 from .test_isolated import deploy
+from .test_overlay import HTTPD  # httpd serving the task's hostname, stopping at once on SIGTERM
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker]
 
@@ -29,8 +30,6 @@ STACK = "chaosweb"
 SERVICE = f"{STACK}_web"
 PORT = 18090  # test_overlay's stack publishes 18080 on the same cluster
 REPLICAS = 2
-HTTPD = ('["sh", "-c", "mkdir -p /www && hostname > /www/index.html && httpd -f -p 8080 -h /www & '
-         'trap \'kill $!; exit 0\' TERM; wait"]')
 WEB = f"""
     services:
       web:
