@@ -15,12 +15,10 @@ left as they were.
 from __future__ import annotations
 
 import hashlib
-import os
 import select
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,7 +240,7 @@ LATENCY_TABLE = "swarmlet_chaos_latency"
 PROXY_MARK = 0x5C4A
 PROXY_MODULE = "swarmlet.chaos.delay"
 PROXY_READY_TIMEOUT_S = 15.0
-PROXY_STOP_TIMEOUT_S = 5.0
+PROXY_STOP_TIMEOUT_S = 5.0  # for the proxy we started to be reaped
 
 
 def loss_rules(percent: int, link: str = NODE_LINK) -> str:
@@ -344,16 +342,7 @@ class IsolatedTarget(LocalTarget):
         self._nft(node, "delete", "table", "ip", LATENCY_TABLE)
         # Its connections close with it: the node and its peers reconnect, directly.
         proxy = self._proxies.pop(node.name, None)
-        pids = {proxy.pid} if proxy else set()
-        pids |= self._proxy_pids(node)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:
-                pass
-        deadline = time.monotonic() + PROXY_STOP_TIMEOUT_S
-        while time.monotonic() < deadline and self._proxy_pids(node):
-            time.sleep(0.02)
+        kill_processes(({proxy.pid} if proxy else set()) | self._proxy_pids(node), signal.SIGTERM)
         kill_processes(self._proxy_pids(node))  # one that did not stop
         if proxy:
             proxy.wait(PROXY_STOP_TIMEOUT_S)
