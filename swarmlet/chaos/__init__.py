@@ -4,6 +4,9 @@ history is checked for lost writes, stale reads and duplicate tasks, and the fig
 (failover, write unavailability, time to full replicas) are reported.
 
 Pure parts: schedule.py (the seeded plan), history.py (the record, the checker and the
-figures), report.py (JSON, terminal table, HTML). I/O at the edges: faults.py (what
-breaks and heals a cluster), workload.py (the clients and monitors), runner.py (the run).
+figures), report.py (JSON, terminal table, HTML). I/O at the edges: faults.py and
+compose.py (what breaks and heals a cluster, per cluster kind), workload.py (the clients
+and monitors), runner.py (the run); two small processes of their own: probe.py (the
+HTTP prober, run where the cluster's clients are) and delay.py (the delaying proxy of a
+latency fault, run inside a node's namespace).
 """

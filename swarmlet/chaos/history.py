@@ -67,9 +67,10 @@ class ReplicaSample:
 
 @dataclass(frozen=True)
 class HttpSample:
-    t: float
+    t: float             # when the request began
     ok: bool
     error: str = ""
+    url: str = ""
 
 
 @dataclass
@@ -205,13 +206,26 @@ def time_to_full_s(history: History, fault: Fault, until: float | None) -> float
     return round(after - fault.start, 3)
 
 
+def error_rate(samples: list[HttpSample]) -> float | None:
+    return round(sum(1 for s in samples if not s.ok) / len(samples), 4) if samples else None
+
+
 def http_errors_by_fault(history: History) -> list[dict]:
+    """Requests begun during each fault (from its start to its end), and how many failed."""
     rows = []
-    for fault in history.faults:
+    for fault in sorted(history.faults, key=lambda f: f.start):
         end = fault.end if fault.end is not None else history.duration
         window = [s for s in history.http if fault.start <= s.t <= end]
-        rows.append({"requests": len(window), "errors": sum(1 for s in window if not s.ok)})
+        rows.append({"kind": fault.kind, "target": fault.target, "start": round(fault.start, 3),
+                     "requests": len(window), "errors": sum(1 for s in window if not s.ok),
+                     "error_rate": error_rate(window)})
     return rows
+
+
+def http_outside_faults(history: History) -> list[HttpSample]:
+    """Requests begun while no fault was in effect."""
+    spans = [(f.start, f.end if f.end is not None else history.duration) for f in history.faults]
+    return [s for s in history.http if not any(start <= s.t <= end for start, end in spans)]
 
 
 def summarize(history: History) -> dict:
@@ -250,8 +264,13 @@ def summarize(history: History) -> dict:
         "duplicates": duplicates(history),
     }
     if history.http:
+        calm = http_outside_faults(history)
         record["http"] = {"requests": len(history.http), "errors": sum(1 for s in history.http if not s.ok),
-                          "by_fault": http_errors_by_fault(history)}
+                          "error_rate": error_rate(history.http),
+                          "outside_faults": {"requests": len(calm), "errors": sum(1 for s in calm if not s.ok),
+                                             "error_rate": error_rate(calm)},
+                          "by_fault": http_errors_by_fault(history),
+                          "urls": sorted({s.url for s in history.http if s.url})}
     return record
 
 

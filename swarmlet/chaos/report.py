@@ -22,6 +22,10 @@ def _figure(values: list[float]) -> str:
     return f"median {statistics.median(values):.2f}s, max {max(values):.2f}s (n={len(values)})"
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
 def render_table(record: dict, console) -> None:
     """Faults one per row, then the verdicts and figures."""
     from rich.table import Table
@@ -55,7 +59,12 @@ def render_table(record: dict, console) -> None:
     summary.add_row("fault -> full replicas", _figure(record["replicas"]["time_to_full_s"]))
     summary.add_row("duplicate running tasks in a slot", str(len(record["duplicates"])))
     if "http" in record:
-        summary.add_row("HTTP requests / errors", f"{record['http']['requests']} / {record['http']['errors']}")
+        http = record["http"]
+        summary.add_row("HTTP requests / errors", f"{http['requests']} / {http['errors']}")
+        summary.add_row("HTTP error rate outside faults", _rate(http["outside_faults"]["error_rate"]))
+        for row in http["by_fault"]:
+            summary.add_row(f"HTTP error rate, {row['kind']} {row['target']} at {row['start']:.1f}s",
+                            f"{_rate(row['error_rate'])} of {row['requests']}")
     summary.add_row("seed", str(record["seed"]))
     console.print(summary)
 
@@ -74,7 +83,7 @@ def render_html(record: dict, history: History) -> str:
     rows = 4 if history.http else 3
     titles = ["leader (term)", "write latency (ms) and errors", "service replicas running / desired"]
     if history.http:
-        titles.append("HTTP errors")
+        titles.append("HTTP requests and errors per second (round robin over the URLs)")
     figure = make_subplots(rows=rows, cols=1, shared_xaxes=True, subplot_titles=titles, vertical_spacing=0.06)
 
     timeline = record["leader"]["timeline"]
@@ -97,9 +106,17 @@ def render_html(record: dict, history: History) -> str:
         figure.add_trace(go.Scatter(x=[s.t for s in history.replicas], y=[s.desired for s in history.replicas],
                                     line_shape="hv", line={"dash": "dot"}, name="desired"), row=3, col=1)
     if history.http:
+        seconds, requests, errors = http_per_second(history)
+        figure.add_trace(go.Bar(x=seconds, y=requests, name="HTTP requests per second",
+                                marker={"color": "rgba(44,160,44,0.35)"}), row=4, col=1)
+        figure.add_trace(go.Bar(x=seconds, y=errors, name="HTTP errors per second", marker={"color": "red"}),
+                         row=4, col=1)
         failed = [s for s in history.http if not s.ok]
-        figure.add_trace(go.Scatter(x=[s.t for s in failed], y=[1] * len(failed), mode="markers",
-                                    text=[s.error for s in failed], name="HTTP error"), row=4, col=1)
+        figure.add_trace(go.Scatter(x=[s.t for s in failed], y=[0] * len(failed), mode="markers",
+                                    marker={"symbol": "x", "color": "red", "size": 5},
+                                    text=[f"{s.url}: {s.error}" for s in failed], name="HTTP error (hover: why)"),
+                         row=4, col=1)
+        figure.update_layout(barmode="overlay")
     for fault in record["faults"]:
         end = fault["end"] if fault["end"] is not None else record["duration_s"]
         figure.add_vrect(x0=fault["start"], x1=end, fillcolor=FAULT_COLOURS.get(fault["kind"], "rgba(0,0,0,0.1)"),
@@ -116,6 +133,20 @@ def render_html(record: dict, history: History) -> str:
     body = figure.to_html(full_html=True, include_plotlyjs=True)
     summary = "<pre id='record'>" + _escape(json.dumps(public_record(record), indent=2, sort_keys=True)) + "</pre>"
     return body.replace("</body>", f"<h2>The full record</h2>{summary}</body>")
+
+
+def http_per_second(history: History) -> tuple[list[float], list[int], list[int]]:
+    """Requests and errors begun in each whole second of the run (bar positions at the
+    middle of each second)."""
+    if not history.http:
+        return [], [], []
+    last = int(max(s.t for s in history.http)) + 1
+    requests, errors = [0] * last, [0] * last
+    for sample in history.http:
+        second = max(0, int(sample.t))
+        requests[second] += 1
+        errors[second] += not sample.ok
+    return [second + 0.5 for second in range(last)], requests, errors
 
 
 def _escape(text: str) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from swarmlet.chaos.faults import FaultError, NodeInfo
 from swarmlet.chaos.history import Fault, History, passed, summarize
 from swarmlet.chaos.schedule import FaultKind, PlannedFault, TargetClass
-from swarmlet.chaos.workload import CHAOS_LABEL, Workload
+from swarmlet.chaos.workload import CHAOS_LABEL, ProberError, Workload
 from swarmlet.cli.client import ApiError, ClusterUnreachable
 
 # Before each fault the cluster gets this long to be whole again (every node alive, a
@@ -37,7 +37,7 @@ class RunOptions:
 
 
 def run(target, options: RunOptions, log=lambda message: None) -> dict:
-    """Run ``options.schedule`` against ``target`` (faults.LocalTarget, compose.ComposeTarget)
+    """Run ``options.schedule`` against ``target`` (faults.LocalTarget or IsolatedTarget, compose.ComposeTarget)
     and return the JSON record (history.summarize, plus ``passed``/``interrupted``)."""
     history = History()
     began = time.monotonic()
@@ -45,20 +45,26 @@ def run(target, options: RunOptions, log=lambda message: None) -> dict:
     managers = [n.api for n in target.nodes() if n.role == "manager" and n.api]
     run_id = secrets.token_hex(3)
     workload = Workload(history, clock, target.client, managers, run_id, options.writers, options.seed,
-                        options.service, options.http_urls)
+                        options.service, options.http_urls, target.client_command)
     chooser = random.Random(options.seed + 1)  # which manager/worker, given the same cluster
     interrupted = False
     healed: list[str] = []
-    workload.start()
+    try:
+        workload.start()
+    except ProberError as err:
+        workload.stop()
+        raise FaultError(str(err)) from None
+    # The schedule counts from when every client runs (the prober may take seconds).
+    origin = time.monotonic()
     try:
         for planned in options.schedule:
-            _sleep_until(began + planned.at)
-            if not _wait_whole(target, RECOVERY_TIMEOUT_S):
+            _sleep_until(origin + planned.at)
+            if not _wait_whole(target, RECOVERY_TIMEOUT_S, service=options.service):
                 note = f"cluster not whole after {RECOVERY_TIMEOUT_S:g}s"
             else:
                 note = ""
             _inject_one(target, planned, chooser, history, clock, log, note)
-        _sleep_until(began + options.duration)
+        _sleep_until(origin + options.duration)
     except KeyboardInterrupt:
         interrupted = True
         log("interrupted: healing what was broken")
@@ -97,7 +103,7 @@ def _inject_one(target, planned: PlannedFault, chooser: random.Random, history: 
         history.faults.append(Fault(planned.kind.value, "", planned.target.value, clock(), clock(),
                                     note=f"no {planned.target.value} to target"))
         return
-    role = "leader" if node.id == leader_id else node.role
+    role = "leader" if leader_id and node.id == leader_id else node.role
     fault = Fault(planned.kind.value, node.name, role, clock(), node_id=node.id, leader_before=leader_id,
                   term_before=term, note=note)
     history.faults.append(fault)
@@ -143,7 +149,8 @@ def _uninterrupted():
 def _resolve(wanted: TargetClass, nodes: list[NodeInfo], leader_id: str | None,
              chooser: random.Random) -> NodeInfo | None:
     if wanted == TargetClass.LEADER:
-        return next((n for n in nodes if n.id == leader_id), None)
+        # No leader known (none answered): no node is it, not even one whose ID is unknown too.
+        return next((n for n in nodes if n.id == leader_id), None) if leader_id else None
     if wanted == TargetClass.MANAGER:
         pool = [n for n in nodes if n.role == "manager" and n.id != leader_id]
     elif wanted == TargetClass.WORKER:
@@ -161,18 +168,22 @@ def _leader(target) -> tuple[str | None, int | None]:
         return None, None
 
 
-def _wait_whole(target, timeout: float, converged: bool = False) -> bool:
+def _wait_whole(target, timeout: float, converged: bool = False, service: str | None = None) -> bool:
     """Until every node runs and a leader reaches every manager (and, with
-    ``converged``, every manager has caught up)."""
+    ``converged``, every manager has caught up; with ``service``, it runs its full
+    replicas: the next fault measures its own way back, not the last one's)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(target.alive().values()):
             try:
-                status = target.client(timeout=2.0).call("GET", "/v1/cluster/status")
+                client = target.client(timeout=2.0)
+                status = client.call("GET", "/v1/cluster/status")
+                view = client.call("GET", f"/v1/services/{service}") if service else None
             except (ApiError, ClusterUnreachable):
-                status = None
+                status = view = None
             if status and status.get("leader") and all(m["reachable"] for m in status["managers"]) and (
-                    not converged or all(m["lag"] == 0 for m in status["managers"])):
+                    not converged or all(m["lag"] == 0 for m in status["managers"])) and (
+                    not service or (view and view["running"] >= (view["replicas"] or 0))):
                 return True
         time.sleep(POLL_S)
     return False

@@ -14,7 +14,7 @@ class FaultKind(str, enum.Enum):
     FREEZE = "freeze"        # SIGSTOP, SIGCONT after the duration
     PARTITION = "partition"  # cut off from every other node, both ways, healed after the duration
     LOSS = "loss"            # a share of its packets to and from the other nodes dropped (nftables numgen)
-    LATENCY = "latency"      # needs netem or a delaying proxy: refused where unsupported (faults.py)
+    LATENCY = "latency"      # the node's sends held by a proxy in its namespace (isolated clusters: faults.py)
 
 
 class TargetClass(str, enum.Enum):
@@ -27,6 +27,8 @@ class TargetClass(str, enum.Enum):
 DEFAULT_INTERVAL_S = 5.0
 DEFAULT_FAULT_DURATION_S = 2.0
 DEFAULT_LOSS_PERCENT = 30
+# What a latency fault adds to the node's round trip to each peer (isolated clusters).
+DEFAULT_LATENCY_MS = 100.0
 # The first fault comes after this much of steady workload (or after one interval, if
 # shorter): the figures then have a baseline.
 FIRST_FAULT_S = 3.0

@@ -4,11 +4,13 @@ are ``clock()`` readings: seconds since the run began, one monotonic clock."""
 from __future__ import annotations
 
 import base64
+import json
 import random
+import select
+import subprocess
+import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Callable
 
 from swarmlet.chaos.history import (READ_ERROR, READ_FOUND, READ_MISSING, WRITE_FAILED, WRITE_OK, WRITE_UNKNOWN,
@@ -20,10 +22,15 @@ READ_TIMEOUT_S = 2.0
 STATUS_POLL_S = 0.1        # each manager's own view of the leader
 STATUS_TIMEOUT_S = 0.5
 TASK_POLL_S = 0.5
-HTTP_POLL_S = 0.1
+HTTP_POLL_S = 0.1          # one request every this long, round robin over the URLs
 HTTP_TIMEOUT_S = 1.0
+PROBER_READY_TIMEOUT_S = 30.0  # a Python process starting in a namespace, on a loaded machine
 CHAOS_LABEL = "swarmlet.chaos.run"
 PAYLOAD = base64.b64encode(b"chaos").decode()
+
+
+class ProberError(Exception):
+    pass
 
 
 def write_outcome(error: Exception) -> str:
@@ -38,11 +45,14 @@ def write_outcome(error: Exception) -> str:
 class Workload:
     """``writers`` clients creating configs with unique names (the request ID is the
     name), a reader re-reading acknowledged names linearisably through a random
-    manager, one status poller per manager, and a task-table poller."""
+    manager, one status poller per manager, a task-table poller, and with HTTP URLs
+    the prober (swarmlet/chaos/probe.py, a process run through ``client_command``:
+    where the target's outside clients are)."""
 
     def __init__(self, history: History, clock: Callable[[], float], make_client: Callable[..., Client],
                  managers: list[str], run_id: str, writers: int = 4, seed: int = 0,
-                 service: str | None = None, http_urls: list[str] | None = None):
+                 service: str | None = None, http_urls: list[str] | None = None,
+                 client_command: Callable[[list[str]], list[str]] = lambda argv: argv):
         self.history = history
         self.clock = clock
         self.make_client = make_client
@@ -51,6 +61,8 @@ class Workload:
         self.writers = writers
         self.service = service
         self.http_urls = list(http_urls or [])
+        self.client_command = client_command
+        self.prober: subprocess.Popen | None = None
         self.rng = random.Random(seed)
         self.acked: list[str] = []
         self.lock = threading.Lock()
@@ -58,17 +70,42 @@ class Workload:
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Start every client and monitor; returns once the HTTP prober (if any) has begun."""
+        if self.http_urls:
+            self._start_prober()
         for number in range(self.writers):
             self._spawn(self._writer, number)
         self._spawn(self._reader)
         for host in self.managers:
             self._spawn(self._status_poller, host)
         self._spawn(self._task_poller)
-        for url in self.http_urls:
-            self._spawn(self._http_prober, url)
+        if self.prober is not None:
+            self._spawn(self._http_reader, self.prober)
+
+    def _start_prober(self) -> None:
+        self.prober = subprocess.Popen(
+            self.client_command([sys.executable, "-m", "swarmlet.chaos.probe", "--interval", str(HTTP_POLL_S),
+                                 "--timeout", str(HTTP_TIMEOUT_S), *self.http_urls]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([self.prober.stdout], [], [], PROBER_READY_TIMEOUT_S)
+        first = self.prober.stdout.readline() if ready else ""
+        if '"ready"' not in first:
+            self.prober.kill()
+            _, error = self.prober.communicate()
+            self.prober = None
+            raise ProberError(f"the HTTP prober did not start within {PROBER_READY_TIMEOUT_S:g}s: "
+                              f"{error.strip()[-300:] or first.strip() or 'no output'}")
 
     def stop(self, timeout: float = 15.0) -> None:
         self.stopping.set()
+        if self.prober is not None:
+            self.prober.stdin.close()  # the prober's signal to stop; it answers what it began
+            try:
+                self.prober.wait(HTTP_TIMEOUT_S + 5)
+            except subprocess.TimeoutExpired:
+                self.prober.kill()
+                self.prober.wait()
+            self.prober.stderr.close()
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -157,14 +194,17 @@ class Workload:
                 pass
             self.stopping.wait(TASK_POLL_S)
 
-    def _http_prober(self, url: str) -> None:
-        while not self.stopping.is_set():
-            t = self.clock()
+    def _http_reader(self, prober: subprocess.Popen) -> None:
+        # The prober stamps each request with the machine's monotonic clock, which the
+        # run's clock counts from.
+        began = time.monotonic() - self.clock()
+        for line in prober.stdout:
             try:
-                with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:
-                    sample = HttpSample(t, 200 <= response.status < 400)
-            except (urllib.error.URLError, OSError) as err:
-                sample = HttpSample(t, False, str(err)[:100])
+                answer = json.loads(line)
+                sample = HttpSample(round(answer["t"] - began, 4), bool(answer["ok"]), answer.get("error", ""),
+                                    answer.get("url", ""))
+            except (ValueError, KeyError, TypeError):
+                continue
             with self.lock:
                 self.history.http.append(sample)
-            self.stopping.wait(HTTP_POLL_S)
+        prober.stdout.close()

@@ -524,10 +524,11 @@ def _rmdir(path: Path) -> None:
         pass
 
 
-def kill_processes(pids: set[int]) -> None:
+def kill_processes(pids: set[int], signum: int = signal.SIGKILL) -> None:
+    """Signal ``pids`` and wait (a while) until they are gone."""
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
         except OSError:
             pass
     deadline = time.monotonic() + PROCESS_KILL_TIMEOUT

@@ -100,7 +100,8 @@ class Membership:
 
     def local_status(self) -> dict:
         view = self.store.view
-        by_raft = {n.status.raft_address: n for n in self.store.list(Node)}
+        # Workers have no Raft address: without the filter, "no leader" (None) named one.
+        by_raft = {n.status.raft_address: n for n in self.store.list(Node) if n.status.raft_address}
         leader_raft = self.store.leader_address
         managers = []
         for address in self.store.members:

@@ -132,9 +132,24 @@ def test_time_to_full_replicas():
 def test_http_figures_per_fault():
     history = clean_history()
     history.faults = [Fault("kill", "worker-1", "worker", 1.0, 2.0)]
-    history.http = [HttpSample(0.5, True), HttpSample(1.5, False, "refused"), HttpSample(1.8, True)]
+    history.http = [HttpSample(0.5, True, url="http://a/"), HttpSample(1.5, False, "refused", "http://b/"),
+                    HttpSample(1.8, True, url="http://a/"), HttpSample(2.5, False, "timed out", "http://b/"),
+                    HttpSample(3.0, True, url="http://a/")]
     record = summarize(history)
-    assert record["http"] == {"requests": 3, "errors": 1, "by_fault": [{"requests": 2, "errors": 1}]}
+    assert record["http"] == {
+        "requests": 5, "errors": 2, "error_rate": 0.4,
+        "outside_faults": {"requests": 3, "errors": 1, "error_rate": pytest.approx(1 / 3, abs=1e-4)},
+        "by_fault": [{"kind": "kill", "target": "worker-1", "start": 1.0, "requests": 2, "errors": 1,
+                      "error_rate": 0.5}],
+        "urls": ["http://a/", "http://b/"]}
+
+
+def test_http_error_rate_of_a_fault_with_no_request_is_none():
+    history = clean_history()
+    history.faults = [Fault("freeze", "worker-2", "worker", 1.0, 1.2)]
+    history.http = [HttpSample(0.5, True), HttpSample(2.0, True)]
+    (row,) = summarize(history)["http"]["by_fault"]
+    assert row["requests"] == 0 and row["error_rate"] is None
 
 
 def test_the_same_seed_gives_the_same_schedule():
