@@ -37,6 +37,10 @@ DEFAULT_UPDATE_MAX_FAILURE_RATIO = 0.0
 DEFAULT_UPDATE_ORDER = "stop-first"
 DEFAULT_UPDATE_CANARY = 0  # new tasks started beside the old ones before the rollout goes on
 DEFAULT_UPDATE_AUTO_PROMOTE = False  # canaries wait for `service promote`
+DEFAULT_UPDATE_BLUE_GREEN = False  # a whole new set, out of traffic until the switch
+# After a blue-green switch the old set keeps running, out of traffic, this long (for an
+# instant switch back), then goes: Argo Rollouts' scaleDownDelaySeconds default.
+DEFAULT_UPDATE_HOLD = 30.0
 
 DEFAULT_MAX_REPLICAS_PER_NODE = 0  # 0 = no limit
 DEFAULT_STOP_GRACE_PERIOD = 10.0
@@ -156,9 +160,12 @@ class UpdateConfig(SpecBase):
     monitor: float = DEFAULT_UPDATE_MONITOR
     max_failure_ratio: float = DEFAULT_UPDATE_MAX_FAILURE_RATIO
     order: str = DEFAULT_UPDATE_ORDER
-    # swarmlet's extensions (Compose `x-canary`, `x-auto-promote`; update_config only)
+    # swarmlet's extensions (Compose `x-canary`, `x-auto-promote`, `x-blue-green`, `x-hold`;
+    # update_config only)
     canary: int = DEFAULT_UPDATE_CANARY
     auto_promote: bool = DEFAULT_UPDATE_AUTO_PROMOTE
+    blue_green: bool = DEFAULT_UPDATE_BLUE_GREEN
+    hold: float = DEFAULT_UPDATE_HOLD  # seconds
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ def _update_config(section: dict) -> specs.UpdateConfig:
         order=section.get("order", specs.DEFAULT_UPDATE_ORDER),
         canary=section.get("x-canary", specs.DEFAULT_UPDATE_CANARY),
         auto_promote=section.get("x-auto-promote", specs.DEFAULT_UPDATE_AUTO_PROMOTE),
+        blue_green=section.get("x-blue-green", specs.DEFAULT_UPDATE_BLUE_GREEN),
+        hold=_seconds(section.get("x-hold"), specs.DEFAULT_UPDATE_HOLD),
     )
 
 

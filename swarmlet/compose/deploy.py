@@ -74,11 +74,14 @@ _UPDATE = {
     "max_failure_ratio": f.ratio,
     "order": f.choice(*specs.UPDATE_ORDERS),
 }
-# swarmlet's extensions of update_config (Nomad's canary and auto_promote), as `x-` fields
-# so that the file stays valid Compose (docs/orchestration.md, "Canaries and blue-green").
+# swarmlet's extensions of update_config (Nomad's canary, auto_promote and blue-green), as
+# `x-` fields so that the file stays valid Compose (docs/orchestration.md, "Canaries and
+# blue-green").
 _UPDATE_EXTENSIONS = {
     "x-canary": f.integer(),
     "x-auto-promote": f.boolean,
+    "x-blue-green": f.boolean,
+    "x-hold": f.duration,
 }
 
 _DEPLOY = {
@@ -121,5 +124,14 @@ def deploy(ctx: FileContext, path: Path_, value: Any) -> dict | None:
         if "max_replicas_per_node" in section.get("placement", {}):
             ctx.warn(path + ("placement", "max_replicas_per_node"),
                      f"max_replicas_per_node has no effect with mode {section['mode']}: one task per node")
+    _check_blue_green(ctx, path + ("update_config",), section.get("update_config") or {})
     _warn_what_is_not_done_yet(ctx, path, section)
     return section
+
+
+def _check_blue_green(ctx: FileContext, path: Path_, update: dict) -> None:
+    if update.get("x-blue-green") and update.get("x-canary"):
+        ctx.error(path + ("x-canary",), "x-canary cannot be used with x-blue-green: a blue-green update starts "
+                                        "the whole new set beside the old one (drop one of them)")
+    if "x-hold" in update and not update.get("x-blue-green"):
+        ctx.warn(path + ("x-hold",), "x-hold has no effect without x-blue-green: true")
