@@ -99,8 +99,9 @@ def main() -> None:
                              daemon=True).start()
             bench.wait(lambda: len(bench.running(SERVICE)) == 2 and len([x for x in lines if "body" in x]) > 10,
                        120, "the first generation answering")
+            measured = time.time()  # before it, the probe also asked while the first generation started
             results = [run(bench, generation, lines) for generation in range(2, args.runs + 2)]
-            failed = [x for x in lines if "error" in x]
+            failed = [x for x in lines if "error" in x and x["t0"] >= measured]
             rows = []
             for label, column in (("promote -> last answer from the old set", 0),
                                   ("promote -> first answer from the new set", 1),
@@ -111,7 +112,10 @@ def main() -> None:
                              " ".join(f"{s * 1000:.0f}" for s in samples)])
             print(table(["", "runs", "median ms", "max ms", "each run, ms"], rows,
                         title="Blue-green switch through the routing mesh (every node's address)"))
-            print(f"requests: {len([x for x in lines if 'body' in x])} answered, {len(failed)} failed")
+            answered = [x for x in lines if "body" in x and x["t0"] >= measured]
+            print(f"requests during the runs: {len(answered)} answered, {len(failed)} failed")
+            if failed:
+                print("failures:", sorted({x["error"] for x in failed})[:5])
             print(f"load average after: {load_average()}")
         finally:
             if probe is not None:

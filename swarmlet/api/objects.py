@@ -176,7 +176,7 @@ def is_terminal(state: str) -> bool:
 
 # What a service's tasks are not made from: scaling or changing how updates roll out
 # replaces no task (as in Swarm).
-NOT_IN_TASKS = frozenset(("replicas", "update_config", "rollback_config"))
+NOT_IN_TASKS = frozenset(("replicas", "update_config", "rollback_config", "autoscale"))
 
 
 def spec_digest(service_spec: dict) -> str:

@@ -84,6 +84,16 @@ _UPDATE_EXTENSIONS = {
     "x-hold": f.duration,
 }
 
+# swarmlet's autoscaling (Kubernetes' HPA), an `x-` field of `deploy` (docs/orchestration.md, "Autoscaling").
+_AUTOSCALE = {
+    "min_replicas": f.integer(minimum=1),
+    "max_replicas": f.integer(minimum=1),
+    "target_cpu_percent": f.integer(minimum=1),
+    "target_memory_percent": f.integer(minimum=1),
+    "scale_up_window": f.duration,
+    "scale_down_window": f.duration,
+}
+
 _DEPLOY = {
     "mode": f.choice(*specs.SERVICE_MODES),
     "replicas": f.integer(),
@@ -104,6 +114,7 @@ _DEPLOY = {
     }),
     "update_config": f.section({**_UPDATE, **_UPDATE_EXTENSIONS}),
     "rollback_config": f.section({**_UPDATE, "failure_action": f.choice(*specs.ROLLBACK_FAILURE_ACTIONS)}),
+    "x-autoscale": f.section(_AUTOSCALE),
 }
 
 
@@ -125,6 +136,8 @@ def deploy(ctx: FileContext, path: Path_, value: Any) -> dict | None:
             ctx.warn(path + ("placement", "max_replicas_per_node"),
                      f"max_replicas_per_node has no effect with mode {section['mode']}: one task per node")
     _check_blue_green(ctx, path + ("update_config",), section.get("update_config") or {})
+    if "x-autoscale" in section:
+        _check_autoscale(ctx, path, section)
     _warn_what_is_not_done_yet(ctx, path, section)
     return section
 
@@ -135,3 +148,23 @@ def _check_blue_green(ctx: FileContext, path: Path_, update: dict) -> None:
                                         "the whole new set beside the old one (drop one of them)")
     if "x-hold" in update and not update.get("x-blue-green"):
         ctx.warn(path + ("x-hold",), "x-hold has no effect without x-blue-green: true")
+
+
+def _check_autoscale(ctx: FileContext, path: Path_, section: dict) -> None:
+    """A replicated service, bounds in order, a target, and the reservation it is a share of."""
+    autoscale, where = section["x-autoscale"], path + ("x-autoscale",)
+    if section.get("mode", specs.DEFAULT_SERVICE_MODE) != "replicated":
+        ctx.error(where, f"x-autoscale applies to replicated services only, not mode {section['mode']}")
+    if "max_replicas" not in autoscale:
+        ctx.error(where, "x-autoscale needs max_replicas")
+    elif autoscale["max_replicas"] < autoscale.get("min_replicas", specs.DEFAULT_AUTOSCALE_MIN_REPLICAS):
+        ctx.error(where + ("max_replicas",), f"max_replicas {autoscale['max_replicas']} is below min_replicas "
+                                             f"{autoscale.get('min_replicas', specs.DEFAULT_AUTOSCALE_MIN_REPLICAS)}")
+    targets = [key for key in ("target_cpu_percent", "target_memory_percent") if key in autoscale]
+    if not targets:
+        ctx.error(where, "x-autoscale needs target_cpu_percent or target_memory_percent")
+    reservations = (section.get("resources") or {}).get("reservations") or {}
+    for key, resource in (("target_cpu_percent", "cpus"), ("target_memory_percent", "memory")):
+        if key in autoscale and not reservations.get(resource):
+            ctx.error(where + (key,), f"{key} is a share of the tasks' reservation: set "
+                                      f"deploy.resources.reservations.{resource}")
