@@ -26,6 +26,7 @@ from aiohttp import web
 from swarmlet.api.objects import CLUSTER_ID
 from swarmlet.api.views import Cluster, Node, manager_api_addresses
 from swarmlet.ca import ROLE_MANAGER
+from swarmlet.manager.autoscaler import Autoscaler
 from swarmlet.manager.caservice import CAService, serial_of
 from swarmlet.manager.configs import ConfigService
 from swarmlet.manager.controlapi.server import build_app
@@ -76,7 +77,9 @@ class Manager:
         self.logs = ServiceLogs(self.store, self.stacks.resolve_service, self.dispatcher.task_logs)
         self.orchestrator = Orchestrator(self.store)
         self.scheduler = SchedulerLoop(self.store)
-        self._leader_loops = (self.dispatcher, self.orchestrator, self.scheduler)
+        self.autoscaler = Autoscaler(self.store)
+        self.dispatcher.usage_sink = self.autoscaler.record
+        self._leader_loops = (self.dispatcher, self.orchestrator, self.scheduler, self.autoscaler)
         self._runner: web.AppRunner | None = None
 
     async def backup(self) -> bytes:

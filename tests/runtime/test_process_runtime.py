@@ -245,3 +245,41 @@ async def test_describe_reports_the_host(process_runtime):
         total_kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
     assert described.memory_bytes == total_kib * 1024
     assert described.engine_labels == {}
+
+
+async def test_usage_is_the_whole_groups_cpu_time_and_memory(process_runtime, node_id, make_config, eventually):
+    # a child that spins, under a parent that waits: the group's CPU time counts both
+    config = make_config(node_id, **shell("sh -c 'while :; do :; done' & wait"))
+    assert await process_runtime.usage(config.task_id) is None  # not there
+    await process_runtime.prepare(config)
+    assert await process_runtime.usage(config.task_id) is None  # not started
+    await process_runtime.start(config.task_id)
+    first = await process_runtime.usage(config.task_id)
+    assert first is not None and first.memory > 0
+
+    async def busier():
+        later = await process_runtime.usage(config.task_id)
+        return later.cpu_seconds > first.cpu_seconds + 0.05
+    await eventually(busier, 20)
+    await process_runtime.shutdown(config.task_id, grace=1)
+    assert await process_runtime.usage(config.task_id) is None
+
+
+async def test_the_executor_reports_cpus_busy_between_two_readings(process_runtime, node_id, make_config):
+    from swarmlet.agent.executor import Executor
+    config = make_config(node_id, **shell("while :; do :; done"))
+    await process_runtime.prepare(config)
+    await process_runtime.start(config.task_id)
+    executor = Executor(process_runtime)
+    executor.statuses[config.task_id] = {"state": "running"}  # what its runner would have published
+    start = time.monotonic()
+    assert await executor.usage(100.0) == []  # the first reading is the baseline
+    first = await process_runtime.usage(config.task_id)
+    while (await process_runtime.usage(config.task_id)).cpu_seconds < first.cpu_seconds + 0.1:
+        assert time.monotonic() - start < 20, "the spinning task got no CPU"
+        await asyncio.sleep(0.05)
+    (sample,) = await executor.usage(100.0 + (time.monotonic() - start))
+    assert sample["task_id"] == config.task_id and sample["cpus"] > 0 and sample["memory"] > 0
+    executor.statuses[config.task_id] = {"state": "shutdown"}
+    assert await executor.usage(200.0) == [] and not executor._usage  # stopped tasks drop out
+    await process_runtime.shutdown(config.task_id, grace=1)
