@@ -26,11 +26,12 @@ def _ref(ref: str) -> str:
 
 
 def update_note(status: dict) -> str:
-    """A service's update, in a few words, while it is worth showing (not once completed):
-    its state, and for a blue-green update which set takes the traffic."""
+    """A service's update, in a few words, while it is under way or held (not once it
+    completed or was rolled back): its state, and for a blue-green update which set takes
+    the traffic."""
     update = status.get("update") or {}
     state = update.get("state")
-    if not state or state == "completed":
+    if not state or state in ("completed", "rollback_completed"):
         return ""
     note = f"update {state}"
     if update.get("traffic") and state.startswith("rollback"):
