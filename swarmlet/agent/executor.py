@@ -41,6 +41,11 @@ UNHEALTHY_PREFIX = "container unhealthy"
 BACKEND_DRAIN = 1.0
 
 
+def _reserves(task_spec) -> bool:
+    reservations = ((task_spec.get("resources") or {}).get("reservations")) or {}
+    return bool(reservations.get("cpus") or reservations.get("memory"))
+
+
 class TaskRunner:
     def __init__(self, executor: "Executor", task_id: str, entry: dict, owned: OwnedTask | None):
         self.executor = executor
@@ -255,10 +260,13 @@ class Executor:
 
     async def usage(self, now: float) -> list[dict]:
         """Each running task's usage since the previous call (``TaskUsageSample``s): CPUs
-        busy on average, memory held. A task's first reading only sets its baseline."""
+        busy on average, memory held. A task's first reading only sets its baseline. Only
+        tasks with a reservation are measured: autoscaling targets a share of it, and a
+        node running many tasks should not ask its engine for each one's stats for nothing."""
         samples, readings = [], {}
         for task_id, status in list(self.statuses.items()):
-            if status.get("state") != TaskState.RUNNING:
+            runner = self.runners.get(task_id)
+            if status.get("state") != TaskState.RUNNING or runner is None or not _reserves(runner.spec.raw):
                 continue
             reading = await self.runtime.usage(task_id)
             if reading is None:

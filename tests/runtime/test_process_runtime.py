@@ -265,21 +265,39 @@ async def test_usage_is_the_whole_groups_cpu_time_and_memory(process_runtime, no
     assert await process_runtime.usage(config.task_id) is None
 
 
-async def test_the_executor_reports_cpus_busy_between_two_readings(process_runtime, node_id, make_config):
+async def test_the_executor_reports_cpus_busy_between_two_readings_of_tasks_with_a_reservation(process_runtime):
     from swarmlet.agent.executor import Executor
-    config = make_config(node_id, **shell("while :; do :; done"))
-    await process_runtime.prepare(config)
-    await process_runtime.start(config.task_id)
+    from swarmlet.api.session import Assignments
+
+    def entry(task_id: str, reservations: dict) -> dict:
+        return {"id": task_id, "phase": "new", "spec": {
+            "service_id": "svc-web", "service_name": "web", "stack": "", "desired_state": "running",
+            "resources": {"reservations": reservations},
+            "container": {"image": "none", "command": ["sh", "-c", "while :; do :; done"], "stop_grace_period": 1.0}}}
+
     executor = Executor(process_runtime)
-    executor.statuses[config.task_id] = {"state": "running"}  # what its runner would have published
-    start = time.monotonic()
-    assert await executor.usage(100.0) == []  # the first reading is the baseline
-    first = await process_runtime.usage(config.task_id)
-    while (await process_runtime.usage(config.task_id)).cpu_seconds < first.cpu_seconds + 0.1:
-        assert time.monotonic() - start < 20, "the spinning task got no CPU"
-        await asyncio.sleep(0.05)
-    (sample,) = await executor.usage(100.0 + (time.monotonic() - start))
-    assert sample["task_id"] == config.task_id and sample["cpus"] > 0 and sample["memory"] > 0
-    executor.statuses[config.task_id] = {"state": "shutdown"}
-    assert await executor.usage(200.0) == [] and not executor._usage  # stopped tasks drop out
-    await process_runtime.shutdown(config.task_id, grace=1)
+    await executor.start()
+    try:
+        executor.assign(Assignments(tasks=[entry("swbg-measured", {"cpus": 0.5}), entry("swbg-unreserved", {})]))
+        start = time.monotonic()
+        while not all(executor.statuses.get(t, {}).get("state") == "running"
+                      for t in ("swbg-measured", "swbg-unreserved")):
+            assert time.monotonic() - start < 20, executor.statuses
+            await asyncio.sleep(0.05)
+        assert await executor.usage(100.0) == []  # the first reading is the baseline
+        first = await process_runtime.usage("swbg-measured")
+        while (await process_runtime.usage("swbg-measured")).cpu_seconds < first.cpu_seconds + 0.1:
+            assert time.monotonic() - start < 30, "the spinning task got no CPU"
+            await asyncio.sleep(0.05)
+        (sample,) = await executor.usage(100.0 + (time.monotonic() - start))  # no reservation: not measured
+        assert sample["task_id"] == "swbg-measured" and sample["cpus"] > 0 and sample["memory"] > 0
+        executor.assign(Assignments(tasks=[]))
+        while await process_runtime.usage("swbg-measured") is not None:
+            assert time.monotonic() - start < 40, "the task did not stop"
+            await asyncio.sleep(0.05)
+        assert await executor.usage(200.0) == [] and not executor._usage  # stopped tasks drop out
+    finally:
+        for task in await process_runtime.list_owned():
+            await process_runtime.shutdown(task.task_id, grace=0)
+            await process_runtime.remove(task.task_id)
+        await executor.close()
