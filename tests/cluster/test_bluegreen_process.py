@@ -4,7 +4,8 @@ shows it (the same rule the network planes use; tests/cluster/test_overlay.py ch
 traffic itself). Before the switch both sets run and only the old one is in traffic;
 `service promote` moves it to the new set while the old set keeps running for the hold;
 `service rollback` in the hold moves it back at once, starts no process and stops the
-new set; after the hold the old set is gone. Through the CLI, as an operator would."""
+new set; after the hold the old set is gone. The deploy, `service ls` and `service
+promote` through the CLI, as an operator would."""
 from __future__ import annotations
 
 import pytest
@@ -47,7 +48,7 @@ def deploy(s: Stacks, compose: str) -> str:
 
 def test_blue_green_moves_the_running_set_in_and_out_of_traffic(make_cluster, tmp_path):
     s = Stacks(make_cluster(managers=1, workers=0), tmp_path)
-    deploy(s, stack(1))
+    s.deploy("bg", stack(1))  # the API where the CLI's output is not what is tested: each CLI start costs
     old = {t["id"] for t in s.running("bg_web", 2)}
     assert by_traffic(s) == (old, set())
 
@@ -67,7 +68,7 @@ def test_blue_green_moves_the_running_set_in_and_out_of_traffic(make_cluster, tm
     assert all(s.alive(task_id) for task_id in old)
     assert update_of(s)["state"] == "switched"
 
-    s.cluster.cli("service", "rollback", "bg_web")
+    s.api.call("POST", "/v1/services/bg_web/rollback", {})
     assert by_traffic(s)[0] == old  # at once: it was one write
     wait_until(lambda: by_traffic(s) == (old, set()) and update_of(s)["state"] == "rollback_completed", 30,
                "the new set to stop and the rollback to complete")
@@ -75,7 +76,7 @@ def test_blue_green_moves_the_running_set_in_and_out_of_traffic(make_cluster, tm
     assert not any(s.alive(task_id) for task_id in new)
 
     # After the hold the old set goes by itself (auto-promoted, a short hold).
-    deploy(s, stack(3, hold="2s", auto_promote=True))
+    s.deploy("bg", stack(3, hold="2s", auto_promote=True))
     seen_held = []
 
     def completed():
