@@ -21,7 +21,8 @@ from swarmlet.api.netplane import DataPlane, NetworkPlane
 from swarmlet.api.objects import HEARTBEAT_MISSES_ALLOWED, NANO_CPUS_PER_CPU
 from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, SESSION_PATH, Assignments, Heartbeat,
                                   HeartbeatAck, Hello, Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate,
-                                  ProtocolError, Redirect, Status, UnknownMessage, Welcome, pack, unpack)
+                                  ProtocolError, Redirect, Status, UnknownMessage, USAGE_PERIOD, Welcome, pack,
+                                  unpack)
 from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
@@ -184,6 +185,7 @@ class Agent:
                 log.info("session established with leader %s", address)
                 self._ws = ws
                 heartbeats = asyncio.ensure_future(self._heartbeats(ws))
+                usage = asyncio.ensure_future(self._report_usage(ws))
                 try:
                     if self.executor is not None:
                         self._outbox = dict(self.executor.statuses)  # the full report
@@ -199,6 +201,7 @@ class Agent:
                 finally:
                     self._ws = None
                     heartbeats.cancel()
+                    usage.cancel()
                     for stream in self._log_streams.values():
                         stream.cancel()
                     self._log_streams.clear()
@@ -208,6 +211,19 @@ class Agent:
             self._heartbeats_sent.append(time.monotonic())
             await ws.send_bytes(pack(Heartbeat()))
             await asyncio.sleep(self._period)
+
+    async def _report_usage(self, ws) -> None:
+        """Every USAGE_PERIOD, the running tasks' usage, one batch for the node."""
+        while not ws.closed and self.executor is not None:
+            try:
+                samples = await self.executor.usage(time.time())
+                if samples and not ws.closed:
+                    await ws.send_bytes(pack(Status(usage=samples)))
+            except (ConnectionError, RuntimeError) as err:
+                log.debug("usage not sent: %s", err)
+            except Exception:  # a runtime that fails to measure must not end the session
+                log.exception("measuring the tasks' usage failed")
+            await asyncio.sleep(USAGE_PERIOD)
 
     def _handle(self, message: Message) -> None:
         if isinstance(message, HeartbeatAck):

@@ -41,6 +41,11 @@ UNHEALTHY_PREFIX = "container unhealthy"
 BACKEND_DRAIN = 1.0
 
 
+def _reserves(task_spec) -> bool:
+    reservations = ((task_spec.get("resources") or {}).get("reservations")) or {}
+    return bool(reservations.get("cpus") or reservations.get("memory"))
+
+
 class TaskRunner:
     def __init__(self, executor: "Executor", task_id: str, entry: dict, owned: OwnedTask | None):
         self.executor = executor
@@ -239,6 +244,7 @@ class Executor:
         self._owned: dict[str, OwnedTask] | None = None
         self._leftovers: dict[str, str] = {}  # task ID -> stack: owned, unassigned, being removed
         self._events_task: asyncio.Task | None = None
+        self._usage: dict = {}  # task ID -> (time, TaskUsage): the previous reading
 
     async def start(self) -> None:
         events = self.runtime.events()  # before listing: no exit can fall between the two
@@ -251,6 +257,27 @@ class Executor:
             runner = self.runners.get(event.task_id)
             if runner is not None:
                 runner.on_event(event)
+
+    async def usage(self, now: float) -> list[dict]:
+        """Each running task's usage since the previous call (``TaskUsageSample``s): CPUs
+        busy on average, memory held. A task's first reading only sets its baseline. Only
+        tasks with a reservation are measured: autoscaling targets a share of it, and a
+        node running many tasks should not ask its engine for each one's stats for nothing."""
+        samples, readings = [], {}
+        for task_id, status in list(self.statuses.items()):
+            runner = self.runners.get(task_id)
+            if status.get("state") != TaskState.RUNNING or runner is None or not _reserves(runner.spec.raw):
+                continue
+            reading = await self.runtime.usage(task_id)
+            if reading is None:
+                continue
+            readings[task_id] = (now, reading)
+            before = self._usage.get(task_id)
+            if before is not None and now > before[0]:
+                cpus = max(0.0, (reading.cpu_seconds - before[1].cpu_seconds) / (now - before[0]))
+                samples.append({"task_id": task_id, "at": now, "cpus": cpus, "memory": reading.memory})
+        self._usage = readings  # tasks that stopped drop out
+        return samples
 
     def publish(self, task_id: str, status: dict) -> None:
         self.statuses[task_id] = status

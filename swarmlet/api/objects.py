@@ -74,7 +74,8 @@ class UpdateState(StrEnum):
     ROLLBACK_STARTED = "rollback_started"
     ROLLBACK_PAUSED = "rollback_paused"
     ROLLBACK_COMPLETED = "rollback_completed"
-    AWAITING_PROMOTION = "awaiting_promotion"  # canaries run beside the old tasks: `service promote`
+    AWAITING_PROMOTION = "awaiting_promotion"  # canaries (or a blue-green new set) wait for `service promote`
+    SWITCHED = "switched"  # blue-green: traffic on the new set, the old set held (out of traffic) until hold_until
 
 
 ROLLBACK_STATES = frozenset((UpdateState.ROLLBACK_STARTED, UpdateState.ROLLBACK_PAUSED, UpdateState.ROLLBACK_COMPLETED))
@@ -175,7 +176,7 @@ def is_terminal(state: str) -> bool:
 
 # What a service's tasks are not made from: scaling or changing how updates roll out
 # replaces no task (as in Swarm).
-NOT_IN_TASKS = frozenset(("replicas", "update_config", "rollback_config"))
+NOT_IN_TASKS = frozenset(("replicas", "update_config", "rollback_config", "autoscale"))
 
 
 def spec_digest(service_spec: dict) -> str:

@@ -13,7 +13,8 @@ naming the message and the other keys its fields.
 - leader -> node: ``NetworkPlaneUpdate``, the node's whole ``NetworkPlane``
   (swarmlet.api.netplane), to nodes that run the overlay data plane: at session start
   and whenever it changes, always before an assignment set that needs it.
-- node -> leader: ``Status``, task status changes (a full report at session start).
+- node -> leader: ``Status``, task status changes (a full report at session start), and
+  every ``USAGE_PERIOD`` its running tasks' usage (``usage``, for autoscaling).
 - leader -> node ``Logs`` and ``LogsCancel``; node -> leader ``Log`` (lines) and
   ``LogEnd`` (with an ``error`` when the task's output cannot be read).
 
@@ -39,6 +40,7 @@ SESSION_PATH = "/v1/dispatcher/session"
 # One message is one WebSocket frame; an assignment set carries the secrets and
 # configs its tasks use (each up to 1000 KB), so the limit is generous.
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+USAGE_PERIOD = 2.0  # how often a node reports its running tasks' usage (seconds)
 HANDSHAKE_TIMEOUT = 10.0  # for the hello, and for the welcome or redirect that answers it
 
 
@@ -91,6 +93,14 @@ class FileData(TypedDict):
 class StatusUpdate(TypedDict):
     task_id: str
     status: dict
+
+
+class TaskUsageSample(TypedDict):
+    """A running task's usage over the last period (for autoscaling)."""
+    task_id: str
+    at: float  # the node's clock
+    cpus: float  # CPUs busy on average since the previous sample (1.0 = one core)
+    memory: int  # bytes
 
 
 # -- messages -------------------------------------------------------------------------------------
@@ -152,6 +162,8 @@ class NetworkPlaneUpdate(Message):
 class Status(Message):
     TYPE = MessageType.STATUS
     updates: list[StatusUpdate] = field(default_factory=list)
+    # Every running task's usage, one batch per node every USAGE_PERIOD (may come alone).
+    usage: list[TaskUsageSample] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

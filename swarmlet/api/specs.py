@@ -37,6 +37,16 @@ DEFAULT_UPDATE_MAX_FAILURE_RATIO = 0.0
 DEFAULT_UPDATE_ORDER = "stop-first"
 DEFAULT_UPDATE_CANARY = 0  # new tasks started beside the old ones before the rollout goes on
 DEFAULT_UPDATE_AUTO_PROMOTE = False  # canaries wait for `service promote`
+DEFAULT_UPDATE_BLUE_GREEN = False  # a whole new set, out of traffic until the switch
+# After a blue-green switch the old set keeps running, out of traffic, this long (for an
+# instant switch back), then goes: Argo Rollouts' scaleDownDelaySeconds default.
+DEFAULT_UPDATE_HOLD = 30.0
+
+# Autoscaling (Compose `deploy.x-autoscale`), Kubernetes' HPA defaults: a scale-up acts on
+# the latest recommendation, a scale-down on the highest of the last 5 minutes.
+DEFAULT_AUTOSCALE_MIN_REPLICAS = 1
+DEFAULT_AUTOSCALE_SCALE_UP_WINDOW = 0.0
+DEFAULT_AUTOSCALE_SCALE_DOWN_WINDOW = 300.0
 
 DEFAULT_MAX_REPLICAS_PER_NODE = 0  # 0 = no limit
 DEFAULT_STOP_GRACE_PERIOD = 10.0
@@ -149,6 +159,20 @@ class ResourceRequirements(SpecBase):
 
 
 @dataclass(frozen=True)
+class Autoscale(SpecBase):
+    """A replicated service's replica count from its tasks' usage (swarmlet/manager/autoscale.py).
+    A target is a utilisation of the tasks' reservation, in percent (Kubernetes'
+    averageUtilization): 70 = each task uses 70 % of the CPUs (or memory) it reserves."""
+
+    max_replicas: int
+    min_replicas: int = DEFAULT_AUTOSCALE_MIN_REPLICAS
+    target_cpu_percent: float | None = None
+    target_memory_percent: float | None = None
+    scale_up_window: float = DEFAULT_AUTOSCALE_SCALE_UP_WINDOW  # seconds
+    scale_down_window: float = DEFAULT_AUTOSCALE_SCALE_DOWN_WINDOW  # seconds
+
+
+@dataclass(frozen=True)
 class RestartPolicy(SpecBase):
     condition: str = DEFAULT_RESTART_CONDITION
     delay: float = DEFAULT_RESTART_DELAY
@@ -164,9 +188,12 @@ class UpdateConfig(SpecBase):
     monitor: float = DEFAULT_UPDATE_MONITOR
     max_failure_ratio: float = DEFAULT_UPDATE_MAX_FAILURE_RATIO
     order: str = DEFAULT_UPDATE_ORDER
-    # swarmlet's extensions (Compose `x-canary`, `x-auto-promote`; update_config only)
+    # swarmlet's extensions (Compose `x-canary`, `x-auto-promote`, `x-blue-green`, `x-hold`;
+    # update_config only)
     canary: int = DEFAULT_UPDATE_CANARY
     auto_promote: bool = DEFAULT_UPDATE_AUTO_PROMOTE
+    blue_green: bool = DEFAULT_UPDATE_BLUE_GREEN
+    hold: float = DEFAULT_UPDATE_HOLD  # seconds
 
 
 @dataclass(frozen=True)
@@ -308,6 +335,7 @@ class ServiceSpec(SpecBase):
     rollback_config: UpdateConfig = field(default_factory=UpdateConfig)
     depends_on: dict[str, str] = field(default_factory=dict)  # service -> condition
     force_update: int = 0  # `service update --force` counts it up: a new spec, so every task is replaced
+    autoscale: Autoscale | None = None  # Compose `deploy.x-autoscale`: replicas follow usage
 
 
 @dataclass(frozen=True)

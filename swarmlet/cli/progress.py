@@ -18,8 +18,10 @@ A service fails when:
   policy ``none``, ``max_attempts`` reached),
 - a task stayed pending with an explanation from the scheduler for ``pending_timeout``.
 
-A service whose update holds on canaries (``awaiting_promotion``) ends the wait too, as
-held: the CLI says so and exits 0.
+A service whose update holds on canaries or a blue-green new set (``awaiting_promotion``)
+ends the wait too, as held, and so does a blue-green update once its traffic switched
+(``switched``: the old set is kept, out of traffic, for its hold time): the CLI says so
+and exits 0.
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ class ServiceProgress:
     note: str = ""
     failure: str | None = None
     held: bool = False  # its update waits on canaries for `service promote`: done waiting, not converged
+    held_as: str = "waiting for promotion"  # what it is held for, as the CLI says it
 
     @property
     def unit(self) -> str:
@@ -125,9 +128,11 @@ class Assessor:
                 progress.note = f"{'rollback' if update['state'] == 'rollback_started' else 'update'}: " \
                                 "watching the new tasks (monitor)"
             progress.converged = False
-        if update.get("state") == "awaiting_promotion" and update.get("digest") == digest:
+        if update.get("state") in ("awaiting_promotion", "switched") and update.get("digest") == digest:
             progress.converged = progress.held = True
             progress.note = update.get("message", "")
+            if update["state"] == "switched":
+                progress.held_as = "traffic switched to the new set, the old set held"
         progress.failure = self._failure(service, tasks, slots, now, is_job)
         if progress.failure:
             progress.converged = False
@@ -240,9 +245,10 @@ def wait_converged(snapshot: Callable[[], tuple[list[dict], list[dict]]], what: 
                 raise click.ClickException(f"{name} failed:\n" + "\n".join(f"  {i.name}: {i.failure}" for i in failures))
             if all(i.converged for i in items):
                 held = [i for i in items if i.held]
-                if held:
-                    click.echo(f"{name}: waiting for promotion:\n" + "\n".join(f"  {i.line()}" for i in held))
-                else:
+                for held_as in dict.fromkeys(i.held_as for i in held):
+                    click.echo(f"{name}: {held_as}:\n" + "\n".join(f"  {i.line()}" for i in held
+                                                                  if i.held_as == held_as))
+                if not held:
                     click.echo(f"{name}: converged")
                 return
             if now > deadline:

@@ -25,6 +25,24 @@ def _ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
+def update_note(status: dict) -> str:
+    """A service's update, in a few words, while it is under way or held (not once it
+    completed or was rolled back): its state, and for a blue-green update which set takes
+    the traffic."""
+    update = status.get("update") or {}
+    state = update.get("state")
+    if not state or state in ("completed", "rollback_completed"):
+        return ""
+    note = f"update {state}"
+    if update.get("traffic") and state.startswith("rollback"):
+        note += ", traffic back on the old set"  # the spec gone back to is the rollback's "new" one
+    elif update.get("traffic"):
+        note += f", traffic on the {update['traffic']} set"
+        if state == "switched" and update.get("hold_until"):
+            note += f", old set held until {datetime.fromtimestamp(update['hold_until'], timezone.utc):%H:%M:%S}Z"
+    return note
+
+
 def emit_services(output_format: str, client: Client, services: list[dict]) -> None:
     """Services with running/desired tasks; a job's REPLICAS (and its JSON ``completed``)
     counts the slots whose task completed."""
@@ -39,7 +57,8 @@ def emit_services(output_format: str, client: Client, services: list[dict]) -> N
 
     def row(s: dict) -> list:
         done = f"{s['completed']}/{s['replicas']} completed" if "completed" in s else f"{s['running']}/{s['replicas']}"
-        return [s["id"][:12], s["name"], s["mode"], done, s["image"], (s.get("status") or {}).get("message", "")]
+        status = s.get("status") or {}
+        return [s["id"][:12], s["name"], s["mode"], done, s["image"], status.get("message") or update_note(status)]
     emit(output_format, services, SERVICE_COLUMNS, row)
 
 
@@ -276,7 +295,12 @@ def _secret_ref(value: str) -> dict:
 @click.option("--update-max-failure-ratio", type=click.FloatRange(0, 1))
 @click.option("--update-order", type=click.Choice(["stop-first", "start-first"]))
 @click.option("--canary", type=click.IntRange(min=0), help="New tasks started beside the old ones first (x-canary).")
-@click.option("--auto-promote/--no-auto-promote", default=None, help="Promote healthy canaries by themselves.")
+@click.option("--auto-promote/--no-auto-promote", default=None,
+              help="Promote healthy canaries (or switch to a healthy blue-green set) by themselves.")
+@click.option("--blue-green/--no-blue-green", default=None,
+              help="Start a whole new set out of traffic; `service promote` switches traffic to it (x-blue-green).")
+@click.option("--hold", callback=_duration,
+              help="Blue-green: keep the old set, out of traffic, this long after the switch (x-hold, e.g. 10m).")
 @click.option("--rollback-parallelism", type=click.IntRange(min=0))
 @click.option("--rollback-delay", callback=_duration)
 @click.option("--rollback-failure-action", type=click.Choice(["pause", "continue"]))
@@ -290,7 +314,7 @@ def _secret_ref(value: str) -> dict:
 @client_options
 def service_update(ref, image, env_add, env_rm, replicas, force, secret_add, secret_rm, update_parallelism, update_delay,
                    update_failure_action, update_monitor, update_max_failure_ratio, update_order, canary, auto_promote,
-                   rollback_parallelism, rollback_delay, rollback_failure_action, rollback_monitor,
+                   blue_green, hold, rollback_parallelism, rollback_delay, rollback_failure_action, rollback_monitor,
                    rollback_max_failure_ratio, rollback_order, dry_run, output_format, detach, timeout, host,
                    context_dir):
     """Change one service as `docker service update` does, then wait with progress until
@@ -313,7 +337,8 @@ def service_update(ref, image, env_add, env_rm, replicas, force, secret_add, sec
     update_config = _config_changes({"parallelism": update_parallelism, "delay": update_delay,
                                      "failure_action": update_failure_action, "monitor": update_monitor,
                                      "max_failure_ratio": update_max_failure_ratio, "order": update_order,
-                                     "canary": canary, "auto_promote": auto_promote})
+                                     "canary": canary, "auto_promote": auto_promote, "blue_green": blue_green,
+                                     "hold": hold})
     rollback_config = _config_changes({"parallelism": rollback_parallelism, "delay": rollback_delay,
                                        "failure_action": rollback_failure_action, "monitor": rollback_monitor,
                                        "max_failure_ratio": rollback_max_failure_ratio, "order": rollback_order})

@@ -22,6 +22,25 @@ def _update_config(section: dict) -> specs.UpdateConfig:
         order=section.get("order", specs.DEFAULT_UPDATE_ORDER),
         canary=section.get("x-canary", specs.DEFAULT_UPDATE_CANARY),
         auto_promote=section.get("x-auto-promote", specs.DEFAULT_UPDATE_AUTO_PROMOTE),
+        blue_green=section.get("x-blue-green", specs.DEFAULT_UPDATE_BLUE_GREEN),
+        hold=_seconds(section.get("x-hold"), specs.DEFAULT_UPDATE_HOLD),
+    )
+
+
+def _percent(value: int | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _autoscale(section: dict | None) -> specs.Autoscale | None:
+    if section is None:
+        return None
+    return specs.Autoscale(
+        min_replicas=section.get("min_replicas", specs.DEFAULT_AUTOSCALE_MIN_REPLICAS),
+        max_replicas=section["max_replicas"],
+        target_cpu_percent=_percent(section.get("target_cpu_percent")),
+        target_memory_percent=_percent(section.get("target_memory_percent")),
+        scale_up_window=_seconds(section.get("scale_up_window"), specs.DEFAULT_AUTOSCALE_SCALE_UP_WINDOW),
+        scale_down_window=_seconds(section.get("scale_down_window"), specs.DEFAULT_AUTOSCALE_SCALE_DOWN_WINDOW),
     )
 
 
@@ -140,6 +159,7 @@ def build_service(name: str, service: dict, services: dict, stack_volumes: dict)
         endpoint=specs.EndpointSpec(mode=deploy.get("endpoint_mode", specs.DEFAULT_ENDPOINT_MODE),
                                     ports=[specs.PortConfig(**port) for port in service.get("ports", [])]),
         update_config=_update_config(deploy.get("update_config", {})),
+        autoscale=_autoscale(deploy.get("x-autoscale")),
         rollback_config=_update_config(deploy.get("rollback_config", {})),
         depends_on={dep: options["condition"] for dep, options in service.get("depends_on", {}).items()
                     if dep in services},

@@ -74,11 +74,24 @@ _UPDATE = {
     "max_failure_ratio": f.ratio,
     "order": f.choice(*specs.UPDATE_ORDERS),
 }
-# swarmlet's extensions of update_config (Nomad's canary and auto_promote), as `x-` fields
-# so that the file stays valid Compose (docs/orchestration.md, "Canaries and blue-green").
+# swarmlet's extensions of update_config (Nomad's canary, auto_promote and blue-green), as
+# `x-` fields so that the file stays valid Compose (docs/orchestration.md, "Canaries and
+# blue-green").
 _UPDATE_EXTENSIONS = {
     "x-canary": f.integer(),
     "x-auto-promote": f.boolean,
+    "x-blue-green": f.boolean,
+    "x-hold": f.duration,
+}
+
+# swarmlet's autoscaling (Kubernetes' HPA), an `x-` field of `deploy` (docs/orchestration.md, "Autoscaling").
+_AUTOSCALE = {
+    "min_replicas": f.integer(minimum=1),
+    "max_replicas": f.integer(minimum=1),
+    "target_cpu_percent": f.integer(minimum=1),
+    "target_memory_percent": f.integer(minimum=1),
+    "scale_up_window": f.duration,
+    "scale_down_window": f.duration,
 }
 
 _DEPLOY = {
@@ -101,6 +114,7 @@ _DEPLOY = {
     }),
     "update_config": f.section({**_UPDATE, **_UPDATE_EXTENSIONS}),
     "rollback_config": f.section({**_UPDATE, "failure_action": f.choice(*specs.ROLLBACK_FAILURE_ACTIONS)}),
+    "x-autoscale": f.section(_AUTOSCALE),
 }
 
 
@@ -121,5 +135,36 @@ def deploy(ctx: FileContext, path: Path_, value: Any) -> dict | None:
         if "max_replicas_per_node" in section.get("placement", {}):
             ctx.warn(path + ("placement", "max_replicas_per_node"),
                      f"max_replicas_per_node has no effect with mode {section['mode']}: one task per node")
+    _check_blue_green(ctx, path + ("update_config",), section.get("update_config") or {})
+    if "x-autoscale" in section:
+        _check_autoscale(ctx, path, section)
     _warn_what_is_not_done_yet(ctx, path, section)
     return section
+
+
+def _check_blue_green(ctx: FileContext, path: Path_, update: dict) -> None:
+    if update.get("x-blue-green") and update.get("x-canary"):
+        ctx.error(path + ("x-canary",), "x-canary cannot be used with x-blue-green: a blue-green update starts "
+                                        "the whole new set beside the old one (drop one of them)")
+    if "x-hold" in update and not update.get("x-blue-green"):
+        ctx.warn(path + ("x-hold",), "x-hold has no effect without x-blue-green: true")
+
+
+def _check_autoscale(ctx: FileContext, path: Path_, section: dict) -> None:
+    """A replicated service, bounds in order, a target, and the reservation it is a share of."""
+    autoscale, where = section["x-autoscale"], path + ("x-autoscale",)
+    if section.get("mode", specs.DEFAULT_SERVICE_MODE) != "replicated":
+        ctx.error(where, f"x-autoscale applies to replicated services only, not mode {section['mode']}")
+    if "max_replicas" not in autoscale:
+        ctx.error(where, "x-autoscale needs max_replicas")
+    elif autoscale["max_replicas"] < autoscale.get("min_replicas", specs.DEFAULT_AUTOSCALE_MIN_REPLICAS):
+        ctx.error(where + ("max_replicas",), f"max_replicas {autoscale['max_replicas']} is below min_replicas "
+                                             f"{autoscale.get('min_replicas', specs.DEFAULT_AUTOSCALE_MIN_REPLICAS)}")
+    targets = [key for key in ("target_cpu_percent", "target_memory_percent") if key in autoscale]
+    if not targets:
+        ctx.error(where, "x-autoscale needs target_cpu_percent or target_memory_percent")
+    reservations = (section.get("resources") or {}).get("reservations") or {}
+    for key, resource in (("target_cpu_percent", "cpus"), ("target_memory_percent", "memory")):
+        if key in autoscale and not reservations.get(resource):
+            ctx.error(where + (key,), f"{key} is a share of the tasks' reservation: set "
+                                      f"deploy.resources.reservations.{resource}")

@@ -24,6 +24,7 @@ _CONFIG_FIELDS = {
     "parallelism": int, "delay": (int, float), "failure_action": str, "monitor": (int, float),
     "max_failure_ratio": (int, float), "order": str,
 }
+_EXTENSION_FIELDS = {"canary": int, "auto_promote": bool, "blue_green": bool, "hold": (int, float)}
 UPDATE_CHANGE_KEYS = ("image", "env_add", "env_rm", "replicas", "force", "update_config", "rollback_config",
                       "secret_add", "secret_rm")
 _FILE_REF_FIELDS = {"source": str, "target": str, "uid": str, "gid": str, "mode": int}
@@ -76,8 +77,8 @@ def _config(current: Mapping, changes: Any, what: str, actions: tuple[str, ...])
     config = dict(current)
     for key, value in changes.items():
         kind = _CONFIG_FIELDS.get(key)
-        if kind is None and what == "update_config" and key in ("canary", "auto_promote"):
-            kind = int if key == "canary" else bool
+        if kind is None and what == "update_config":  # swarmlet's extensions
+            kind = _EXTENSION_FIELDS.get(key)
         if kind is None:
             raise Invalid(f"{what}: unknown field {key!r}; expected one of {', '.join(_CONFIG_FIELDS)}")
         if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
@@ -88,9 +89,12 @@ def _config(current: Mapping, changes: Any, what: str, actions: tuple[str, ...])
             raise Invalid(f"{what}.order: {value!r}; expected one of {', '.join(specs.UPDATE_ORDERS)}")
         if key == "max_failure_ratio" and not 0 <= value <= 1:
             raise Invalid(f"{what}.max_failure_ratio: {value!r}; expected a ratio from 0 to 1")
-        if key in ("parallelism", "delay", "monitor", "canary") and value < 0:
+        if key in ("parallelism", "delay", "monitor", "canary", "hold") and value < 0:
             raise Invalid(f"{what}.{key}: {value!r}; expected 0 or more")
-        config[key] = float(value) if key in ("delay", "monitor", "max_failure_ratio") else value
+        config[key] = float(value) if key in ("delay", "monitor", "max_failure_ratio", "hold") else value
+    if config.get("blue_green") and config.get("canary"):
+        raise Invalid(f"{what}: canary and blue_green cannot be used together (a blue-green update starts the "
+                      "whole new set beside the old one)")
     return config
 
 

@@ -29,6 +29,7 @@ from swarmlet.api.views import Cluster, Node, manager_api_addresses
 from swarmlet.ca import ROLE_MANAGER, NodeCertStore, identity_of
 from swarmlet.manager.admins import AdminCerts, admin_record
 from swarmlet.manager.autolock import Autolock
+from swarmlet.manager.autoscaler import Autoscaler
 from swarmlet.manager.caservice import CAService, serial_of
 from swarmlet.manager.configs import ConfigService
 from swarmlet.manager.controlapi.server import build_app
@@ -91,7 +92,9 @@ class Manager:
         self.metrics = ManagerMetrics(self, node_metrics or NodeMetrics(config.node_id, config.role))
         self.store.observe_apply = self.metrics.apply_seconds.observe
         self.store.observe_commit = lambda seconds, outcome: self.metrics.commit_seconds.labels(outcome).observe(seconds)
-        self._leader_loops = (self.dispatcher, self.orchestrator, self.scheduler)
+        self.autoscaler = Autoscaler(self.store)
+        self.dispatcher.usage_sink = self.autoscaler.record
+        self._leader_loops = (self.dispatcher, self.orchestrator, self.scheduler, self.autoscaler)
         self._runner: web.AppRunner | None = None
 
     async def backup(self) -> bytes:

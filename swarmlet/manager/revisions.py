@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from swarmlet.api.errors import Invalid, NotFound
-from swarmlet.api.objects import STACK_NAMESPACE_LABEL, UpdateState, spec_digest
+from swarmlet.api.objects import STACK_NAMESPACE_LABEL, spec_digest
+from swarmlet.api.traffic import rollback_update
 from swarmlet.api.views import StackRevision, StoredObject
 from swarmlet.node.config import new_id
 from swarmlet.store.state import PREVIOUS_SPEC
@@ -116,8 +117,8 @@ def rollback_ops(stack: str, target: StackRevision, existing: Mapping[str, list[
         if current is None:
             ops.append({"op": "create", "kind": "service", "id": new_id(), "spec": spec, "status": {}})
         elif current.raw["spec"] != spec:
-            update = {"digest": spec_digest(spec), "state": UpdateState.ROLLBACK_STARTED, "started_at": now,
-                      "message": f"stack rollback to revision {target.number}"}
+            update = rollback_update((current.raw.get("status") or {}).get("update"), spec_digest(spec), now,
+                                     f"stack rollback to revision {target.number}")
             ops.append({"op": "update", "kind": "service", "id": current.id, "version": current.version,
                         "spec": spec, PREVIOUS_SPEC: current.raw["spec"],
                         "status": dict(current.raw.get("status") or {}, update=update)})

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+import time
 from collections import Counter
 from typing import Callable, Mapping
 
@@ -23,8 +25,10 @@ from swarmlet.api.ipam import DATA_PLANE_OVERLAY, OVERLAY_DRIVER, AddressPool
 from swarmlet.api.limits import Limits
 from swarmlet.api.names import check_stack_names
 from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, CLUSTER_ID, MAX_OUTCOME_LENGTH, STACK_NAMESPACE_LABEL,
-                                  DesiredState, ServiceMode, TaskState, UpdateState, spec_digest)
+                                  ROLLBACK_STATES, DesiredState, NodeState, ServiceMode, TaskState, UpdateState,
+                                  spec_digest)
 from swarmlet.api.references import resolve
+from swarmlet.api.traffic import in_traffic, rollback_update, switched
 from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StackRevision, StoredObject, Task
 from swarmlet.manager import changes, revisions
 from swarmlet.manager.allocator import (AddressBook, assign_published_ports, ingress_network, ingress_ports,
@@ -318,14 +322,15 @@ def check_services(limits: Limits, before: Specs, after: Specs, nodes: int) -> N
 
 # -- views ---------------------------------------------------------------------------------------------
 
-def task_public(task: Task) -> dict:
+def task_public(task: Task, traffic: bool | None = None) -> dict:
+    """``traffic``: whether the task takes its service's traffic (``api.traffic.in_traffic``)."""
     spec, status = task.spec, task.status
     return {"id": task.id, "service_id": spec.service_id, "service_name": spec.service_name,
             "stack": spec.stack, "slot": spec.slot, "node_id": spec.node_id,
             "desired_state": spec.desired_state, "state": task.raw["status"].get("state"), "message": status.message,
             "err": status.err, "exit_code": status.exit_code, "timestamp": status.timestamp,
             "spec_digest": spec.spec_digest, "image": spec.raw["container"]["image"], "created_at": task.created_at,
-            "network_addresses": dict(spec.network_addresses)}
+            "network_addresses": dict(spec.network_addresses), "in_traffic": traffic}
 
 
 def service_public(service: Service, tasks: list[Task], networks: list[Network] = ()) -> dict:
@@ -483,7 +488,13 @@ class StackApi:
         service_id = self.resolve_service(service_ref).id if service_ref else None
         candidates = self.store.list(Task) if service_id is None else self.store.select(Task, service_id=service_id)
         tasks = [t for t in candidates if stack is None or t.spec.stack == stack]
-        return [task_public(t) for t in sorted(tasks, key=lambda t: (t.spec.service_name, t.spec.slot or 0,
+        updates = {s.id: s.status.get("update") for s in self.store.list(Service)}
+        live = {n.id for n in self.store.list(Node) if n.status.state != NodeState.DOWN}
+
+        def traffic(task: Task) -> bool:
+            return in_traffic(task.raw["spec"], task.raw.get("status") or {}, updates.get(task.spec.service_id),
+                              node_live=task.spec.node_id in live)
+        return [task_public(t, traffic(t)) for t in sorted(tasks, key=lambda t: (t.spec.service_name, t.spec.slot or 0,
                                                                       t.created_at))]
 
     async def scale(self, ref: str, replicas: int) -> dict:
@@ -532,20 +543,35 @@ class StackApi:
             previous = service.previous_spec
             if not previous:
                 raise Invalid(f"service {service.name} has no previous spec to roll back to (it was never updated)")
-            update = {"digest": spec_digest(previous), "state": UpdateState.ROLLBACK_STARTED, "started_at": now,
-                      "message": "manually requested rollback"}
+            update = rollback_update(service.status.get("update"), spec_digest(previous), now,
+                                     "manually requested rollback")
             return [{"op": "update", "kind": "service", "id": service.id, "version": service.version,
                      "spec": previous, PREVIOUS_SPEC: service.raw_spec, "status": dict(service.status, update=update)}]
         await retry_on_conflict(self.store, make_ops)
         return self.service(ref)
 
-    async def promote_service(self, ref: str) -> dict:
-        """Let an update held on its canaries go on (``auto_promote`` does it by itself)."""
+    async def promote_service(self, ref: str, now: float | None = None) -> dict:
+        """Let an update held on its canaries go on, or switch a blue-green update's traffic
+        to its new set (``auto_promote`` does either by itself)."""
+        now = time.time() if now is None else now
+
         def make_ops() -> list[dict]:
             service = self.resolve_service(ref)
             update = dict(service.status.get("update") or {})
-            canary = service.spec.update_config.canary
-            if (not canary or update.get("digest") != spec_digest(service.raw_spec)
+            config = service.spec.update_config
+            current = update.get("digest") == spec_digest(service.raw_spec)
+            if current and update.get("blue_green") and update.get("state") not in ROLLBACK_STATES:
+                if update.get("promoted"):
+                    return []
+                if update.get("state") != UpdateState.AWAITING_PROMOTION:
+                    raise Invalid(f"service {service.name}: the new set of its blue-green update is not ready to "
+                                  f"take traffic yet (update state {update.get('state')}: "
+                                  f"{update.get('message', '')}); nothing was changed")
+                update = switched(update, config.hold, now)
+                return [{"op": "update", "kind": "service", "id": service.id, "version": service.version,
+                         "status": dict(service.status, update=update)}]
+            canary = config.canary
+            if (not canary or not current
                     or update.get("state") not in (UpdateState.UPDATING, UpdateState.AWAITING_PROMOTION)):
                 raise Invalid(f"service {service.name} has no canaries to promote (update state "
                               f"{update.get('state') or 'none'}, x-canary {canary})")

@@ -305,6 +305,15 @@ def _host_memory() -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class TaskUsage:
+    """A running task's usage as its runtime measures it: CPU time is cumulative (the
+    executor turns two readings into a rate), memory is what it holds now."""
+
+    cpu_seconds: float
+    memory: int  # bytes
+
+
 class Runtime(abc.ABC):
     """What the agent drives; one instance per node. Tasks are addressed by task ID."""
 
@@ -360,6 +369,11 @@ class Runtime(abc.ABC):
     async def remove_volumes(self, names: set[str]) -> list[str]:
         """Remove these named volumes where no container uses them; returns the names removed."""
         return []
+
+    async def usage(self, task_id: str) -> TaskUsage | None:
+        """What the running task has used so far (for autoscaling); None when this runtime
+        cannot tell or the task does not run."""
+        return None
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[RuntimeEvent]:

@@ -48,6 +48,7 @@ from swarmlet.runtime.base import (
     EventKind,
     ExitStatus,
     HealthCheck,
+    TaskUsage,
     HealthStatus,
     NodeDescription,
     OwnedTask,
@@ -87,6 +88,28 @@ def process_start_time(pid: int) -> int | None:
     # The command name (field 2) is in parentheses and may hold spaces: split after it.
     fields_after_name = stat.rpartition(")")[2].split()
     return int(fields_after_name[19])
+
+
+def process_group_usage(pgid: int) -> TaskUsage | None:
+    """The CPU time (user + system, of every process in the group, and of the children
+    they waited for) and resident memory of a process group, from /proc; None when no
+    process of the group is left."""
+    ticks, page = os.sysconf("SC_CLK_TCK"), os.sysconf("SC_PAGE_SIZE")
+    cpu, rss, found = 0, 0, False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rpartition(")")[2].split()  # field 3 (state) onwards
+        if int(fields[2]) != pgid:
+            continue
+        found = True
+        cpu += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        rss += int(fields[21]) * page
+    return TaskUsage(cpu_seconds=cpu / ticks, memory=rss) if found else None
 
 
 def _now() -> str:
@@ -316,6 +339,12 @@ class ProcessRuntime(Runtime):
         )
         self._save(record)
         return record
+
+    async def usage(self, task_id: str) -> TaskUsage | None:
+        record = self._load(task_id)
+        if not record or not record.get("pid") or process_start_time(record["pid"]) != record.get("pid_start_time"):
+            return None
+        return await asyncio.to_thread(process_group_usage, record["pid"])
 
     async def wait(self, task_id: str) -> ExitStatus:
         record = self._adopt(self._require(task_id))

@@ -466,6 +466,87 @@ def test_a_partitioned_workers_task_leaves_discovery_and_the_mesh_once_it_is_dow
     app.wait_running("app_web", 2)
 
 
+# -- blue-green (issue 11) ------------------------------------------------------------------------------------
+
+BLUE_GREEN_PORT = 18090
+SWITCH_LIMIT = 1.0  # from the API's answer to every node forwarding to the other set (a plane change)
+
+
+def blue_green_stack(generation: int, hold: str = "60s", auto_promote: bool = False) -> str:
+    return f"""
+        services:
+          web:
+            image: swarmlet-test/busybox:1
+            command: {HTTPD}
+            ports: ["{BLUE_GREEN_PORT}:8080"]
+            networks: [front]
+            environment: {{GENERATION: "{generation}"}}
+            deploy:
+              replicas: 2
+              placement: {{constraints: ["node.role == worker"]}}
+              update_config: {{monitor: 1s, x-blue-green: true, x-hold: {hold},
+                               x-auto-promote: {str(auto_promote).lower()}}}
+        networks:
+          front: {{}}
+    """
+
+
+def test_blue_green_traffic_moves_only_at_promote_and_back_at_once_on_rollback_and_the_old_set_goes_after_the_hold(app):
+    """Through the published port from the client namespace (the mesh, every node): only
+    v1 answers while v2 starts beside it, only v2 right after `service promote`, only v1
+    again right after `service rollback` in the hold (no container started), and after a
+    hold the old set is gone."""
+    def update() -> dict:
+        return next(s for s in app.api.call("GET", "/v1/services") if s["name"] == "bg_web")["status"].get("update") or {}
+
+    def answers(probe: Probe, since: float) -> set[str]:
+        return {line["body"] for line in after(probe.http(), since)}
+
+    app.deploy(blue_green_stack(1), "bg")
+    try:
+        v1 = app.wait_running("bg_web", 2)
+        v1_ids, v1_names = {t["id"] for t in v1}, {app.hostname(t) for t in v1}
+        with app.probe(None, http=[[address, BLUE_GREEN_PORT] for address in app.addresses()]) as probe:
+            wait_until(lambda: answers(probe, 0) == v1_names, 20, "the mesh to reach both v1 tasks")
+            started = time.time()
+            app.deploy(blue_green_stack(2), "bg")
+            wait_until(lambda: update().get("state") == "awaiting_promotion", 60, "the new set to be ready")
+            v2 = [t for t in app.wait_running("bg_web", 4) if t["id"] not in v1_ids]
+            v2_names = {app.hostname(t) for t in v2}
+            ready = time.time()
+            wait_until(lambda: len(after(probe.http(), ready)) > 20, 10, "requests while both sets run")
+            assert answers(probe, started) == v1_names  # the new set runs and takes nothing
+
+            app.api.call("POST", "/v1/services/bg_web/promote", {})
+            switched = time.time()
+            wait_until(lambda: len(after(probe.http(), switched + SWITCH_LIMIT)) > 20, 15, "requests after the switch")
+            assert answers(probe, switched + SWITCH_LIMIT) == v2_names
+            assert update()["state"] == "switched"
+            assert v1_ids <= {t["id"] for t in app.tasks("bg_web")}  # held: still running, out of traffic
+
+            app.api.call("POST", "/v1/services/bg_web/rollback", {})
+            back = time.time()
+            wait_until(lambda: len(after(probe.http(), back + SWITCH_LIMIT)) > 20, 15, "requests after the rollback")
+            assert answers(probe, back + SWITCH_LIMIT) == v1_names
+            wait_until(lambda: update().get("state") == "rollback_completed", 30, "the rollback to complete")
+            assert {t["id"] for t in app.wait_running("bg_web", 2)} == v1_ids  # no container was started
+        assert not probe.failures(), probe.failures()[:5]
+
+        # A short hold, auto-promoted: the old set goes by itself once it is over.
+        app.deploy(blue_green_stack(3, hold="3s", auto_promote=True), "bg")
+        wait_until(lambda: update().get("state") == "switched", 60, "the automatic switch")
+        assert v1_ids <= {t["id"] for t in app.tasks("bg_web")}
+        wait_until(lambda: update().get("state") == "completed", 30, "the hold to run out")
+        v3 = app.wait_running("bg_web", 2)
+        assert not {t["id"] for t in v3} & v1_ids
+        wait_until(lambda: not [t for t in app.api.call("GET", "/v1/tasks") if t["id"] in v1_ids
+                                and t["state"] == "running"], 20, "the old set to stop")
+    finally:
+        app.api.call("DELETE", "/v1/stacks/bg")
+        wait_until(lambda: not [t for t in app.api.call("GET", "/v1/tasks") if t["service_name"] == "bg_web"
+                                and t["state"] == "running"], 60, "the blue-green stack's tasks to stop")
+
+
 # -- issue 10 on this stack: `swarmlet chaos run --service` through the mesh -------------------------------
 # On this module's stack rather than one of its own: removing a stack and deploying the
 # next at once left the next one's tasks failing on the workers (the first stack's

@@ -193,6 +193,25 @@ def test_update_extensions_are_parsed_and_checked(tmp_path):
     assert "update_config.x-canary" in str(raised.value)
 
 
+def test_blue_green_extensions_are_parsed_and_checked(tmp_path):
+    result = load(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n"
+                            "      update_config: {x-blue-green: true, x-hold: 10m, x-auto-promote: true}\n")
+    update = result.stack.services["web"].update_config
+    assert (update.blue_green, update.hold, update.auto_promote) == (True, 600.0, True) and not result.warnings
+    default = load(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n      update_config: {x-blue-green: true}\n")
+    assert default.stack.services["web"].update_config.hold == 30.0
+    with pytest.raises(ComposeError) as raised:
+        load(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n"
+                       "      update_config: {x-blue-green: true, x-canary: 1}\n")
+    assert "update_config.x-canary" in str(raised.value) and "x-blue-green" in str(raised.value)
+    for bad in ("x-hold: soon", "x-blue-green: maybe"):
+        with pytest.raises(ComposeError) as raised:
+            load(tmp_path, f"services:\n  web:\n    image: x\n    deploy:\n      update_config: {{{bad}}}\n")
+        assert f"update_config.{bad.split(':')[0]}" in str(raised.value)
+    alone = load(tmp_path, "services:\n  web:\n    image: x\n    deploy:\n      update_config: {x-hold: 1m}\n")
+    assert any("x-hold has no effect without x-blue-green" in w for w in alone.warnings)
+
+
 def test_swarmkit_endpoint_checks(tmp_path):
     issues = issues_of(tmp_path, "services:\n  web:\n    image: x\n    ports: ['80:80', '80:81']\n"
                                  "  dns:\n    image: x\n    ports: ['53:53']\n    deploy: {endpoint_mode: dnsrr}\n")

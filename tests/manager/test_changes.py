@@ -43,6 +43,8 @@ async def test_service_changes_are_applied_like_docker_service_update():
     assert new["container"]["image"] == "b" and new["container"]["env"] == {"B": "2", "C": "3"}
     assert new["replicas"] == 4 and new["update_config"]["parallelism"] == 2
     assert new["update_config"]["failure_action"] == "rollback" and new["rollback_config"]["monitor"] == 1.0
+    blue_green = apply_service_changes(spec, {"update_config": {"blue_green": True, "hold": 90}})["update_config"]
+    assert (blue_green["blue_green"], blue_green["hold"]) == (True, 90.0)
     forced = apply_service_changes(spec, {"force": True})
     assert spec_digest(forced) != spec_digest(apply_service_changes(spec, {}))  # every task is replaced
 
@@ -56,6 +58,9 @@ async def test_service_changes_are_applied_like_docker_service_update():
     ({"update_config": {"max_failure_ratio": 2}}, "max_failure_ratio: 2; expected a ratio from 0 to 1"),
     ({"update_config": {"paralelism": 2}}, "update_config: unknown field 'paralelism'"),
     ({"env_add": {"A": 1}}, "env_add must map names to string values"),
+    ({"update_config": {"blue_green": True, "canary": 1}}, "canary and blue_green cannot be used together"),
+    ({"update_config": {"hold": -1}}, "update_config.hold: -1; expected 0 or more"),
+    ({"update_config": {"blue_green": "yes"}}, "update_config.blue_green: 'yes' is not a valid value"),
 ])
 async def test_bad_changes_are_refused_naming_what_is_wrong_and_change_nothing(store, changes, complaint):
     api = StackApi(store)

@@ -2,6 +2,12 @@
 store that the manager's own deploy, orchestrator and scheduler filled."""
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from swarmlet.api import errors
+
 from swarmlet.api.netplane import Backend
 from swarmlet.api.views import Network, Node, Service, Task
 from swarmlet.manager.dispatcher.planes import PlaneIndex, node_plane
@@ -118,3 +124,54 @@ async def test_the_plane_survives_the_wire_and_equal_planes_are_the_same(store):
     await store.commit([{"op": "update", "kind": "node", "id": "node-2", "version": store.get(Node, "node-2").version,
                          "status": store.get(Node, "node-2").status.replace(addr="10.99.0.22")}])
     assert not index_of(store).plane("node-1").same_as(plane)
+
+
+async def test_a_blue_green_update_keeps_its_new_set_out_of_traffic_until_promoted_and_switches_in_one_write(store):
+    """VIP backends, DNS answers (the same backends) and the mesh's follow the one traffic
+    rule through the real stack API, orchestrator and scheduler: only the old set before
+    the switch, only the new set after `service promote` (one transaction), only the old
+    set again at once after `service rollback` during the hold."""
+    api, tasks = await deployed(store, replicas=2, ports=[{"target": 80, "published": 8080}])
+    web = service(store, "app_web")
+    old = {t.id for t in tasks if t.spec.service_id == web.id}
+
+    def traffic() -> set[str]:
+        index = index_of(store)
+        seen = set()
+        for node_id in ("node-1", "node-2", "node-3"):
+            plane = index.plane(node_id)
+            seen.add(frozenset(b.task_id for n in plane.networks for s in n.services if s.service_id == web.id
+                               for b in s.backends))
+            seen.add(frozenset(b.task_id for p in plane.ingress for b in p.backends))
+        assert len(seen) == 1, seen  # every node, the VIP and the mesh agree
+        return set(seen.pop())
+
+    await api.update_service("app_web", {"env_add": {"V": "2"},
+                                         "update_config": {"blue_green": True, "hold": 600, "monitor": 0}})
+    new_tasks = [t for t in await converge(store) if t.spec.service_id == web.id and t.id not in old]
+    assert len(new_tasks) == 2
+    with pytest.raises(errors.Invalid, match="not ready to take traffic yet"):
+        await api.promote_service("app_web")  # the new set does not run yet
+    for task in new_tasks:
+        await set_state(store, task, "running")
+    assert traffic() == old
+    await converge(store)
+    assert service(store, "app_web").status["update"]["state"] == "awaiting_promotion"
+    assert traffic() == old
+    before = len(store.commits)
+    await api.promote_service("app_web")
+    assert len(store.commits) == before + 1
+    new = {t.id for t in new_tasks}
+    assert traffic() == new
+    await converge(store)  # the hold: the old set keeps running, out of traffic
+    assert {t.id for t in store.list(Task) if t.spec.desired_state == "running" and t.spec.service_id == web.id} \
+        == old | new
+    assert service(store, "app_web").status["update"]["state"] == "switched"
+    before = len(store.commits)
+    await api.rollback_service("app_web", time.time())
+    assert len(store.commits) == before + 1 and traffic() == old
+    await converge(store)
+    assert not [t for t in store.list(Task) if t.id in new and t.spec.desired_state == "running"]
+    assert {t.id for t in store.list(Task) if t.spec.desired_state == "running" and t.spec.service_id == web.id} == old
+    # the views say the same
+    assert {t["id"] for t in api.tasks("app_web") if t["in_traffic"]} == old

@@ -245,3 +245,59 @@ async def test_describe_reports_the_host(process_runtime):
         total_kib = int(next(line for line in meminfo if line.startswith("MemTotal:")).split()[1])
     assert described.memory_bytes == total_kib * 1024
     assert described.engine_labels == {}
+
+
+async def test_usage_is_the_whole_groups_cpu_time_and_memory(process_runtime, node_id, make_config, eventually):
+    # a child that spins, under a parent that waits: the group's CPU time counts both
+    config = make_config(node_id, **shell("sh -c 'while :; do :; done' & wait"))
+    assert await process_runtime.usage(config.task_id) is None  # not there
+    await process_runtime.prepare(config)
+    assert await process_runtime.usage(config.task_id) is None  # not started
+    await process_runtime.start(config.task_id)
+    first = await process_runtime.usage(config.task_id)
+    assert first is not None and first.memory > 0
+
+    async def busier():
+        later = await process_runtime.usage(config.task_id)
+        return later.cpu_seconds > first.cpu_seconds + 0.05
+    await eventually(busier, 20)
+    await process_runtime.shutdown(config.task_id, grace=1)
+    assert await process_runtime.usage(config.task_id) is None
+
+
+async def test_the_executor_reports_cpus_busy_between_two_readings_of_tasks_with_a_reservation(process_runtime):
+    from swarmlet.agent.executor import Executor
+    from swarmlet.api.session import Assignments
+
+    def entry(task_id: str, reservations: dict) -> dict:
+        return {"id": task_id, "phase": "new", "spec": {
+            "service_id": "svc-web", "service_name": "web", "stack": "", "desired_state": "running",
+            "resources": {"reservations": reservations},
+            "container": {"image": "none", "command": ["sh", "-c", "while :; do :; done"], "stop_grace_period": 1.0}}}
+
+    executor = Executor(process_runtime)
+    await executor.start()
+    try:
+        executor.assign(Assignments(tasks=[entry("swbg-measured", {"cpus": 0.5}), entry("swbg-unreserved", {})]))
+        start = time.monotonic()
+        while not all(executor.statuses.get(t, {}).get("state") == "running"
+                      for t in ("swbg-measured", "swbg-unreserved")):
+            assert time.monotonic() - start < 20, executor.statuses
+            await asyncio.sleep(0.05)
+        assert await executor.usage(100.0) == []  # the first reading is the baseline
+        first = await process_runtime.usage("swbg-measured")
+        while (await process_runtime.usage("swbg-measured")).cpu_seconds < first.cpu_seconds + 0.1:
+            assert time.monotonic() - start < 30, "the spinning task got no CPU"
+            await asyncio.sleep(0.05)
+        (sample,) = await executor.usage(100.0 + (time.monotonic() - start))  # no reservation: not measured
+        assert sample["task_id"] == "swbg-measured" and sample["cpus"] > 0 and sample["memory"] > 0
+        executor.assign(Assignments(tasks=[]))
+        while await process_runtime.usage("swbg-measured") is not None:
+            assert time.monotonic() - start < 40, "the task did not stop"
+            await asyncio.sleep(0.05)
+        assert await executor.usage(200.0) == [] and not executor._usage  # stopped tasks drop out
+    finally:
+        for task in await process_runtime.list_owned():
+            await process_runtime.shutdown(task.task_id, grace=0)
+            await process_runtime.remove(task.task_id)
+        await executor.close()

@@ -572,7 +572,7 @@ async def rollback_service(request):
 @routes.post("/v1/services/{ref}/promote")
 @requires(*ADMIN_ONLY)
 async def promote_service(request):
-    return reply(await request.app["manager"].stacks.promote_service(request.match_info["ref"]))
+    return reply(await request.app["manager"].stacks.promote_service(request.match_info["ref"], time.time()))
 
 
 @routes.delete("/v1/services/{ref}")

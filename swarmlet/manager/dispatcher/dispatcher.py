@@ -86,6 +86,8 @@ class Dispatcher(LeaderLoop):
         self._statuses_waiting = asyncio.Event()
         self._log_streams: dict[str, tuple[asyncio.Queue, dict[str, str]]] = {}  # request -> (queue, task -> node)
         self._managers: tuple[int, list[str]] = (-1, [])  # (store index, manager API addresses then)
+        # Where the nodes' usage reports go (the autoscaler's window); soft state, never written.
+        self.usage_sink: Callable[[str, list[dict]], None] | None = None
         self._planes: dict[str, NetworkPlane] = {}  # node -> the plane it last received
         self._plane_locks: dict[str, asyncio.Lock] = {}  # build and send of one node's plane, in order
         self._planes_dirty = asyncio.Event()
@@ -242,6 +244,8 @@ class Dispatcher(LeaderLoop):
             await self._send(node_id, ws, self._welcome(node_id, HeartbeatAck))
         elif isinstance(message, Status):
             self._take_statuses(node_id, message)
+            if message.usage and self.usage_sink is not None:
+                self.usage_sink(node_id, message.usage)
         elif isinstance(message, (Log, LogEnd)):
             stream = self._log_streams.get(message.request_id)
             if stream is not None and stream[1].get(message.task_id) == node_id:

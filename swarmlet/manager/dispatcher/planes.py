@@ -8,8 +8,9 @@ plane should be, sent to it over its session by the dispatcher.
 - ``peers``: the LAN addresses of the other nodes on the network.
 - ``services``: every service attached to the network, by its short name, its stack-scoped
   name and its aliases on that network, with its VIP and its backends.
-- backends: the service's tasks that run and are meant to (state and desired state
-  running: a task reports running only once healthy), on nodes that are not down, in
+- backends: the service's tasks in traffic (``swarmlet.api.traffic.in_traffic``: they
+  run and are meant to, a task reports running only once healthy, on nodes that are not
+  down, and of the set that serves while a blue-green update holds the other out), in
   task-ID order.
 - ``ingress``: every ingress-published port of the cluster, with the backends on the
   service's ingress network (``allocator.ingress_network``).
@@ -23,8 +24,9 @@ from typing import Iterable
 
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY
 from swarmlet.api.netplane import Backend, NetworkPlane, OverlayNetwork, PublishedPort, ServiceEndpoint
-from swarmlet.api.objects import STACK_NAMESPACE_LABEL, TERMINAL_STATES, DesiredState, NodeState, TaskState
+from swarmlet.api.objects import STACK_NAMESPACE_LABEL, TERMINAL_STATES, NodeState
 from swarmlet.api.specs import DEFAULT_ENDPOINT_MODE, ENDPOINT_MODE_VIP
+from swarmlet.api.traffic import in_traffic
 from swarmlet.api.views import Network, Node, Service, Task
 from swarmlet.manager.allocator import ingress_network, ingress_ports
 
@@ -57,14 +59,14 @@ class PlaneIndex:
         members: dict[str, set[str]] = {n.id: set() for n in networks.values()}
         backends: dict[tuple[str, str], list[Backend]] = {}  # (service, network) -> backends
         live_nodes = {n.id for n in nodes.values() if n.status.state != NodeState.DOWN}
+        updates = {s.id: (s.status or {}).get("update") for s in services}  # what decides traffic
         for task in sorted(tasks, key=lambda t: t.raw["id"]):
             # The stored dicts, not the typed views: this runs over every task at every change.
             spec, status = task.raw["spec"], task.raw.get("status") or {}
             addresses, node_id, state = spec.get("network_addresses"), spec.get("node_id"), status.get("state")
             if not addresses or not node_id or state in TERMINAL_STATES or node_id not in nodes:
                 continue
-            running = (state == TaskState.RUNNING and spec.get("desired_state") == DesiredState.RUNNING
-                       and node_id in live_nodes)
+            running = in_traffic(spec, status, updates.get(spec["service_id"]), node_live=node_id in live_nodes)
             for network_id, address in addresses.items():
                 if network_id not in by_id:
                     continue

@@ -25,7 +25,9 @@ the others are history (at most ``TASK_HISTORY_LIMIT`` tasks per slot in all).
   watched for ``monitor``; past ``max_failure_ratio`` failures, ``failure_action``
   pauses, continues or asks for a rollback (``Decision.rollback``: the loop puts the
   previous spec back); a rollback follows ``rollback_config``; canaries (``x-canary``)
-  start beside the old tasks and hold until promoted. The state is the service's
+  start beside the old tasks and hold until promoted; a blue-green update (``x-blue-green``)
+  starts a whole new set out of traffic, switches traffic to it when promoted and keeps
+  the old set for ``x-hold`` (``swarmlet.api.traffic``). The state is the service's
   ``status.update`` (docs/orchestration.md, "Rolling updates and rollback").
 - Removal: tasks marked ``remove`` are deleted once stopped (or never placed, or their
   node is gone or down).
@@ -49,6 +51,7 @@ from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, FAILED_STATES, GLOBAL_M
 from swarmlet.api.specs import (DEFAULT_RESTART_CONDITION, DEFAULT_UPDATE_FAILURE_ACTION,
                                 DEPENDENCY_COMPLETED_SUCCESSFULLY, RESTART_NONE, RESTART_ON_FAILURE,
                                 UPDATE_FAILURE_ACTIONS, UPDATE_START_FIRST, RestartPolicy)
+from swarmlet.api.traffic import TRAFFIC_OLD, rollback_update, switched
 from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.scheduler import choose_tasks_to_remove
 from swarmlet.manager.scheduler.storemap import constraints_match
@@ -326,6 +329,12 @@ def _restart_and_promote(service: _Service, node_id, group, nodes, now, decision
             continue
         if service.is_job and state(task) == TaskState.COMPLETE:
             continue
+        if task.spec.spec_digest != service.digest and any(
+                t is not task and t.spec.spec_digest == service.digest and not is_terminal(state(t)) for t in active):
+            # An old task that ended beside its slot's current one (a canary's, a blue-green
+            # new set's, a rollback's): the slot is taken; replacing it would run two.
+            decision.set_desired(task, DesiredState.SHUTDOWN)
+            continue
         if not should_restart(task, policy, service.spec.mode, now, lost):
             continue
         decision.set_desired(task, DesiredState.SHUTDOWN)
@@ -380,7 +389,12 @@ def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
     rolling_back = status.get("state") in ROLLBACK_STATES
     config = service.spec.rollback_config if rolling_back else service.spec.update_config
     since = status.get("started_at", now)
-    holding_canaries = not rolling_back and config.canary > 0 and not status.get("promoted")
+    # Blue-green is decided when the update starts (a later change of update_config alone
+    # starts no new update): the whole new set is its canaries, held out of traffic.
+    blue_green = not rolling_back and bool(status.get("blue_green") if status else config.blue_green)
+    holding_canaries = not rolling_back and (config.canary > 0 or blue_green) and not status.get("promoted")
+    # After a blue-green switch the old set keeps running, out of traffic, until hold_until.
+    holding_old = blue_green and bool(status.get("promoted")) and now < status.get("hold_until", 0.0)
     decided = {t.id: spec["desired_state"] for t, spec in decision.updates}
     dirty, in_progress, not_running, updated_slots, started = [], 0, 0, 0, []
     watched_until: list[float] = []  # when the running new tasks leave their monitoring window
@@ -404,7 +418,8 @@ def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
             if not failed:  # a slot whose new task failed is done with: counted as a failure
                 in_progress += 1
             not_running += not running_new
-            if running_new and old and not holding_canaries and not any(t.id in decided for t in old):
+            if running_new and old and not holding_canaries and not holding_old \
+                    and not any(t.id in decided for t in old):
                 # start-first (or a promoted canary): the new task runs, retire the old one
                 for task in old:
                     decision.set_desired(task, DesiredState.SHUTDOWN)
@@ -417,6 +432,9 @@ def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
         if not dirty:
             return  # nothing to update (a new service, a scale)
         status = {"digest": digest, "state": UpdateState.UPDATING, "started_at": now, "message": "update in progress"}
+        if blue_green:
+            status.update(blue_green=True, traffic=TRAFFIC_OLD,
+                          message="blue-green: the new set starts beside the old one, out of traffic")
     current = status.get("state")
     if current in HALTED_UPDATE_STATES or current in (UpdateState.COMPLETED, UpdateState.ROLLBACK_COMPLETED):
         return finish()
@@ -430,9 +448,8 @@ def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
             action = config.failure_action or DEFAULT_UPDATE_FAILURE_ACTION
             previous = service.view.previous_spec
             if action == FAILURE_ROLLBACK and not rolling_back and previous:
-                decision.rollback = Rollback(spec=previous, status={
-                    "digest": spec_digest(previous), "state": UpdateState.ROLLBACK_STARTED, "started_at": now,
-                    "message": f"update rolled back due to {reason}", "reason": reason})
+                decision.rollback = Rollback(spec=previous, status=rollback_update(
+                    status, spec_digest(previous), now, f"update rolled back due to {reason}", reason=reason))
                 decision.service_status = {"update": decision.rollback.status}
                 return
             if action != FAILURE_CONTINUE:  # pause; a rollback never rolls back (SwarmKit)
@@ -443,27 +460,44 @@ def _rolling_update(service: _Service, slots, nodes, now, decision) -> None:
                                   if action == FAILURE_ROLLBACK and not rolling_back else ""),
                               reason=reason, paused_at=now)
                 return finish()
+    if holding_old:
+        decision.wake(status["hold_until"])  # then the old set goes, all at once
+        return finish()
+    if blue_green and current == UpdateState.SWITCHED and in_progress and "removing" not in status:
+        status.update(removing=now, message="hold time over: the old set is being removed")
     if not dirty and not in_progress:
         if watched_until:
             decision.wake(min(watched_until))  # completed once the last new tasks were watched long enough
-        elif current in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED, UpdateState.AWAITING_PROMOTION):
+        elif current in (UpdateState.UPDATING, UpdateState.ROLLBACK_STARTED, UpdateState.AWAITING_PROMOTION,
+                         UpdateState.SWITCHED):
             status.update(state=UpdateState.ROLLBACK_COMPLETED if rolling_back else UpdateState.COMPLETED,
                           message="rollback completed" if rolling_back else "update completed", completed_at=now)
+            status.pop("traffic", None)  # one set is left: every running task serves
         return finish()
     if holding_canaries:
-        room = config.canary - updated_slots
+        # blue-green: every slot gets its new task at once, whatever parallelism says
+        room = len(dirty) if blue_green else config.canary - updated_slots
         if room <= 0 or not dirty:
+            name = service.spec.name
             if not_running or watched_until:
                 if watched_until:
                     decision.wake(min(watched_until))
+            elif config.auto_promote and blue_green:
+                status.update(switched(status, config.hold, now, "promoted automatically"))
+                decision.wake(now)
             elif config.auto_promote:
                 status.update(promoted=True, state=UpdateState.UPDATING, message="canaries promoted automatically")
                 decision.wake(now)  # the rollout goes on at once, with the old tasks of the canary slots retired
+            elif blue_green:
+                status.update(state=UpdateState.AWAITING_PROMOTION,
+                              message=f"blue-green: the new set ({updated_slots} task(s)) runs beside the old one, "
+                                      f"out of traffic: `swarmlet service promote {name}` switches traffic to it, "
+                                      f"`swarmlet service rollback {name}` drops it")
             else:
                 status.update(state=UpdateState.AWAITING_PROMOTION,
                               message=f"{updated_slots} canary task(s) running beside the old ones: "
-                                      f"`swarmlet service promote {service.spec.name}` goes on, "
-                                      f"`swarmlet service rollback {service.spec.name}` drops them")
+                                      f"`swarmlet service promote {name}` goes on, "
+                                      f"`swarmlet service rollback {name}` drops them")
             return finish()
         for key, old in dirty[:room]:  # canaries: new tasks beside the old ones, whatever the order
             if decision.full():

@@ -24,6 +24,7 @@ from swarmlet.runtime.base import (
     LABEL_TASK_ID,
     ContainerConfig,
     ExitStatus,
+    TaskUsage,
     ImageNotFoundError,
     NodeDescription,
     OwnedTask,
@@ -46,6 +47,20 @@ DEFAULT_PULL_TIMEOUT = 300.0  # seconds
 _SIGKILL_DEADLINE = 30.0  # seconds to wait for the engine to report a SIGKILLed container dead
 _NETWORK_ATTEMPTS = 3  # a task's networks made again after another node removed them
 
+
+
+def usage_from_stats(stats: dict) -> TaskUsage | None:
+    """A container's usage from the engine's stats (pure): CPU time used so far, and memory
+    as `docker stats` shows it (the usage less the page cache it could drop:
+    ``inactive_file`` on cgroup v2, ``total_inactive_file``/``cache`` on v1). None for a
+    container that does not run (the engine answers zeros)."""
+    cpu = (stats.get("cpu_stats") or {}).get("cpu_usage") or {}
+    memory = stats.get("memory_stats") or {}
+    if not cpu.get("total_usage") and not memory.get("usage"):
+        return None
+    details = memory.get("stats") or {}
+    cache = details.get("inactive_file", details.get("total_inactive_file", details.get("cache", 0)))
+    return TaskUsage(cpu_seconds=cpu.get("total_usage", 0) / 1e9, memory=max(0, memory.get("usage", 0) - cache))
 
 class _NameTaken(Exception):
     """A container with the task's name exists already."""
@@ -307,6 +322,18 @@ class DockerRuntime(Runtime):
         return removed
 
     # -- what is there ----------------------------------------------------------------
+
+    async def usage(self, task_id: str) -> TaskUsage | None:
+        """The engine's stats API, once (``one_shot``: no second sample, no 1 s wait)."""
+        container_id = await self._find_container(task_id)
+        if container_id is None:
+            return None
+        try:
+            stats = await self._call(self._api.stats, container_id, stream=False, one_shot=True)
+        except docker.errors.NotFound:
+            self._container_ids.pop(task_id, None)
+            return None
+        return usage_from_stats(stats)
 
     async def inspect(self, task_id: str) -> TaskRuntimeState | None:
         raw = await self._inspect_raw(task_id)
