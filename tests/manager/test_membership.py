@@ -1,4 +1,4 @@
-"""The managers' status as operators see it (Membership._local_status), on a stand-in
+"""The managers' status as operators see it (Membership.local_status), on a stand-in
 store: no leader known must name no node (found by `swarmlet chaos`: workers have no
 Raft address, so "no leader" once named a worker as the leader)."""
 from __future__ import annotations
@@ -24,11 +24,11 @@ def membership(leader_address: str | None) -> Membership:
 
 
 def test_no_leader_known_names_no_node():
-    status = membership(None)._local_status()
+    status = membership(None).local_status()
     assert status["leader"] is None and status["leader_address"] is None
     assert membership(None).leader_api_address() is None
 
 
 def test_the_leader_is_named_by_its_raft_address():
-    status = membership("198.18.9.11:2378")._local_status()
+    status = membership("198.18.9.11:2378").local_status()
     assert status["leader"] == "m1" and status["managers"][0]["leader"]
