@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +32,32 @@ def swarmlet(*args: str, capture: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "swarmlet.cli.main", *args], capture_output=capture, text=True)
 
 
-def one_size(managers: int, duration: str, interval: float, seed: int, first_address: str, out_dir: Path | None) -> dict:
+def keep_evidence(cluster: Path, record: dict, keep_dir: Path) -> Path:
+    """Copy the cluster directory with every node frozen (what is on disk is what their
+    Raft threads last wrote), and the record beside it."""
+    pids = []
+    for pid_file in cluster.glob("*/node.pid"):
+        try:
+            pids.append(int(pid_file.read_text().strip()))
+            os.kill(pids[-1], signal.SIGSTOP)
+        except (ValueError, OSError):
+            pass
+    try:
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(cluster, keep_dir / "cluster", symlinks=True, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.sock", "runtime"))
+        (keep_dir / "record.json").write_text(json.dumps(record, indent=2))
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+    return keep_dir
+
+
+def one_size(managers: int, duration: str, interval: float, seed: int, first_address: str, out_dir: Path | None,
+             keep_failed: Path | None = None, writers: int = 4) -> dict:
     directory = Path(tempfile.mkdtemp(prefix="swc-bench-"))
     try:
         up = swarmlet("local", "up", "--managers", str(managers), "--workers", "0", "--runtime", "process",
@@ -39,8 +66,11 @@ def one_size(managers: int, duration: str, interval: float, seed: int, first_add
             raise SystemExit(f"local up failed:\n{up.stderr}")
         run = swarmlet("chaos", "run", "--dir", str(directory / "cluster"), "--duration", duration, "--faults",
                        "kill,freeze,partition", "--targets", "leader", "--interval", str(interval), "--seed", str(seed),
-                       "--format", "json")
+                       "--writers", str(writers), "--format", "json")
         record = json.loads(run.stdout)
+        if keep_failed and not record.get("passed"):
+            kept = keep_evidence(directory / "cluster", record, keep_failed / f"chaos-{managers}-managers")
+            print(f"checks failed: evidence kept in {kept}", file=sys.stderr)
         if out_dir:
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / f"chaos-{managers}-managers.json").write_text(json.dumps(record, indent=2))
@@ -64,10 +94,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2)  # 2 min at 10 s: 4 kills, 3 freezes, 5 partitions
     parser.add_argument("--first-address", default="127.0.230.2")
     parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--keep-failed", type=Path, default=None,
+                        help="where a failed run leaves its cluster directory and record")
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     for managers in args.managers:
-        record = one_size(managers, args.duration, args.interval, args.seed, args.first_address, args.out_dir)
+        record = one_size(managers, args.duration, args.interval, args.seed, args.first_address, args.out_dir,
+                          args.keep_failed, args.writers)
         faults = record["faults"]
         writes = record["writes"]
         gaps = [f["first_write_s"] for f in faults if f["first_write_s"] is not None]

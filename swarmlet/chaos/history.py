@@ -33,6 +33,12 @@ class Write:
     end: float
     outcome: str
     error: str = ""
+    # Each manager the client tried, in order: {"host", "start", "end", "status", "error"}
+    # (run-clock seconds; status None: no answer). Where a lost write went, and when.
+    attempts: tuple = ()
+    # The store index the acknowledging manager gave (a retried write answered as a
+    # duplicate gives the index where it was first applied).
+    index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,27 @@ class History:
 def lost_writes(history: History) -> list[str]:
     present = history.final_names or set()
     return sorted(w.name for w in history.writes if w.outcome == WRITE_OK and w.name not in present)
+
+
+def lost_write_details(history: History) -> list[dict]:
+    """Each lost write with its times, the index it was acknowledged at, every attempt
+    (which manager, when, what it answered) and the faults under way while it was in
+    flight: the report says when and where to look (node logs, Raft journals)."""
+    lost = set(lost_writes(history))
+    details = []
+    for write in sorted((w for w in history.writes if w.name in lost), key=lambda w: w.start):
+        during = [{"kind": f.kind, "target": f.target, "role": f.role, "start": round(f.start, 3),
+                   "end": None if f.end is None else round(f.end, 3)}
+                  for f in history.faults
+                  if f.start <= write.end and (f.end is None or f.end >= write.start - FAULT_MARGIN_S)]
+        details.append({"name": write.name, "start": round(write.start, 3), "end": round(write.end, 3),
+                        "index": write.index, "attempts": list(write.attempts), "faults": during})
+    return details
+
+
+# A lost write is reported with the faults that overlapped it or ended this shortly
+# before it began (a restart still catching up).
+FAULT_MARGIN_S = 5.0
 
 
 def phantom_writes(history: History) -> list[str]:
@@ -251,7 +278,8 @@ def summarize(history: History) -> dict:
                    "acked": sum(1 for w in history.writes if w.outcome == WRITE_OK),
                    "failed": sum(1 for w in history.writes if w.outcome == WRITE_FAILED),
                    "indeterminate": sum(1 for w in history.writes if w.outcome == WRITE_UNKNOWN),
-                   "lost": lost_writes(history), "phantom": phantom_writes(history),
+                   "lost": lost_writes(history), "lost_detail": lost_write_details(history),
+                   "phantom": phantom_writes(history),
                    "reads": len(history.reads),
                    "read_errors": sum(1 for r in history.reads if r.outcome == READ_ERROR),
                    "stale_reads": [asdict(r) for r in stale],

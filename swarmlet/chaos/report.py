@@ -67,6 +67,12 @@ def render_table(record: dict, console) -> None:
                             f"{_rate(row['error_rate'])} of {row['requests']}")
     summary.add_row("seed", str(record["seed"]))
     console.print(summary)
+    for lost in writes.get("lost_detail", []):
+        tried = "; ".join(f"{a['host']} {a['start']:.2f}-{a['end']:.2f}s: {a['status'] or a['error']}"
+                          for a in lost["attempts"])
+        faults_then = ", ".join(f"{f['kind']} {f['target']} at {f['start']:.1f}s" for f in lost["faults"]) or "none"
+        console.print(f"lost {lost['name']}: sent {lost['start']:.2f}s, acknowledged {lost['end']:.2f}s at store "
+                      f"index {lost['index']}; attempts: {tried}; faults: {faults_then}")
 
 
 FAULT_COLOURS = {"kill": "rgba(214,39,40,0.18)", "freeze": "rgba(31,119,180,0.18)",

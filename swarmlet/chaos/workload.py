@@ -15,7 +15,7 @@ from typing import Callable
 
 from swarmlet.chaos.history import (READ_ERROR, READ_FOUND, READ_MISSING, WRITE_FAILED, WRITE_OK, WRITE_UNKNOWN,
                                     History, HttpSample, LeaderSample, Read, ReplicaSample, TaskSample, Write)
-from swarmlet.cli.client import ApiError, Client, ClusterUnreachable
+from swarmlet.cli.client import ApiError, Attempt, Client, ClusterUnreachable
 
 WRITE_TIMEOUT_S = 2.0      # per manager tried; the store's own deadline is 5 s
 READ_TIMEOUT_S = 2.0
@@ -125,16 +125,26 @@ class Workload:
             name = f"chaos-{self.run_id}-{number}-{counter}"
             counter += 1
             start = self.clock()
+            attempts: list[Attempt] = []
             try:
-                client.call("POST", "/v1/configs", {"name": name, "data": PAYLOAD, "request_id": name,
-                                                    "labels": {CHAOS_LABEL: self.run_id}})
+                answer = client.call("POST", "/v1/configs", {"name": name, "data": PAYLOAD, "request_id": name,
+                                                             "labels": {CHAOS_LABEL: self.run_id}},
+                                     attempts=attempts)
             except (ApiError, ClusterUnreachable) as err:
-                self._append_write(Write(name, start, self.clock(), write_outcome(err), str(err)[:200]))
+                self._append_write(Write(name, start, self.clock(), write_outcome(err), str(err)[:200],
+                                         self._attempts(attempts)))
                 continue
             end = self.clock()
-            self._append_write(Write(name, start, end, WRITE_OK))
+            self._append_write(Write(name, start, end, WRITE_OK, attempts=self._attempts(attempts),
+                                     index=(answer or {}).get("index")))
             with self.lock:
                 self.acked.append(name)
+
+    def _attempts(self, attempts: list[Attempt]) -> tuple:
+        """The client's attempts on the run's clock."""
+        offset = time.monotonic() - self.clock()
+        return tuple({"host": a.host, "start": round(a.start - offset, 3), "end": round(a.end - offset, 3),
+                      "status": a.status, "error": a.error} for a in attempts)
 
     def _append_write(self, write: Write) -> None:
         with self.lock:

@@ -14,6 +14,8 @@ import json
 import os
 import socket
 import ssl
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -50,12 +52,18 @@ class Client:
         self._ssl = client_context(ca, cert, key)
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None,
-             raw: bool = False):
-        """The JSON answer of the first manager that answers (its bytes with ``raw``)."""
+             raw: bool = False, attempts: list | None = None):
+        """The JSON answer of the first manager that answers (its bytes with ``raw``).
+
+        A manager that does not answer in time is passed over for the next one, the
+        same request again (a write carrying a request ID stays applied once). With
+        ``attempts``, one :class:`Attempt` per manager tried is appended to it: the
+        chaos checker reports where a write went and what each manager said."""
         errors = []
         for host in self.hosts:
             ip, port = split_address(host, DEFAULT_API_PORT)
             connection = http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout or self.timeout)
+            began = time.monotonic()
             try:
                 payload = json.dumps(body).encode() if body is not None else None
                 connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
@@ -63,18 +71,22 @@ class Client:
                 payload_bytes = response.read()
             except (OSError, socket.timeout, ssl.SSLError, http.client.HTTPException) as err:
                 errors.append(f"{host}: {err}")
+                _note(attempts, host, began, None, str(err) or type(err).__name__)
                 continue
             finally:
                 connection.close()
             if raw and response.status < 400:
+                _note(attempts, host, began, response.status, "")
                 return payload_bytes
             data = json.loads(payload_bytes) if payload_bytes else None
             if response.status >= 400:
                 message = (data or {}).get("error", f"HTTP {response.status}")
+                _note(attempts, host, began, response.status, message)
                 if response.status in (502, 503) and "not yet received" in message:
                     errors.append(f"{host}: {message}")
                     continue
                 raise ApiError(response.status, message)
+            _note(attempts, host, began, response.status, "", data)
             return data
         raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
 
@@ -108,6 +120,24 @@ class Client:
             finally:
                 connection.close()
         raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One manager tried by ``Client.call``: when (``time.monotonic()``), its HTTP status
+    (None: no answer, ``error`` says why) and, for a success, the answer."""
+
+    host: str
+    start: float
+    end: float
+    status: int | None
+    error: str = ""
+    answer: object = None
+
+
+def _note(attempts: list | None, host: str, began: float, status: int | None, error: str, answer=None) -> None:
+    if attempts is not None:
+        attempts.append(Attempt(host, began, time.monotonic(), status, error[:200], answer))
 
 
 def resolve_hosts(host_option: str | None, context_dir: Path) -> list[str]:

@@ -30,6 +30,13 @@
   the leader a fresh timeout before it may start an election: the heartbeats that
   arrived meanwhile are still unread in its socket.
 
+- Nothing written to the log is lost by a crash during a snapshot (pysyncobj loses
+  it three ways; tests/store/test_snapshot_durability.py): the journal is compacted by
+  writing a new file and renaming it (``CrashSafeJournal``), a restart keeps the
+  journal's entries after the snapshot instead of dropping the journal when it does
+  not begin exactly at the snapshot, and a snapshot of ours finished after the leader
+  installed a newer one is dropped instead of replacing it.
+
 Everything here runs on pysyncobj's own thread; ``store.py`` is the asyncio face.
 """
 from __future__ import annotations
@@ -39,14 +46,19 @@ import gc
 import logging
 import os
 import random
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import msgpack
+import pysyncobj.syncobj
 from pysyncobj import SERIALIZER_STATE, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import APP_NAME, APP_VERSION, JOURNAL_FORMAT_VERSION, NAME_SIZE, VERSION_SIZE, FileJournal, \
+    MemoryJournal, ResizableFile
 from pysyncobj.node import TCPNode
+from pysyncobj.pickle import to_bytes
 
 from swarmlet.ca.sealing import SealError, Sealer, derive_key, is_sealed
 from swarmlet.private import PRIVATE_FILE_MODE, make_private_dir
@@ -88,6 +100,53 @@ def gc_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+class CrashSafeJournal(FileJournal):
+    """pysyncobj's journal file, compacted so that a crash cannot cut it short.
+
+    pysyncobj compacts (``deleteEntriesTo``, after each snapshot) by emptying the file
+    and appending the kept entries again one by one: a manager killed half-way was left
+    with a prefix, without entries it had acknowledged to the leader. Here the kept
+    entries are written to a new file that replaces the journal in one rename: a crash
+    leaves either the old journal or the new one, each whole. (Not fsynced, like the
+    journal's appends: a kill loses nothing, a power cut may.)"""
+
+    def __init__(self, path: str):
+        self._path = path
+        super().__init__(path)
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        kept = self._FileJournal__journal[entryTo:]
+        records = []
+        for command, index, term in kept:
+            data = struct.pack("<QQ", index, term) + to_bytes(command)
+            size = struct.pack("<I", len(data))
+            records += (size, data, size)
+        body = b"".join(records)
+        header = (APP_NAME.ljust(NAME_SIZE, b"\0") + APP_VERSION.ljust(VERSION_SIZE, b"\0")
+                  + struct.pack("<II", JOURNAL_FORMAT_VERSION, JOURNAL_FIRST_RECORD + len(body)))
+        writing = self._path + ".compacting"
+        descriptor = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(header + body)
+        os.replace(writing, self._path)  # the old file stays mapped until it is closed
+        self._FileJournal__journalFile._destroy()
+        self._FileJournal__journalFile = ResizableFile(self._path)
+        self._FileJournal__journal = list(kept)
+        self._FileJournal__currentOffset = JOURNAL_FIRST_RECORD + len(body)
+
+
+# pysyncobj's journal layout (journal.py): name, version, format, end of the last record.
+JOURNAL_FIRST_RECORD = NAME_SIZE + VERSION_SIZE + 4 + 4
+
+
+def _create_journal(journal_file: str | None = None):
+    return CrashSafeJournal(journal_file) if journal_file else MemoryJournal()
+
+
+# SyncObj.__init__ makes its journal through this module-level name.
+pysyncobj.syncobj.createJournal = _create_journal
 
 
 class AtRestSealers:
@@ -200,6 +259,9 @@ class ReplicatedStore(SyncObj):
         self._append_entries_due = False
         self._sealers = AtRestSealers(password)
         self._snapshot_job: SnapshotJob | None = None
+        # Snapshots loaded (at start-up or installed from the leader): a snapshot of ours
+        # begun before the last one must not replace it.
+        self._snapshots_loaded = 0
         self._dump_file = os.path.join(data_dir, "raft.snapshot")
         make_private_dir(data_dir)
         conf = settings.to_conf(bind_address or self_address, data_dir, password,
@@ -283,10 +345,10 @@ class ReplicatedStore(SyncObj):
             picture = self.state.picture()
         payload = {"state": picture, "last": list(last_entry), "previous": list(previous_entry),
                    "cluster": sorted(node.address for node in cluster)}
-        job = SnapshotJob()
+        job = SnapshotJob(loaded_before=self._snapshots_loaded)
         self._snapshot_job = job
-        threading.Thread(target=job.run, args=(payload, self._sealers, self._dump_file), name="raft-snapshot",
-                         daemon=True).start()
+        threading.Thread(target=job.run, args=(payload, self._sealers, self._dump_file + ".writing"),
+                         name="raft-snapshot", daemon=True).start()
 
     def _snapshot_status(self):  # Raft thread, each tick
         job = self._snapshot_job
@@ -298,6 +360,15 @@ class ReplicatedStore(SyncObj):
         if job.error is not None:
             log.warning("raft: writing a snapshot failed: %s", job.error)
             return SERIALIZER_STATE.FAILED
+        if job.loaded_before != self._snapshots_loaded:
+            # The leader installed a newer snapshot (and reset the log) while this one was
+            # written: replacing it would leave a dump file older than the journal.
+            log.info("raft: a snapshot finished after a newer one was installed; dropped")
+            with contextlib.suppress(OSError):
+                os.unlink(self._dump_file + ".writing")
+            return SERIALIZER_STATE.FAILED
+        # Renamed here, on the Raft thread, where snapshots are also installed.
+        os.replace(self._dump_file + ".writing", self._dump_file)
         # Snapshot transmissions under way restart with the new file, as pysyncobj's own
         # serializers do; the old one is about to lose the log entries after it.
         self._SyncObj__serializer._Serializer__transmissions = {}
@@ -311,11 +382,33 @@ class ReplicatedStore(SyncObj):
             data = msgpack.unpackb(self._sealers.open_snapshot(blob), raw=False, strict_map_key=False,
                                    object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
             restored = StoreState.from_snapshot(data["state"])
+        last, previous = tuple(data["last"]), tuple(data["previous"])
+        if self._SyncObj__needLoadDumpFile:  # start-up (else the leader's snapshot, installed)
+            self._keep_journal_after(previous, last)
         with self.state_lock:
             self.state = restored
+        self._snapshots_loaded += 1
         log.info("raft: state loaded from a snapshot at index %d (%.1f MB)", restored.index, len(blob) / 1e6)
         self._on_reset()
-        return tuple(data["last"]), tuple(data["previous"]), [TCPNode(a) for a in data["cluster"]]
+        return last, previous, [TCPNode(a) for a in data["cluster"]]
+
+    def _keep_journal_after(self, previous: tuple, last: tuple) -> None:
+        """At start-up pysyncobj keeps the journal only if it begins with the snapshot's
+        two entries, and otherwise empties it: a manager killed after writing a snapshot
+        and before compacting its journal lost every entry after the snapshot, entries
+        it may have acknowledged to the leader (acknowledged writes were lost so). If
+        the journal holds the snapshot's entries, it is compacted to begin with them
+        instead, as Raft keeps the entries that follow a snapshot's last one."""
+        journal = self._SyncObj__raftLog
+        if len(journal) < 2:
+            return
+        position = last[1] - journal[0][1]  # the journal's indices are consecutive
+        if position < 1 or position >= len(journal) or journal[position] != last or journal[position - 1] != previous:
+            return  # not there (the snapshot is newer than the journal) or another history: pysyncobj resets it
+        if position > 1:
+            journal.deleteEntriesTo(position - 1)
+            log.warning("raft: the journal was not compacted after the last snapshot (a crash between the two); "
+                        "kept its %d entries after index %d", len(journal) - 2, last[1])
 
     # -- per tick: publish a view, heal stalled followers ------------------------------------
     def _on_tick(self) -> None:
@@ -358,22 +451,22 @@ class ReplicatedStore(SyncObj):
 
 
 class SnapshotJob:
-    """One snapshot being written, on its own thread."""
+    """One snapshot being written to ``path``, on its own thread; ``loaded_before`` is how
+    many snapshots the manager had loaded when it began."""
 
-    def __init__(self):
+    def __init__(self, loaded_before: int = 0):
         self.done = threading.Event()
         self.error: Exception | None = None
+        self.loaded_before = loaded_before
 
-    def run(self, payload: dict, sealers: AtRestSealers, dump_file: str) -> None:
+    def run(self, payload: dict, sealers: AtRestSealers, path: str) -> None:
         try:
             sealed = sealers.snapshot.seal(pack_in_pieces(payload))
-            writing = dump_file + ".writing"
-            descriptor = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
             with os.fdopen(descriptor, "wb") as f:
                 f.write(sealed)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(writing, dump_file)
         except Exception as err:  # reported by the checker, on the Raft thread
             self.error = err
         finally:

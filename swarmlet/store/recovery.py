@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import struct
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import msgpack
 from pysyncobj.journal import createJournal
 
 from swarmlet.store.raft import AtRestSealers, SnapshotJob, pack_in_pieces
-from swarmlet.store.state import FrozenDict, FrozenList, StoreState
+from swarmlet.store.state import FrozenDict, FrozenList, StoreState, decode_transaction
 
 SNAPSHOT_FILE = "raft.snapshot"
 JOURNAL_FILE = "raft.journal"
@@ -75,6 +76,74 @@ def local_state(raft_dir: Path, cluster_key: str) -> tuple[StoreState, int]:
         finally:
             journal._destroy()
     return state, last_index
+
+
+# pysyncobj's journal file (journal.py): a header (name 24 B, version 8 B, format 4 B,
+# offset of the end of the last record 4 B), then records of size (4 B) + index, term
+# (8 B each) + command + size again.
+_JOURNAL_END_OFFSET = 24 + 8 + 4
+_JOURNAL_FIRST_RECORD = _JOURNAL_END_OFFSET + 4
+
+
+def read_journal(path: Path) -> list[tuple[bytes, int, int]]:
+    """The (command, index, term) entries of a pysyncobj journal, read without opening it
+    as pysyncobj does (which maps it read-write): safe beside a running node."""
+    blob = path.read_bytes()
+    if len(blob) < _JOURNAL_FIRST_RECORD:
+        return []
+    end = struct.unpack_from("<I", blob, _JOURNAL_END_OFFSET)[0]
+    entries, offset = [], _JOURNAL_FIRST_RECORD
+    while offset < end:
+        size = struct.unpack_from("<I", blob, offset)[0]
+        index, term = struct.unpack_from("<QQ", blob, offset + 4)
+        entries.append((blob[offset + 20:offset + 4 + size], index, term))
+        offset += size + 8
+    return entries
+
+
+def journal_transaction(command: bytes, sealers: AtRestSealers) -> dict | None:
+    """The store transaction a journal entry holds (None for no-ops, membership and
+    version entries)."""
+    if not command or command[0] != _REGULAR:
+        return None
+    call = pickle.loads(command[1:])  # our own journal, written by this manager
+    return decode_transaction(sealers.open_entry(call[1][0]))
+
+
+def locate(raft_dir: Path, cluster_key: str, names: set[str]) -> dict:
+    """Where ``names`` (object IDs or request IDs) are in one manager's Raft files: the
+    snapshot (its last entry, whether it holds each name) and every journal entry that
+    writes or names one (Raft index, term), with the journal's range and the persisted
+    term, vote and commit index. For finding out where an acknowledged write went."""
+    sealers = AtRestSealers(cluster_key)
+    found: dict = {"snapshot": None, "journal": None, "meta": None, "entries": []}
+    snapshot = raft_dir / SNAPSHOT_FILE
+    if snapshot.exists():
+        data = read_snapshot_file(snapshot, sealers)
+        state = data["state"]
+        held = sorted(n for n in names if any(n in objects for objects in state["objects"].values())
+                      or any(rid == n for rid, _ in state["requests"]))
+        found["snapshot"] = {"last": list(data["last"][1:]), "previous": list(data["previous"][1:]),
+                             "state_index": state["index"], "holds": held, "mtime": snapshot.stat().st_mtime}
+    journal_path = raft_dir / JOURNAL_FILE
+    if journal_path.exists():
+        entries = read_journal(journal_path)
+        found["journal"] = {"first": list(entries[0][1:]) if entries else None,
+                            "last": list(entries[-1][1:]) if entries else None, "entries": len(entries)}
+        for command, index, term in entries:
+            txn = journal_transaction(command, sealers)
+            if txn is None:
+                continue
+            touched = {op.get("id") for op in txn["ops"]} | {txn.get("rid")}
+            for name in sorted(names & touched):
+                found["entries"].append({"name": name, "index": index, "term": term, "rid": txn.get("rid"),
+                                         "ops": [op.get("op") for op in txn["ops"]]})
+    meta_path = raft_dir / (JOURNAL_FILE + ".meta")
+    if meta_path.exists():
+        from pysyncobj.pickle import loads as pysyncobj_loads
+        meta = pysyncobj_loads(meta_path.read_bytes())
+        found["meta"] = {k: meta.get(k) for k in ("currentTerm", "votedForNodeId", "raftCommitIndex")}
+    return found
 
 
 def write_single_member_raft(raft_dir: Path, state: StoreState, self_raft_address: str, cluster_key: str,

@@ -171,3 +171,18 @@ def test_bad_options_are_refused_with_what_was_expected():
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("soon")
     assert parse_duration("2m") == 120 and parse_duration("90") == 90 and parse_duration("1.5s") == 1.5
+
+
+def test_a_lost_write_is_reported_with_when_where_and_the_faults_around_it():
+    history = clean_history()
+    tried = ({"host": "127.0.0.2:2377", "start": 0.2, "end": 2.2, "status": None, "error": "timed out"},
+             {"host": "127.0.0.3:2377", "start": 2.2, "end": 2.5, "status": 201, "error": ""})
+    history.writes.append(Write("w5", 0.2, 2.5, WRITE_OK, attempts=tried, index=42))
+    history.faults = [Fault("kill", "manager-1", "leader", 1.0, 3.0), Fault("freeze", "manager-2", "leader", 9.0, 9.5)]
+    record = summarize(history)
+    assert record["writes"]["lost"] == ["w5"] and not passed(record)
+    (detail,) = record["writes"]["lost_detail"]
+    assert detail["index"] == 42 and detail["attempts"] == list(tried)
+    assert (detail["start"], detail["end"]) == (0.2, 2.5)
+    assert [f["target"] for f in detail["faults"]] == ["manager-1"]  # not the freeze long after
+    assert summarize(clean_history())["writes"]["lost_detail"] == []

@@ -14,6 +14,7 @@ import pytest
 
 from swarmlet.ca import NodeCertStore, client_context
 from swarmlet.cli.client import ApiError, ClusterUnreachable
+from swarmlet.node.config import DataDir
 
 from .conftest import wait_until
 from .test_security import CreatesFile
@@ -141,3 +142,63 @@ def test_a_silent_worker_is_marked_down_within_seconds(make_cluster):
     assert "heartbeat" in node()["status"]["message"]
     cluster.kill("worker-1", "CONT")
     wait_until(lambda: node()["status"]["state"] == "ready", 10, "the worker back to ready")
+
+
+def write_snapshot_ending_before(raft_dir: Path, cluster_key: str, first_kept: str, members: list[str]) -> int:
+    """Leave ``raft_dir`` as a manager killed right after writing a snapshot, before
+    compacting its journal, leaves it: a dump file of the state just before the journal
+    entry that writes ``first_kept``, beside the whole journal. Returns its last index."""
+    from swarmlet.store.raft import AtRestSealers, SnapshotJob
+    from swarmlet.store.recovery import journal_transaction, read_journal, read_snapshot_file
+    from swarmlet.store.state import StoreState
+
+    sealers = AtRestSealers(cluster_key)
+    state, after = StoreState(), 0
+    if (raft_dir / "raft.snapshot").exists():
+        data = read_snapshot_file(raft_dir / "raft.snapshot", sealers)
+        state, after = StoreState.from_snapshot(data["state"]), data["last"][1]
+    journal = read_journal(raft_dir / "raft.journal")
+    position = next(p for p, (command, _, _) in enumerate(journal)
+                    if (txn := journal_transaction(command, sealers)) and any(op.get("id") == first_kept
+                                                                             for op in txn["ops"]))
+    for command, index, _ in journal[:position]:
+        if index > after and command[0] == 0:  # pysyncobj's regular entries: the store's
+            state.apply(sealers.open_entry(pickle.loads(command[1:])[1][0]))
+    last, previous = journal[position - 1], journal[position - 2]
+    job = SnapshotJob()
+    job.run({"state": state.picture(), "last": list(last), "previous": list(previous), "cluster": members},
+            sealers, str(raft_dir / "raft.snapshot"))
+    assert job.error is None
+    return last[1]
+
+
+def test_a_manager_killed_between_its_snapshot_and_its_compaction_keeps_what_it_acknowledged(make_cluster):
+    """How a crash around a snapshot lost acknowledged writes (pysyncobj emptied the
+    journal at start-up unless it began with the snapshot's entries;
+    tests/store/test_snapshot_durability.py): writes committed by the leader and one
+    follower while the third manager lags; the follower is killed between writing a
+    snapshot from before them and compacting its journal, then the leader is killed.
+    The follower and the lagging manager elect a leader: it must still have them."""
+    cluster = make_cluster(managers=3)
+    leader = cluster.wait_for_leader()
+    follower, lagging = [n for n in MANAGERS if n != leader]
+    cluster.write_config("before")
+    wait_until(lambda: all("before" in cluster.config_names(n) for n in MANAGERS), 15, "every manager to have it")
+    cluster.kill(lagging, "STOP")
+    try:
+        acked = [f"acked-{i}" for i in range(10)]
+        for name in acked:
+            cluster.write_config(name, via=leader)  # committed by the leader and the follower
+        cluster.kill(follower, "KILL")
+        directory = DataDir(Path(cluster.node(follower)["data_dir"]))
+        config = directory.load()
+        write_snapshot_ending_before(directory.raft_dir, directory.read_cluster_key(), acked[0], config.raft_members)
+        cluster.kill(leader, "KILL")
+    finally:
+        cluster.kill(lagging, "CONT")
+    cluster.start(follower)
+    survivor = cluster.wait_for_leader(timeout=30, among=[follower, lagging], via=lagging)
+    cluster.write_config("after", via=survivor)
+    assert set(acked) <= cluster.config_names(survivor), "acknowledged writes lost"
+    cluster.start(leader)
+    wait_until(lambda: set(acked) | {"after"} <= cluster.config_names(leader), 30, "the old leader to catch up")

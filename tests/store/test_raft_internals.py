@@ -50,3 +50,27 @@ def test_the_serializer_path_of_snapshots_written_on_their_own_thread_exists():
     assert check.index("self.__serializeChecker is not None") < check.index("self.__useFork")
     assert "self.__transmissions = {}" in inspect.getsource(Serializer.__init__)
     assert "if self.__pid != 0:" in inspect.getsource(Serializer.getTransmissionData)
+
+
+def test_the_journal_and_dump_load_internals_the_durability_fixes_rely_on_exist():
+    """raft.py makes pysyncobj build a CrashSafeJournal (through the module-level
+    ``createJournal``), relies on FileJournal's private fields, and on the start-up load
+    of the dump file being the one made while ``__needLoadDumpFile`` is set
+    (tests/store/test_snapshot_durability.py)."""
+    import inspect
+
+    import pysyncobj.syncobj
+    from pysyncobj.journal import FileJournal
+
+    from swarmlet.store.raft import CrashSafeJournal, _create_journal
+
+    assert "createJournal(self.__conf.journalFile)" in inspect.getsource(SyncObj.__init__)
+    assert pysyncobj.syncobj.createJournal is _create_journal
+    init = inspect.getsource(FileJournal.__init__)
+    for name in ("self.__journalFile", "self.__journal", "self.__currentOffset"):
+        assert name in init, name
+    tick = inspect.getsource(SyncObj._onTick)
+    assert tick.index("self.__loadDumpFile(clearJournal=False)") < tick.index("self.__needLoadDumpFile = False")
+    load = inspect.getsource(SyncObj._SyncObj__loadDumpFile)
+    assert "self.__raftLog[0] != data[2]" in load  # the reset that _keep_journal_after avoids
+    assert issubclass(CrashSafeJournal, FileJournal)
