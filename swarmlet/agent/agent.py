@@ -17,9 +17,11 @@ import aiohttp
 from swarmlet.api.ipam import DATA_PLANE_NONE, DATA_PLANE_OVERLAY
 from swarmlet.api.netplane import DataPlane, NetworkPlane
 from swarmlet.api.objects import HEARTBEAT_MISSES_ALLOWED, NANO_CPUS_PER_CPU
-from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, SESSION_PATH, Assignments, Heartbeat,
+from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, SESSION_PATH, SESSION_PROTOCOL,
+                                  AssignmentChanges, Assignments, AssignmentSet, Heartbeat,
                                   HeartbeatAck, Hello, Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate,
-                                  ProtocolError, Redirect, Status, UnknownMessage, Welcome, pack, unpack)
+                                  OutOfSequence, ProtocolError, Redirect, Status, UnknownMessage, Welcome, pack,
+                                  unpack)
 from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
 from swarmlet.node.config import DataDir, NodeConfig
 from swarmlet.node.identity import NodeTls
@@ -90,6 +92,7 @@ class Agent:
         if executor is not None:
             executor.sink = self.task_status
         self._ws = None
+        self._held: AssignmentSet | None = None  # the assignment set as the leader last sent it
         self._log_streams: dict[tuple, asyncio.Task] = {}
         self._outbox: dict[str, dict] = {}
         self._flushing = False
@@ -160,7 +163,7 @@ class Agent:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.config.bind_host)) as http:
             async with http.ws_connect(f"https://{address}{SESSION_PATH}", ssl=self.tls.client_context(),
                                        max_msg_size=MAX_MESSAGE_SIZE) as ws:
-                await ws.send_bytes(pack(Hello(description=await self._description())))
+                await ws.send_bytes(pack(Hello(description=await self._description(), protocol=SESSION_PROTOCOL)))
                 first = unpack(await ws.receive_bytes(timeout=HANDSHAKE_TIMEOUT))
                 if isinstance(first, Redirect):
                     self._leader_hint = first.leader
@@ -175,6 +178,7 @@ class Agent:
                 self.connected.set()
                 log.info("session established with leader %s", address)
                 self._ws = ws
+                self._held = None  # the leader starts every session with a whole set
                 heartbeats = asyncio.ensure_future(self._heartbeats(ws))
                 try:
                     if self.executor is not None:
@@ -188,6 +192,9 @@ class Agent:
                             self._handle(unpack(reply.data))
                         except UnknownMessage as err:  # a newer leader's: nothing this node must act on
                             log.debug("leader %s sent %s; ignored", address, err)
+                        except OutOfSequence as err:  # a new session starts with a whole set again
+                            log.warning("leader %s: %s; starting a new session", address, err)
+                            return
                 finally:
                     self._ws = None
                     heartbeats.cancel()
@@ -204,7 +211,13 @@ class Agent:
         if isinstance(message, HeartbeatAck):
             self._apply_welcome(message)
         elif isinstance(message, Assignments) and self.executor is not None:
+            self._held = AssignmentSet.of(message)
             self._in_order(self._assign(message))
+        elif isinstance(message, AssignmentChanges) and self.executor is not None:
+            if self._held is None:
+                raise OutOfSequence(f"assignment changes {message.sequence} before any whole set")
+            self._held.apply(message)  # raises OutOfSequence, changing nothing, on a gap
+            self._in_order(self._assign_changes(message, dict(self._held.secrets), dict(self._held.configs)))
         elif isinstance(message, NetworkPlaneUpdate):
             if self._newest_plane is None or _plane_version(message) >= _plane_version(self._newest_plane):
                 self._newest_plane = message
@@ -232,6 +245,9 @@ class Agent:
 
     async def _assign(self, message: Assignments) -> None:
         self.executor.assign(message)
+
+    async def _assign_changes(self, changes: AssignmentChanges, secrets: dict, configs: dict) -> None:
+        self.executor.assign_changes(changes, secrets, configs)
 
     async def _apply_plane(self) -> None:
         # A plane is a whole state: when several arrived while one was being applied (every
