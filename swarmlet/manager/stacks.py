@@ -22,6 +22,7 @@ from swarmlet.api import specs
 from swarmlet.api.errors import Invalid, NotFound, TooLarge
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY, OVERLAY_DRIVER, AddressPool
 from swarmlet.api.limits import Limits
+from swarmlet.api.paging import PageRequest, page
 from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, CLUSTER_ID, MAX_OUTCOME_LENGTH, STACK_NAMESPACE_LABEL,
                                   DesiredState, ServiceMode, TaskState, UpdateState, spec_digest)
 from swarmlet.api.references import resolve
@@ -446,11 +447,16 @@ class StackApi:
                 counts[name] = counts.get(name, 0) + 1
         return [{"name": name, "services": count} for name, count in sorted(counts.items())]
 
-    def services(self, stack: str | None = None) -> list[dict]:
+    def services(self, stack: str | None = None, paged: PageRequest | None = None) -> list[dict] | dict:
+        """The services by name, or one page of them in ID order (api/paging.py)."""
         services = [s for s in self.store.list(Service) if stack is None or stack_of(s) == stack]
         networks = self.store.list(Network)
-        return [service_public(s, self.store.select(Task, service_id=s.id), networks)
-                for s in sorted(services, key=lambda s: s.name)]
+
+        def public(service: Service) -> dict:
+            return service_public(service, self.store.select(Task, service_id=service.id), networks)
+        if paged is not None:
+            return page(services, paged, lambda s: s.id, public)
+        return [public(s) for s in sorted(services, key=lambda s: s.name)]
 
     def resolve_service(self, ref: str) -> Service:
         return resolve("service", ref, self.store.list(Service))
@@ -459,10 +465,14 @@ class StackApi:
         service = self.resolve_service(ref)
         return service_public(service, self.store.select(Task, service_id=service.id), self.store.list(Network))
 
-    def tasks(self, service_ref: str | None = None, stack: str | None = None) -> list[dict]:
+    def tasks(self, service_ref: str | None = None, stack: str | None = None,
+              paged: PageRequest | None = None) -> list[dict] | dict:
+        """The tasks by service, slot and age, or one page of them in ID order (api/paging.py)."""
         service_id = self.resolve_service(service_ref).id if service_ref else None
         candidates = self.store.list(Task) if service_id is None else self.store.select(Task, service_id=service_id)
-        tasks = [t for t in candidates if stack is None or t.spec.stack == stack]
+        tasks = (t for t in candidates if stack is None or t.spec.stack == stack)
+        if paged is not None:
+            return page(tasks, paged, lambda t: t.id, task_public)
         return [task_public(t) for t in sorted(tasks, key=lambda t: (t.spec.service_name, t.spec.slot or 0,
                                                                       t.created_at))]
 

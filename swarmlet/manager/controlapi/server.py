@@ -31,6 +31,7 @@ import aiohttp
 from aiohttp import web
 
 from swarmlet.api import errors
+from swarmlet.api.paging import page_request
 from swarmlet.api.session import SESSION_PATH
 from swarmlet.node.rpc import connector
 
@@ -252,7 +253,7 @@ async def rotate_join_token(request):
 @routes.get("/v1/nodes")
 @requires(*ADMIN_ONLY)
 async def list_nodes(request):
-    return reply(request.app["manager"].nodes.list_public())
+    return reply(request.app["manager"].nodes.list_public(page_request(request.query)))
 
 
 @routes.get("/v1/nodes/{ref}")
@@ -397,7 +398,7 @@ async def remove_stack(request):
 @routes.get("/v1/services")
 @requires(*ADMIN_ONLY)
 async def list_services(request):
-    return reply(request.app["manager"].stacks.services())
+    return reply(request.app["manager"].stacks.services(paged=page_request(request.query)))
 
 
 @routes.get("/v1/services/{ref}")
@@ -465,7 +466,8 @@ async def service_logs(request):
 @requires(*ADMIN_ONLY)
 async def list_tasks(request):
     return reply(request.app["manager"].stacks.tasks(service_ref=request.query.get("service") or None,
-                                                     stack=request.query.get("stack") or None))
+                                                     stack=request.query.get("stack") or None,
+                                                     paged=page_request(request.query)))
 
 
 async def relay_to_leader(request: web.Request, manager) -> web.StreamResponse:
