@@ -173,6 +173,31 @@ async def test_a_protocol_2_node_gets_a_whole_set_then_only_what_changed(store, 
     assert held.secrets == {"db": {"data": b"pw", "id": "db"}}
 
 
+async def test_nothing_is_pushed_to_a_node_before_its_welcome(store, dispatcher, client, monkeypatch):
+    """A store change while the session's start is being written (the node marked ready)
+    must not send the node its set before the welcome the agent waits for first (seen
+    as sessions failing over and over while a big deploy's tasks were being assigned)."""
+    await store.add_node("n1")
+    await dispatcher.leadership_changed(True)
+    commit, marking, release = store.commit, asyncio.Event(), asyncio.Event()
+
+    async def slow_node_writes(ops, *args, **kwargs):
+        if any(op["kind"] == "node" for op in ops) and not release.is_set():
+            marking.set()
+            await release.wait()
+        return await commit(ops, *args, **kwargs)
+    monkeypatch.setattr(store, "commit", slow_node_writes)
+    ws = await connect(client, "n1", protocol=SESSION_PROTOCOL)
+    await asyncio.wait_for(marking.wait(), REPLY_TIMEOUT)  # the session is registered, its welcome not yet sent
+    await store.add("task", "t1", task_spec("n1"), {"state": "assigned"})
+    for _ in range(50):  # loop turns for the push loop to take the change (no time passes in this store)
+        await asyncio.sleep(0)
+    release.set()
+    assert isinstance(await receive(ws), Welcome)
+    first = await receive(ws)
+    assert isinstance(first, Assignments) and [t["id"] for t in first.tasks] == ["t1"]
+
+
 async def test_status_reports_are_written_together_and_reports_on_other_nodes_tasks_dropped(store, dispatcher, client):
     await store.add_node("n1")
     for task_id, node_id in (("a", "n1"), ("b", "n1"), ("theirs", "n2")):

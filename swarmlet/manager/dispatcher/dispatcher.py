@@ -192,16 +192,22 @@ class Dispatcher(LeaderLoop):
             await previous.close(message=b"replaced by a newer session")
         self._sessions[node_id] = ws
         self._send_locks[node_id] = asyncio.Lock()
-        self._assign_locks[node_id] = asyncio.Lock()
+        # Held until the welcome is out: the agent waits for it first, and a store change
+        # meanwhile would push the node its set ahead of it.
+        starting = self._assign_locks[node_id] = asyncio.Lock()
+        await starting.acquire()  # a new lock: taken at once
         self._sent.pop(node_id, None)
         self._held.pop(node_id, None)
         self._protocols[node_id] = hello.protocol
         self._planes.pop(node_id, None)
         self._last_seen[node_id] = self.clock()
         self._unheard.discard(node_id)
-        await self._set_state(node_id, NodeState.READY, "", hello.description)
         try:
-            await self._send(node_id, ws, self._welcome(node_id, Welcome))
+            try:
+                await self._set_state(node_id, NodeState.READY, "", hello.description)
+                await self._send(node_id, ws, self._welcome(node_id, Welcome))
+            finally:
+                starting.release()  # whatever happened: a push waiting on it must not wait forever
             await self._send_assignment(node_id)
             async for frame in ws:
                 if frame.type != WSMsgType.BINARY:
