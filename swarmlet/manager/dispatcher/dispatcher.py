@@ -84,6 +84,7 @@ class Dispatcher(LeaderLoop):
         self._held: dict[str, AssignmentSet] = {}  # protocol-2 node -> the set it holds (what it was sent)
         self._protocols: dict[str, int] = {}  # node -> the session protocol its hello named
         self._assign_locks: dict[str, asyncio.Lock] = {}  # one node's set built and sent in order
+        self._welcomed: set[str] = set()  # nodes whose session's welcome is out: sets may go to them
         self._statuses: dict[str, tuple[str, dict]] = {}  # task -> (node, status) not yet written
         self._statuses_waiting = asyncio.Event()
         self._log_streams: dict[str, tuple[asyncio.Queue, dict[str, str]]] = {}  # request -> (queue, task -> node)
@@ -192,10 +193,8 @@ class Dispatcher(LeaderLoop):
             await previous.close(message=b"replaced by a newer session")
         self._sessions[node_id] = ws
         self._send_locks[node_id] = asyncio.Lock()
-        # Held until the welcome is out: the agent waits for it first, and a store change
-        # meanwhile would push the node its set ahead of it.
-        starting = self._assign_locks[node_id] = asyncio.Lock()
-        await starting.acquire()  # a new lock: taken at once
+        self._assign_locks[node_id] = asyncio.Lock()
+        self._welcomed.discard(node_id)
         self._sent.pop(node_id, None)
         self._held.pop(node_id, None)
         self._protocols[node_id] = hello.protocol
@@ -203,11 +202,12 @@ class Dispatcher(LeaderLoop):
         self._last_seen[node_id] = self.clock()
         self._unheard.discard(node_id)
         try:
-            try:
-                await self._set_state(node_id, NodeState.READY, "", hello.description)
-                await self._send(node_id, ws, self._welcome(node_id, Welcome))
-            finally:
-                starting.release()  # whatever happened: a push waiting on it must not wait forever
+            await self._set_state(node_id, NodeState.READY, "", hello.description)
+            await self._send(node_id, ws, self._welcome(node_id, Welcome))
+            # Only now may sets be pushed: the agent waits for the welcome first, and a store
+            # change while the node was being marked ready pushed its set ahead of it. The
+            # set sent next is built from the store as it is now, so nothing is missed.
+            self._welcomed.add(node_id)
             await self._send_assignment(node_id)
             async for frame in ws:
                 if frame.type != WSMsgType.BINARY:
@@ -228,6 +228,7 @@ class Dispatcher(LeaderLoop):
         finally:
             if self._sessions.get(node_id) is ws:
                 del self._sessions[node_id]
+                self._welcomed.discard(node_id)
                 self._sent.pop(node_id, None)
                 self._held.pop(node_id, None)
                 self._planes.pop(node_id, None)
@@ -317,7 +318,7 @@ class Dispatcher(LeaderLoop):
         store change touched), or anywhere when None."""
         async with self._assign_locks.setdefault(node_id, asyncio.Lock()):  # sets go out in the order built
             ws = self._sessions.get(node_id)
-            if ws is None or ws.closed or not self.store.is_leader:
+            if ws is None or ws.closed or node_id not in self._welcomed or not self.store.is_leader:
                 return
             message = self._assignment_message(node_id, task_ids)
             # First the plane, built after the assignment set (so from a store at least as new):
