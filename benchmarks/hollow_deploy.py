@@ -5,12 +5,18 @@ one service of R replicas placed on the hollow nodes.
 Run: python benchmarks/hollow_deploy.py [--hollow 200] [--replicas 10000] [--managers 3]
                                         [--per-host 250] [--start-delay 0.1]
                                         [--first-address 127.0.232.2] [--dir D] [--timeout 600] [--keep]
+                                        [--profile OUT.txt]
 
 Measured, from `POST /v1/stacks/<name>` (what `swarmlet stack deploy` sends):
-- time until every task is assigned to a node, and until every task runs;
+- time until every task runs (a follower's count of the service's running tasks, every 1 s; with
+  --tasks-progress every task from the leader, as before, and the time until all are assigned);
 - `GET /v1/nodes` on the leader every 0.1 s during the deploy: p50, p99, max;
 - the leader's RSS (peak, sampled every 0.2 s) and the number of leader changes;
 - the hollow hosts' RSS per hollow node and CPU per hollow node, at rest.
+- CPU seconds during the deploy of the leader, the followers and the hollow hosts;
+- with --profile, py-spy samples the leader (every thread) during the deploy and the
+  CPU seconds are split by component (benchmarks/profile_split.py); the raw stacks go
+  to the named file.
 `swarmlet local up` itself (the N joins) is timed too. The cluster is taken down at
 the end unless --keep.
 """
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import load_average, median, percentile, table  # noqa: E402
 from deploy import cpu_seconds, run, swarmlet  # noqa: E402
 
+from swarmlet.api.limits import DEFAULT_REPLICAS_PER_SERVICE, DEFAULT_TASKS_PER_CLUSTER  # noqa: E402
 from swarmlet.cli.client import ApiError, Client, ClusterUnreachable  # noqa: E402
 from swarmlet.cli.stack import deploy_body  # noqa: E402
 from swarmlet.compose import load_stack  # noqa: E402
@@ -38,9 +47,10 @@ from swarmlet.runtime.hollow import DEFAULT_START_DELAY, HOLLOW_ENGINE_LABEL  # 
 STACK = "hollowbench"
 NODES_POLL = 0.1  # seconds between GET /v1/nodes probes
 RSS_POLL = 0.2
-PROGRESS_POLL = 1.0  # GET /v1/stacks/…/tasks of 10,000 tasks is itself work for the manager asked
+PROGRESS_POLL = 1.0
 REST_SECONDS = 10.0  # how long the at-rest CPU of the hosts is measured
 DEFAULT_TIMEOUT = 600.0
+PROFILE_RATE = 100  # py-spy samples a second: each sample of a thread is 10 ms of its time
 
 
 def rss_kb(pid: int) -> int:
@@ -51,6 +61,15 @@ def rss_kb(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def thread_cpu_seconds(pid: int, tid: int) -> float:
+    """User + system CPU of one thread (the main thread's ID is the process's: the event loop)."""
+    try:
+        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def compose_file(directory: Path, replicas: int) -> Path:
@@ -91,7 +110,12 @@ class Bench:
 
     def up(self) -> float:
         started = time.monotonic()
-        swarmlet("local", "up", "--managers", str(self.args.managers), "--workers", "0",
+        # Past the default limits (10,000 replicas a service, 20,000 tasks a cluster) the
+        # cluster is made with room for the deploy.
+        limits = [] if self.args.replicas <= DEFAULT_REPLICAS_PER_SERVICE else [
+            "--limit", f"replicas_per_service={self.args.replicas}",
+            "--limit", f"tasks_per_cluster={max(self.args.replicas, DEFAULT_TASKS_PER_CLUSTER)}"]
+        swarmlet("local", "up", *limits, "--managers", str(self.args.managers), "--workers", "0",
                  "--hollow-workers", str(self.args.hollow), "--hollow-per-host", str(self.args.per_host),
                  "--hollow-start-delay", str(self.args.start_delay), "--runtime", "process",
                  "--first-address", self.args.first_address, "--dir", str(self.local.directory))
@@ -149,7 +173,17 @@ class Bench:
         probes = [Probe(NODES_POLL, nodes_probe), Probe(RSS_POLL, rss_probe)]
         for probe in probes:
             probe.start()
-        cpu_before = cpu_seconds([leader_pid])
+        rows = self.local.status()
+        managers = [r["pid"] for r in rows if r["role"] == "manager" and r["pid"]]
+        port = self.local.load()[1]
+        follower_client = Client([f"{r['address']}:{port}" for r in rows if r["role"] == "manager" and r["id"] != leader_id],
+                                 self.local.admin_dir, timeout=60)
+        followers = [pid for pid in managers if pid != leader_pid]
+        hosts = self.host_pids()
+        cpu_before = {name: cpu_seconds(pids) for name, pids in
+                      (("leader", [leader_pid]), ("followers", followers), ("hosts", hosts))}
+        loop_before = thread_cpu_seconds(leader_pid, leader_pid)
+        profiler = self.profiler(leader_pid)
         started = time.monotonic()
         self.client.call("POST", f"/v1/stacks/{STACK}", body, timeout=120)
         accepted = time.monotonic() - started
@@ -157,8 +191,18 @@ class Bench:
         counts = {}
         while time.monotonic() - started < self.args.timeout:
             try:
-                tasks = self.client.call("GET", f"/v1/stacks/{STACK}/tasks", timeout=60)
+                if self.args.tasks_progress:  # every task's JSON each second, from the leader (as before)
+                    tasks = self.client.call("GET", f"/v1/stacks/{STACK}/tasks", timeout=60)
+                else:  # the service's running count, from a follower
+                    (service,) = follower_client.call("GET", f"/v1/stacks/{STACK}/services", timeout=60)
             except (ApiError, ClusterUnreachable):
+                continue
+            if not self.args.tasks_progress:
+                counts = {"running": service["running"]}
+                if service["running"] == self.args.replicas:
+                    running = time.monotonic() - started
+                    break
+                time.sleep(PROGRESS_POLL)
                 continue
             active = [t for t in tasks if t["desired_state"] in ("ready", "running")]
             counts = {}
@@ -171,13 +215,28 @@ class Bench:
                 break
             time.sleep(PROGRESS_POLL)
         elapsed = time.monotonic() - started
+        cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in
+               (("leader", [leader_pid]), ("followers", followers), ("hosts", hosts))}
+        cpu["leader_loop"] = thread_cpu_seconds(leader_pid, leader_pid) - loop_before
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            profiler.wait(timeout=60)
         for probe in probes:
             probe.halt.set()
             probe.join()
         return {"accepted": accepted, "assigned": assigned, "running": running, "elapsed": elapsed,
                 "counts": counts, "latencies": latencies, "failures": failures, "rss_before": rss[0],
-                "rss_peak": max(rss), "leader_changes": len(leaders) - 1,
-                "leader_cpu": cpu_seconds([leader_pid]) - cpu_before}
+                "rss_peak": max(rss), "rss_end": rss[-1], "leader_changes": len(leaders) - 1, "cpu": cpu}
+
+    def profiler(self, pid: int) -> subprocess.Popen | None:
+        if not self.args.profile:
+            return None
+        py_spy = shutil.which("py-spy")
+        if py_spy is None:
+            sys.exit("--profile needs py-spy (pip install py-spy)")
+        return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--threads", "--full-filenames", "--format", "raw",
+                                 "--rate", str(PROFILE_RATE), "--output", self.args.profile],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def down(self) -> None:
         if self.local.state_path.exists():
@@ -200,6 +259,11 @@ def main() -> None:
     parser.add_argument("--dir", help="where the cluster goes (default: a new temporary directory)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="give up on the deploy after this")
     parser.add_argument("--keep", action="store_true", help="leave the cluster running")
+    parser.add_argument("--tasks-progress", action="store_true",
+                        help="follow the deploy as before: every task from the leader each second (and time 'all "
+                             "assigned'); by default the service's running count from a follower, which costs the "
+                             "leader nothing (the task listing was half of its loop: docs/performance.md)")
+    parser.add_argument("--profile", help="py-spy the leader during the deploy; raw stacks to this file")
     args = parser.parse_args()
     # A SIGTERM (`timeout`, CI) still takes the cluster down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -223,13 +287,19 @@ def main() -> None:
         ["GET /v1/nodes p50 / p99 / max (ms)", f"{median(latencies) * 1000:.0f} / "
                                                f"{percentile(latencies, 99) * 1000:.0f} / {max(latencies) * 1000:.0f}"
                                                f" ({len(result['latencies'])} calls, {len(result['failures'])} failed)"],
-        ["leader RSS before / peak", f"{result['rss_before'] / 1024:.0f} / {result['rss_peak'] / 1024:.0f} MB"],
-        ["leader CPU during the deploy", f"{result['leader_cpu']:.1f} s in {result['elapsed']:.1f} s"],
+        ["leader RSS before / peak / end", f"{result['rss_before'] / 1024:.0f} / {result['rss_peak'] / 1024:.0f}"
+                                           f" / {result['rss_end'] / 1024:.0f} MB"],
+        ["CPU during the deploy: leader (its event loop) / followers / hollow hosts",
+         f"{result['cpu']['leader']:.1f} ({result['cpu']['leader_loop']:.1f}) / {result['cpu']['followers']:.1f}"
+         f" / {result['cpu']['hosts']:.1f} s in {result['elapsed']:.1f} s"],
         ["leader changes", result["leader_changes"]],
     ]
     print(table(["measure", "value"], rows,
                 title=f"{args.managers} managers + {args.hollow} hollow workers, {args.replicas} replicas "
                       f"(load {load_average()})"))
+    if args.profile:
+        from profile_split import render, split
+        print(render(split(Path(args.profile).read_text(), PROFILE_RATE)))
 
 
 if __name__ == "__main__":

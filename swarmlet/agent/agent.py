@@ -19,9 +19,10 @@ import aiohttp
 from swarmlet.api.ipam import DATA_PLANE_NONE, DATA_PLANE_OVERLAY
 from swarmlet.api.netplane import DataPlane, NetworkPlane
 from swarmlet.api.objects import HEARTBEAT_MISSES_ALLOWED, NANO_CPUS_PER_CPU
-from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, SESSION_PATH, Assignments, Heartbeat,
+from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, SESSION_PATH, SESSION_PROTOCOL,
+                                  AssignmentChanges, Assignments, AssignmentSet, Heartbeat,
                                   HeartbeatAck, Hello, Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate,
-                                  ProtocolError, Redirect, Status, UnknownMessage, USAGE_PERIOD, Welcome, pack,
+                                  OutOfSequence, ProtocolError, Redirect, Status, UnknownMessage, USAGE_PERIOD, Welcome, pack,
                                   unpack)
 from swarmlet.ca import generate_key_pem, make_csr, renewal_delay
 from swarmlet.node.config import DataDir, NodeConfig
@@ -93,6 +94,7 @@ class Agent:
         if executor is not None:
             executor.sink = self.task_status
         self._ws = None
+        self._held: AssignmentSet | None = None  # the assignment set as the leader last sent it
         self._log_streams: dict[tuple, asyncio.Task] = {}
         self._outbox: dict[str, dict] = {}
         self._flushing = False
@@ -167,7 +169,7 @@ class Agent:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector(self.config.bind_host)) as http:
             async with http.ws_connect(f"https://{address}{SESSION_PATH}", ssl=self.tls.client_context(),
                                        max_msg_size=MAX_MESSAGE_SIZE) as ws:
-                await ws.send_bytes(pack(Hello(description=await self._description())))
+                await ws.send_bytes(pack(Hello(description=await self._description(), protocol=SESSION_PROTOCOL)))
                 first = unpack(await ws.receive_bytes(timeout=HANDSHAKE_TIMEOUT))
                 if isinstance(first, Redirect):
                     self._leader_hint = first.leader
@@ -184,6 +186,7 @@ class Agent:
                 self._heartbeats_sent.clear()
                 log.info("session established with leader %s", address)
                 self._ws = ws
+                self._held = None  # the leader starts every session with a whole set
                 heartbeats = asyncio.ensure_future(self._heartbeats(ws))
                 usage = asyncio.ensure_future(self._report_usage(ws))
                 try:
@@ -198,6 +201,9 @@ class Agent:
                             self._handle(unpack(reply.data))
                         except UnknownMessage as err:  # a newer leader's: nothing this node must act on
                             log.debug("leader %s sent %s; ignored", address, err)
+                        except OutOfSequence as err:  # a new session starts with a whole set again
+                            log.warning("leader %s: %s; starting a new session", address, err)
+                            return
                 finally:
                     self._ws = None
                     heartbeats.cancel()
@@ -233,7 +239,13 @@ class Agent:
                     self.on_heartbeat_rtt(time.monotonic() - sent)
             self._apply_welcome(message)
         elif isinstance(message, Assignments) and self.executor is not None:
+            self._held = AssignmentSet.of(message)
             self._in_order(self._assign(message))
+        elif isinstance(message, AssignmentChanges) and self.executor is not None:
+            if self._held is None:
+                raise OutOfSequence(f"assignment changes {message.sequence} before any whole set")
+            self._held.apply(message)  # raises OutOfSequence, changing nothing, on a gap
+            self._in_order(self._assign_changes(message, dict(self._held.secrets), dict(self._held.configs)))
         elif isinstance(message, NetworkPlaneUpdate):
             if self._newest_plane is None or _plane_version(message) >= _plane_version(self._newest_plane):
                 self._newest_plane = message
@@ -261,6 +273,9 @@ class Agent:
 
     async def _assign(self, message: Assignments) -> None:
         self.executor.assign(message)
+
+    async def _assign_changes(self, changes: AssignmentChanges, secrets: dict, configs: dict) -> None:
+        self.executor.assign_changes(changes, secrets, configs)
 
     async def _apply_plane(self) -> None:
         # A plane is a whole state: when several arrived while one was being applied (every

@@ -22,7 +22,7 @@ from typing import Callable
 from swarmlet.agent.taskconfig import container_config, has_healthcheck
 from swarmlet.api.netplane import NetworkPlane
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, DesiredState, TaskState, is_terminal, state_rank
-from swarmlet.api.session import PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, Assignments
+from swarmlet.api.session import PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, AssignmentChanges, Assignments
 from swarmlet.api.views import TaskSpec
 from swarmlet.runtime.base import HealthStatus
 from swarmlet.runtime import EventKind, ImageNotFoundError, OwnedTask, Runtime, RuntimeEvent, TaskRuntimeError, ContainerState
@@ -293,13 +293,7 @@ class Executor:
         self.secrets = assignment.secrets
         self.configs = assignment.configs
         entries = {entry["id"]: entry for entry in assignment.tasks}
-        for task_id, entry in entries.items():
-            runner = self.runners.get(task_id)
-            if runner is None:
-                owned = (self._owned or {}).pop(task_id, None)
-                self.runners[task_id] = TaskRunner(self, task_id, entry, owned)
-            else:
-                runner.update(entry)
+        self._take(entries.values())
         for task_id, runner in list(self.runners.items()):
             if task_id not in entries:
                 runner.unassign()
@@ -309,6 +303,27 @@ class Executor:
                 self._leftovers[task_id] = owned.stack_namespace
                 asyncio.ensure_future(self._remove_quietly(task_id))
             self._owned = {}
+
+    def assign_changes(self, changes: AssignmentChanges, secrets: dict, configs: dict) -> None:
+        """Take what changed in the assignment set since the last message (after a whole
+        set: the agent applies changes only on top of one), with the secrets and configs
+        the set now holds."""
+        self.secrets = secrets
+        self.configs = configs
+        self._take(changes.tasks)
+        for task_id in changes.removed:
+            runner = self.runners.get(task_id)
+            if runner is not None:
+                runner.unassign()
+
+    def _take(self, entries) -> None:
+        for entry in entries:
+            runner = self.runners.get(entry["id"])
+            if runner is None:
+                owned = (self._owned or {}).pop(entry["id"], None)
+                self.runners[entry["id"]] = TaskRunner(self, entry["id"], entry, owned)
+            else:
+                runner.update(entry)
 
     async def _remove_quietly(self, task_id: str) -> None:
         try:

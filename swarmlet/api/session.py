@@ -9,7 +9,12 @@ naming the message and the other keys its fields.
   ``HeartbeatAck`` (the same, so nodes learn of role changes and new managers), or a
   ``Redirect`` instead of a welcome when this manager is not the leader.
 - leader -> node: ``Assignments``, the node's whole assignment set, at session start
-  and whenever it changes.
+  (and whenever it changes, to a node of protocol 1). A node that says protocol 2 in its
+  hello (``SESSION_PROTOCOL``) then gets ``AssignmentChanges`` instead: only the tasks,
+  secrets and configs that changed or went, as Swarm's dispatcher sends incremental
+  assignments after the first complete set. Each set and change carries a sequence
+  number and each change the one it applies to; a node that finds a gap
+  (``OutOfSequence``) closes the session, and the next one starts with a whole set.
 - leader -> node: ``NetworkPlaneUpdate``, the node's whole ``NetworkPlane``
   (swarmlet.api.netplane), to nodes that run the overlay data plane: at session start
   and whenever it changes, always before an assignment set that needs it.
@@ -42,6 +47,9 @@ SESSION_PATH = "/v1/dispatcher/session"
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 USAGE_PERIOD = 2.0  # how often a node reports its running tasks' usage (seconds)
 HANDSHAKE_TIMEOUT = 10.0  # for the hello, and for the welcome or redirect that answers it
+# The session protocol this side speaks: 1, whole assignment sets only; 2, assignment
+# changes after the first whole set. A hello without the field is a protocol-1 node's.
+SESSION_PROTOCOL = 2
 
 
 class MessageType(enum.StrEnum):
@@ -51,6 +59,7 @@ class MessageType(enum.StrEnum):
     HEARTBEAT = "heartbeat"
     HEARTBEAT_ACK = "heartbeat_ack"
     ASSIGNMENTS = "assignments"
+    ASSIGNMENT_CHANGES = "assignment_changes"
     STATUS = "status"
     LOGS = "logs"
     LOGS_CANCEL = "logs_cancel"
@@ -61,6 +70,10 @@ class MessageType(enum.StrEnum):
 
 class ProtocolError(ValueError):
     """A frame that is not a well-formed session message."""
+
+
+class OutOfSequence(ProtocolError):
+    """Assignment changes that do not apply to the set this node holds: resync."""
 
 
 class UnknownMessage(ProtocolError):
@@ -114,6 +127,7 @@ class Message:
 class Hello(Message):
     TYPE = MessageType.HELLO
     description: dict = field(default_factory=dict)
+    protocol: int = 1  # the highest SESSION_PROTOCOL the node speaks
 
 
 @dataclass(frozen=True)
@@ -142,10 +156,80 @@ class Heartbeat(Message):
 
 @dataclass(frozen=True)
 class Assignments(Message):
+    """The node's whole assignment set: it replaces whatever the node held."""
     TYPE = MessageType.ASSIGNMENTS
     tasks: list[AssignedTask] = field(default_factory=list)
     secrets: dict[str, FileData] = field(default_factory=dict)
     configs: dict[str, FileData] = field(default_factory=dict)
+    sequence: int = 0  # what the changes after it apply to (protocol 2)
+
+
+@dataclass(frozen=True)
+class AssignmentChanges(Message):
+    """What changed in the node's assignment set since the message numbered
+    ``applies_to``: tasks, secrets and configs added or changed (whole entries, by ID or
+    name), and the ones gone. Protocol 2 only."""
+    TYPE = MessageType.ASSIGNMENT_CHANGES
+    sequence: int
+    applies_to: int
+    tasks: list[AssignedTask] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # task IDs
+    secrets: dict[str, FileData] = field(default_factory=dict)
+    removed_secrets: list[str] = field(default_factory=list)  # names
+    configs: dict[str, FileData] = field(default_factory=dict)
+    removed_configs: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:  # anything to send at all
+        return bool(self.tasks or self.removed or self.secrets or self.removed_secrets or self.configs
+                    or self.removed_configs)
+
+
+@dataclass
+class AssignmentSet:
+    """A node's assignment set as a whole, as both ends hold it: the leader what it last
+    sent (to send only the differences), the node what it received (to apply them).
+    Pure: building, diffing and applying."""
+    sequence: int = 0
+    tasks: dict[str, AssignedTask] = field(default_factory=dict)
+    secrets: dict[str, FileData] = field(default_factory=dict)
+    configs: dict[str, FileData] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, message: Assignments) -> AssignmentSet:
+        return cls(message.sequence, {t["id"]: t for t in message.tasks}, dict(message.secrets),
+                   dict(message.configs))
+
+    def whole(self) -> Assignments:
+        return Assignments(tasks=list(self.tasks.values()), secrets=dict(self.secrets), configs=dict(self.configs),
+                           sequence=self.sequence)
+
+    def changes_to(self, target: Assignments) -> AssignmentChanges:
+        """What turns this set into ``target`` (numbered one after this one)."""
+        tasks = {t["id"]: t for t in target.tasks}
+        return AssignmentChanges(
+            sequence=self.sequence + 1, applies_to=self.sequence,
+            tasks=[t for task_id, t in tasks.items() if self.tasks.get(task_id) != t],
+            removed=sorted(set(self.tasks) - set(tasks)),
+            secrets={k: v for k, v in target.secrets.items() if self.secrets.get(k) != v},
+            removed_secrets=sorted(set(self.secrets) - set(target.secrets)),
+            configs={k: v for k, v in target.configs.items() if self.configs.get(k) != v},
+            removed_configs=sorted(set(self.configs) - set(target.configs)))
+
+    def apply(self, changes: AssignmentChanges) -> None:
+        """Take ``changes`` (``OutOfSequence`` when they follow another message than the
+        last one this set took; the set is left as it was)."""
+        if changes.applies_to != self.sequence:
+            raise OutOfSequence(f"assignment changes {changes.sequence} apply to {changes.applies_to}, "
+                                f"but the set held is {self.sequence}")
+        for task_id in changes.removed:
+            self.tasks.pop(task_id, None)
+        self.tasks.update((t["id"], t) for t in changes.tasks)
+        for held, changed, removed in ((self.secrets, changes.secrets, changes.removed_secrets),
+                                       (self.configs, changes.configs, changes.removed_configs)):
+            for name in removed:
+                held.pop(name, None)
+            held.update(changed)
+        self.sequence = changes.sequence
 
 
 @dataclass(frozen=True)
@@ -199,8 +283,8 @@ class LogEnd(Message):
 
 
 MESSAGES: dict[str, type[Message]] = {cls.TYPE.value: cls for cls in (
-    Hello, Welcome, HeartbeatAck, Redirect, Heartbeat, Assignments, Status, Logs, LogsCancel, Log, LogEnd,
-    NetworkPlaneUpdate)}
+    Hello, Welcome, HeartbeatAck, Redirect, Heartbeat, Assignments, AssignmentChanges, Status, Logs, LogsCancel,
+    Log, LogEnd, NetworkPlaneUpdate)}
 
 
 # -- the wire -------------------------------------------------------------------------------------------

@@ -17,9 +17,11 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
+from swarmlet.api.paging import MAX_PAGE_ITEMS
 from swarmlet.ca import NodeCertStore, client_context
 from swarmlet.node.config import DEFAULT_API_PORT, split_address
 
@@ -90,6 +92,22 @@ class Client:
             return data
         raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
 
+    def list_all(self, path: str, timeout: float | None = None) -> list[dict]:
+        """Every object of a paged listing (``/v1/tasks``, ``/v1/nodes``, ``/v1/services``),
+        a page of ``MAX_PAGE_ITEMS`` at a time (api/paging.py), in ID order; a manager
+        from before paging answers the whole list at once, which is taken as it is."""
+        items: list[dict] = []
+        cursor = None
+        separator = "&" if "?" in path else "?"
+        while True:
+            query = f"limit={MAX_PAGE_ITEMS}" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
+            answer = self.call("GET", f"{path}{separator}{query}", timeout=timeout)
+            if isinstance(answer, list):
+                return answer
+            items += answer["items"]
+            cursor = answer["next"]
+            if cursor is None:
+                return items
 
     def connection(self, host: str, timeout: float | None = None) -> http.client.HTTPSConnection:
         """A connection to one manager (for streams that pick their manager themselves)."""

@@ -444,7 +444,7 @@ def _node_row(n: dict) -> list:
 @client_options
 def node_ls(output_format, host, context_dir):
     """List nodes."""
-    nodes = make_client(host, context_dir).call("GET", "/v1/nodes")
+    nodes = sorted(make_client(host, context_dir).list_all("/v1/nodes"), key=lambda n: n["status"].get("hostname") or "")
     emit(output_format, nodes, ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ADDRESS"], _node_row)
 
 

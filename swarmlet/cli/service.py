@@ -48,7 +48,7 @@ def emit_services(output_format: str, client: Client, services: list[dict]) -> N
     counts the slots whose task completed."""
     if any(s["mode"] in JOB_MODES for s in services):
         completed: dict[str, set] = {}
-        for task in client.call("GET", "/v1/tasks"):
+        for task in client.list_all("/v1/tasks"):
             if task["state"] == "complete":
                 completed.setdefault(task["service_id"], set()).add(task["slot"] or task["node_id"])
         for s in services:
@@ -82,7 +82,8 @@ def _age(timestamp) -> str:
 def emit_tasks(output_format: str, client: Client, tasks: list[dict]) -> None:
     """Tasks with their node's hostname (also added as ``node`` to the JSON); a pending
     task's ERROR is the scheduler's explanation."""
-    hostnames = {n["id"]: n["status"].get("hostname") or n["id"] for n in client.call("GET", "/v1/nodes")}
+    hostnames = {n["id"]: n["status"].get("hostname") or n["id"] for n in client.list_all("/v1/nodes")}
+    tasks.sort(key=lambda t: (t["service_name"], t["slot"] or 0, t.get("created_at") or 0))  # pages: in ID order
     for task in tasks:
         task["node"] = hostnames.get(task["node_id"]) if task["node_id"] else None
 
@@ -101,7 +102,7 @@ def wait_for_services(client: Client, refs: list[str], timeout: float, expect_ro
     def snapshot():
         services = [client.call("GET", f"/v1/services/{_ref(r)}") for r in refs]
         names[:] = [s["name"] for s in services]
-        tasks = [t for s in services for t in client.call("GET", f"/v1/tasks?service={s['id']}")]
+        tasks = [t for s in services for t in client.list_all(f"/v1/tasks?service={s['id']}")]
         return services, tasks
     wait_converged(snapshot, lambda: ("services " if len(names) > 1 else "service ") + ", ".join(names), timeout,
                    expect_rollback=expect_rollback)
@@ -118,7 +119,7 @@ def service() -> None:
 def service_ls(output_format, host, context_dir):
     """List services (running/desired tasks; completed/desired for jobs)."""
     client = make_client(host, context_dir)
-    emit_services(output_format, client, client.call("GET", "/v1/services"))
+    emit_services(output_format, client, sorted(client.list_all("/v1/services"), key=lambda s: s["name"]))
 
 
 @service.command("ps")
@@ -128,7 +129,7 @@ def service_ls(output_format, host, context_dir):
 def service_ps(ref, output_format, host, context_dir):
     """The tasks of a service, with the scheduler's explanation for pending ones."""
     client = make_client(host, context_dir)
-    emit_tasks(output_format, client, client.call("GET", f"/v1/tasks?service={_ref(ref)}"))
+    emit_tasks(output_format, client, client.list_all(f"/v1/tasks?service={_ref(ref)}"))
 
 
 @service.command("inspect")
@@ -201,7 +202,7 @@ def service_rm(refs, detach, timeout, host, context_dir):
         click.echo(ref)
         removed.append(service_id)
     if not detach:
-        wait_gone(lambda: [t for t in client.call("GET", "/v1/tasks") if t["service_id"] in removed],
+        wait_gone(lambda: [t for t in client.list_all("/v1/tasks") if t["service_id"] in removed],
                   "service " + ", ".join(refs), timeout)
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from swarmlet.api import errors
 from swarmlet.api.names import check_labels
+from swarmlet.api.paging import PageRequest, page
 from swarmlet.api.objects import CLUSTER_ID, AVAILABILITIES, NodeState, node_object_spec, node_object_status
 from swarmlet.api.references import resolve
 from swarmlet.api.views import Cluster, Node
@@ -58,7 +59,10 @@ class NodeService:
                 "updated_at": node.updated_at, "spec": node.spec.raw, "status": status.raw,
                 "manager_status": manager_status}
 
-    def list_public(self) -> list[dict]:
+    def list_public(self, paged: PageRequest | None = None) -> list[dict] | dict:
+        """Every node by hostname, or one page of them in ID order (api/paging.py)."""
+        if paged is not None:
+            return page(self.store.list(Node), paged, lambda n: n.id, self._public)
         return [self._public(n) for n in sorted(self.store.list(Node), key=lambda n: n.status.hostname)]
 
     def public(self, ref: str) -> dict:

@@ -24,6 +24,7 @@ from swarmlet.api.errors import Invalid, NotFound, TooLarge
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY, OVERLAY_DRIVER, AddressPool
 from swarmlet.api.limits import Limits
 from swarmlet.api.names import check_stack_names
+from swarmlet.api.paging import PageRequest, page
 from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, CLUSTER_ID, MAX_OUTCOME_LENGTH, STACK_NAMESPACE_LABEL,
                                   ROLLBACK_STATES, DesiredState, NodeState, ServiceMode, TaskState, UpdateState,
                                   spec_digest)
@@ -471,11 +472,16 @@ class StackApi:
                 counts[name] = counts.get(name, 0) + 1
         return [{"name": name, "services": count} for name, count in sorted(counts.items())]
 
-    def services(self, stack: str | None = None) -> list[dict]:
+    def services(self, stack: str | None = None, paged: PageRequest | None = None) -> list[dict] | dict:
+        """The services by name, or one page of them in ID order (api/paging.py)."""
         services = [s for s in self.store.list(Service) if stack is None or stack_of(s) == stack]
         networks = self.store.list(Network)
-        return [service_public(s, self.store.select(Task, service_id=s.id), networks)
-                for s in sorted(services, key=lambda s: s.name)]
+
+        def public(service: Service) -> dict:
+            return service_public(service, self.store.select(Task, service_id=service.id), networks)
+        if paged is not None:
+            return page(services, paged, lambda s: s.id, public)
+        return [public(s) for s in sorted(services, key=lambda s: s.name)]
 
     def resolve_service(self, ref: str) -> Service:
         return resolve("service", ref, self.store.list(Service))
@@ -484,16 +490,20 @@ class StackApi:
         service = self.resolve_service(ref)
         return service_public(service, self.store.select(Task, service_id=service.id), self.store.list(Network))
 
-    def tasks(self, service_ref: str | None = None, stack: str | None = None) -> list[dict]:
+    def tasks(self, service_ref: str | None = None, stack: str | None = None,
+              paged: PageRequest | None = None) -> list[dict] | dict:
+        """The tasks by service, slot and age, or one page of them in ID order (api/paging.py)."""
         service_id = self.resolve_service(service_ref).id if service_ref else None
         candidates = self.store.list(Task) if service_id is None else self.store.select(Task, service_id=service_id)
-        tasks = [t for t in candidates if stack is None or t.spec.stack == stack]
+        tasks = (t for t in candidates if stack is None or t.spec.stack == stack)
         updates = {s.id: s.status.get("update") for s in self.store.list(Service)}
         live = {n.id for n in self.store.list(Node) if n.status.state != NodeState.DOWN}
 
         def traffic(task: Task) -> bool:
             return in_traffic(task.raw["spec"], task.raw.get("status") or {}, updates.get(task.spec.service_id),
                               node_live=task.spec.node_id in live)
+        if paged is not None:
+            return page(tasks, paged, lambda t: t.id, lambda t: task_public(t, traffic(t)))
         return [task_public(t, traffic(t)) for t in sorted(tasks, key=lambda t: (t.spec.service_name, t.spec.slot or 0,
                                                                       t.created_at))]
 

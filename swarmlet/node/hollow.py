@@ -31,6 +31,7 @@ from pathlib import Path
 
 from swarmlet.agent.agent import Agent
 from swarmlet.agent.executor import Executor
+from swarmlet.ca.tls import bound_tls_read_buffers
 from swarmlet.node.bootstrap import join_cluster
 from swarmlet.node.config import DataDir
 from swarmlet.node.identity import NodeTls
@@ -128,6 +129,7 @@ class HollowNode:
 async def run_host(directory: Path) -> None:
     """Join the host's nodes that have not joined yet, run them all until SIGTERM/SIGINT."""
     spec = HostSpec.load(directory)
+    bound_tls_read_buffers()
     write_private(directory / "host.pid", str(os.getpid()).encode())
     token_path = directory / TOKEN_FILE
     if token_path.exists():

@@ -18,6 +18,7 @@ from swarmlet.agent.agent import Agent
 from swarmlet.api.objects import CLUSTER_ID
 from swarmlet.api.views import Cluster
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER
+from swarmlet.ca.tls import bound_tls_read_buffers
 from swarmlet.node.bootstrap import bootstrap_done, take_bootstrap_spec
 from swarmlet.node.config import DataDir
 from swarmlet.node.identity import NodeTls
@@ -176,6 +177,7 @@ def serve(data_dir: DataDir, log_level: str = "INFO") -> None:
     # from the runtime (runtime/process.py), not this one.
     os.umask(OWNER_ONLY_UMASK)
     configure_logging(log_level)
+    bound_tls_read_buffers()
     try:
         new_role = asyncio.run(run_node(data_dir))
     except NodeExpelled as err:

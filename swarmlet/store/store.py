@@ -239,6 +239,7 @@ class ClusterStore:
         self._raft: ReplicatedStore | None = None
         self._subscribers: list[asyncio.Queue] = []
         self._view: RaftView | None = None
+        self._latest_view: RaftView | None = None  # set on the Raft thread, ahead of the loop's _view
         self._members: list[str] = sorted(set(peers) | {self_address})
         self._leadership_listeners: list[Callable[[bool], Awaitable[None] | None]] = []
         self._was_leader = False
@@ -434,10 +435,18 @@ class ClusterStore:
 
     # -- leadership and health -------------------------------------------------------------------------
     def _from_raft_view(self, view: RaftView) -> None:  # Raft thread
+        # Leadership is judged from the newest view at once, not from the one the loop
+        # reached: a loop that was busy for a second found the views queued behind it a
+        # second old, lost and regained leadership within a millisecond, and each time the
+        # dispatcher dropped every session (1,000 hollow nodes reconnecting with TLS
+        # handshakes kept the loop busy: an election storm).
+        self._latest_view = view
         if self._handoff is not None:
             self._handoff.post(self._set_view, view)
 
     def _set_view(self, view: RaftView) -> None:
+        if view is not self._latest_view and self._latest_view is not None:
+            return  # a newer one is queued behind it
         self._view = view
         members = sorted(set(view.peers) | {self.self_address})
         if members != self._members:
@@ -468,7 +477,7 @@ class ClusterStore:
     def is_leader(self) -> bool:
         """Fenced leadership: Raft says leader, a majority is connected, and the Raft
         thread reported so recently. Leader-only work must check this before acting."""
-        view = self._view
+        view = self._latest_view
         return bool(view and view.is_leader and view.has_quorum
                     and time.monotonic() - view.taken_at < self.settings.leader_fallback_timeout)
 

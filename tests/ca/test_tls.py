@@ -140,3 +140,33 @@ def test_key_material_is_loaded_from_private_files_then_removed(tmp_path, monkey
     assert key_mode == 0o600
     assert key_path.is_relative_to(tmp_path) and not key_path.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_bounded_tls_read_buffers_still_carry_a_frame_far_larger_than_one(cluster_ca, manager, worker,
+                                                                               monkeypatch):
+    import asyncio
+    import asyncio.sslproto
+
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)
+    tls_module.bound_tls_read_buffers()
+    payload = bytes(range(256)) * (4 * 1024 * 1024 // 256)  # 4 MiB: 64 buffers' worth
+    received = asyncio.get_running_loop().create_future()
+    buffers: list[int] = []
+
+    async def serve(reader, writer):
+        buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))
+        received.set_result(await reader.readexactly(len(payload)))
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_for(cluster_ca, manager))
+    port = server.sockets[0].getsockname()[1]
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_context(cluster_ca.cert_pem, worker.cert_pem, worker.key_pem))
+    buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))
+    writer.write(payload)
+    await writer.drain()
+    assert await asyncio.wait_for(received, TIMEOUT) == payload
+    assert buffers == [tls_module.TLS_READ_BUFFER_BYTES] * 2  # each end: 64 KiB resident, not 256 KiB
+    writer.close()
+    server.close()
+    await server.wait_closed()

@@ -16,6 +16,7 @@ import pytest
 
 from swarmlet.cli.client import ApiError
 from swarmlet.api.limits import DEFAULT_REQUEST_BODY_BYTES
+from swarmlet.api.paging import MAX_PAGE_ITEMS
 
 from .conftest import wait_until
 from .test_services import SLEEPER, Stacks
@@ -157,3 +158,14 @@ def test_requests_past_the_limits_are_refused_and_the_api_stays_responsive(make_
             raise AssertionError(f"{err}; tasks by (state, message): {dict(seen)}") from None
     probe.check(f"{LARGE_SCALE} replicas were reconciled")
     assert len(s.running("hello_web", 2)) == 2  # the rest of the cluster is untouched
+
+    # Listings page (api/paging.py): every task once, no page over the limit; a bigger page is refused.
+    whole = {t["id"] for t in s.api.call("GET", "/v1/tasks")}
+    first = s.api.call("GET", f"/v1/tasks?limit={MAX_PAGE_ITEMS}")
+    assert len(first["items"]) == MAX_PAGE_ITEMS and first["next"] == first["items"][-1]["id"]
+    paged = [t["id"] for t in s.api.list_all("/v1/tasks")]
+    assert len(paged) == len(whole) == LARGE_SCALE + 2 and set(paged) == whole and paged == sorted(paged)
+    assert [n["id"] for n in s.api.list_all("/v1/nodes")] == sorted(n["id"] for n in s.api.call("GET", "/v1/nodes"))
+    with pytest.raises(ApiError, match=f"limit must be a whole number from 1 to {MAX_PAGE_ITEMS}") as error:
+        s.api.call("GET", f"/v1/tasks?limit={MAX_PAGE_ITEMS + 1}")
+    assert error.value.status == 400

@@ -12,7 +12,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from swarmlet.api.views import Node, Task
 from swarmlet.store.state import freeze
 from swarmlet.api.objects import NODE_DOWN, NODE_READY, TAKEOVER_GRACE_FACTOR
-from swarmlet.api.session import (SESSION_PATH, Assignments, Heartbeat, HeartbeatAck, Hello, Log, LogEnd, Logs,
+from swarmlet.api.session import (SESSION_PATH, SESSION_PROTOCOL, AssignmentChanges, Assignments, AssignmentSet,
+                                  Heartbeat, HeartbeatAck, Hello, Log, LogEnd, Logs,
                                   LogsCancel, Redirect, Status, Welcome, pack, unpack)
 from swarmlet.manager.dispatcher.dispatcher import Dispatcher, nodes_to_mark_down
 from swarmlet.manager.leaderloop import drain
@@ -40,9 +41,9 @@ async def client(dispatcher):
         yield client
 
 
-async def connect(client, node_id: str, description: dict | None = None):
+async def connect(client, node_id: str, description: dict | None = None, protocol: int = 1):
     ws = await client.ws_connect(SESSION_PATH, headers={"X-Node": node_id})
-    await ws.send_bytes(pack(Hello(description=description or {"hostname": node_id})))
+    await ws.send_bytes(pack(Hello(description=description or {"hostname": node_id}, protocol=protocol)))
     return ws
 
 
@@ -131,6 +132,70 @@ async def test_store_changes_push_a_new_assignment_set_to_the_nodes_they_touch(s
     await store.add("task", "t2", task_spec("n1"), {"state": "assigned"})
     pushed = await receive(ws)
     assert [t["id"] for t in pushed.tasks] == ["t1", "t2"] and pushed.secrets == {}
+
+
+async def test_a_protocol_2_node_gets_a_whole_set_then_only_what_changed(store, dispatcher, client):
+    await store.add_node("n1")
+    for i in range(3):
+        await store.add("task", f"t{i}", task_spec("n1"), {"state": "assigned"})
+    await dispatcher.leadership_changed(True)
+    ws = await connect(client, "n1", protocol=SESSION_PROTOCOL)
+    await receive(ws)  # welcome
+    whole = await receive(ws)
+    assert isinstance(whole, Assignments) and [t["id"] for t in whole.tasks] == ["t0", "t1", "t2"]
+    held = AssignmentSet.of(whole)  # what the node holds, kept as the agent keeps it
+    await store.add("task", "elsewhere", task_spec("n2"), {"state": "assigned"})  # not n1's: nothing sent to n1
+    await store.add("task", "t3", task_spec("n1"), {"state": "assigned"})
+    added = await receive(ws)
+    assert isinstance(added, AssignmentChanges) and [t["id"] for t in added.tasks] == ["t3"] and not added.removed
+    held.apply(added)
+    t0 = store.raw("task", "t0")  # accepted: a new phase, so t0 is sent again; running after it changes nothing sent
+    await store.commit([{"op": "update", "kind": "task", "id": "t0", "version": t0["version"],
+                         "status": dict(t0["status"], state="accepted")}])
+    phase = await receive(ws)
+    assert [(t["id"], t["phase"]) for t in phase.tasks] == [("t0", "active")]
+    held.apply(phase)
+    t0 = store.raw("task", "t0")
+    await store.commit([{"op": "update", "kind": "task", "id": "t0", "version": t0["version"],
+                         "status": dict(t0["status"], state="running")},
+                        {"op": "delete", "kind": "task", "id": "t1", "version": store.raw("task", "t1")["version"]}])
+    removed = await receive(ws)
+    assert isinstance(removed, AssignmentChanges) and removed.removed == ["t1"] and not removed.tasks
+    held.apply(removed)  # in sequence throughout
+    await store.add("secret", "unused", {"name": "unused", "data": b"x"})  # may touch every node: nothing changed
+    await store.add("secret", "db", {"name": "db", "data": b"pw"})
+    await store.add("task", "t4", task_spec("n1", container={"image": "busybox", "secrets": [
+        {"source": "db", "target": "/run/secrets/db"}]}), {"state": "assigned"})
+    secret = await receive(ws)
+    assert [t["id"] for t in secret.tasks] == ["t4"] and secret.secrets == {"db": {"data": b"pw", "id": "db"}}
+    held.apply(secret)  # five messages, each applying to the one before; the node's set is the store's
+    assert held.sequence == 5 and sorted(held.tasks) == ["t0", "t2", "t3", "t4"]
+    assert held.secrets == {"db": {"data": b"pw", "id": "db"}}
+
+
+async def test_nothing_is_pushed_to_a_node_before_its_welcome(store, dispatcher, client, monkeypatch):
+    """A store change while the session's start is being written (the node marked ready)
+    must not send the node its set before the welcome the agent waits for first (seen
+    as sessions failing over and over while a big deploy's tasks were being assigned)."""
+    await store.add_node("n1")
+    await dispatcher.leadership_changed(True)
+    commit, marking, release = store.commit, asyncio.Event(), asyncio.Event()
+
+    async def slow_node_writes(ops, *args, **kwargs):
+        if any(op["kind"] == "node" for op in ops) and not release.is_set():
+            marking.set()
+            await release.wait()
+        return await commit(ops, *args, **kwargs)
+    monkeypatch.setattr(store, "commit", slow_node_writes)
+    ws = await connect(client, "n1", protocol=SESSION_PROTOCOL)
+    await asyncio.wait_for(marking.wait(), REPLY_TIMEOUT)  # the session is registered, its welcome not yet sent
+    await store.add("task", "t1", task_spec("n1"), {"state": "assigned"})
+    for _ in range(50):  # loop turns for the push loop to take the change (no time passes in this store)
+        await asyncio.sleep(0)
+    release.set()
+    assert isinstance(await receive(ws), Welcome)
+    first = await receive(ws)
+    assert isinstance(first, Assignments) and [t["id"] for t in first.tasks] == ["t1"]
 
 
 async def test_status_reports_are_written_together_and_reports_on_other_nodes_tasks_dropped(store, dispatcher, client):

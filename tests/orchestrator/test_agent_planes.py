@@ -13,7 +13,7 @@ from swarmlet.agent.taskconfig import container_config
 from swarmlet.api import specs
 from swarmlet.api.netplane import NetworkPlane, OverlayNetwork, docker_network_name
 from swarmlet.api.objects import task_object_spec
-from swarmlet.api.session import Assignments, NetworkPlaneUpdate
+from swarmlet.api.session import AssignmentChanges, Assignments, NetworkPlaneUpdate, OutOfSequence
 from swarmlet.api.views import TaskSpec
 from swarmlet.node.config import NodeConfig
 from swarmlet.runtime import NetworkAttachment, TaskRuntimeError
@@ -47,13 +47,19 @@ class SlowDataPlane:
 
 
 class RecordingExecutor:
+    runtime = None
+
     def __init__(self, log: list):
         self.log = log
         self.network_plane = None
         self.sink = None
 
     def assign(self, message: Assignments) -> None:
-        self.log.append(("assigned", [t["id"] for t in message.tasks], self.network_plane.version))
+        self.log.append(("assigned", [t["id"] for t in message.tasks],
+                         self.network_plane.version if self.network_plane else None))
+
+    def assign_changes(self, changes: AssignmentChanges, secrets: dict, configs: dict) -> None:
+        self.log.append(("changed", [t["id"] for t in changes.tasks], changes.removed, sorted(secrets)))
 
 
 def config(data_plane: str = "overlay") -> NodeConfig:
@@ -162,3 +168,21 @@ def test_without_a_data_plane_nothing_changes():
     config = container_config("t1", overlay_task(shop_back="10.0.1.7"), "n1", {}, {})
     assert config.networks == [NetworkAttachment("shop_back", ["web", "www"]), NetworkAttachment("shop_local", ["web"])]
     assert config.dns == ["9.9.9.9"]
+
+
+async def test_assignment_changes_apply_on_top_of_the_whole_set_and_a_gap_ends_the_session():
+    log: list = []
+    agent = Agent(None, config("none"), None, on_role_change=print, on_expelled=print,
+                  executor=RecordingExecutor(log))
+    with pytest.raises(OutOfSequence, match="before any whole set"):
+        agent._handle(AssignmentChanges(sequence=2, applies_to=1, removed=["t1"]))
+    agent._handle(Assignments(tasks=[{"id": "t1", "spec": {}, "phase": "new"}], sequence=1,
+                              secrets={"s": {"data": b"x", "id": "s"}}))
+    agent._handle(AssignmentChanges(sequence=2, applies_to=1, tasks=[{"id": "t2", "spec": {}, "phase": "new"}],
+                                    removed=["t1"], secrets={"t": {"data": b"y", "id": "t"}}, removed_secrets=["s"]))
+    with pytest.raises(OutOfSequence, match="apply to 1, but the set held is 2"):  # the agent's session returns
+        agent._handle(AssignmentChanges(sequence=3, applies_to=1, removed=["t2"]))
+    await until(lambda: len(log) == 2)
+    assert log == [("assigned", ["t1"], None), ("changed", ["t2"], ["t1"], ["t"])]  # the stray change never reached it
+    assert list(agent._held.tasks) == ["t2"]
+    await agent.stop()

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from swarmlet.api import specs
-from swarmlet.api.session import Assignments
-from swarmlet.manager.dispatcher.assignments import accepted_status, node_assignment, task_phase
+from swarmlet.api.session import Assignments, AssignmentSet
+from swarmlet.manager.dispatcher.assignments import accepted_status, node_assignment, task_changes, task_phase
 
 from swarmlet.api.views import Secret, Task
 from swarmlet.store.state import freeze
@@ -79,3 +79,46 @@ def test_a_task_bound_to_its_node_goes_there_only_once_the_scheduler_assigned_it
     # for the node to report it shut down before it started.
     bound[0]["status"]["state"], bound[0]["spec"]["desired_state"] = "pending", "remove"
     assert [t["id"] for t in node_assignment("n1", task_views(w.tasks.values()), [], []).tasks] == [bound[0]["id"]]
+
+
+def _with(task: Task, **changes) -> Task:
+    raw = task.raw if hasattr(task, "raw") else task
+    return Task(freeze({**raw, "spec": {**raw["spec"], **changes.get("spec", {})},
+                        "status": {**raw["status"], **changes.get("status", {})}}))
+
+
+def test_changes_for_the_touched_tasks_only_and_the_secrets_follow_them():
+    w = _tasks_with_secrets()
+    secrets = [_secret("app_db", b"pw")]
+    tasks = task_views(w.tasks.values())
+    mine = next(t for t in tasks if t.spec.node_id == "n1")
+    held = AssignmentSet.of(node_assignment("n1", tasks, secrets, [], sequence=1))
+    # A status change that leaves the entry as it was (assigned -> accepted is a phase change; running
+    # after accepted is not): nothing to send.
+    accepted = _with(mine, status={"state": "accepted"})
+    changes = task_changes("n1", held, {mine.id: accepted}, secrets, [])
+    assert [t["phase"] for t in changes.tasks] == ["active"] and not changes.secrets and changes.applies_to == 1
+    held.apply(changes)
+    assert not task_changes("n1", held, {mine.id: _with(accepted, status={"state": "running"})}, secrets, [])
+    # Another node's task, and one that does not exist and never did: nothing.
+    theirs = next(t for t in tasks if t.spec.node_id == "n2")
+    assert not task_changes("n1", held, {theirs.id: theirs, "ghost": None}, secrets, [])
+    # Shut down: the task stays in the set (its node reports it stopped), its secret goes.
+    stopped = task_changes("n1", held, {mine.id: _with(accepted, spec={"desired_state": "shutdown"})}, secrets, [])
+    assert [t["spec"]["desired_state"] for t in stopped.tasks] == ["shutdown"] and stopped.removed_secrets == ["app_db"]
+    held.apply(stopped)
+    # Deleted: removed from the set.
+    gone = task_changes("n1", held, {mine.id: None}, secrets, [])
+    assert gone.removed == [mine.id] and not gone.tasks and (gone.sequence, gone.applies_to) == (held.sequence + 1, 3)
+
+
+def test_changes_add_a_secret_once_a_new_task_needs_it():
+    w = _tasks_with_secrets()
+    secrets = [_secret("app_db", b"pw")]
+    tasks = task_views(w.tasks.values())
+    mine = next(t for t in tasks if t.spec.node_id == "n1")
+    held = AssignmentSet.of(node_assignment("n1", [], secrets, [], sequence=1))  # the node had nothing
+    changes = task_changes("n1", held, {mine.id: mine}, secrets, [])
+    assert [t["id"] for t in changes.tasks] == [mine.id] and changes.secrets == {"app_db": {"data": b"pw", "id": "app_db"}}
+    held.apply(changes)
+    assert held.whole() == node_assignment("n1", [mine], secrets, [], sequence=2)  # the same as a whole set

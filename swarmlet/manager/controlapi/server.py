@@ -44,6 +44,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from swarmlet.api import errors
 from swarmlet.api.events import DEFAULT_EVENT_LIMIT, EventsGone, check_types, parse_point
+from swarmlet.api.paging import page_request
 from swarmlet.api.session import SESSION_PATH
 from swarmlet.manager.controlapi import dashboard, openapi
 from swarmlet.node.rpc import connector
@@ -362,7 +363,7 @@ async def revoke_admin_cert(request):
 @routes.get("/v1/nodes")
 @requires(*ADMIN_ONLY)
 async def list_nodes(request):
-    return reply(request.app["manager"].nodes.list_public())
+    return reply(request.app["manager"].nodes.list_public(page_request(request.query)))
 
 
 @routes.get("/v1/nodes/{ref}")
@@ -538,7 +539,7 @@ async def remove_stack(request):
 @routes.get("/v1/services")
 @requires(*ADMIN_ONLY)
 async def list_services(request):
-    return reply(request.app["manager"].stacks.services())
+    return reply(request.app["manager"].stacks.services(paged=page_request(request.query)))
 
 
 @routes.get("/v1/services/{ref}")
@@ -607,7 +608,8 @@ async def service_logs(request):
 @requires(*ADMIN_ONLY)
 async def list_tasks(request):
     return reply(request.app["manager"].stacks.tasks(service_ref=request.query.get("service") or None,
-                                                     stack=request.query.get("stack") or None))
+                                                     stack=request.query.get("stack") or None,
+                                                     paged=page_request(request.query)))
 
 
 # -- events (logic in swarmlet.manager.events; the vocabulary in swarmlet.api.events) -----------------

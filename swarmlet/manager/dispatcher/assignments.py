@@ -6,6 +6,11 @@ the secrets and configs that its ready/running tasks reference, and nothing else
 node never receives a secret none of its tasks uses. Secrets are stored sealed
 (manager/secrets.py): ``open_secret`` opens the ones a node gets, and only those.
 
+After the first whole set a node of session protocol 2 gets only what changed
+(``task_changes``: work that grows with the tasks a store change touched, not with the
+node's tasks; ``AssignmentSet.changes_to`` when anything may have changed: a secret, a
+snapshot).
+
 Status updates from a node are accepted only for tasks placed on that node and only
 when they move the task forward (Swarm's state order); anything else is dropped.
 """
@@ -15,9 +20,11 @@ import hashlib
 from typing import Callable
 
 from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, is_terminal, state_rank
-from swarmlet.api.session import PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, Assignments, pack
+from swarmlet.api.session import (PHASE_ACTIVE, PHASE_ENDED, PHASE_NEW, AssignedTask, AssignmentChanges,
+                                  Assignments, AssignmentSet, pack)
 from swarmlet.api.views import Config, Secret, Task
 
+FILE_KINDS = ("secrets", "configs")
 
 def plain_secret_value(secret: Secret) -> bytes:
     """A secret stored in clear (one written before secrets were sealed); a sealed one
@@ -27,23 +34,81 @@ def plain_secret_value(secret: Secret) -> bytes:
     return bytes(secret.spec["data"])
 
 
-def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], configs: list[Config],
-                    open_secret: Callable[[Secret], bytes] = plain_secret_value) -> Assignments:
+
+def is_assigned(node_id: str, task: Task) -> bool:
     # A task to run is the node's once the scheduler assigned it: a global task names its
     # node from birth, but while pending it has neither passed the filters nor got its
     # addresses. One no longer meant to run still goes, so that the node reports it shut
     # down before it started (what a stack removal or an update waits for).
-    mine = sorted((t for t in tasks if t.spec.node_id == node_id and not (
-        t.status.state == TaskState.PENDING and t.spec.desired_state in ACTIVE_DESIRED_STATES)), key=lambda t: t.id)
-    wanted = {"secrets": set(), "configs": set()}
-    for task in mine:
-        if task.spec.desired_state in ACTIVE_DESIRED_STATES:
-            container = task.spec.raw["container"]
-            for kind in wanted:
-                wanted[kind].update(ref["source"] for ref in container.get(kind, []))
-    files = {"secrets": {s.name: {"data": open_secret(s), "id": s.id} for s in secrets if s.name in wanted["secrets"]},
-             "configs": {c.name: {"data": c.spec["data"], "id": c.id} for c in configs if c.name in wanted["configs"]}}
-    return Assignments(tasks=[{"id": t.id, "spec": t.spec.raw, "phase": task_phase(t)} for t in mine], **files)
+    return task.spec.node_id == node_id and not (
+        task.status.state == TaskState.PENDING and task.spec.desired_state in ACTIVE_DESIRED_STATES)
+
+
+def assigned_entry(task: Task) -> AssignedTask:
+    return {"id": task.id, "spec": task.spec.raw, "phase": task_phase(task)}
+
+
+def node_assignment(node_id: str, tasks: list[Task], secrets: list[Secret], configs: list[Config],
+                    sequence: int = 0, open_secret: Callable[[Secret], bytes] = plain_secret_value) -> Assignments:
+    mine = sorted((t for t in tasks if is_assigned(node_id, t)), key=lambda t: t.id)
+    entries = [assigned_entry(t) for t in mine]
+    return Assignments(tasks=entries, **files_for(entries, secrets, configs, open_secret), sequence=sequence)
+
+
+def files_used(entry: AssignedTask) -> dict[str, list[str]]:
+    """The secrets and configs (by name) a task entry needs on its node: those of a task
+    meant to run."""
+    if entry["spec"].get("desired_state") not in ACTIVE_DESIRED_STATES:
+        return {}
+    container = entry["spec"].get("container") or {}
+    return {kind: [ref["source"] for ref in container.get(kind, [])] for kind in FILE_KINDS if container.get(kind)}
+
+
+def files_for(entries, secrets: list[Secret], configs: list[Config],
+              open_secret: Callable[[Secret], bytes] = plain_secret_value) -> dict[str, dict]:
+    """The secrets (opened: they are sealed in the store) and configs the entries use."""
+    wanted = {kind: set() for kind in FILE_KINDS}
+    for entry in entries:
+        for kind, names in files_used(entry).items():
+            wanted[kind].update(names)
+    return {"secrets": {s.spec["name"]: {"data": open_secret(s), "id": s.id} for s in secrets
+                        if s.spec["name"] in wanted["secrets"]},
+            "configs": {c.spec["name"]: {"data": c.spec["data"], "id": c.id} for c in configs
+                        if c.spec["name"] in wanted["configs"]}}
+
+
+def task_changes(node_id: str, held: AssignmentSet, tasks: dict[str, Task | None], secrets: list[Secret],
+                 configs: list[Config], open_secret: Callable[[Secret], bytes] = plain_secret_value) -> AssignmentChanges:
+    """The changes to ``held`` (what the node was last sent) that ``tasks`` (the touched
+    ones by ID as the store has them now, None if deleted) make. Only these tasks are
+    read, and the node's whole set only when one of them needs or needed a secret or a
+    config (the files a node gets follow its tasks)."""
+    updated, removed, files_touched = [], [], False
+    for task_id in sorted(tasks):
+        task = tasks[task_id]
+        entry = assigned_entry(task) if task is not None and is_assigned(node_id, task) else None
+        before = held.tasks.get(task_id)
+        if entry == before:
+            continue
+        files_touched = files_touched or bool((entry and files_used(entry)) or (before and files_used(before)))
+        if entry is None:
+            removed.append(task_id)
+        else:
+            updated.append(entry)
+    files = {kind: {} for kind in FILE_KINDS}
+    gone = {kind: [] for kind in FILE_KINDS}
+    if files_touched:
+        after = dict(held.tasks)
+        for task_id in removed:
+            del after[task_id]
+        after.update((e["id"], e) for e in updated)
+        wanted = files_for(after.values(), secrets, configs, open_secret)
+        for kind, before in (("secrets", held.secrets), ("configs", held.configs)):
+            files[kind] = {k: v for k, v in wanted[kind].items() if before.get(k) != v}
+            gone[kind] = sorted(set(before) - set(wanted[kind]))
+    return AssignmentChanges(sequence=held.sequence + 1, applies_to=held.sequence, tasks=updated, removed=removed,
+                             secrets=files["secrets"], removed_secrets=gone["secrets"],
+                             configs=files["configs"], removed_configs=gone["configs"])
 
 
 def task_phase(task: Task) -> str:
@@ -59,16 +124,17 @@ def assignment_digest(message: Assignments) -> str:
     return hashlib.sha256(pack(message)).hexdigest()
 
 
-def nodes_touched(changes) -> set[str] | None:
-    """Nodes whose assignment set a store change may alter; None: maybe all of them."""
-    nodes: set[str] = set()
+def tasks_touched(changes) -> dict[str, set[str]] | None:
+    """The tasks a store change touched, by the node they are on; None: any node's set
+    may have changed (a secret or a config did)."""
+    nodes: dict[str, set[str]] = {}
     for change in changes:
         if change.kind in (Secret.kind, Config.kind):
             return None
         if change.kind == Task.kind:
             node_id = Task(change.object).spec.node_id
             if node_id:
-                nodes.add(node_id)
+                nodes.setdefault(node_id, set()).add(change.id)
     return nodes
 
 

@@ -2,7 +2,8 @@
 messages and their shapes are in ``swarmlet.api.session``).
 
 It welcomes a node (or redirects it to the leader), keeps its heartbeats, pushes its
-assignment set (see assignments.py) at session start and whenever it changes, and to a
+assignment set (see assignments.py) at session start and whenever it changes (to a node
+of session protocol 2 only the changes: what it sent each node is kept), and to a
 node that runs the overlay data plane its ``NetworkPlane`` (planes.py) likewise: before
 every assignment set (so the node has a network before it is asked to start a task on
 it) and, debounced by ``PLANE_DEBOUNCE``, whenever a store change alters it, takes
@@ -33,11 +34,12 @@ from swarmlet.api.objects import (CLUSTER_ID, DEFAULT_HEARTBEAT_PERIOD, HEARTBEA
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY
 from swarmlet.api.netplane import NetworkPlane
 from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, Task, manager_api_addresses
-from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, Heartbeat, HeartbeatAck, Hello,
-                                  Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate, ProtocolError,
+from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, AssignmentSet, Heartbeat, HeartbeatAck,
+                                  Hello, Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate, ProtocolError,
                                   Redirect, Status, UnknownMessage, Welcome, pack, unpack)
 from swarmlet.manager.dispatcher.assignments import (accepted_status, assignment_digest, node_assignment,
-                                                     nodes_touched, plain_secret_value)
+                                                     plain_secret_value, task_changes,
+                                                     tasks_touched)
 from swarmlet.manager.dispatcher.planes import PlaneIndex
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.retry import commit_each_on_conflict
@@ -81,7 +83,11 @@ class Dispatcher(LeaderLoop):
         self._last_seen: dict[str, float] = {}
         self._unheard: set[str] = set()  # nodes not heard since this leader took over
         self._send_locks: dict[str, asyncio.Lock] = {}
-        self._sent: dict[str, str] = {}  # node -> digest of the assignment set it last received
+        self._sent: dict[str, str] = {}  # protocol-1 node -> digest of the assignment set it last received
+        self._held: dict[str, AssignmentSet] = {}  # protocol-2 node -> the set it holds (what it was sent)
+        self._protocols: dict[str, int] = {}  # node -> the session protocol its hello named
+        self._assign_locks: dict[str, asyncio.Lock] = {}  # one node's set built and sent in order
+        self._welcomed: set[str] = set()  # nodes whose session's welcome is out: sets may go to them
         self._statuses: dict[str, tuple[str, dict]] = {}  # task -> (node, status) not yet written
         self._statuses_waiting = asyncio.Event()
         self._log_streams: dict[str, tuple[asyncio.Queue, dict[str, str]]] = {}  # request -> (queue, task -> node)
@@ -197,13 +203,21 @@ class Dispatcher(LeaderLoop):
             await previous.close(message=b"replaced by a newer session")
         self._sessions[node_id] = ws
         self._send_locks[node_id] = asyncio.Lock()
+        self._assign_locks[node_id] = asyncio.Lock()
+        self._welcomed.discard(node_id)
         self._sent.pop(node_id, None)
+        self._held.pop(node_id, None)
+        self._protocols[node_id] = hello.protocol
         self._planes.pop(node_id, None)
         self._last_seen[node_id] = self.clock()
         self._unheard.discard(node_id)
-        await self._set_state(node_id, NodeState.READY, "", hello.description)
         try:
+            await self._set_state(node_id, NodeState.READY, "", hello.description)
             await self._send(node_id, ws, self._welcome(node_id, Welcome))
+            # Only now may sets be pushed: the agent waits for the welcome first, and a store
+            # change while the node was being marked ready pushed its set ahead of it. The
+            # set sent next is built from the store as it is now, so nothing is missed.
+            self._welcomed.add(node_id)
             await self._send_assignment(node_id)
             async for frame in ws:
                 if frame.type != WSMsgType.BINARY:
@@ -224,7 +238,9 @@ class Dispatcher(LeaderLoop):
         finally:
             if self._sessions.get(node_id) is ws:
                 del self._sessions[node_id]
+                self._welcomed.discard(node_id)
                 self._sent.pop(node_id, None)
+                self._held.pop(node_id, None)
                 self._planes.pop(node_id, None)
             for request_id, (queue, nodes) in self._log_streams.items():
                 for task_id in [t for t, n in nodes.items() if n == node_id]:
@@ -309,35 +325,68 @@ class Dispatcher(LeaderLoop):
                     index = index if index is not None and index.version == self.store.index else self._plane_index()
                     await self._send_plane(node_id, index)
 
-    async def _send_assignment(self, node_id: str) -> None:
-        ws = self._sessions.get(node_id)
-        if ws is None or ws.closed or not self.store.is_leader:
-            return
-        message = node_assignment(node_id, self.store.select(Task, node_id=node_id), self.store.list(Secret),
-                                  self.store.list(Config), self._open_secret)
-        digest = assignment_digest(message)
-        # First the plane, built after the assignment set (so from a store at least as new):
-        # it has every network the set's tasks need before the node is asked to start them.
-        await self._send_plane(node_id)
-        if self._sent.get(node_id) == digest:
-            return
-        try:
-            await self._send(node_id, ws, message)
-            self._sent[node_id] = digest
-        except (ConnectionError, RuntimeError) as err:  # the session is ending; the next one gets it all
-            log.info("assignments for node %s not sent: %s", node_id, err)
+    async def _send_assignment(self, node_id: str, task_ids: set[str] | None = None) -> None:
+        """The node's assignment set, or what changed in it: in ``task_ids`` (the tasks a
+        store change touched), or anywhere when None."""
+        async with self._assign_locks.setdefault(node_id, asyncio.Lock()):  # sets go out in the order built
+            ws = self._sessions.get(node_id)
+            if ws is None or ws.closed or node_id not in self._welcomed or not self.store.is_leader:
+                return
+            message = self._assignment_message(node_id, task_ids)
+            # First the plane, built after the assignment set (so from a store at least as new):
+            # it has every network the set's tasks need before the node is asked to start them.
+            await self._send_plane(node_id)
+            if message is None:
+                return
+            message, done = message
+            try:
+                await self._send(node_id, ws, message)
+                done()
+            except (ConnectionError, RuntimeError) as err:  # the session is ending; the next one gets it all
+                log.info("assignments for node %s not sent: %s", node_id, err)
+
+    def _assignment_message(self, node_id: str, task_ids: set[str] | None):
+        """(message, what to note once it is sent), or None when the node has it all."""
+        secrets, configs = self.store.list(Secret), self.store.list(Config)
+        if self._protocols.get(node_id, 1) < 2:  # an older agent: whole sets, each sent once
+            message = node_assignment(node_id, self.store.select(Task, node_id=node_id), secrets, configs,
+                                      open_secret=self._open_secret)
+            digest = assignment_digest(message)
+            if self._sent.get(node_id) == digest:
+                return None
+            return message, lambda: self._sent.__setitem__(node_id, digest)
+        held = self._held.get(node_id)
+        if held is None:  # the session's first: the whole set
+            message = node_assignment(node_id, self.store.select(Task, node_id=node_id), secrets, configs,
+                                      sequence=1, open_secret=self._open_secret)
+            return message, lambda: self._held.__setitem__(node_id, AssignmentSet.of(message))
+        if task_ids is None:
+            changes = held.changes_to(node_assignment(node_id, self.store.select(Task, node_id=node_id), secrets,
+                                                      configs, open_secret=self._open_secret))
+        else:
+            changes = task_changes(node_id, held, {t: self.store.get(Task, t) for t in task_ids}, secrets, configs,
+                                   self._open_secret)
+        return (changes, lambda: held.apply(changes)) if changes else None
 
     async def _push_assignments(self, queue: asyncio.Queue) -> None:
         while self.store.is_leader:
             events = [await queue.get(), *drain(queue)]
-            touched: set[str] | None = set()
+            touched: dict[str, set[str]] | None = {}
             for event in events:
-                nodes = None if event.reset else nodes_touched(event.changes)
-                touched = None if nodes is None or touched is None else touched | nodes
+                tasks = None if event.reset else tasks_touched(event.changes)
+                if tasks is None or touched is None:
+                    touched = None
+                else:
+                    for node_id, task_ids in tasks.items():
+                        touched.setdefault(node_id, set()).update(task_ids)
                 if event.reset or any(c.kind in PLANE_KINDS for c in event.changes):
                     self._planes_dirty.set()
-            for node_id in list(self._sessions) if touched is None else sorted(touched & set(self._sessions)):
-                await self._send_assignment(node_id)
+            if touched is None:
+                for node_id in list(self._sessions):
+                    await self._send_assignment(node_id)
+            else:
+                for node_id in sorted(touched.keys() & self._sessions.keys()):
+                    await self._send_assignment(node_id, touched[node_id])
 
     def _take_statuses(self, node_id: str, status: Status) -> None:
         for update in status.updates:
