@@ -7,7 +7,8 @@ places the object it is for):
 
 - per overlay network: a subnet, from its Compose ``ipam.config[].subnet`` or else the
   cluster's address pool (``AddressPool``, set at ``init``), and a VNI (≥ ``MIN_VNI``,
-  unique); in the network's ``status`` when the stack deploy creates it;
+  unique), both serially from a cursor in the cluster's status (``NetworkCursor``); in
+  the network's ``status`` when the stack deploy creates it;
 - per service per network: a VIP (none with ``endpoint_mode: dnsrr``), in the network's
   ``status.vips``, by the stack deploy that creates or changes the service;
 - per task per network: an address, in the task's ``spec.network_addresses``, by the
