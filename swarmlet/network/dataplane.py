@@ -114,8 +114,8 @@ class OverlayDataPlane:
         return tuple(removed), tuple(lingering)
 
     async def _remove_lingering(self) -> None:
-        lingering: tuple[int, ...] = (0,)
-        while lingering:
+        """Every LINGER_RETRY, the networks that left the applied plane, until none is left."""
+        while True:
             await asyncio.sleep(LINGER_RETRY)
             try:
                 async with self._lock:
@@ -127,6 +127,8 @@ class OverlayDataPlane:
                 continue
             if removed:
                 log.info("networks %s removed (their containers are gone)", list(removed))
+            if not lingering:
+                return
 
     def _stop_retrying(self) -> None:
         if self._retry is not None:
