@@ -35,6 +35,11 @@ log = logging.getLogger("swarmlet.agent")
 RECONNECT_DELAY = 0.2
 # The hello waits for the runtime's description no longer than this (the leader waits for the hello).
 DESCRIBE_TIMEOUT = 5.0
+# A plane the data plane failed to apply (not one it refused as bad: a ``ValueError``) is
+# applied again after this long unless a newer one came: the failure can pass by itself
+# (an engine network of a removed stack that still has endpoints keeps a new one from
+# being made, until the old containers are gone), and the leader sends nothing new then.
+PLANE_RETRY_DELAY = 1.0
 
 
 def describe_node(config: NodeConfig, described: NodeDescription, data_plane: str = DATA_PLANE_NONE) -> dict:
@@ -87,6 +92,7 @@ class Agent:
         self._inbox: asyncio.Task | None = None
         self._plane_floor = 0  # planes of one session only move forward; a new leader starts again
         self._newest_plane: NetworkPlaneUpdate | None = None  # the newest received, not yet applied
+        self._plane_retry: asyncio.Task | None = None  # applies a failed plane again (PLANE_RETRY_DELAY)
         if executor is not None and self.data_plane is not None:
             # An overlay node's tasks attach to the data plane's networks only, never to a
             # local stand-in: until a plane is applied, it has none.
@@ -117,6 +123,8 @@ class Agent:
     async def stop(self) -> None:
         if self._inbox is not None:
             self._tasks.append(self._inbox)
+        if self._plane_retry is not None:
+            self._tasks.append(self._plane_retry)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -298,10 +306,24 @@ class Agent:
                 await self.data_plane.apply(plane)
             except Exception as err:  # the data plane refused it or failed: keep the last good one
                 log.error("network plane %d not applied: %s", plane.version, err)
+                if not isinstance(err, ValueError):  # a refused plane stays refused; a failure may pass
+                    self._retry_plane(message, plane.version)
                 return
         self.plane, self._plane_floor = plane, plane.version
         if self.executor is not None:
             self.executor.network_plane = plane
+
+    def _retry_plane(self, message: NetworkPlaneUpdate, version: int) -> None:
+        async def later() -> None:
+            await asyncio.sleep(PLANE_RETRY_DELAY)
+            newer = self._newest_plane is not None or (self.plane is not None and self.plane.version >= version)
+            if not newer and version >= self._plane_floor:
+                self._newest_plane = message
+                self._in_order(self._apply_plane())
+
+        if self._plane_retry is not None:
+            self._plane_retry.cancel()
+        self._plane_retry = asyncio.ensure_future(later())
 
     async def _stream_logs(self, ws, request: Logs) -> None:
         """One task's output to the leader, a line per message, then ``LogEnd``."""

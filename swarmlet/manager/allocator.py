@@ -7,7 +7,8 @@ places the object it is for):
 
 - per overlay network: a subnet, from its Compose ``ipam.config[].subnet`` or else the
   cluster's address pool (``AddressPool``, set at ``init``), and a VNI (≥ ``MIN_VNI``,
-  unique); in the network's ``status`` when the stack deploy creates it;
+  unique), both serially from a cursor in the cluster's status (``NetworkCursor``); in
+  the network's ``status`` when the stack deploy creates it;
 - per service per network: a VIP (none with ``endpoint_mode: dnsrr``), in the network's
   ``status.vips``, by the stack deploy that creates or changes the service;
 - per task per network: an address, in the task's ``spec.network_addresses``, by the
@@ -33,6 +34,7 @@ second is refused (a conflict) and decided again from a fresh read.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
@@ -59,10 +61,43 @@ def _ipam_entry(name: str, spec: Mapping) -> Mapping | None:
     return configs[0] if configs else None
 
 
+NETWORK_CURSOR = "network_cursor"  # the cluster status's cursor of network allocation (NetworkCursor)
+
+
+@dataclass(frozen=True)
+class NetworkCursor:
+    """Where the next overlay network's VNI and pool subnet are looked for: after the last
+    ones taken, wrapping round, as libnetwork and SwarmKit allocate them (serially). A VNI
+    or subnet just freed by a ``stack rm`` is then not handed out again at once: on the
+    nodes, the removed network's bridge (``swbr<vni>``) and its engine network (holding
+    the subnet) may linger until its containers are gone, and a new network with the
+    same VNI or subnet could not be created there ("networks have same bridge name",
+    "Pool overlaps"). Kept in the cluster object's status (``NETWORK_CURSOR``)."""
+
+    vni: int = 0  # the last VNI taken (0: none yet)
+    subnet: str = ""  # the last subnet taken from the address pool ("": none yet)
+
+    @classmethod
+    def from_status(cls, status: Mapping | None) -> "NetworkCursor":
+        raw = (status or {}).get(NETWORK_CURSOR) or {}
+        return cls(int(raw.get("vni") or 0), str(raw.get("subnet") or ""))
+
+    def to_dict(self) -> dict:
+        return {"vni": self.vni, "subnet": self.subnet}
+
+
 def network_allocation(name: str, spec: Mapping, taken: Iterable[tuple[str, str]], vnis: Iterable[int],
                        pool: AddressPool) -> dict:
+    """``allocate_network``'s status with no cursor: the lowest free VNI and the first
+    free subnet of the pool."""
+    return allocate_network(name, spec, taken, vnis, pool, NetworkCursor())[0]
+
+
+def allocate_network(name: str, spec: Mapping, taken: Iterable[tuple[str, str]], vnis: Iterable[int],
+                     pool: AddressPool, cursor: NetworkCursor) -> tuple[dict, NetworkCursor]:
     """The status a new overlay network starts with: its subnet (``spec``'s ipam subnet,
-    or the first free one of the pool) and the lowest free VNI. ``taken``: (name, subnet)
+    or the next free one of the pool after ``cursor.subnet``) and the next free VNI after
+    ``cursor.vni``, with the cursor moved past what was taken. ``taken``: (name, subnet)
     of the networks that exist; ``vnis``: their VNIs."""
     taken_subnets = [(other, ipaddress.ip_network(subnet)) for other, subnet in taken]
     entry = _ipam_entry(name, spec)
@@ -77,15 +112,23 @@ def network_allocation(name: str, spec: Mapping, taken: Iterable[tuple[str, str]
         for key in ("gateway", "ip_range"):
             if entry.get(key):
                 _check_inside(name, key, entry[key], subnet)
+        next_subnet = cursor.subnet  # a requested subnet does not move the pool's cursor
     else:
         if entry and (entry.get("gateway") or entry.get("ip_range")):
             raise AllocationError(f"network {name}: ipam.config[0] gives a gateway or ip_range without a subnet")
-        subnet = _free_subnet(name, [s for _, s in taken_subnets], pool)
-    used_vnis = set(vnis)
-    vni = next((v for v in range(MIN_VNI, MAX_VNI + 1) if v not in used_vnis), None)
-    if vni is None:
-        raise AllocationError(f"network {name}: every VNI from {MIN_VNI} to {MAX_VNI} is in use")
-    return {"subnet": str(subnet), "vni": vni, "gateways": {}, "vips": {}}
+        subnet = _free_subnet(name, [s for _, s in taken_subnets], pool, cursor.subnet)
+        next_subnet = str(subnet)
+    vni = _free_vni(name, set(vnis), cursor.vni)
+    return ({"subnet": str(subnet), "vni": vni, "gateways": {}, "vips": {}},
+            NetworkCursor(vni=vni, subnet=next_subnet))
+
+
+def _free_vni(name: str, used: set[int], last: int) -> int:
+    start = last + 1 if MIN_VNI <= last < MAX_VNI else MIN_VNI
+    for vni in itertools.chain(range(start, MAX_VNI + 1), range(MIN_VNI, start)):
+        if vni not in used:
+            return vni
+    raise AllocationError(f"network {name}: every VNI from {MIN_VNI} to {MAX_VNI} is in use")
 
 
 def _check_inside(name: str, key: str, value: str, subnet: ipaddress.IPv4Network) -> None:
@@ -100,10 +143,37 @@ def _check_inside(name: str, key: str, value: str, subnet: ipaddress.IPv4Network
         raise AllocationError(f"{what}: {value} is not inside the subnet {subnet}")
 
 
-def _free_subnet(name: str, taken: list[ipaddress.IPv4Network], pool: AddressPool) -> ipaddress.IPv4Network:
-    for block in pool.networks():
+def _free_subnet(name: str, taken: list[ipaddress.IPv4Network], pool: AddressPool,
+                 last: str = "") -> ipaddress.IPv4Network:
+    """The first free /mask of the pool after ``last`` (in the pool's order, wrapping round
+    to its start; from the start when ``last`` is not one of its subnets)."""
+    blocks = pool.networks()
+    size = 1 << (32 - pool.mask_length)
+    start_block, start_offset = 0, 0
+    if last:
+        previous = ipaddress.ip_network(last)
+        for position, block in enumerate(blocks):
+            if previous.prefixlen == pool.mask_length and previous.subnet_of(block):
+                start_block = position
+                start_offset = (int(previous.network_address) - int(block.network_address)) // size + 1
+                break
+
+    def candidates(block: ipaddress.IPv4Network, offsets: range) -> Iterable[ipaddress.IPv4Network]:
+        base = int(block.network_address)
+        for offset in offsets:
+            yield ipaddress.IPv4Network((base + offset * size, pool.mask_length))
+
+    def count(block: ipaddress.IPv4Network) -> int:
+        return block.num_addresses // size
+
+    # From just after the cursor to the end of the pool, then from its start up to the cursor.
+    walk = [(blocks[start_block], range(start_offset, count(blocks[start_block])))]
+    walk += [(block, range(count(block))) for block in blocks[start_block + 1:]]
+    walk += [(block, range(count(block))) for block in blocks[:start_block]]
+    walk += [(blocks[start_block], range(min(start_offset, count(blocks[start_block]))))]
+    for block, offsets in walk:
         clashing = [t for t in taken if t.overlaps(block)]
-        for candidate in block.subnets(new_prefix=pool.mask_length):
+        for candidate in candidates(block, offsets):
             if not any(candidate.overlaps(t) for t in clashing):
                 return candidate
     raise AllocationError(f"network {name}: the address pool {', '.join(pool.subnets)} has no free "

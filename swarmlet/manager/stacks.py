@@ -32,8 +32,8 @@ from swarmlet.api.references import resolve
 from swarmlet.api.traffic import in_traffic, rollback_update, switched
 from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StackRevision, StoredObject, Task
 from swarmlet.manager import changes, revisions
-from swarmlet.manager.allocator import (AddressBook, assign_published_ports, ingress_network, ingress_ports,
-                                       network_allocation)
+from swarmlet.manager.allocator import (NETWORK_CURSOR, AddressBook, NetworkCursor, allocate_network,
+                                       assign_published_ports, ingress_network, ingress_ports)
 from swarmlet.node.config import new_id
 from swarmlet.store.state import PREVIOUS_SPEC
 from swarmlet.manager.retry import retry_on_conflict
@@ -185,21 +185,25 @@ def deploy_ops(stack: str, stack_spec: dict, files: dict, prune: bool,
 # -- network allocation -----------------------------------------------------------------------------------
 
 def allocate_deploy(ops: list[dict], existing: dict[str, list[StoredObject]], tasks: list[Task],
-                    nodes: list[Node], pool: AddressPool) -> list[dict]:
+                    nodes: list[Node], pool: AddressPool, cluster: Cluster | None = None) -> list[dict]:
     """``ops`` (from ``deploy_ops``) with the deploy's network allocation in the same
     transaction (pure, manager/allocator.py): a subnet and VNI for each new overlay
     network, the services' ingress ports published (a left-out port picked from the
     dynamic range, a conflict refused) and their VIPs, each network that gains or loses
     a VIP written with the version read. An ingress port on a cluster whose nodes do not
-    all run the overlay data plane is refused, naming them."""
+    all run the overlay data plane is refused, naming them. VNIs and pool subnets are
+    taken serially from the ``cluster`` object's cursor (``NetworkCursor``), written back
+    with its version when it moved (which also keeps two deploys from taking one VNI)."""
     networks = {n.id: n for n in existing[Network.kind]}
     taken = [(n.name, n.subnet) for n in networks.values() if n.subnet]
     vnis = [n.vni for n in networks.values() if n.vni]
     ops = [dict(op) for op in ops]
     network_ops = {op["id"]: op for op in ops if op["kind"] == Network.kind}
+    cursor = NetworkCursor.from_status(cluster.status if cluster is not None else None)
+    cursor_before = cursor
     for op in network_ops.values():
         if op["op"] == "create" and op["spec"].get("driver", specs.DEFAULT_NETWORK_DRIVER) == OVERLAY_DRIVER:
-            op["status"] = network_allocation(op["spec"]["name"], op["spec"], taken, vnis, pool)
+            op["status"], cursor = allocate_network(op["spec"]["name"], op["spec"], taken, vnis, pool, cursor)
             taken.append((op["spec"]["name"], op["status"]["subnet"]))
             vnis.append(op["status"]["vni"])
         if op["op"] != "delete":
@@ -232,6 +236,9 @@ def allocate_deploy(ops: list[dict], existing: dict[str, list[StoredObject]], ta
         else:
             ops.append({"op": "update", "kind": Network.kind, "id": network_id, "version": current.version,
                         "status": status})
+    if cluster is not None and cursor != cursor_before:
+        ops.append({"op": "update", "kind": Cluster.kind, "id": cluster.id, "version": cluster.version,
+                    "status": dict(cluster.status, **{NETWORK_CURSOR: cursor.to_dict()})})
     return ops
 
 
@@ -361,10 +368,6 @@ class StackApi:
     def _check(self, limits: Limits, before: Specs, after: Specs) -> None:
         check_services(limits, before, after, nodes=len(self.store.list(Node)))
 
-    def _address_pool(self) -> AddressPool:
-        cluster = self.store.get(Cluster, CLUSTER_ID)
-        return cluster.address_pool if cluster is not None else AddressPool()
-
     def _existing(self) -> dict[str, list[StoredObject]]:
         return {kind.kind: self.store.list(kind) for kind in STACK_KINDS}
 
@@ -383,8 +386,10 @@ class StackApi:
             check_stack_size(limits, stack, len(stack_spec.get("services") or {}),
                              sum(1 for s in existing[Service.kind] if stack_of(s) == stack))
             ops = deploy_ops(stack, stack_spec, files, prune, existing, self._secret_box)
+            cluster = self.store.get(Cluster, CLUSTER_ID)
             allocated = (allocate_deploy(ops, existing, self.store.list(Task), self.store.list(Node),
-                                         self._address_pool()) if ops else ops)
+                                         cluster.address_pool if cluster is not None else AddressPool(), cluster)
+                         if ops else ops)
             limits.check("objects_per_request", f"stack {stack}: objects in one transaction", len(allocated))
             before = {s.id: s.raw_spec for s in existing[Service.kind]}
             self._check(limits, before, services_after(before, allocated))

@@ -11,6 +11,7 @@ bridge of its own), and has the network's MTU.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from typing import Protocol
 
 from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
@@ -20,6 +21,12 @@ from swarmlet.network.links import IFF_UP, Links
 LABEL_OVERLAY_ID = "swarmlet.overlay.id"
 LABEL_OVERLAY_VNI = "swarmlet.overlay.vni"
 _BRIDGE_NAME = "swbr"
+
+
+class NetworkInUse(RuntimeError):
+    """A network of ours that must go (it left the plane, or clashes with a new one) still
+    has endpoints (the containers of its tasks are not gone yet): the engine refuses to
+    remove it. Not a bad plane: it passes once the containers are gone."""
 
 
 class BridgeNetworks(Protocol):
@@ -34,8 +41,9 @@ class BridgeNetworks(Protocol):
     async def ours(self) -> set[int]:
         """The VNIs of every bridge this adapter made, current or not."""
 
-    async def remove(self, vni: int) -> None:
-        """The bridge of that VNI is gone (nothing when it already is)."""
+    async def remove(self, vni: int) -> bool:
+        """The bridge of that VNI is gone (nothing when it already is): True; False when it
+        still has endpoints and stays (the data plane tries again)."""
 
 
 class PlainBridges:
@@ -65,8 +73,9 @@ class PlainBridges:
                 vnis.add(int(name[len(_BRIDGE_NAME):]))
         return vnis
 
-    async def remove(self, vni: int) -> None:
-        await self._links.remove_link(bridge_device_name(vni))
+    async def remove(self, vni: int) -> bool:
+        await self._links.remove_link(bridge_device_name(vni))  # its ports (veths) are let go
+        return True
 
 
 class DockerBridges:
@@ -127,6 +136,7 @@ class DockerBridges:
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=network.subnet,
                                                                            gateway=network.gateway)])
         async with self._exclusive():
+            await self._remove_clashing(network, name)
             if existing is not None:
                 # The engine cannot change a network's subnet or options in place.
                 await self._engine.call(api.remove_network, existing["Id"])
@@ -145,14 +155,59 @@ class DockerBridges:
         else:
             await netfilter.let_mesh_into_docker_bridge(bridge)
 
+    async def _remove_clashing(self, network: OverlayNetwork, name: str) -> None:
+        """Remove our other engine networks that would keep this one from being created: one
+        with its bridge name (its VNI) or a subnet overlapping its own. Such a network is no
+        longer in the plane (a plane's VNIs and subnets are unique) but lingers, its
+        containers not gone yet when it left. ``NetworkInUse`` while it has endpoints."""
+        api, subnet = self._engine.api, ipaddress.ip_network(network.subnet)
+        for other in await self._engine.call(api.networks, filters={"label": [LABEL_OVERLAY_VNI]}):
+            if other.get("Name") == name:
+                continue
+            info = await self._engine.call(api.inspect_network, other["Id"])
+            actual = self._actual(info)
+            overlaps = actual["Subnet"] and ipaddress.ip_network(actual["Subnet"]).overlaps(subnet)
+            if actual["Bridge"] == bridge_device_name(network.vni) or overlaps:
+                if not await self._remove_one(info):
+                    raise NetworkInUse(f"network {network.name}: the engine's network {other.get('Name')} (bridge "
+                                       f"{actual['Bridge']}, subnet {actual['Subnet']}), no longer in the plane, still "
+                                       f"has endpoints ({', '.join(sorted(info.get('Containers') or {}))}); this "
+                                       "network is made once they are gone")
+                await netfilter.forget_docker_bridge(actual["Bridge"])
+
+    async def _remove_one(self, info: dict) -> bool:
+        """Remove one engine network (inspected); False while it has endpoints."""
+        import docker.errors
+
+        if info.get("Containers"):
+            return False
+        try:
+            await self._engine.call(self._engine.api.remove_network, info["Id"])
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.APIError as err:  # endpoints that appeared since the inspect
+            if "active endpoints" in str(err):
+                return False
+            raise
+        return True
+
     async def ours(self) -> set[int]:
         found = await self._engine.call(self._engine.api.networks, filters={"label": [LABEL_OVERLAY_VNI]})
         return {int(n["Labels"][LABEL_OVERLAY_VNI]) for n in found}
 
-    async def remove(self, vni: int) -> None:
+    async def remove(self, vni: int) -> bool:
+        import docker.errors
+
         api = self._engine.api
         found = await self._engine.call(api.networks, filters={"label": [f"{LABEL_OVERLAY_VNI}={vni}"]})
+        gone = True
         async with self._exclusive():
             for network in found:
-                await self._engine.call(api.remove_network, network["Id"])
-        await netfilter.forget_docker_bridge(bridge_device_name(vni))
+                try:
+                    info = await self._engine.call(api.inspect_network, network["Id"])
+                except docker.errors.NotFound:
+                    continue
+                gone = await self._remove_one(info) and gone
+        if gone:
+            await netfilter.forget_docker_bridge(bridge_device_name(vni))
+        return gone

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 # Per network namespace on this kernel; the agent runs inside the node's namespace.
 FORWARDING_SYSCTL = Path("/proc/sys/net/ipv4/ip_forward")
+# How often a network that left but still has endpoints is tried again. A plane removing a
+# network can come before the stop of its containers (a `stack rm`): they are gone a few
+# seconds later (BACKEND_DRAIN, the stop grace), and nothing else would come to retry.
+LINGER_RETRY = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,9 @@ class ApplyResult:
     ruleset_written: bool  # False when the kernel already held this ruleset
     flows_forgotten: tuple[str, ...]  # backends whose tracked flows were dropped
     networks_removed: tuple[int, ...]  # VNIs
+    # VNIs of networks that left but could not be removed yet (their engine network still
+    # has endpoints): tried again on the next apply and every LINGER_RETRY meanwhile.
+    networks_lingering: tuple[int, ...] = ()
 
 
 def enable_forwarding(path: Path = FORWARDING_SYSCTL) -> None:
@@ -55,11 +62,13 @@ class OverlayDataPlane:
         self._bridges = bridges if bridges is not None else PlainBridges(self._links)
         self._resolver = Resolver(upstreams, dns_port)
         self._lock = asyncio.Lock()
+        self._retry: asyncio.Task | None = None  # removes the networks that linger (LINGER_RETRY)
         self.applied: NetworkPlane | None = None
 
     async def apply(self, plane: NetworkPlane) -> ApplyResult:
         """Make this node match `plane`. A bad plane raises `PlaneError` and changes nothing."""
         check_plane(plane)
+        self._stop_retrying()  # this apply tries again itself
         async with self._lock:
             self._resolver.set_names(discovery.plane_names(plane))
             enable_forwarding()
@@ -72,13 +81,17 @@ class OverlayDataPlane:
                 await self._links.sync_fdb(index, network.peers)
                 await self._links.sync_addresses(network, set(vips_of(network)), self._bridges.sets_gateway)
             await self._resolver.sync({n.id: n.gateway for n in plane.networks})
-            removed = await self._remove_networks_except({n.vni for n in plane.networks})
+            removed, lingering = await self._remove_networks_except({n.vni for n in plane.networks})
             self.applied = plane
-            if written or forgotten or removed:
-                log.info("network plane %d applied: ruleset %s, flows of %s dropped, networks %s removed",
+            if written or forgotten or removed or lingering:
+                log.info("network plane %d applied: ruleset %s, flows of %s dropped, networks %s removed%s",
                          plane.version, "written" if written else "unchanged", list(forgotten) or "none",
-                         list(removed) or "none")
-            return ApplyResult(plane.version, written, forgotten, removed)
+                         list(removed) or "none",
+                         f", networks {list(lingering)} still in use (removed once their containers are gone)"
+                         if lingering else "")
+            if lingering:
+                self._retry = asyncio.ensure_future(self._remove_lingering())
+            return ApplyResult(plane.version, written, forgotten, removed, lingering)
 
     async def _sync_ruleset(self, desired: Ruleset) -> tuple[bool, tuple[str, ...]]:
         actual = await netfilter.read_ruleset()
@@ -91,16 +104,40 @@ class OverlayDataPlane:
             await netfilter.forget_flows_to(address)
         return written, gone
 
-    async def _remove_networks_except(self, wanted: set[int]) -> tuple[int, ...]:
+    async def _remove_networks_except(self, wanted: set[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(the VNIs removed, those that stay for now: their bridge still has endpoints)."""
         present = await self._links.our_vnis() | await self._bridges.ours()
-        removed = tuple(sorted(present - wanted))
-        for vni in removed:
+        removed, lingering = [], []
+        for vni in sorted(present - wanted):
             await self._links.remove_link(vxlan_device_name(vni))
-            await self._bridges.remove(vni)
-        return removed
+            (removed if await self._bridges.remove(vni) else lingering).append(vni)
+        return tuple(removed), tuple(lingering)
+
+    async def _remove_lingering(self) -> None:
+        """Every LINGER_RETRY, the networks that left the applied plane, until none is left."""
+        while True:
+            await asyncio.sleep(LINGER_RETRY)
+            try:
+                async with self._lock:
+                    if self.applied is None:
+                        return
+                    removed, lingering = await self._remove_networks_except({n.vni for n in self.applied.networks})
+            except Exception:  # the engine failed: try again at the next turn
+                log.exception("removing the networks that left failed")
+                continue
+            if removed:
+                log.info("networks %s removed (their containers are gone)", list(removed))
+            if not lingering:
+                return
+
+    def _stop_retrying(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     async def remove_all(self) -> None:
         """Delete everything of ours on this node (the node leaves the cluster)."""
+        self._stop_retrying()
         async with self._lock:
             await self._resolver.close()
             await self._sync_ruleset(Ruleset())
@@ -109,6 +146,7 @@ class OverlayDataPlane:
 
     async def close(self) -> None:
         """Stop the resolver; the kernel's data plane stays for the next agent to adopt."""
+        self._stop_retrying()
         async with self._lock:
             await self._resolver.close()
             self._links.close()

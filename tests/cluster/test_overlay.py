@@ -591,3 +591,61 @@ def test_a_minute_of_worker_faults_with_the_service_probed_through_the_mesh(app,
     wait_until(lambda: all(cluster.connect(None, address, MESH_PORT) == "ok" for address in app.addresses()), 30,
                "the published port accepting connections at every node's address")
     assert not [c for c in app.api.call("GET", "/v1/configs") if CHAOS_LABEL in c["labels"]]
+
+
+# -- a stack removed and another deployed at once ------------------------------------------------------------
+
+def reuse_stack(port: int) -> str:
+    return f"""
+        services:
+          web:
+            image: swarmlet-test/busybox:1
+            command: {HTTPD}
+            ports: ["{port}:8080"]
+            networks: [net]
+            deploy:
+              replicas: 2
+              placement: {{constraints: ["node.role == worker"]}}
+        networks:
+          net: {{}}
+    """
+
+
+def swarmlet_networks(app: App, stacks: tuple[str, ...]) -> dict[str, list[str]]:
+    """Node name -> the data plane's engine networks of ``stacks`` still on its engine."""
+    left = {}
+    for name in app.nodes_by_name:
+        found = app.cluster.engine(name).networks(filters={"label": "swarmlet.overlay.vni"})
+        mine = sorted(n["Name"] for n in found if n["Name"].startswith(tuple(f"{s}_" for s in stacks)))
+        if mine:
+            left[name] = mine
+    return left
+
+
+def test_a_stack_removed_and_another_deployed_at_once_both_work_and_leave_no_network(app):
+    """The bug: the plane dropping A's network reached the workers before A's containers
+    were gone, the engine refused the removal and nothing tried again; B's network then
+    got A's VNI and subnet and could not be made there, so B's tasks were rejected for
+    good. Now B gets the next VNI and subnet, and A's network goes once its containers do."""
+    a_port, b_port = MESH_PORT + 1, MESH_PORT + 2
+    app.deploy(reuse_stack(a_port), "swnra")
+    try:
+        app.wait_running("swnra_web", 2)
+        app.api.call("DELETE", "/v1/stacks/swnra")
+        app.deploy(reuse_stack(b_port), "swnrb")  # at once: A's containers are still stopping
+        b_tasks = app.wait_running("swnrb_web", 2)
+        hostnames = {app.hostname(t) for t in b_tasks}
+        # B answers through the mesh on every node's address, both of its tasks
+        with app.probe(None, rounds=4, timeout=2.0, http=[[a, b_port] for a in app.addresses()]) as probe:
+            probe.process.wait(timeout=60)
+        bodies = [line.get("body", line.get("error")) for line in probe.http()]
+        assert len(bodies) == 4 * len(app.addresses()) and set(bodies) == hostnames, bodies
+    finally:
+        for stack in ("swnra", "swnrb"):
+            try:
+                app.api.call("DELETE", f"/v1/stacks/{stack}")
+            except ApiError as err:
+                if err.status != 404:  # swnra is gone already, unless the test failed before its removal
+                    raise
+    wait_until(lambda: not swarmlet_networks(app, ("swnra", "swnrb")), 60,
+               "no engine network of either stack left on any node")

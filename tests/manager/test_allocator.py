@@ -7,9 +7,11 @@ import pytest
 
 from swarmlet.api.errors import Invalid
 from swarmlet.api.ipam import AddressPool
+from swarmlet.api.ipam import MAX_VNI
 from swarmlet.api.netplane import MIN_VNI
 from swarmlet.api.views import Network, Task
-from swarmlet.manager.allocator import (AddressBook, AllocationError, assign_published_ports, network_allocation)
+from swarmlet.manager.allocator import (AddressBook, AllocationError, NetworkCursor, allocate_network,
+                                       assign_published_ports, network_allocation)
 from swarmlet.store.state import freeze
 
 POOL = AddressPool()
@@ -49,6 +51,41 @@ def test_networks_take_consecutive_subnets_of_the_pool_and_unique_vnis():
     assert (third["subnet"], third["vni"]) == ("10.0.1.0/24", MIN_VNI + 1)
     fourth = network_allocation("d", {}, [("a", "10.0.0.0/24"), ("c", "10.0.1.0/24"), ("x", "10.0.2.0/23")], [], POOL)
     assert fourth["subnet"] == "10.0.4.0/24"
+
+
+def test_vnis_and_subnets_are_taken_serially_so_a_just_freed_one_is_not_reused_at_once():
+    """A stack removed and another deployed right after: the removed network's bridge
+    (swbr<vni>) and engine network (its subnet) may still linger on the nodes, so the
+    new network must not get the VNI or subnet just freed (the bug: "networks have same
+    bridge name", "Pool overlaps")."""
+    a, cursor = allocate_network("a", {}, [], [], POOL, NetworkCursor())
+    assert (a["subnet"], a["vni"]) == ("10.0.0.0/24", MIN_VNI) and cursor == NetworkCursor(MIN_VNI, "10.0.0.0/24")
+    b, cursor = allocate_network("b", {}, [], [], POOL, cursor)  # a is removed: nothing is taken any more
+    assert (b["subnet"], b["vni"]) == ("10.0.1.0/24", MIN_VNI + 1)
+    # what is taken after the cursor is skipped
+    c, cursor = allocate_network("c", {}, [("b", b["subnet"]), ("x", "10.0.2.0/23")], [b["vni"], MIN_VNI + 2],
+                                 POOL, cursor)
+    assert (c["subnet"], c["vni"]) == ("10.0.4.0/24", MIN_VNI + 3)
+    # a requested subnet does not move the pool's cursor (the VNI's moves)
+    d, cursor = allocate_network("d", {"ipam": [{"subnet": "172.28.0.0/16"}]}, [], [], POOL, cursor)
+    assert (d["subnet"], d["vni"], cursor) == ("172.28.0.0/16", MIN_VNI + 4, NetworkCursor(MIN_VNI + 4, "10.0.4.0/24"))
+    # without a cursor (the old behaviour, and the check that the cursor is what changes it): lowest free
+    assert network_allocation("e", {}, [], [], POOL) == {"subnet": "10.0.0.0/24", "vni": MIN_VNI, "gateways": {},
+                                                           "vips": {}}
+
+
+def test_the_cursors_wrap_round_at_the_end_of_the_pool_and_of_the_vni_range():
+    pool = AddressPool(subnets=("10.9.0.0/23", "10.8.0.0/24"), mask_length=24)
+    status, cursor = allocate_network("a", {}, [("x", "10.9.0.0/24")], [], pool,
+                                      NetworkCursor(MAX_VNI, "10.9.1.0/24"))
+    assert (status["subnet"], status["vni"]) == ("10.8.0.0/24", MIN_VNI)  # the next block, the VNI range's start
+    status, cursor = allocate_network("b", {}, [("x", "10.9.0.0/24"), ("a", "10.8.0.0/24")], [MIN_VNI], pool, cursor)
+    assert (status["subnet"], status["vni"]) == ("10.9.1.0/24", MIN_VNI + 1)  # round to the first block
+    with pytest.raises(AllocationError, match="no free /24 left"):
+        allocate_network("c", {}, [("x", "10.9.0.0/24"), ("a", "10.8.0.0/24"), ("b", "10.9.1.0/24")], [], pool, cursor)
+    # a cursor that is not the pool's (the pool of another cluster, a bad value) starts at the beginning
+    assert allocate_network("d", {}, [], [], pool, NetworkCursor(1, "192.168.0.0/24"))[0]["subnet"] == "10.9.0.0/24"
+    assert allocate_network("d", {}, [], [], pool, NetworkCursor(1, "192.168.0.0/24"))[0]["vni"] == MIN_VNI
 
 
 def test_an_ipam_subnet_is_used_and_checked():

@@ -116,3 +116,62 @@ def test_the_docker_adapter_makes_the_engines_network_and_the_overlay_works_thro
     agent.command({"op": "remove_all"})
     assert docker(host, "network", "ls", "--filter", "label=swarmlet.overlay.vni", "-q").strip() == ""
     assert "swarmlet routing mesh" not in node.sh("iptables", "-S", "DOCKER-USER")
+
+
+@pytest.fixture
+def clean_engine(engine_node):
+    """The engine node, left as found even when the test fails: no container, none of our networks."""
+    yield engine_node
+    node, client, agent, host, image = engine_node
+    docker(host, "rm", "-f", "swd-web1", check=False)
+    agent.command({"op": "remove_all"})
+
+
+def our_networks(host: str) -> list[str]:
+    return sorted(docker(host, "network", "ls", "--filter", "label=swarmlet.overlay.vni", "--format",
+                         "{{.Name}}").split())
+
+
+def test_a_network_that_left_while_its_containers_run_is_removed_once_they_are_gone(clean_engine):
+    """A `stack rm`: the plane without the network can come before its containers stop.
+    The engine refuses to remove a network with endpoints; the apply still succeeds, says
+    the network lingers, and the data plane removes it once the container is gone, with
+    no other apply (its retry timer). Before: the apply failed and nothing tried again."""
+    node, client, agent, host, image = clean_engine
+    agent.apply(replace(PLANE, version=10))
+    docker(host, "run", "-d", "--name", "swd-web1", "--network", NETWORK_NAME, "--ip", WEB.address, image,
+           "sleep", "600")
+    result = agent.apply(NetworkPlane(node_address=NODE, version=11))
+    assert (result["networks_removed"], result["networks_lingering"]) == ([], [4197])
+    assert our_networks(host) == [NETWORK_NAME]
+    docker(host, "rm", "-f", "swd-web1")
+    wait_until(lambda: our_networks(host) == [] and "swarmlet routing mesh" not in node.sh("iptables", "-S",
+                                                                                         "DOCKER-USER"),
+               10, "the lingering network and its DOCKER-USER rule removed by the retry")
+    assert "swbr4197" not in node.ip("-br", "link")
+
+
+def test_a_new_network_clashing_with_a_lingering_one_is_made_once_that_one_is_gone(clean_engine):
+    """The next network given the VNI (bridge name) and subnet of one that lingers (the
+    allocator's cursor came round): refused while the old one has endpoints, naming it
+    (the engine's own refusal was "networks have same bridge name" and then never
+    again tried), and made by the next apply once they are gone, the old one removed."""
+    node, client, agent, host, image = clean_engine
+    agent.apply(replace(PLANE, version=20))
+    docker(host, "run", "-d", "--name", "swd-web1", "--network", NETWORK_NAME, "--ip", WEB.address, image,
+           "sleep", "600")
+    other = OverlayNetwork(id="other", name="swd_other", vni=NETWORK.vni, subnet=NETWORK.subnet,
+                           gateway="10.0.7.253", internal=False, peers=())
+    plane = NetworkPlane(node_address=NODE, version=21, networks=(other,))
+    with pytest.raises(RuntimeError, match=r"NetworkInUse: network swd_other: the engine's network "
+                                           r"swd_app-overlay \(bridge swbr4197, subnet 10.0.7.0/24\).*still has "
+                                           r"endpoints"):
+        agent.apply(plane)
+    assert our_networks(host) == [NETWORK_NAME]  # nothing was half made
+    docker(host, "rm", "-f", "swd-web1")
+    result = agent.apply(replace(plane, version=22))
+    assert our_networks(host) == ["swd_other-overlay"] and result["networks_lingering"] == []
+    gateway = docker(host, "network", "inspect", "swd_other-overlay", "--format", "{{(index .IPAM.Config 0).Gateway}}")
+    assert gateway.strip() == "10.0.7.253"
+    agent.command({"op": "remove_all"})
+    assert our_networks(host) == []

@@ -131,6 +131,33 @@ async def test_a_plane_the_data_plane_refuses_is_not_taken_and_the_next_one_is()
     agent._handle(NetworkPlaneUpdate(plane=plane(4).to_wire()))
     await until(lambda: agent.plane is not None)
     assert agent.plane.version == 4 and executor.network_plane.version == 4
+    assert agent._plane_retry is None  # a refused plane is not tried again
+    await agent.stop()
+
+
+async def test_a_plane_whose_apply_failed_is_applied_again_without_a_new_one(monkeypatch):
+    """A failure that passes by itself (a removed stack's engine network, still in use,
+    keeps the new one from being made) is tried again; the leader sends nothing new."""
+    monkeypatch.setattr("swarmlet.agent.agent.PLANE_RETRY_DELAY", 0.01)
+
+    class InUseOnce:
+        def __init__(self):
+            self.tried = []
+
+        async def apply(self, applied):
+            self.tried.append(applied.version)
+            if len(self.tried) == 1:
+                raise RuntimeError("network shop_back: the engine's network old_back-overlay still has endpoints")
+
+        async def close(self):
+            pass
+
+    data_plane, executor = InUseOnce(), RecordingExecutor([])
+    agent = Agent(None, config(), None, on_role_change=print, on_expelled=print, executor=executor,
+                  data_plane=data_plane)
+    agent._handle(NetworkPlaneUpdate(plane=plane(3, BACK).to_wire()))
+    await until(lambda: agent.plane is not None)
+    assert agent.plane.version == 3 and executor.network_plane.version == 3 and data_plane.tried == [3, 3]
     await agent.stop()
 
 
