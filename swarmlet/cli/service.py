@@ -11,7 +11,6 @@ from swarmlet.api.objects import JOB_MODES
 from swarmlet.cli.client import Client, client_options, make_client
 from swarmlet.cli.nodes import parse_duration
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
-from swarmlet.cli.progress import wait_converged, wait_gone
 
 SERVICE_COLUMNS = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "MESSAGE"]
 TASK_COLUMNS = ["ID", "NAME", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR"]
@@ -104,6 +103,7 @@ def wait_for_services(client: Client, refs: list[str], timeout: float, expect_ro
         names[:] = [s["name"] for s in services]
         tasks = [t for s in services for t in client.list_all(f"/v1/tasks?service={s['id']}")]
         return services, tasks
+    from swarmlet.cli.progress import wait_converged  # here: rich's live display is slow to import
     wait_converged(snapshot, lambda: ("services " if len(names) > 1 else "service ") + ", ".join(names), timeout,
                    expect_rollback=expect_rollback)
 
@@ -202,6 +202,7 @@ def service_rm(refs, detach, timeout, host, context_dir):
         click.echo(ref)
         removed.append(service_id)
     if not detach:
+        from swarmlet.cli.progress import wait_gone  # here: rich's live display is slow to import
         wait_gone(lambda: [t for t in client.list_all("/v1/tasks") if t["service_id"] in removed],
                   "service " + ", ".join(refs), timeout)
 

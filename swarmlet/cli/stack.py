@@ -12,7 +12,6 @@ from swarmlet.api.specs import StackSpec
 from swarmlet.cli.client import ApiError, ClusterUnreachable, client_options, make_client
 from swarmlet.cli.nodes import parse_duration
 from swarmlet.cli.output import FORMAT_OPTION, emit
-from swarmlet.cli.progress import wait_converged, wait_gone
 from swarmlet.cli.service import detach_option, emit_plan, emit_services, emit_tasks, timeout_option
 from swarmlet.compose import ComposeError, load_stack, render_document
 
@@ -125,6 +124,7 @@ def deploy(files, env_files, prune, dry_run, rollback_on_failure, output_format,
 
 def _wait_for_stack(client, name: str, timeout: float, pending_timeout: float = 60.0,
                     expect_rollback: bool = False) -> None:
+    from swarmlet.cli.progress import wait_converged  # here: rich's live display is slow to import
     wait_converged(lambda: (client.call("GET", f"/v1/stacks/{name}/services"),
                             client.call("GET", f"/v1/stacks/{name}/tasks")),
                    f"stack {name}", timeout, pending_timeout, expect_rollback=expect_rollback)
@@ -230,4 +230,5 @@ def remove(name, detach, timeout, host, context_dir):
     client.call("DELETE", f"/v1/stacks/{name}")
     click.echo(f"Removed stack {name}")
     if not detach:
+        from swarmlet.cli.progress import wait_gone  # here: rich's live display is slow to import
         wait_gone(lambda: client.call("GET", f"/v1/stacks/{name}/tasks"), f"stack {name}", timeout)
