@@ -18,7 +18,8 @@ going by ``_guarded`` whatever happens inside it:
   once, as a warning). A deposed manager's loop waits instead (it no longer leads), so
   it never claims over the new leader.
 - Any other failure is logged with its traceback and the pass started again.
-Restarts are ``RESTART_DELAY`` apart: nothing loops hot.
+Passes are started ``RESTART_DELAY`` apart (a lapse storm on a loaded machine must not
+turn into back-to-back full passes): nothing loops hot.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from swarmlet.store.store import LEADERSHIP, hold_fence
 
 log = logging.getLogger("swarmlet.manager")
 
-RESTART_DELAY = 0.2  # seconds between two passes of one loop after a failure or a superseded claim
+RESTART_DELAY = 0.2  # seconds between two passes of one loop (after a failure, a superseded claim, a lapse)
 LEADING_RECHECK = 1.0  # the longest one wait for leadership to return lasts before it is asked again
 
 
@@ -80,15 +81,17 @@ class LeaderLoop:
                     # Nothing this loop writes may land after a later leader's claim.
                     hold_fence(fence)
                     self.phase = "running"
-                    await self._run_fenced(queue, claims, fence)
-                    continue  # the pass saw leadership lapse: wait for it to return
+                    await self._run_fenced(queue, claims, fence)  # returns: it saw leadership lapse
                 except asyncio.CancelledError:
                     raise
                 except Superseded as superseded:
                     stale = self._stale(superseded)
                 except Exception as err:
                     superseded = self._superseding(fence) if self.phase == "running" else None
-                    if superseded is None:
+                    if self.phase == "claiming":  # no quorum, or its leadership ended meanwhile
+                        log.warning("%s: no leadership claim (%s); trying again while this manager leads",
+                                    self.name, err)
+                    elif superseded is None:
                         log.exception("%s failed; restarting it", self.name)
                     else:  # a write refused by a later claim (its event not seen yet)
                         stale = self._stale(Superseded(fence, superseded), err)

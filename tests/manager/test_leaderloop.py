@@ -135,8 +135,9 @@ class FencedWriter(LeaderLoop):
     """Writes one task per pass (a fresh ID each time) and reports what happened to it."""
     name = "fenced writer"
 
-    def __init__(self, store, raise_refusals: bool = False):
+    def __init__(self, store, raise_refusals: bool = False, prefix: str = ""):
         super().__init__(store)
+        self.prefix = prefix
         self.runs = 0
         self.raise_refusals = raise_refusals
         self.refused: list[Exception] = []
@@ -144,7 +145,7 @@ class FencedWriter(LeaderLoop):
 
     async def run(self, queue):
         self.runs += 1
-        await self._write(f"pass-{self.runs}")
+        await self._write(f"{self.prefix}pass-{self.runs}")
         while self.store.is_leader:  # as the real loops: end when leadership lapses
             event = await queue.get()
             for change in event.changes:
@@ -173,19 +174,24 @@ def _fences_of_writes(store) -> list[int | None]:
 
 async def test_a_loop_whose_claim_is_superseded_while_it_still_leads_reclaims_and_runs_again(store, caplog):
     """The colleague's report: the claim moved from 6 to 8 while the loop held 6, and every
-    write it made was refused from then on. The loop must notice, re-claim, run again."""
-    loop = FencedWriter(store)
-    await loop.leadership_changed(True)
-    await asyncio.wait_for(loop.written.wait(), 5)
+    write it made was refused from then on. The loops must notice, re-claim (once for all
+    of them), and run again."""
+    loops = [FencedWriter(store, prefix="a-"), FencedWriter(store, prefix="b-")]
+    for loop in loops:
+        await loop.leadership_changed(True)
+        await asyncio.wait_for(loop.written.wait(), 5)
+        loop.written.clear()
     first = store.raw("leadership", "leadership")["version"]
-    loop.written.clear()
     await store.claim()  # a claim over this leadership's (no view change: still leading)
-    await asyncio.wait_for(loop.written.wait(), 5)
+    for loop in loops:
+        await asyncio.wait_for(loop.written.wait(), 5)
     latest = store.raw("leadership", "leadership")["version"]
-    assert latest > first + 1  # superseded, then claimed again
-    assert _fences_of_writes(store)[-1] == latest and loop.refused == []
-    assert len([r for r in caplog.records if "superseded" in r.getMessage()]) == 1
-    await loop.stop()
+    assert latest > first + 1 and len(_claims(store)) == 3  # the first, the other one, one new claim
+    assert _fences_of_writes(store)[-2:] == [latest, latest]
+    assert all(loop.refused == [] and loop.runs == 2 for loop in loops)
+    assert len([r for r in caplog.records if "superseded" in r.getMessage()]) == 2  # once per loop
+    for loop in loops:
+        await loop.stop()
     assert store.subscribers == 0
 
 
@@ -262,3 +268,32 @@ async def test_a_claim_made_for_a_leadership_that_has_ended_does_not_claim_over_
         raised = err
     assert raised is not None and "ended" in str(raised)
     assert store.raw(LEADERSHIP, LEADERSHIP)["version"] == later[0]
+
+
+async def test_the_parts_of_a_pass_stop_together_when_one_ends():
+    """The dispatcher's parts: one that saw leadership lapse used to end alone, and the
+    others kept the pass alive without it (no heartbeat checks for the rest of it)."""
+    from swarmlet.manager.leaderloop import run_together
+
+    cancelled = []
+
+    async def forever(name):
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.append(name)
+
+    async def ends():
+        await asyncio.sleep(0)
+
+    async def fails():
+        raise RuntimeError("boom")
+
+    await asyncio.wait_for(run_together(forever("a"), ends(), forever("b")), 5)
+    assert sorted(cancelled) == ["a", "b"]
+    try:
+        await asyncio.wait_for(run_together(forever("c"), fails()), 5)
+        raised = None
+    except RuntimeError as err:
+        raised = err
+    assert str(raised) == "boom" and cancelled[-1] == "c"
