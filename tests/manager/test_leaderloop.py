@@ -297,3 +297,31 @@ async def test_the_parts_of_a_pass_stop_together_when_one_ends():
     except RuntimeError as err:
         raised = err
     assert str(raised) == "boom" and cancelled[-1] == "c"
+
+
+async def test_a_claim_in_flight_when_leadership_is_lost_and_regained_gives_way_to_the_new_claim(store):
+    """The same manager claiming twice: its first leadership's claim is still on its way
+    when leadership is lost and regained (ClusterStore calls new_leadership on each
+    change). That claim must not land over the new leadership's."""
+    from swarmlet.store import Conflict
+    from swarmlet.store.store import LEADERSHIP, LeadershipClaims, claim_leadership
+
+    sent, on_the_wire = asyncio.Event(), asyncio.Event()
+
+    async def commit(ops):
+        if not sent.is_set():
+            sent.set()
+            await on_the_wire.wait()  # delayed in Raft while leadership flaps
+        return await store.commit(ops)
+
+    claims = LeadershipClaims(
+        lambda still_ours: claim_leadership(commit, lambda: store.raw(LEADERSHIP, LEADERSHIP), "me", still_ours),
+        lambda: True)
+    old = asyncio.ensure_future(claims.fence())
+    await asyncio.wait_for(sent.wait(), 5)
+    claims.new_leadership(), claims.new_leadership()  # lost, regained
+    new = await claims.fence()
+    on_the_wire.set()
+    results = await asyncio.gather(old, return_exceptions=True)
+    assert isinstance(results[0], Conflict)
+    assert store.raw(LEADERSHIP, LEADERSHIP)["version"] == new == await claims.fence()
