@@ -36,7 +36,10 @@ for 20,000 replicas after a leader was killed mid-deploy). So every leadership b
 with a claim, a write to the one ``leadership`` object (``leadership_fence()``, once per
 leadership, shared by its loops), and while a leader loop runs, every write it makes
 carries a precondition on that claim's version (``hold_fence``). Once a later claim is
-applied, a deposed leader's parts are refused (``conflict``) instead of applied.
+applied, a deposed leader's parts are refused (``conflict``) instead of applied. A
+loop whose claim was superseded while its manager still leads asks for a new one
+(``leadership_fence(stale)``, LeadershipClaims); a claim whose leadership has ended gives
+up rather than claim over a later one (manager/leaderloop.py: leadership flaps).
 """
 from __future__ import annotations
 
