@@ -36,7 +36,10 @@ for 20,000 replicas after a leader was killed mid-deploy). So every leadership b
 with a claim, a write to the one ``leadership`` object (``leadership_fence()``, once per
 leadership, shared by its loops), and while a leader loop runs, every write it makes
 carries a precondition on that claim's version (``hold_fence``). Once a later claim is
-applied, a deposed leader's parts are refused (``conflict``) instead of applied.
+applied, a deposed leader's parts are refused (``conflict``) instead of applied. A
+loop whose claim was superseded while its manager still leads asks for a new one
+(``leadership_fence(stale)``, LeadershipClaims); a claim whose leadership has ended gives
+up rather than claim over a later one (manager/leaderloop.py: leadership flaps).
 """
 from __future__ import annotations
 
@@ -128,20 +131,55 @@ def fenced(ops: list[dict]) -> list[dict]:
 
 
 async def claim_leadership(commit: Callable[[list[dict]], Awaitable[dict]], read_claim: Callable[[], dict | None],
-                           claimant: str) -> int:
-    """Write a new leadership claim; returns its version, the fence of this leadership."""
+                           claimant: str, still_ours: Callable[[], bool] = lambda: True) -> int:
+    """Write a new leadership claim; returns its version, the fence of this leadership.
+
+    ``still_ours`` says whether the leadership this claim is for still lasts. A claim
+    that finds a later one applied since it read claims over it only while it does: a
+    claim left in flight by a leadership that has ended (lost, or lost and regained)
+    would otherwise land over the next leadership's and leave its loops with a stale
+    fence (seen: "leadership at version 8, expected 6" for good)."""
     hold_fence(None)  # the claim itself is never fenced (this runs in a task of its own)
     while True:
         current = read_claim()
+        if not still_ours():
+            raise Conflict(f"leadership claim by {claimant} abandoned: the leadership it was for has ended "
+                           f"(the claim is at version {current['version'] if current else None})")
         spec = {"address": claimant}
         op = ({"op": "create", "kind": LEADERSHIP, "id": LEADERSHIP, "spec": spec} if current is None else
               {"op": "update", "kind": LEADERSHIP, "id": LEADERSHIP, "version": current["version"], "spec": spec})
         try:
             result = await commit([op])
         except (Conflict, AlreadyExists):
-            await asyncio.sleep(0)  # an older claim was applied since we read: claim over it
+            await asyncio.sleep(0)  # a later claim was applied since we read: claim over it if still ours
             continue
         return result["versions"][LEADERSHIP]
+
+
+class LeadershipClaims:
+    """The claims of one manager's leaderships (see "Fenced leader writes"): one claim per
+    leadership, shared by all its loops. ``new_leadership()`` when one begins or ends;
+    ``fence(stale)`` from a loop that found its fence ``stale`` (a later claim applied)
+    makes a new claim while the same leadership lasts, once however many loops ask."""
+
+    def __init__(self, claim: Callable[[Callable[[], bool]], Awaitable[int]], leading: Callable[[], bool]):
+        self._claim = claim  # claim(still_ours) -> version
+        self._leading = leading
+        self._leadership = 0  # counts leaderships begun and ended: which one a claim is for
+        self._current: asyncio.Future | None = None
+
+    def new_leadership(self) -> None:
+        self._leadership += 1
+        self._current = None
+
+    async def fence(self, stale: int | None = None) -> int:
+        current = self._current
+        if current is None or (current.done() and (current.cancelled() or current.exception() is not None
+                                                   or current.result() == stale)):
+            leadership = self._leadership
+            current = self._current = asyncio.ensure_future(
+                self._claim(lambda: self._leading() and self._leadership == leadership))
+        return await asyncio.shield(current)
 
 
 def check_bounds(ops: list[dict], command: bytes) -> None:
@@ -243,7 +281,10 @@ class ClusterStore:
         self._members: list[str] = sorted(set(peers) | {self_address})
         self._leadership_listeners: list[Callable[[bool], Awaitable[None] | None]] = []
         self._was_leader = False
-        self._claim: asyncio.Future | None = None
+        self._claims = LeadershipClaims(
+            lambda still_ours: claim_leadership(self.commit, lambda: self._raft.state.get(LEADERSHIP, LEADERSHIP),
+                                                self.self_address, still_ours),
+            lambda: self.is_leader)
         self._view_changed = asyncio.Event()
         # Metrics hooks (manager/metrics.py): seconds to apply each entry (called on the Raft
         # thread), and each commit's seconds and outcome (on the loop).
@@ -456,7 +497,7 @@ class ClusterStore:
         leading = self.is_leader
         if leading != self._was_leader:
             self._was_leader = leading
-            self._claim = None  # a new leadership needs a claim of its own
+            self._claims.new_leadership()  # a new leadership needs a claim of its own
             log.info("this manager %s leader", "became" if leading else "is no longer")
             for listener in list(self._leadership_listeners):
                 outcome = listener(leading)
@@ -488,14 +529,11 @@ class ClusterStore:
             return None
         return self.self_address if self.is_leader else view.leader
 
-    async def leadership_fence(self) -> int:
+    async def leadership_fence(self, stale: int | None = None) -> int:
         """The version of this leadership's claim, claiming it on the first call (see the
-        module's docstring, "Fenced leader writes"). Every leader loop waits for it."""
-        claim = self._claim
-        if claim is None or (claim.done() and (claim.cancelled() or claim.exception() is not None)):
-            claim = self._claim = asyncio.ensure_future(claim_leadership(
-                self.commit, lambda: self._raft.state.get(LEADERSHIP, LEADERSHIP), self.self_address))
-        return await asyncio.shield(claim)
+        module's docstring, "Fenced leader writes"). Every leader loop waits for it; one
+        whose fence ``stale`` was superseded while this manager leads gets a new claim."""
+        return await self._claims.fence(stale)
 
     def on_leadership_change(self, listener: Callable[[bool], Awaitable[None] | None]) -> None:
         self._leadership_listeners.append(listener)

@@ -12,7 +12,7 @@ import pytest
 from swarmlet.api.objects import CLUSTER_ID, node_object_spec, node_object_status
 from swarmlet.store import AlreadyExists, Conflict, InvalidTransaction, NotFound, StoreError, StoreEvent, new_request_id
 from swarmlet.store.state import StoreState, encode_transaction
-from swarmlet.store.store import LEADERSHIP, check_bounds, claim_leadership, commit_in_batches, fenced
+from swarmlet.store.store import LEADERSHIP, LeadershipClaims, check_bounds, claim_leadership, commit_in_batches, fenced
 
 _REFUSALS = {cls.code: cls for cls in (Conflict, NotFound, AlreadyExists, InvalidTransaction)}
 
@@ -24,7 +24,8 @@ class MemoryStore:
         self.commits: list[list[dict]] = []  # every transaction tried, refused ones too
         self.fail_next: StoreError | None = None  # raised by the next commit instead of applying it
         self._subscribers: list[asyncio.Queue] = []
-        self._fence: asyncio.Future | None = None
+        self._publishing = True
+        self._claims = LeadershipClaims(self._claim_as_leader, lambda: self.is_leader)
 
     def get(self, kind, object_id: str):
         raw = self.state.get(kind.kind, object_id)
@@ -52,7 +53,7 @@ class MemoryStore:
         applied = self.state.apply(command)
         if not applied.result.get("ok"):
             raise _REFUSALS.get(applied.result.get("code"), StoreError)(applied.result.get("error"))
-        if applied.changes:
+        if applied.changes and self._publishing:
             for queue in self._subscribers:
                 queue.put_nowait(StoreEvent(applied.index, applied.changes, timestamp=applied.timestamp))
         return applied.result
@@ -60,17 +61,35 @@ class MemoryStore:
     async def commit_batched(self, ops: list[dict], request_id: str | None = None, proceed=None) -> dict:
         return await commit_in_batches(self.commit, ops, request_id or new_request_id(), proceed, self.index)
 
-    async def leadership_fence(self) -> int:
+    async def leadership_fence(self, stale: int | None = None) -> int:
         """As the real store: one claim per leadership, shared by every leader loop."""
-        if self._fence is None:
-            self._fence = asyncio.ensure_future(self.claim())
-        return await asyncio.shield(self._fence)
+        return await self._claims.fence(stale)
 
-    async def claim(self) -> int:
-        """A new leadership's claim (what a manager elected after this one would write)."""
+    async def _claim_as_leader(self, still_ours) -> int:
+        return await claim_leadership(self.commit, lambda: self.state.get(LEADERSHIP, LEADERSHIP), "memory",
+                                      still_ours)
+
+    async def claim(self, publish: bool = True) -> int:
+        """A new leadership's claim (what a manager elected after this one would write);
+        ``publish=False``: its event has not reached this manager's subscribers (yet)."""
         async def claiming() -> int:  # in a task of its own, as the real store claims
             return await claim_leadership(self.commit, lambda: self.state.get(LEADERSHIP, LEADERSHIP), "memory")
-        return await asyncio.ensure_future(claiming())
+        self._publishing = publish
+        try:
+            return await asyncio.ensure_future(claiming())
+        finally:
+            self._publishing = True
+
+    async def wait_for(self, predicate, timeout: float, raise_on_timeout: bool = True) -> bool:
+        """As the real store's (which re-checks on every Raft view): here, every 10 ms."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            if asyncio.get_running_loop().time() >= deadline:
+                if raise_on_timeout:
+                    raise TimeoutError(f"condition not reached within {timeout:.1f}s")
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()

@@ -267,7 +267,7 @@ async def test_stop_closes_every_session_and_waits_for_the_background_work(store
     await dispatcher.leadership_changed(True)
     ws = await connect(client, "n1")
     await receive(ws), await receive(ws)
-    assert store.subscribers == 1
+    assert store.subscribers == 2  # the loop watches the store: its pass's events, and its claim
     await dispatcher.leadership_changed(False)
     assert store.subscribers == 0  # its loop has ended (and unsubscribed), not merely been asked to
     assert (await ws.receive(timeout=REPLY_TIMEOUT)).type == WSMsgType.CLOSE

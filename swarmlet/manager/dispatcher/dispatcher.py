@@ -41,7 +41,7 @@ from swarmlet.manager.dispatcher.assignments import (accepted_status, assignment
                                                      plain_secret_value, task_changes,
                                                      tasks_touched)
 from swarmlet.manager.dispatcher.planes import PlaneIndex
-from swarmlet.manager.leaderloop import LeaderLoop, drain
+from swarmlet.manager.leaderloop import LeaderLoop, drain, run_together
 from swarmlet.manager.retry import commit_each_on_conflict
 from swarmlet.store import ClusterStore, StoreError
 
@@ -117,11 +117,9 @@ class Dispatcher(LeaderLoop):
         now = self.clock()  # every node gets a full grace period from the moment we lead
         self._last_seen = {n.id: now for n in self.store.list(Node)}
         self._unheard = set(self._last_seen)
-        async with asyncio.TaskGroup() as group:  # one failing cancels the others; the loop restarts them all
-            group.create_task(self._check_heartbeats())
-            group.create_task(self._push_assignments(queue))
-            group.create_task(self._push_planes())
-            group.create_task(self._write_statuses())
+        # One ending (leadership lapsed) or failing stops the others; the loop restarts them all.
+        await run_together(self._check_heartbeats(), self._push_assignments(queue), self._push_planes(),
+                           self._write_statuses())
 
     async def stop(self) -> None:
         """Stop leading: every session closes (nodes find the new leader) and statuses
