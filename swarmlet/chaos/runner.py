@@ -42,6 +42,11 @@ class RunOptions:
 def run(target, options: RunOptions, log=lambda message: None) -> dict:
     """Run ``options.schedule`` against ``target`` (faults.LocalTarget or IsolatedTarget, compose.ComposeTarget)
     and return the JSON record (history.summarize, plus ``passed``/``interrupted``)."""
+    # Ctrl-C must reach the run even when it was started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits SIG_IGN, and Python then installs
+    # no KeyboardInterrupt handler): the run heals what it broke on SIGINT, so take it.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     history = History()
     began = time.monotonic()
     clock = lambda: time.monotonic() - began  # noqa: E731

@@ -133,7 +133,10 @@ def test_ctrl_c_mid_fault_heals_what_was_broken(cluster, kind, targets):
     process = subprocess.Popen([sys.executable, "-m", "swarmlet.cli.main", "chaos", "run", "--dir",
                                 str(cluster.directory), "--format", "json", "--duration", "120s", "--faults", kind,
                                 "--targets", targets, "--interval", "31", "--fault-duration", "30"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               # as a background job of a script: SIGINT inherited as ignored (CI
+                               # runs so, and the run then missed Ctrl-C outside a fault's injection)
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         if kind == "partition":
             wait_until(target.leftovers, 30, "the partition rules in place")
