@@ -325,7 +325,7 @@ class ReplicatedStore(SyncObj):
         if kind == "next_node_idx" and self._isLeader():
             message = self._without_stale_step_back(node, message)
         elif kind == "append_entries" and message["term"] >= self.raftCurrentTerm:
-            if "prevLogIdx" not in message and message.get("serialized") is not None:
+            if "prevLogIdx" not in message and "serialized" in message:  # None: the leader's snapshot is not ready
                 self._install_snapshot(node, message)
                 return
             if "prevLogIdx" in message and "transmission" not in message:
@@ -400,7 +400,7 @@ class ReplicatedStore(SyncObj):
         # A chunk says nothing about which of this follower's entries match the leader's.
         bookkeeping["commit_index"] = min(message["commit_index"], self.raftCommitIndex)
         _RECEIVE_MESSAGE(self, node, bookkeeping)  # term, leader, election deadline
-        if not self._SyncObj__serializer.setTransmissionData(message["serialized"]):
+        if message["serialized"] is None or not self._SyncObj__serializer.setTransmissionData(message["serialized"]):
             return  # more chunks to come (or a transmission out of step: pysyncobj ignores it too)
         loaded = self._snapshots_loaded
         self._SyncObj__loadDumpFile(clearJournal=False)  # _read_snapshot keeps the entries after it

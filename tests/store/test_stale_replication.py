@@ -8,7 +8,8 @@ of its message handler (no peer, no timing), and reads the replies it sends.
 (a) The leader moves a follower's next index to any step-back reply, also a stale one
     below what the follower has since acknowledged.
 (b) A follower installing the leader's snapshot empties its log, also the entries
-    after the snapshot's last one that it holds and acknowledged.
+    after the snapshot's last one that it holds and acknowledged; and each chunk of a
+    snapshot advances its commit index over entries not known to be the leader's.
 (c) An AppendEntries whose previous entry is not the follower's last truncates every
     entry after it, matching and applied ones too, and re-adds only what it carries.
 """
@@ -227,3 +228,14 @@ def test_a_step_back_on_a_new_connection_is_followed(leader):
     raft._SyncObj__sendAppendEntries()
     sent = [m for m in leader.sent if m["type"] == "append_entries"]
     assert sent[0]["prevLogIdx"] == 2 and sent[0]["entries"][0][1] == 3
+
+
+def test_snapshot_chunks_do_not_commit_the_entries_the_follower_holds(manager):
+    """While the leader sends its snapshot (or has none ready yet: ``serialized`` is
+    None), nothing says the follower's entries are the leader's: pysyncobj advanced the
+    commit index over them all the same."""
+    first = manager.log[0]
+    manager.receive(append(1, first, [entry(i) for i in range(2, 12)], commit=3))
+    manager.receive({"type": "append_entries", "term": 2, "commit_index": 20, "serialized": None})
+    assert manager.raft.raftCommitIndex == 3
+    assert manager.raft.raftCurrentTerm == 2  # the rest of the message is pysyncobj's as before
