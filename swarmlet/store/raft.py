@@ -97,6 +97,10 @@ class EntryTooLarge(ValueError):
     pass
 
 
+class StaleSnapshot(Exception):
+    pass
+
+
 @contextlib.contextmanager
 def gc_paused():
     """The cyclic garbage collector off for a moment. Decoding a big entry or snapshot
@@ -400,12 +404,26 @@ class ReplicatedStore(SyncObj):
         # A chunk says nothing about which of this follower's entries match the leader's.
         bookkeeping["commit_index"] = min(message["commit_index"], self.raftCommitIndex)
         _RECEIVE_MESSAGE(self, node, bookkeeping)  # term, leader, election deadline
-        if message["serialized"] is None or not self._SyncObj__serializer.setTransmissionData(message["serialized"]):
+        serialized = message["serialized"]
+        if serialized is None:
+            return
+        kept = self._dump_file + ".before-install"
+        if serialized[2] and os.path.exists(self._dump_file):  # the last chunk replaces the dump file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(kept)
+            os.link(self._dump_file, kept)
+        if not self._SyncObj__serializer.setTransmissionData(serialized):
             return  # more chunks to come (or a transmission out of step: pysyncobj ignores it too)
         loaded = self._snapshots_loaded
         self._SyncObj__loadDumpFile(clearJournal=False)  # _read_snapshot keeps the entries after it
         if self._snapshots_loaded == loaded:
-            return  # not loaded (logged by pysyncobj): no reply, the leader sends it again
+            # Refused (older than this manager's own snapshot) or unreadable: the dump file
+            # it holds stays. No reply: the leader's next AppendEntries finds where it is.
+            if os.path.exists(kept):
+                os.replace(kept, self._dump_file)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(kept)
         raft_log = self._SyncObj__raftLog
         snapshot_last = raft_log[1][1]
         # The kept entries' membership changes, undone by loading the snapshot's members.
@@ -511,6 +529,13 @@ class ReplicatedStore(SyncObj):
                                    object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
             restored = StoreState.from_snapshot(data["state"])
         last, previous = tuple(data["last"]), tuple(data["previous"])
+        journal = self._SyncObj__raftLog
+        if not self._SyncObj__needLoadDumpFile and len(journal) >= 2 and last[1] < journal[1][1]:
+            # The leader's snapshot is older than this manager's own (it answered a stale
+            # step-back): loading it would drop every entry after it. _install_snapshot
+            # puts the dump file back.
+            raise StaleSnapshot(f"the leader's snapshot at index {last[1]} is older than this manager's own, "
+                                f"at index {journal[1][1]}; kept the log")
         # At start-up, or installing the leader's snapshot (which _install_snapshot loads
         # with clearJournal=False): either way the entries after the snapshot are kept.
         self._keep_journal_after(previous, last, installing=not self._SyncObj__needLoadDumpFile)

@@ -108,3 +108,6 @@ def test_the_message_handler_internals_the_stale_message_guards_rely_on_exist():
         assert callable(getattr(SyncObj, name, None)), name
     load = inspect.getsource(SyncObj._SyncObj__loadDumpFile)
     assert "self.__raftLastApplied = data[1][1]" in load
+    # A refused snapshot (StaleSnapshot from the deserializer) changes nothing.
+    assert load.index("data = self.__serializer.deserialize()") < load.index("self.__raftLog.clear()")
+    assert "except:\n            logger.exception('failed to load full dump')" in load

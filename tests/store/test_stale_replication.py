@@ -239,3 +239,21 @@ def test_snapshot_chunks_do_not_commit_the_entries_the_follower_holds(manager):
     manager.receive({"type": "append_entries", "term": 2, "commit_index": 20, "serialized": None})
     assert manager.raft.raftCommitIndex == 3
     assert manager.raft.raftCurrentTerm == 2  # the rest of the message is pysyncobj's as before
+
+
+def test_a_snapshot_older_than_the_followers_own_is_refused(follower, caplog):
+    raft = follower.raft
+    raft.forceLogCompaction()
+    deadline = time.monotonic() + 10
+    while follower.log[0][1] == 1 or raft._snapshot_job is not None:
+        assert time.monotonic() < deadline, "no snapshot of its own"
+        raft.doTick(0.01)
+    own = follower.log
+    assert own[1][1] == 11
+    dump = open(raft._dump_file, "rb").read()
+    replies = follower.receive(snapshot_message(follower, last=entry(6), previous=entry(5), commit=11))
+    assert follower.log == own
+    assert open(raft._dump_file, "rb").read() == dump
+    assert raft.raftLastApplied == 11 and raft._snapshots_loaded == 0
+    assert replies == []
+    assert "older than this manager's own" in caplog.text
