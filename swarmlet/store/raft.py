@@ -36,6 +36,12 @@
   journal's entries after the snapshot instead of dropping the journal when it does
   not begin exactly at the snapshot, and a snapshot of ours finished after the leader
   installed a newer one is dropped instead of replacing it.
+- Nothing a follower acknowledged is dropped by a stale or repeated message (pysyncobj
+  drops it three ways; tests/store/test_stale_replication.py): the leader ignores a
+  step-back reply below what the follower acknowledged on the same connection, a
+  follower keeps the entries it holds after an installed snapshot's last one (Raft
+  §7), and an AppendEntries truncates only from the first conflicting entry, never
+  at or below the commit index.
 
 Everything here runs on pysyncobj's own thread; ``store.py`` is the asyncio face.
 """
@@ -68,6 +74,10 @@ from swarmlet.store.transport import TlsPolicy, TlsTransport
 log = logging.getLogger("swarmlet.raft")
 
 _SEND_APPEND_ENTRIES = SyncObj._SyncObj__sendAppendEntries
+# pysyncobj 0.3.17's handler of every Raft message and its connection callback, wrapped
+# (ReplicatedStore, "stale replication messages"; pinned in tests/store/test_raft_internals.py).
+_RECEIVE_MESSAGE = SyncObj._SyncObj__onMessageReceived
+_NODE_CONNECTED = SyncObj._SyncObj__onNodeConnected
 # A manager that cannot open an entry of the log cannot apply it, and must not skip it
 # (its state would silently diverge): it stops with this exit status (EX_SOFTWARE).
 EXIT_UNREADABLE_LOG = 70
@@ -84,6 +94,10 @@ SNAPSHOT_CHUNK_BYTES = 1024 * 1024
 
 
 class EntryTooLarge(ValueError):
+    pass
+
+
+class StaleSnapshot(Exception):
     pass
 
 
@@ -253,6 +267,9 @@ class ReplicatedStore(SyncObj):
         self._on_view = on_view
         self._self_address = self_address
         self._follower_progress: dict[str, tuple[int, float]] = {}
+        # The leader's record of what each follower acknowledged on its current
+        # connection: node -> (term, index); see _without_stale_step_back.
+        self._acknowledged: dict = {}
         self._last_view_at = 0.0
         self._last_watchdog_at = 0.0
         self._draining_commands = False
@@ -291,6 +308,135 @@ class ReplicatedStore(SyncObj):
             self._append_entries_due = True
             return
         _SEND_APPEND_ENTRIES(self)
+
+    # -- stale replication messages ----------------------------------------------------------
+    # pysyncobj 0.3.17 lets a stale or repeated message drop entries a follower has
+    # acknowledged (so the leader counted them towards a commit): an acknowledged write
+    # was lost when that follower then voted for a manager without it
+    # (docs/failover-testing.md). Its replies carry no term and no sequence number:
+    # - the leader moves a follower's next index to any step-back ("reset") reply, also
+    #   one sent before the follower took entries it has since acknowledged; it may then
+    #   send the follower an old snapshot;
+    # - installing a snapshot empties the follower's log, even the entries after the
+    #   snapshot's last one that match the leader's;
+    # - an AppendEntries whose previous entry is not the follower's last truncates
+    #   everything after it, matching entries too, applied ones included ("truncating
+    #   already-applied log entries"), and re-adds only what the message carries.
+    # Each is corrected here before pysyncobj's own handler sees the message; everything
+    # else (terms, elections, commit bookkeeping) stays pysyncobj's.
+    def _SyncObj__onMessageReceived(self, node, message):
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "next_node_idx" and self._isLeader():
+            message = self._without_stale_step_back(node, message)
+        elif kind == "append_entries" and message["term"] >= self.raftCurrentTerm:
+            if "prevLogIdx" not in message and "serialized" in message:  # None: the leader's snapshot is not ready
+                self._install_snapshot(node, message)
+                return
+            if "prevLogIdx" in message and "transmission" not in message:
+                message = self._without_truncating_matching_entries(node, message)
+                if message is None:
+                    return
+        _RECEIVE_MESSAGE(self, node, message)
+
+    def _SyncObj__onNodeConnected(self, node):
+        # What a follower acknowledged on an earlier connection is no floor for its
+        # step-back replies on this one: it may have restarted with a shorter log (a
+        # journal is not fsynced), and must be sent the entries again.
+        _NODE_CONNECTED(self, node)
+        self._acknowledged.pop(node, None)
+
+    def _without_stale_step_back(self, node, message: dict) -> dict:
+        """Within one leadership and one connection, a follower's log holds every entry
+        it acknowledged (nothing here truncates them): a step-back to or below that
+        answers an older message. Only its reset is ignored; the reply still counts as
+        a response (the leader's quorum check). pysyncobj's own match index is left as
+        it keeps it (across connections too)."""
+        term, acknowledged = self._acknowledged.get(node, (None, 0))
+        if term != self.raftCurrentTerm:
+            acknowledged = 0  # acknowledged to an earlier leadership
+        if message["success"]:
+            self._acknowledged[node] = (self.raftCurrentTerm, max(acknowledged, message["next_node_idx"] - 1))
+        elif message["reset"] and message["next_node_idx"] <= acknowledged:
+            log.debug("raft: ignored a stale step-back of %s to index %d (it acknowledged %d)",
+                      node.address, message["next_node_idx"], acknowledged)
+            return dict(message, reset=False)
+        return message
+
+    def _without_truncating_matching_entries(self, node, message: dict) -> dict | None:
+        """An AppendEntries as Raft applies it: entries already held (same index and
+        term) are kept, the log is truncated only from the first conflicting entry, and
+        never at or below the commit index. Returns the message for pysyncobj's handler
+        (rewritten to begin at the first entry to write), or None when handled here."""
+        raft_log = self._SyncObj__raftLog
+        first, last = raft_log[0][1], raft_log[-1][1]
+        previous = message["prevLogIdx"]
+        if previous is None or previous < first or previous >= last \
+                or raft_log[previous - first][2] != message["prevLogTerm"]:
+            return message  # pysyncobj steps back, or appends after its last entry: nothing truncated
+        entries = message.get("entries") or []
+        held = 0
+        while held < len(entries) and entries[held][1] <= last \
+                and raft_log[entries[held][1] - first][2] == entries[held][2]:
+            held += 1
+        if held == len(entries):
+            # Nothing new: pysyncobj would drop everything after the message's entries.
+            # Only they are known to match the leader's, so the commit index and the
+            # reply go no further than them.
+            verified = entries[-1][1] if entries else previous
+            bookkeeping = {k: v for k, v in message.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")}
+            bookkeeping["commit_index"] = min(message["commit_index"], verified)
+            _RECEIVE_MESSAGE(self, node, bookkeeping)
+            self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=verified + 1, success=True)
+            return None
+        start = entries[held][1]
+        if start <= last and start <= self.raftCommitIndex:
+            log.critical("raft: ignored an AppendEntries from %s that conflicts with committed entry %d "
+                         "(commit index %d): committed entries are never truncated",
+                         node.address, start, self.raftCommitIndex)
+            return None
+        before = entries[held - 1][2] if held else message["prevLogTerm"]
+        return dict(message, prevLogIdx=start - 1, prevLogTerm=before, entries=entries[held:])
+
+    def _install_snapshot(self, node, message: dict) -> None:
+        """One chunk of the leader's snapshot (pysyncobj's install branch, with the log
+        kept after the snapshot's last entry when it holds that entry)."""
+        bookkeeping = {k: v for k, v in message.items() if k != "serialized"}
+        # A chunk says nothing about which of this follower's entries match the leader's.
+        bookkeeping["commit_index"] = min(message["commit_index"], self.raftCommitIndex)
+        _RECEIVE_MESSAGE(self, node, bookkeeping)  # term, leader, election deadline
+        serialized = message["serialized"]
+        if serialized is None:
+            return
+        kept = self._dump_file + ".before-install"
+        if serialized[2] and os.path.exists(self._dump_file):  # the last chunk replaces the dump file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(kept)
+            os.link(self._dump_file, kept)
+        if not self._SyncObj__serializer.setTransmissionData(serialized):
+            return  # more chunks to come (or a transmission out of step: pysyncobj ignores it too)
+        loaded = self._snapshots_loaded
+        self._SyncObj__loadDumpFile(clearJournal=False)  # _read_snapshot keeps the entries after it
+        if self._snapshots_loaded == loaded:
+            # Refused (older than this manager's own snapshot) or unreadable: the dump file
+            # it holds stays. No reply: the leader's next AppendEntries finds where it is.
+            if os.path.exists(kept):
+                os.replace(kept, self._dump_file)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(kept)
+        raft_log = self._SyncObj__raftLog
+        snapshot_last = raft_log[1][1]
+        # The kept entries' membership changes, undone by loading the snapshot's members.
+        for entry in raft_log[2:]:
+            change = self._SyncObj__parseChangeClusterRequest(entry[0])
+            if change is not None:
+                self._SyncObj__doChangeCluster(change)
+        # Only the snapshot is known to match the leader's log: the reply says so (not
+        # the log's end, as pysyncobj's does), and the leader sends the rest from there.
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=snapshot_last + 1, success=True)
+        commit = max(self.raftCommitIndex, min(message["commit_index"], snapshot_last))
+        self._SyncObj__raftCommitIndex = commit
+        raft_log.setRaftCommitIndex(commit)
 
     # -- a busy Raft thread does not start elections --------------------------------------
     # The election deadline is checked at the start of a tick, the socket read at its
@@ -383,8 +529,16 @@ class ReplicatedStore(SyncObj):
                                    object_hook=FrozenDict, list_hook=FrozenList)  # frozen as decoded: see state.py
             restored = StoreState.from_snapshot(data["state"])
         last, previous = tuple(data["last"]), tuple(data["previous"])
-        if self._SyncObj__needLoadDumpFile:  # start-up (else the leader's snapshot, installed)
-            self._keep_journal_after(previous, last)
+        journal = self._SyncObj__raftLog
+        if not self._SyncObj__needLoadDumpFile and len(journal) >= 2 and last[1] < journal[1][1]:
+            # The leader's snapshot is older than this manager's own (it answered a stale
+            # step-back): loading it would drop every entry after it. _install_snapshot
+            # puts the dump file back.
+            raise StaleSnapshot(f"the leader's snapshot at index {last[1]} is older than this manager's own, "
+                                f"at index {journal[1][1]}; kept the log")
+        # At start-up, or installing the leader's snapshot (which _install_snapshot loads
+        # with clearJournal=False): either way the entries after the snapshot are kept.
+        self._keep_journal_after(previous, last, installing=not self._SyncObj__needLoadDumpFile)
         with self.state_lock:
             self.state = restored
         self._snapshots_loaded += 1
@@ -392,13 +546,16 @@ class ReplicatedStore(SyncObj):
         self._on_reset()
         return last, previous, [TCPNode(a) for a in data["cluster"]]
 
-    def _keep_journal_after(self, previous: tuple, last: tuple) -> None:
+    def _keep_journal_after(self, previous: tuple, last: tuple, installing: bool = False) -> None:
         """At start-up pysyncobj keeps the journal only if it begins with the snapshot's
         two entries, and otherwise empties it: a manager killed after writing a snapshot
         and before compacting its journal lost every entry after the snapshot, entries
         it may have acknowledged to the leader (acknowledged writes were lost so). If
         the journal holds the snapshot's entries, it is compacted to begin with them
-        instead, as Raft keeps the entries that follow a snapshot's last one."""
+        instead, as Raft keeps the entries that follow a snapshot's last one (§7). The
+        same holds for a snapshot installed from the leader: pysyncobj emptied the log,
+        and a follower that had acknowledged entries after the snapshot lost them (the
+        leader sends an older snapshot after a stale step-back reply)."""
         journal = self._SyncObj__raftLog
         if len(journal) < 2:
             return
@@ -407,6 +564,10 @@ class ReplicatedStore(SyncObj):
             return  # not there (the snapshot is newer than the journal) or another history: pysyncobj resets it
         if position > 1:
             journal.deleteEntriesTo(position - 1)
+        if installing and len(journal) > 2:
+            log.info("raft: installed the leader's snapshot at index %d and kept the %d entries held after it",
+                     last[1], len(journal) - 2)
+        elif position > 1:
             log.warning("raft: the journal was not compacted after the last snapshot (a crash between the two); "
                         "kept its %d entries after index %d", len(journal) - 2, last[1])
 

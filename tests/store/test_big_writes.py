@@ -27,17 +27,11 @@ def run(*args: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-# pysyncobj truncates and re-appends entries a resumed follower already has when a
-# stale AppendEntries arrives (it does not compare them first), and says so at CRITICAL;
-# the entries are the same ones, and the state digests below prove nothing diverged.
-# Not a big-write matter: it happens after any freeze. Counted apart, not hidden.
-KNOWN = "truncating already-applied log entries"
-
-
 def assert_calm(check: dict) -> None:
     assert check["terms_after"] == check["terms_before"], f"an election: {check}"
-    unexpected = [[line for line in lines if KNOWN not in line] for lines in check["warnings"]]
-    assert unexpected == [[], [], []], f"warnings or tracebacks logged: {unexpected}"
+    # (pysyncobj's "truncating already-applied log entries" after a freeze used to be
+    # let through here; store/raft.py no longer truncates matching entries.)
+    assert check["warnings"] == [[], [], []], f"warnings or tracebacks logged: {check['warnings']}"
     assert check["converged"] and check["digests"] == 1, f"managers differ: {check}"
 
 

@@ -74,3 +74,40 @@ def test_the_journal_and_dump_load_internals_the_durability_fixes_rely_on_exist(
     load = inspect.getsource(SyncObj._SyncObj__loadDumpFile)
     assert "self.__raftLog[0] != data[2]" in load  # the reset that _keep_journal_after avoids
     assert issubclass(CrashSafeJournal, FileJournal)
+
+
+def test_the_message_handler_internals_the_stale_message_guards_rely_on_exist():
+    """raft.py wraps pysyncobj 0.3.17's message handler and connection callback
+    (ReplicatedStore, "stale replication messages"; tests/store/test_stale_replication.py):
+    they must still be registered through the name-mangled attributes it overrides, and
+    the handler must still do what the wrapper corrects and leave it the rest."""
+    import inspect
+
+    from swarmlet.store import raft
+
+    init = inspect.getsource(SyncObj.__init__)
+    assert "setOnMessageReceivedCallback(self.__onMessageReceived)" in init
+    assert "setOnNodeConnectedCallback(self.__onNodeConnected)" in init
+    assert raft._RECEIVE_MESSAGE is SyncObj._SyncObj__onMessageReceived
+    assert raft._NODE_CONNECTED is SyncObj._SyncObj__onNodeConnected
+    assert ReplicatedStore._SyncObj__onMessageReceived is not SyncObj._SyncObj__onMessageReceived
+    assert ReplicatedStore._SyncObj__onNodeConnected is not SyncObj._SyncObj__onNodeConnected
+    handler = inspect.getsource(SyncObj._SyncObj__onMessageReceived)
+    # The leader takes any reset; a follower truncates after prevLogIdx whenever its log
+    # goes further, and installs a snapshot with clearJournal=True.
+    assert "if reset:\n                    self.__raftNextIndex[node] = nextNodeIdx" in handler
+    assert handler.index("if len(prevEntries) > 1:") < handler.index("self.__deleteEntriesFrom(prevLogIdx + 1)")
+    assert "self.__loadDumpFile(clearJournal=True)" in handler
+    # What the wrapper hands back: a message without prevLogIdx and serialized does only
+    # the bookkeeping, with the commit index it carries.
+    assert "if 'prevLogIdx' in message:" in handler and "elif serialized is not None:" in handler
+    assert "self.__leaderCommitIndex = leaderCommitIndex = message['commit_index']" in handler
+    assert "self.__raftCommitIndex = min(leaderCommitIndex, self.__getCurrentLogIndex())" in handler
+    for name in ("_SyncObj__sendNextNodeIdx", "_SyncObj__loadDumpFile", "_SyncObj__parseChangeClusterRequest",
+                 "_SyncObj__doChangeCluster", "_SyncObj__onNodeDisconnected"):
+        assert callable(getattr(SyncObj, name, None)), name
+    load = inspect.getsource(SyncObj._SyncObj__loadDumpFile)
+    assert "self.__raftLastApplied = data[1][1]" in load
+    # A refused snapshot (StaleSnapshot from the deserializer) changes nothing.
+    assert load.index("data = self.__serializer.deserialize()") < load.index("self.__raftLog.clear()")
+    assert "except:\n            logger.exception('failed to load full dump')" in load
