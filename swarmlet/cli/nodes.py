@@ -288,7 +288,6 @@ def leave(force, data_dir):
     directory = DataDir(data_dir)
     config = directory.load()
     from swarmlet.node.identity import NodeTls
-    from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
 
     if directory.needs_unlock():
         raise click.ClickException(f"{directory.path} is a locked manager's data dir (autolock): its certificate "
@@ -313,6 +312,8 @@ def leave(force, data_dir):
 async def _tell_managers(context, managers: list[str], calls: list[tuple[str, dict]], timeout: float = 20.0) -> bool:
     """Make each call on some manager, retrying until one can act (after a manager
     leaves, the others may first have to elect a leader)."""
+    from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call  # here: aiohttp is slow to import
+
     deadline = time.monotonic() + timeout
     for path, body in calls:
         while True:
