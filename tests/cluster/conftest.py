@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +28,22 @@ from ..conftest import docker_unavailable
 
 _ranges = itertools.count(20 + (os.getpid() % 50) * 4)
 FAST_SETTINGS = ["--heartbeat-period", "0.5"]
+
+
+def interrupt_when(process: subprocess.Popen, predicate, timeout: float, what: str) -> tuple[int, dict, str]:
+    """Once ``predicate`` holds, Ctrl-C a running `swarmlet chaos run --format json`
+    (``process``, text pipes) and return (exit code, its record, its stderr); the process
+    never outlives the call."""
+    try:
+        wait_until(predicate, timeout, what)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    return process.returncode, json.loads(out), err
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):

@@ -17,7 +17,7 @@ from swarmlet.cli.stack import deploy_body
 from swarmlet.compose import load_stack
 
 from . import conftest
-from .conftest import FAST_SETTINGS, wait_until
+from .conftest import FAST_SETTINGS, interrupt_when, wait_until
 
 pytestmark = pytest.mark.cluster
 MANAGERS = ["manager-1", "manager-2", "manager-3"]
@@ -137,19 +137,10 @@ def test_ctrl_c_mid_fault_heals_what_was_broken(cluster, kind, targets):
                                # as a background job of a script: SIGINT inherited as ignored (CI
                                # runs so, and the run then missed Ctrl-C outside a fault's injection)
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-    try:
-        if kind == "partition":
-            wait_until(target.leftovers, 30, "the partition rules in place")
-        else:
-            wait_until(lambda: not all(target.alive().values()), 30, "a killed worker")
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, err
-    record = json.loads(out)
+    if kind == "partition":
+        _, record, _ = interrupt_when(process, target.leftovers, 30, "the partition rules in place")
+    else:
+        _, record, _ = interrupt_when(process, lambda: not all(target.alive().values()), 30, "a killed worker")
     assert record["interrupted"] and len(record["faults"]) == 1
     assert record["healed_on_exit"] and record["healed_on_exit"][0].startswith(f"{kind}:"), record
     assert record["faults"][0]["end"] is not None

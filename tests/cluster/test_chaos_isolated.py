@@ -9,8 +9,6 @@ tests leave the cluster as they found it (every fault healed, nothing of theirs 
 from __future__ import annotations
 
 import base64
-import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from swarmlet.chaos.faults import IsolatedTarget
 from swarmlet.chaos.schedule import FaultKind
 from swarmlet.chaos.workload import CHAOS_LABEL
 
-from .conftest import wait_until
+from .conftest import interrupt_when, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.docker]
 
@@ -111,16 +109,8 @@ def test_ctrl_c_mid_latency_fault_removes_the_rules_and_the_proxy(isolated_clust
                                 str(cluster.directory), "--format", "json", "--duration", "120s", "--faults", "latency",
                                 "--targets", "manager", "--interval", "31", "--fault-duration", "30"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_until(lambda: any("delaying proxy" in item for item in target.leftovers()), 60, "a delaying proxy running")
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, err
-    record = json.loads(out)
+    _, record, _ = interrupt_when(process, lambda: any("delaying proxy" in item for item in target.leftovers()), 60,
+                                  "a delaying proxy running")
     assert record["interrupted"] and [f["kind"] for f in record["faults"]] == ["latency"]
     assert record["healed_on_exit"] and record["healed_on_exit"][0].startswith("latency:"), record
     assert record["writes"]["lost"] == [] and record["writes"]["checked"]
