@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -28,6 +29,26 @@ from ..conftest import docker_unavailable
 
 _ranges = itertools.count(20 + (os.getpid() % 50) * 4)
 FAST_SETTINGS = ["--heartbeat-period", "0.5"]
+
+
+SECRET_STACK = """
+    services:
+      app:
+        image: swarmlet-test/busybox:1
+        command: ["sleep", "600"]
+        secrets: [db_password]
+    secrets:
+      db_password:
+        file: ./db_password.txt
+"""
+
+
+def write_secret_stack(work: Path, value: bytes) -> Path:
+    """A stack whose one service mounts a secret holding ``value`` (from a file beside it)."""
+    work.mkdir()
+    (work / "db_password.txt").write_bytes(value)
+    (work / "stack.yml").write_text(textwrap.dedent(SECRET_STACK))
+    return work / "stack.yml"
 
 
 def interrupt_when(process: subprocess.Popen, predicate, timeout: float, what: str) -> tuple[int, dict, str]:

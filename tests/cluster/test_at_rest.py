@@ -15,7 +15,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import textwrap
 from pathlib import Path
 
 import msgpack
@@ -28,7 +27,7 @@ from swarmlet.cli.stack import deploy_body
 from swarmlet.compose import load_stack
 from swarmlet.store.raft import AtRestSealers
 
-from .conftest import FAST_SETTINGS, TestCluster, _ranges, wait_until
+from .conftest import FAST_SETTINGS, TestCluster, _ranges, wait_until, write_secret_stack
 
 pytestmark = pytest.mark.cluster
 
@@ -88,18 +87,7 @@ def exercise(cluster: TestCluster, base: Path) -> dict:
     """Drive the cluster through everything that writes files; returns what to look for."""
     secret_value = f"s3cret-{secrets.token_hex(16)}".encode()
     work = base / "work"
-    work.mkdir()
-    (work / "db_password.txt").write_bytes(secret_value)
-    (work / "stack.yml").write_text(textwrap.dedent("""
-        services:
-          app:
-            image: swarmlet-test/busybox:1
-            command: ["sleep", "600"]
-            secrets: [db_password]
-        secrets:
-          db_password:
-            file: ./db_password.txt
-    """))
+    write_secret_stack(work, secret_value)
     api = cluster.client(timeout=20)
     api.call("POST", "/v1/stacks/vault", deploy_body(load_stack([work / "stack.yml"]).stack, False))
     wait_until(lambda: any(t["state"] == "running" for t in api.call("GET", "/v1/tasks")), 30, "the task to run")

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from swarmlet.local.cluster import process_state
 from swarmlet.node.config import DataDir
 from swarmlet.store.recovery import unpack_backup
 
-from .conftest import FAST_SETTINGS, TestCluster, _ranges, wait_until
+from .conftest import FAST_SETTINGS, TestCluster, _ranges, wait_until, write_secret_stack
 
 pytestmark = pytest.mark.cluster
 
@@ -61,18 +60,7 @@ def locked_cluster(tmp_path_factory):
         cluster.unlock_key = api(cluster).call("GET", "/v1/unlock-key")["unlock_key"]
         cluster.secret = f"s3cret-{secrets.token_hex(16)}".encode()
         work = base / "work"
-        work.mkdir()
-        (work / "db_password.txt").write_bytes(cluster.secret)
-        (work / "stack.yml").write_text(textwrap.dedent("""
-            services:
-              app:
-                image: swarmlet-test/busybox:1
-                command: ["sleep", "600"]
-                secrets: [db_password]
-            secrets:
-              db_password:
-                file: ./db_password.txt
-        """))
+        write_secret_stack(work, cluster.secret)
         admin = api(cluster, timeout=20)
         admin.call("POST", "/v1/stacks/vault", deploy_body(load_stack([work / "stack.yml"]).stack, False))
         wait_until(lambda: any(t["state"] == "running" for t in admin.call("GET", "/v1/tasks")), 30, "the task to run")
