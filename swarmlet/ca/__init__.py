@@ -1,25 +1,39 @@
-"""The cluster's identity layer: root CA, node certificates, join tokens, mutual TLS."""
+"""The cluster's identity layer: root CA, node certificates, join tokens, mutual TLS.
 
-from .errors import CertificateError, TokenError
-from .identity import (
-    OPERATOR_ROLES, ROLE_ADMIN, ROLE_MANAGER, ROLE_READ_ONLY, ROLE_WORKER, ROLES,
-    NodeIdentity, identity_of, is_revoked, verify_issued_by,
-)
-from .keys import generate_key_pem, make_csr
-from .pki import NODE_CERT_VALIDITY, ROOT_CA_VALIDITY, RootCA
-from .renewal import renewal_delay
-from .store import NodeCertStore
-from .tls import client_context, insecure_fetch_context, server_context
-from .tokens import format_token, generate_secret, parse_token, secrets_match
+The names below are loaded from their modules when first used (PEP 562): most of this
+package needs ``cryptography``, and the CLI, which only opens a TLS connection with the
+admin certificate, should not pay for importing it at start-up (issue 13's 150 ms)."""
 
-__all__ = [
-    "CertificateError", "TokenError",
-    "OPERATOR_ROLES", "ROLE_ADMIN", "ROLE_MANAGER", "ROLE_READ_ONLY", "ROLE_WORKER", "ROLES",
-    "NodeIdentity", "identity_of", "is_revoked", "verify_issued_by",
-    "generate_key_pem", "make_csr",
-    "NODE_CERT_VALIDITY", "ROOT_CA_VALIDITY", "RootCA",
-    "renewal_delay",
-    "NodeCertStore",
-    "client_context", "insecure_fetch_context", "server_context",
-    "format_token", "generate_secret", "parse_token", "secrets_match",
-]
+from __future__ import annotations
+
+import importlib
+
+# name -> the module of this package that defines it
+_EXPORTS = {
+    "CertificateError": "errors", "TokenError": "errors",
+    "OPERATOR_ROLES": "identity", "ROLE_ADMIN": "identity", "ROLE_MANAGER": "identity",
+    "ROLE_READ_ONLY": "identity", "ROLE_WORKER": "identity", "ROLES": "identity",
+    "NodeIdentity": "identity", "identity_of": "identity", "is_revoked": "identity",
+    "verify_issued_by": "identity",
+    "generate_key_pem": "keys", "make_csr": "keys",
+    "NODE_CERT_VALIDITY": "pki", "ROOT_CA_VALIDITY": "pki", "RootCA": "pki",
+    "renewal_delay": "renewal",
+    "NodeCertStore": "store",
+    "client_context": "tls", "insecure_fetch_context": "tls", "server_context": "tls",
+    "format_token": "tokens", "generate_secret": "tokens", "parse_token": "tokens", "secrets_match": "tokens",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

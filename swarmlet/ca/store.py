@@ -19,6 +19,7 @@ from swarmlet.private import make_private_dir, write_private
 from .errors import CertificateError
 from .identity import load_certificate
 from .keys import key_matches_certificate
+from .layout import CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE
 from .sealing import Sealer, is_sealed
 
 CONSISTENT_READ_ATTEMPTS = 20
@@ -30,11 +31,11 @@ class NodeCertStore:
         self.directory = Path(directory)
         self._seal_key = seal_key or (lambda: None)
         self._open_key = open_key
-        self.ca_path = self.directory / "swarm-root-ca.crt"
-        self.cert_path = self.directory / "swarm-node.crt"
-        self.key_path = self.directory / "swarm-node.key"
+        self.ca_path = self.directory / CA_CERT_FILE
+        self.cert_path = self.directory / NODE_CERT_FILE
+        self.key_path = self.directory / NODE_KEY_FILE
         # The key of a certificate being installed (see save()).
-        self.next_key_path = self.directory / "swarm-node.key.next"
+        self.next_key_path = self.directory / f"{NODE_KEY_FILE}.next"
 
     def exists(self) -> bool:
         return all(path.exists() for path in (self.ca_path, self.cert_path, self.key_path))

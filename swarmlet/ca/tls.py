@@ -11,7 +11,6 @@ returning, so no private key is ever world-readable or left behind. A caller tha
 already keeps its key on disk (NodeCertStore) can equally call
 `context.load_cert_chain(store.cert_path, store.key_path)`."""
 
-import asyncio.sslproto
 import os
 import ssl
 import tempfile
@@ -30,6 +29,8 @@ TLS_READ_BUFFER_BYTES = 64 * 1024
 def bound_tls_read_buffers(size: int = TLS_READ_BUFFER_BYTES) -> None:
     """Every asyncio TLS connection made from now on in this process reads into ``size``
     bytes (a node process calls it once at start)."""
+    import asyncio.sslproto  # here, not at the top: the CLI imports this module and needs no asyncio
+
     asyncio.sslproto.SSLProtocol.max_size = size
 RAM_BACKED_TMP = "/dev/shm"
 
@@ -73,12 +74,27 @@ def client_context(ca_pem: bytes, cert_pem: bytes | None = None,
     """Verifies the server against the CA; presents a client certificate if given one."""
     if (cert_pem is None) != (key_pem is None):
         raise ValueError("give both cert_pem and key_pem, or neither")
+    context = _verifying_client(ca_pem)
+    if cert_pem is not None:
+        load_cert_chain_from_memory(context, cert_pem, key_pem)
+    return context
+
+
+def client_context_from_files(ca_path: Path, cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """``client_context`` for an identity that is already on disk as plain PEM files (the
+    CLI's admin context): ssl reads them itself, and refuses (ssl.SSLError) a key that
+    does not match its certificate or is not plain PEM. FileNotFoundError if one is
+    missing."""
+    context = _verifying_client(Path(ca_path).read_bytes())
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def _verifying_client(ca_pem: bytes) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     trust_only(context, ca_pem)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_REQUIRED
-    if cert_pem is not None:
-        load_cert_chain_from_memory(context, cert_pem, key_pem)
     return context
 
 

@@ -26,7 +26,7 @@ from swarmlet.chaos.schedule import DEFAULT_LATENCY_MS, DEFAULT_LOSS_PERCENT, Fa
 from swarmlet.cli.client import Client
 from swarmlet.local.cluster import LocalCluster, LocalClusterError, process_state
 from swarmlet.local.isolated import NODE_LINK, in_netns, kill_processes, namespace_processes
-from swarmlet.node.config import RAFT_PORT_OFFSET
+from swarmlet.api.addresses import RAFT_PORT_OFFSET
 
 
 class FaultError(Exception):

@@ -22,8 +22,9 @@ from urllib.parse import quote
 import click
 
 from swarmlet.api.paging import MAX_PAGE_ITEMS
-from swarmlet.ca import NodeCertStore, client_context
-from swarmlet.node.config import DEFAULT_API_PORT, split_address
+from swarmlet.ca.layout import CA_CERT_FILE, NODE_CERT_FILE, NODE_KEY_FILE
+from swarmlet.ca.tls import client_context_from_files
+from swarmlet.api.addresses import DEFAULT_API_PORT, split_address
 
 DEFAULT_CONTEXT = Path.home() / ".config" / "swarmlet"
 
@@ -45,13 +46,27 @@ class Client:
                                    f"the context directory ({context_dir})")
         self.hosts = hosts
         self.timeout = timeout
-        certs = NodeCertStore(context_dir)
+        directory = Path(context_dir)
         try:
-            ca, cert, key = certs.load()
+            self._ssl = client_context_from_files(directory / CA_CERT_FILE, directory / NODE_CERT_FILE,
+                                                  directory / NODE_KEY_FILE)
         except FileNotFoundError:
             raise click.UsageError(f"no admin certificate in {context_dir}: point --context/SWARMLET_CONTEXT at the "
                                    "admin directory that `swarmlet init` created") from None
-        self._ssl = client_context(ca, cert, key)
+        except ssl.SSLError:
+            # A pair being replaced (`admin renew`) or a broken one: the store's careful
+            # read waits out the first and names the second (it needs cryptography, so
+            # only this path pays for importing it).
+            self._ssl = self._context_from_store(directory)
+
+    @staticmethod
+    def _context_from_store(directory: Path) -> ssl.SSLContext:
+        from swarmlet.ca import CertificateError, NodeCertStore, client_context
+
+        try:
+            return client_context(*NodeCertStore(directory).load())
+        except CertificateError as err:
+            raise click.UsageError(f"the admin certificate in {directory} cannot be used: {err}") from None
 
     def call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None,
              raw: bool = False, attempts: list | None = None):

@@ -6,7 +6,7 @@ import webbrowser
 import click
 
 from swarmlet.cli.client import ClusterUnreachable, Client, client_options, resolve_context, resolve_hosts
-from swarmlet.node.config import DEFAULT_API_PORT, split_address
+from swarmlet.api.addresses import DEFAULT_API_PORT, split_address
 
 
 @click.command()

@@ -9,13 +9,14 @@ from pathlib import Path
 import click
 
 from swarmlet.api.objects import suggested_heartbeat_period
-from swarmlet.cli.nodes import limit_option
+from swarmlet.cli.options import limit_option
 from swarmlet.cli.unlocking import read_unlock_key
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.local.cluster import (DEFAULT_FIRST_ADDRESS, DEFAULT_HOLLOW_PER_HOST, DEFAULT_LOCAL_DIR, LocalCluster,
                                     LocalClusterError)
 from swarmlet.local.isolated import DEFAULT_NAME_PREFIX, MAX_NAME_PREFIX, IsolationError
-from swarmlet.node.config import DEFAULT_API_PORT, DataDir
+from swarmlet.api.addresses import DEFAULT_API_PORT
+from swarmlet.node.config import DataDir
 from swarmlet.runtime.hollow import DEFAULT_START_DELAY
 
 dir_option = click.option("--dir", "directory", default=str(DEFAULT_LOCAL_DIR), show_default=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from swarmlet.cli.client import client_options, make_client, resolve_context, resolve_hosts
-from swarmlet.cli.nodes import data_dir_option
+from swarmlet.cli.options import data_dir_option
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.cli.unlocking import read_unlock_key
 from swarmlet.node.config import DataDir

@@ -9,7 +9,7 @@ import click
 
 from swarmlet.api.objects import JOB_MODES
 from swarmlet.cli.client import Client, client_options, make_client
-from swarmlet.cli.nodes import parse_duration
+from swarmlet.cli.options import parse_duration
 from swarmlet.cli.output import FORMAT_OPTION, emit, emit_json
 
 SERVICE_COLUMNS = ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "MESSAGE"]

@@ -4,16 +4,18 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from swarmlet.api.objects import MAX_OUTCOME_LENGTH
-from swarmlet.api.specs import StackSpec
 from swarmlet.cli.client import ApiError, ClusterUnreachable, client_options, make_client
-from swarmlet.cli.nodes import parse_duration
+from swarmlet.cli.options import parse_duration
 from swarmlet.cli.output import FORMAT_OPTION, emit
 from swarmlet.cli.service import detach_option, emit_plan, emit_services, emit_tasks, timeout_option
-from swarmlet.compose import ComposeError, load_stack, render_document
+
+if TYPE_CHECKING:
+    from swarmlet.api.specs import StackSpec
 
 
 @click.group()
@@ -29,12 +31,17 @@ def stack() -> None:
 @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 def config(files: tuple[Path, ...], env_files: tuple[Path, ...], fmt: str) -> None:
     """Print the merged, interpolated, normalised stack without contacting a cluster."""
+    from swarmlet.compose import render_document
+
     result = _load_or_exit(files, env_files)
     click.echo(render_document(result.document, fmt), nl=False)
 
 
 def _load_or_exit(files, env_files):
-    """Load the stack, printing every error (and exiting 1) or warning."""
+    """Load the stack, printing every error (and exiting 1) or warning. (The Compose
+    loader, YAML included, is imported here: `stack ls` and the like need none of it.)"""
+    from swarmlet.compose import ComposeError, load_stack
+
     try:
         result = load_stack(list(files), list(env_files) or None)
     except ComposeError as exc:

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from swarmlet.local.isolated import (DEFAULT_NAME_PREFIX, FIRST_NODE_HOST_NUMBER, RECORD_FILE, Isolation,
                                      isolated_extra_args, in_netns, preflight)
-from swarmlet.node.config import DEFAULT_API_PORT, DataDir
+from swarmlet.api.addresses import DEFAULT_API_PORT
+from swarmlet.node.config import DataDir
 from swarmlet.node.unlock import UnlockFailed, send_unlock_key
 from swarmlet.node.hollow import HOST_LOG, TOKEN_FILE, HollowNodeSpec, HostSpec
 from swarmlet.private import make_private_dir, open_private_append, write_private

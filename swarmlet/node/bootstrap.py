@@ -20,7 +20,8 @@ from swarmlet.ca import (ROLE_ADMIN, ROLE_MANAGER, NodeCertStore, RootCA, TokenE
                          generate_key_pem, generate_secret, insecure_fetch_context, make_csr, parse_token)
 from swarmlet.ca.pki import ADMIN_CERT_VALIDITY
 from swarmlet.ca.unlock import autolock_spec, new_unlock_key
-from swarmlet.node.config import DEFAULT_API_PORT, RAFT_PORT_OFFSET, DataDir, NodeConfig, new_id, split_address
+from swarmlet.api.addresses import DEFAULT_API_PORT, RAFT_PORT_OFFSET, split_address
+from swarmlet.node.config import DataDir, NodeConfig, new_id
 from swarmlet.private import write_private
 from swarmlet.node.rpc import CALL_ERRORS, ApiCallError, api_call
 

@@ -23,8 +23,10 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 
-from swarmlet.api.ipam import DEFAULT_DATA_PLANE
 from pathlib import Path
+
+from swarmlet.api.addresses import DEFAULT_API_PORT, RAFT_PORT_OFFSET
+from swarmlet.api.ipam import DEFAULT_DATA_PLANE
 
 from swarmlet.ca import NodeCertStore
 from swarmlet.ca.sealing import SealError, Sealer, is_sealed, new_key
@@ -33,9 +35,6 @@ from swarmlet.private import make_private_dir, write_private
 
 log = logging.getLogger("swarmlet.node")
 
-DEFAULT_API_PORT = 2377
-# The Raft port is the API port + 1 unless set: one address, two listeners.
-RAFT_PORT_OFFSET = 1
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 TLS_KEY_PURPOSE = "node TLS key"
 
@@ -52,17 +51,6 @@ def new_id(length: int = 25) -> str:
     while len(digits) < length:
         digits += [_BASE36[b % 36] for b in secrets.token_bytes(2 * length) if b < 252]
     return "".join(digits[:length])
-
-
-def split_address(address: str, default_port: int) -> tuple[str, int]:
-    """'IP', 'IP:PORT' or '[v6]:PORT' -> (ip, port)."""
-    if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if address.count(":") == 1:
-        host, port = address.split(":")
-        return host, int(port)
-    return address, default_port
 
 
 @dataclass

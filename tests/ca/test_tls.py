@@ -9,8 +9,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from swarmlet.ca import client_context, identity_of, insecure_fetch_context, server_context
+from swarmlet.ca import NodeCertStore, client_context, identity_of, insecure_fetch_context, server_context
 from swarmlet.ca import tls as tls_module
+from swarmlet.ca.tls import client_context_from_files
 
 TIMEOUT = 10
 
@@ -115,6 +116,40 @@ def test_insecure_fetch_context_reaches_any_server_so_the_caller_can_pin_it(fore
 def test_contexts_require_at_least_tls_1_2(cluster_ca, manager):
     contexts = [server_for(cluster_ca, manager), client_context(cluster_ca.cert_pem), insecure_fetch_context()]
     assert all(context.minimum_version == ssl.TLSVersion.TLSv1_2 for context in contexts)
+
+
+def files_of(tmp_path, ca, node) -> NodeCertStore:
+    store = NodeCertStore(tmp_path / "context")
+    store.save(ca.cert_pem, node.cert_pem, node.key_pem)
+    return store
+
+
+def test_a_context_from_files_presents_its_certificate_and_verifies_the_server(tmp_path, cluster_ca, manager, worker):
+    store = files_of(tmp_path, cluster_ca, worker)
+    client = client_context_from_files(store.ca_path, store.cert_path, store.key_path)
+    with serving(server_for(cluster_ca, manager)) as (port, outcome):
+        server_cert, version, greeting = talk(port, client)
+        assert outcome.get(timeout=TIMEOUT) == "worker-node-1"
+    assert identity_of(server_cert).node_id == "manager-node-1" and greeting == b"hello worker-node-1"
+    assert client.minimum_version == ssl.TLSVersion.TLSv1_2 and client.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_a_context_from_files_refuses_a_server_from_another_ca(tmp_path, cluster_ca, foreign_worker, worker, foreign_ca):
+    store = files_of(tmp_path, cluster_ca, worker)
+    client = client_context_from_files(store.ca_path, store.cert_path, store.key_path)
+    with serving(server_for(foreign_ca, foreign_worker)) as (port, outcome):
+        with pytest.raises(ssl.SSLCertVerificationError):
+            talk(port, client)
+        outcome.get(timeout=TIMEOUT)
+
+
+def test_a_context_from_files_refuses_a_key_that_is_not_its_certificates(tmp_path, cluster_ca, manager, worker):
+    store = files_of(tmp_path, cluster_ca, worker)
+    store.key_path.write_bytes(manager.key_pem)
+    with pytest.raises(ssl.SSLError):
+        client_context_from_files(store.ca_path, store.cert_path, store.key_path)
+    with pytest.raises(FileNotFoundError):
+        client_context_from_files(store.ca_path, store.cert_path, tmp_path / "missing.key")
 
 
 def test_client_needs_both_certificate_and_key_or_neither(cluster_ca, worker):

@@ -77,7 +77,7 @@ def test_scale_arguments_are_checked_before_any_call(run):
 
 
 def test_cluster_limits_on_the_command_line(monkeypatch, tmp_path):
-    from swarmlet.cli import nodes as nodes_module
+    from swarmlet.cli import cluster as cluster_module
 
     sent = []
 
@@ -87,7 +87,7 @@ def test_cluster_limits_on_the_command_line(monkeypatch, tmp_path):
             return {"name": "c", "version": 3, "heartbeat_period": 1.0, "cert_expiry": 90 * 86400.0,
                     "limits": dict({"replicas_per_service": 10000}, **(body or {}).get("limits", {}))}
 
-    monkeypatch.setattr(nodes_module, "make_client", lambda host, context: SettingsClient())
+    monkeypatch.setattr(cluster_module, "make_client", lambda host, context: SettingsClient())
     runner = CliRunner()
     result = runner.invoke(cli, ["cluster", "update", "--limit", "replicas_per_service=20000"])
     assert result.exit_code == 0 and "limits.replicas_per_service" in result.output and "20000" in result.output

@@ -129,3 +129,55 @@ def test_the_examples_image_is_made_when_the_engine_lacks_it(docker_client):
     finally:
         docker_client.api.remove_image(image, force=True)
     assert b"bin/busybox" in busybox_rootfs(static_busybox())
+
+
+VOLUME_STACK = """
+services:
+  app:
+    image: swarmlet-test/busybox:1
+    command: ["sh", "-c", "echo kept > /data/file; exec sleep 600"]
+    volumes: ["data:/data"]
+volumes:
+  data: {}
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("asked", [False, True], ids=["down", "down --volumes"])
+def test_local_down_keeps_the_named_volumes_of_its_tasks_unless_asked(tmp_path, docker_client, asked):
+    """As `docker compose down [--volumes]`: the containers and networks always go, the
+    named volumes the tasks mounted only with --volumes."""
+    directory, stack = tmp_path / "c", f"swdv{secrets.token_hex(3)}"
+    compose = tmp_path / "compose.yml"
+    compose.write_text(VOLUME_STACK)
+    up = swarmlet_cli("local", "up", "--managers", "1", "--workers", "0", "--dir", str(directory),
+                      "--first-address", f"127.0.{next(_ranges) % 250}.2")
+    assert up.returncode == 0, up.stderr
+    volumes: set[str] = set()
+    try:
+        from swarmlet.local.cluster import LocalCluster
+
+        deployed = swarmlet_cli("stack", "deploy", "-c", str(compose), stack, env=LocalCluster(directory).env())
+        assert deployed.returncode == 0 and f"stack {stack}: converged" in deployed.stdout, deployed.stderr
+        (container,) = docker_client.api.containers(filters={"label": [f"{LABEL_STACK_NAMESPACE}={stack}"]})
+        volumes = {m["Name"] for m in container["Mounts"] if m["Type"] == "volume"}
+        assert len(volumes) == 1, container["Mounts"]
+    finally:
+        down = swarmlet_cli("local", "down", "--dir", str(directory), *(["--volumes"] if asked else []))
+    try:
+        assert down.returncode == 0, down.stderr
+        assert docker_client.api.containers(all=True, filters={"label": [f"{LABEL_STACK_NAMESPACE}={stack}"]}) == []
+        assert docker_client.api.networks(filters={"label": [f"{LABEL_STACK_NAMESPACE}={stack}"]}) == []
+        left = {v["Name"] for v in docker_client.api.volumes().get("Volumes") or ()} & volumes
+        assert left == (set() if asked else volumes)
+        if not asked:  # kept, with what the task wrote
+            (volume,) = volumes
+            output = docker_client.containers.run("swarmlet-test/busybox:1", ["cat", "/data/file"], remove=True,
+                                                  volumes={volume: {"bind": "/data", "mode": "ro"}})
+            assert output.decode().strip() == "kept"
+    finally:
+        for volume in volumes:
+            try:
+                docker_client.api.remove_volume(volume)
+            except Exception:  # removed by `down --volumes`, as it should be
+                pass

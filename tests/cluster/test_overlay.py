@@ -635,7 +635,11 @@ def test_a_stack_removed_and_another_deployed_at_once_both_work_and_leave_no_net
         app.deploy(reuse_stack(b_port), "swnrb")  # at once: A's containers are still stopping
         b_tasks = app.wait_running("swnrb_web", 2)
         hostnames = {app.hostname(t) for t in b_tasks}
-        # B answers through the mesh on every node's address, both of its tasks
+        # The mesh is eventual: each node applies B's published port when its plane hears
+        # of the running tasks (under load, after `running` is in the store). Then B answers
+        # through the mesh on every node's address, from both of its tasks, and never fails.
+        wait_until(lambda: all(app.cluster.connect(None, address, b_port) == "ok" for address in app.addresses()),
+                   30, "B's published port accepting connections at every node's address")
         with app.probe(None, rounds=4, timeout=2.0, http=[[a, b_port] for a in app.addresses()]) as probe:
             probe.process.wait(timeout=60)
         bodies = [line.get("body", line.get("error")) for line in probe.http()]
