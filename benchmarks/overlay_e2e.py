@@ -181,11 +181,12 @@ def phase_rows(timeline: dict[str, dict[str, float]], began: float) -> list[list
     return rows
 
 
-def run_containers(bench: Bench, replicas: int, network: bool) -> float:
+def run_containers(bench: Bench, replicas: int, network: bool, threads_per_engine: int = 1) -> float:
     """The engines' own figure: ``replicas`` containers of the same image and command
-    spread over the five engines, one thread per engine, each created and started and
-    waited for as `docker run -d` does; with ``network``, each on a bridge network of
-    its engine at a fixed address, as swarmlet attaches a task to its overlay."""
+    spread over the five engines, ``threads_per_engine`` threads per engine, each
+    container created and started as `docker run -d` does; with ``network``, each on a
+    bridge network of its engine at a fixed address, as swarmlet attaches a task to its
+    overlay."""
     names = [n.name for n in bench.nodes.values()]
     per_engine = {name: replicas // len(names) + (1 if i < replicas % len(names) else 0) for i, name in enumerate(names)}
     made: dict[str, list[str]] = {name: [] for name in names}
@@ -196,9 +197,9 @@ def run_containers(bench: Bench, replicas: int, network: bool) -> float:
             nets[name] = bench.engine(name).create_network("swe-bench-net", driver="bridge", ipam=ipam,
                                                              labels={"swe.bench": "1"})["Id"]
 
-    def run_on(name: str) -> None:
+    def run_on(name: str, share: range) -> None:
         engine = bench.engine(name)
-        for i in range(per_engine[name]):
+        for i in share:
             extra = {}
             if network:
                 extra["networking_config"] = engine.create_networking_config(
@@ -209,7 +210,8 @@ def run_containers(bench: Bench, replicas: int, network: bool) -> float:
             made[name].append(container["Id"])
 
     started = time.monotonic()
-    threads = [threading.Thread(target=run_on, args=(name,)) for name in names]
+    threads = [threading.Thread(target=run_on, args=(name, range(k, per_engine[name], threads_per_engine)))
+               for name in names for k in range(threads_per_engine)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -224,29 +226,68 @@ def run_containers(bench: Bench, replicas: int, network: bool) -> float:
     return took
 
 
+def cpu_seconds_by_kind() -> dict[str, float]:
+    """CPU time (user + system, with that of reaped children: nft, runc, ...) of every
+    process on the machine, by kind."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    kinds: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        used = sum(int(v) for v in fields[11:15]) / ticks  # utime stime cutime cstime
+        if "swarmlet" in command and " agent" in command:
+            kind = "swarmlet managers" if "manager" in command else "swarmlet workers"
+        elif "containerd-shim" in command:
+            kind = "containerd-shim"
+        elif command.startswith(("dockerd", "/usr/sbin/dockerd", "/usr/bin/dockerd")):
+            kind = "dockerd"
+        elif "containerd" in command:
+            kind = "containerd"
+        else:
+            kind = "other"
+        kinds[kind] = kinds.get(kind, 0.0) + used
+    return kinds
+
+
+def cpu_used(before: dict[str, float]) -> dict[str, float]:
+    after = cpu_seconds_by_kind()
+    return {kind: after.get(kind, 0.0) - before.get(kind, 0.0) for kind in after}
+
+
 def docker_types():
     import docker
 
     return docker.types
 
 
-def deploy_vs_engines(bench: Bench, replicas: int) -> tuple[float, float, float, list[list]]:
-    """(swarmlet's deploy, the engines' plain containers, the engines' containers on a
-    network, the deploy's phases)."""
+def deploy_vs_engines(bench: Bench, replicas: int) -> tuple[dict[str, float], dict[str, dict], list[list]]:
+    """(seconds, CPU seconds by process kind, the deploy's phases) of swarmlet's deploy
+    and of the engines' own runs of the same containers."""
     head = bench.api.call("GET", "/v1/events?limit=0")["cursor"]
+    cpu = {}
+    before = cpu_seconds_by_kind()
     began = time.time()
     bench.deploy("fifty", SLEEPERS.format(replicas=replicas))
     running = bench.wait(lambda: (lambda r: r if len(r) == replicas else None)(bench.running("fifty_sleeper")), 600,
                          f"{replicas} running", poll=DEPLOY_POLL_S)
     timeline = task_timeline(bench, head)
     # the last task's own "running" report (the agent's clock; one machine, one clock)
-    swarmlet_time = max(t["timestamp"] for t in running) - began
+    times = {"swarmlet": max(t["timestamp"] for t in running) - began}
+    cpu["swarmlet"] = cpu_used(before)
     bench.api.call("DELETE", "/v1/stacks/fifty")
     bench.wait(lambda: not [t for t in bench.api.call("GET", "/v1/tasks") if t["service_name"] == "fifty_sleeper"],
                300, "the stack gone", poll=DEPLOY_POLL_S)
-    plain = run_containers(bench, replicas, network=False)
-    networked = run_containers(bench, replicas, network=True)
-    return swarmlet_time, plain, networked, phase_rows(timeline, began)
+    for name, network, threads in (("plain", False, 1), ("networked", True, 1), ("networked, 10 threads", True, 10)):
+        before = cpu_seconds_by_kind()
+        times[name] = run_containers(bench, replicas, network=network, threads_per_engine=threads)
+        cpu[name] = cpu_used(before)
+    return times, cpu, phase_rows(timeline, began)
 
 
 def main() -> None:
@@ -278,13 +319,17 @@ def main() -> None:
             bench.api.call("DELETE", "/v1/stacks/app")
             bench.wait(lambda: not bench.running("app_web") and not bench.running("app_client"), 120, "app gone")
             for run in range(args.deploys):
-                mine, plain, networked, phases = deploy_vs_engines(bench, args.replicas)
-                print(table(["", "seconds"], [
-                    [f"stack deploy, {args.replicas} replicas, until the last runs", f"{mine:.2f}"],
-                    [f"{args.replicas} docker run -d over the 5 engines", f"{plain:.2f}"],
-                    ["the same, each on a bridge network at a fixed address", f"{networked:.2f}"],
-                    ["ratio to plain / to networked", f"{mine / plain:.2f}x / {mine / networked:.2f}x"]],
-                    title=f"Deploy against the engines (run {run + 1}, load average {load_average()})"))
+                times, cpu, phases = deploy_vs_engines(bench, args.replicas)
+                mine = times["swarmlet"]
+                kinds = sorted({kind for used in cpu.values() for kind in used})
+                rows = [[label, f"{times[key]:.2f}", f"{mine / times[key]:.2f}x" if key != "swarmlet" else "",
+                         *[f"{cpu[key].get(kind, 0.0):.1f}" for kind in kinds]]
+                        for key, label in (("swarmlet", f"stack deploy, {args.replicas} replicas, until the last runs"),
+                                           ("plain", f"{args.replicas} docker run -d over the 5 engines"),
+                                           ("networked", "the same, each on a bridge network at a fixed address"),
+                                           ("networked, 10 threads", "the same, 10 threads per engine"))]
+                print(table(["", "seconds", "swarmlet / this", *[f"CPU s: {k}" for k in kinds]], rows,
+                            title=f"Deploy against the engines (run {run + 1}, load average {load_average()})"))
                 print(table(["phase", "tasks", "first s", "median s", "last s"], phases,
                             title="When the tasks reached each phase (store events, from the deploy's start)"))
             print(f"load average after: {load_average()}")
