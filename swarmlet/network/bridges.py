@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import time
 from typing import Protocol
 
 from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
@@ -21,6 +22,11 @@ from swarmlet.network.links import IFF_UP, Links
 LABEL_OVERLAY_ID = "swarmlet.overlay.id"
 LABEL_OVERLAY_VNI = "swarmlet.overlay.vni"
 _BRIDGE_NAME = "swbr"
+# A network found as wanted is taken on trust for this long: while a service starts,
+# every task that starts makes a new plane for every node, and checking each network
+# again for each (two engine calls and two iptables runs) cost the engines more CPU
+# than the containers' starts. Networks this node removes are checked again at once.
+BRIDGE_RECHECK_S = 5.0
 
 
 class NetworkInUse(RuntimeError):
@@ -90,6 +96,7 @@ class DockerBridges:
         it meanwhile (the engine is not atomic there)."""
         self._engine = engine
         self._lock = lock
+        self._checked: dict[str, tuple[dict, float]] = {}  # engine network name -> (as wanted, when seen so)
 
     def _exclusive(self):
         return self._lock.exclusive() if self._lock is not None else contextlib.nullcontext()
@@ -126,12 +133,17 @@ class DockerBridges:
     async def ensure(self, network: OverlayNetwork) -> None:
         import docker.types
 
-        api, name = self._engine.api, docker_network_name(network)
+        api, name, wanted = self._engine.api, docker_network_name(network), self._wanted(network)
+        checked = self._checked.get(name)
+        if checked is not None and checked[0] == wanted and time.monotonic() - checked[1] < BRIDGE_RECHECK_S:
+            return
+        self._checked.pop(name, None)
         existing = await self._find(name)
         if existing is not None:
             info = await self._engine.call(api.inspect_network, existing["Id"])
-            if self._actual(info) == self._wanted(network):
+            if self._actual(info) == wanted:
                 await self._let_mesh_in(network)
+                self._checked[name] = (wanted, time.monotonic())
                 return
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=network.subnet,
                                                                            gateway=network.gateway)])
@@ -146,6 +158,7 @@ class DockerBridges:
                          "com.docker.network.driver.mtu": str(network.mtu)},
                 labels={LABEL_OVERLAY_ID: network.id, LABEL_OVERLAY_VNI: str(network.vni)})
         await self._let_mesh_in(network)
+        self._checked[name] = (wanted, time.monotonic())
 
     @staticmethod
     async def _let_mesh_in(network: OverlayNetwork) -> None:
@@ -179,6 +192,7 @@ class DockerBridges:
         """Remove one engine network (inspected); False while it has endpoints."""
         import docker.errors
 
+        self._checked.pop(info.get("Name"), None)
         if info.get("Containers"):
             return False
         try:

@@ -157,12 +157,17 @@ class Networks:
 
     async def find(self, name: str) -> str:
         """The ID of the network called `name`, which someone else (the overlay data plane)
-        made; TaskRuntimeError when the engine has none."""
+        made; TaskRuntimeError when the engine has none. Remembered, as `ensure`'s are
+        (listing the engine's networks for each task of a deploy cost the engine more
+        than starting it): a caller that finds it gone calls `forget`."""
+        if name in self._ids:
+            return self._ids[name]
         found = await self._engine.call(self._named, name)
         if not found:
             raise TaskRuntimeError(f"network {name} is not on this node's engine: the overlay data plane has not "
                                    "made it (is the node's network plane applied?)")
-        return found[0]["Id"]
+        self._ids[name] = found[0]["Id"]
+        return self._ids[name]
 
     async def all_exist(self, network_ids: list[str]) -> bool:
         return all([await self._exists(network_id) for network_id in network_ids])

@@ -190,6 +190,8 @@ class DockerRuntime(Runtime):
                                   else self._networks.ensure(a.name, config.stack_namespace))
                            for a in config.networks]
             try:
+                # The engine accepts a create naming a network that is gone (the start fails
+                # later), so the networks are checked, under the lock that keeps them.
                 async with self._networks.lock.shared():
                     if await self._networks.all_exist(network_ids):
                         return await self._create_container(config, task_files, network_ids)
