@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from swarmlet.api import errors
 from swarmlet.api.names import check_labels, check_name
-from swarmlet.api.references import resolve
+from swarmlet.api.references import resolve_in
 from swarmlet.api.views import Config
 from swarmlet.manager.stacks import MAX_CONFIG_SIZE
 from swarmlet.store import ClusterStore
@@ -19,7 +19,7 @@ class ConfigService:
         self.store = store
 
     def resolve(self, ref: str) -> Config:
-        return resolve("config", ref, self.store.list(Config))
+        return resolve_in(self.store, Config, "config", ref)
 
     def list_public(self) -> list[dict]:
         return [config_public(c) for c in sorted(self.store.list(Config), key=lambda c: c.name)]

@@ -10,7 +10,7 @@ from swarmlet.api import errors
 from swarmlet.api.names import check_labels
 from swarmlet.api.paging import PageRequest, page
 from swarmlet.api.objects import CLUSTER_ID, AVAILABILITIES, NodeState, node_object_spec, node_object_status
-from swarmlet.api.references import resolve
+from swarmlet.api.references import resolve_in
 from swarmlet.api.views import Cluster, Node
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER
 from swarmlet.manager.membership import Membership
@@ -40,7 +40,7 @@ class NodeService:
         self._call = call
 
     def resolve(self, ref: str) -> Node:
-        return resolve("node", ref, self.store.list(Node))
+        return resolve_in(self.store, Node, "node", ref)
 
     def get(self, node_id: str) -> Node | None:
         return self.store.get(Node, node_id)

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 
 from swarmlet.api import errors
 from swarmlet.api.names import check_labels, check_name
-from swarmlet.api.references import resolve
+from swarmlet.api.references import resolve_in
 from swarmlet.api.views import Secret, Service
 from swarmlet.ca.sealing import Sealer, derive_key
 from swarmlet.store import ClusterStore
@@ -67,7 +67,7 @@ class SecretService:
         self.box = box
 
     def resolve(self, ref: str) -> Secret:
-        return resolve("secret", ref, self.store.list(Secret))
+        return resolve_in(self.store, Secret, "secret", ref)
 
     def list_public(self) -> list[dict]:
         return [secret_public(s) for s in sorted(self.store.list(Secret), key=lambda s: s.name)]

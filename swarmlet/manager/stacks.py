@@ -28,7 +28,7 @@ from swarmlet.api.paging import PageRequest, page
 from swarmlet.api.objects import (ACTIVE_DESIRED_STATES, CLUSTER_ID, MAX_OUTCOME_LENGTH, STACK_NAMESPACE_LABEL,
                                   ROLLBACK_STATES, DesiredState, NodeState, ServiceMode, TaskState, UpdateState,
                                   spec_digest)
-from swarmlet.api.references import resolve
+from swarmlet.api.references import resolve, resolve_in
 from swarmlet.api.traffic import in_traffic, rollback_update, switched
 from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, StackRevision, StoredObject, Task
 from swarmlet.manager import changes, revisions
@@ -489,7 +489,7 @@ class StackApi:
         return [public(s) for s in sorted(services, key=lambda s: s.name)]
 
     def resolve_service(self, ref: str) -> Service:
-        return resolve("service", ref, self.store.list(Service))
+        return resolve_in(self.store, Service, "service", ref)
 
     def service(self, ref: str) -> dict:
         service = self.resolve_service(ref)

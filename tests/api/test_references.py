@@ -44,3 +44,32 @@ def test_objects_without_ids_are_found_by_name_only():
     assert resolve("stack", "app", ["app", "application"], name=str, id_of=None) == "app"
     with pytest.raises(NotFound):
         resolve("stack", "ap", ["app"], name=str, id_of=None)  # no prefixes for names
+
+
+class CountingStore:
+    """A store of objects by ID that counts how often it is listed whole."""
+
+    def __init__(self, objects):
+        self.objects = {o.id: o for o in objects}
+        self.listed = 0
+
+    def get(self, kind, object_id):
+        return self.objects.get(object_id)
+
+    def list(self, kind):
+        self.listed += 1
+        return list(self.objects.values())
+
+
+def test_resolve_in_finds_an_id_without_listing_and_keeps_the_rule_for_the_rest():
+    from swarmlet.api.references import resolve_in
+
+    store = CountingStore(SERVICES)
+    assert resolve_in(store, Config, "service", "abc123").name == "app_web" and store.listed == 0
+    assert resolve_in(store, Config, "service", "app_web").id == "app_web" and store.listed == 0  # an ID first
+    assert resolve_in(store, Config, "service", "app_db").id == "abd456" and store.listed == 1  # by name: listed
+    assert resolve_in(store, Config, "service", "abd").id == "abd456"  # a unique prefix
+    with pytest.raises(Ambiguous):
+        resolve_in(store, Config, "service", "ab")
+    with pytest.raises(NotFound):
+        resolve_in(store, Config, "service", "")
