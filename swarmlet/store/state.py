@@ -193,6 +193,9 @@ INDEXES: dict[tuple[str, str], Callable[[dict], Any]] = {
     ("task", "service_id"): lambda obj: obj["spec"].get("service_id"),
     ("task", "node_id"): lambda obj: obj["spec"].get("node_id"),
     ("task", "state"): lambda obj: obj["status"].get("state"),
+    # tasks name their secrets and configs (the dispatcher sends a node only those)
+    ("secret", "name"): lambda obj: obj["spec"].get("name"),
+    ("config", "name"): lambda obj: obj["spec"].get("name"),
 }
 
 

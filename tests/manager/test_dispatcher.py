@@ -173,6 +173,42 @@ async def test_a_protocol_2_node_gets_a_whole_set_then_only_what_changed(store, 
     assert held.secrets == {"db": {"data": b"pw", "id": "db"}}
 
 
+async def test_a_config_write_reaches_only_the_nodes_that_use_it_and_lists_no_other_config(store, dispatcher, client,
+                                                                                             monkeypatch):
+    """The hazard (seen in a 3-manager cluster writing configs, as the chaos workload
+    does): each config write sent every node its whole set, built from a list of every
+    config in the store, so a write cost O(configs) per node; at 30,000 configs the
+    leader's loop stayed busy for good. Now a node hears of a config only if its tasks
+    use it, and configs are found by name."""
+    await store.add_node("n1")
+    await store.add_node("n2")
+    await store.add("config", "app", {"name": "app", "data": b"v1"})
+    await store.add("task", "t1", task_spec("n1", container={"image": "busybox", "configs": [
+        {"source": "app", "target": "/app.conf"}]}), {"state": "assigned"})
+    await dispatcher.leadership_changed(True)
+    sessions = {}
+    for node_id in ("n1", "n2"):
+        sessions[node_id] = await connect(client, node_id, protocol=SESSION_PROTOCOL)
+        await receive(sessions[node_id])  # welcome
+    first = await receive(sessions["n1"])
+    assert isinstance(first, Assignments) and first.configs == {"app": {"data": b"v1", "id": "app"}}
+    assert isinstance(await receive(sessions["n2"]), Assignments)
+    listed = []
+    real_list = store.list
+    monkeypatch.setattr(store, "list", lambda kind: listed.append(kind.kind) or real_list(kind))
+    for i in range(20):
+        await store.add("config", f"unrelated-{i}", {"name": f"unrelated-{i}", "data": b"x"})
+    # n1's next message is about the config its task uses, n2's about its own new task:
+    # nothing was sent for the 20 configs no task uses
+    await store.commit([{"op": "delete", "kind": "config", "id": "app", "version": store.raw("config", "app")["version"]}])
+    await store.add("task", "t2", task_spec("n2"), {"state": "assigned"})
+    gone = await receive(sessions["n1"])
+    assert isinstance(gone, AssignmentChanges) and gone.removed_configs == ["app"] and not gone.tasks
+    added = await receive(sessions["n2"])
+    assert isinstance(added, AssignmentChanges) and [t["id"] for t in added.tasks] == ["t2"]
+    assert "config" not in listed and "secret" not in listed, listed
+
+
 async def test_nothing_is_pushed_to_a_node_before_its_welcome(store, dispatcher, client, monkeypatch):
     """A store change while the session's start is being written (the node marked ready)
     must not send the node its set before the welcome the agent waits for first (seen

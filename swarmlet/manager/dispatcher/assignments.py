@@ -124,13 +124,41 @@ def assignment_digest(message: Assignments) -> str:
     return hashlib.sha256(pack(message)).hexdigest()
 
 
-def tasks_touched(changes) -> dict[str, set[str]] | None:
-    """The tasks a store change touched, by the node they are on; None: any node's set
-    may have changed (a secret or a config did)."""
-    nodes: dict[str, set[str]] = {}
+def files_named(entries) -> dict[str, set[str]]:
+    """The names of the secrets and configs that task entries need ("secrets"/"configs")."""
+    names: dict[str, set[str]] = {kind: set() for kind in FILE_KINDS}
+    for entry in entries:
+        for kind, used in files_used(entry).items():
+            names[kind].update(used)
+    return names
+
+
+def files_touched(changes) -> dict[str, set[str]]:
+    """The names of the secrets and configs a store change created, changed or removed."""
+    names: dict[str, set[str]] = {kind: set() for kind in FILE_KINDS}
     for change in changes:
         if change.kind in (Secret.kind, Config.kind):
-            return None
+            kind = "secrets" if change.kind == Secret.kind else "configs"
+            for obj in (change.object, change.previous):
+                if obj:
+                    names[kind].add(obj["spec"].get("name"))
+    return names
+
+
+def uses_any(held: AssignmentSet, names: dict[str, set[str]]) -> bool:
+    """Whether a node's set holds, or its tasks need, one of ``names`` (a node whose tasks
+    use none of them has nothing to be sent when they change)."""
+    if any(names[kind] & set(getattr(held, kind)) for kind in FILE_KINDS):
+        return True
+    needed = files_named(held.tasks.values())
+    return any(names[kind] & needed[kind] for kind in FILE_KINDS)
+
+
+def tasks_touched(changes) -> dict[str, set[str]]:
+    """The tasks a store change touched, by the node they are on (secrets and configs:
+    ``files_touched``)."""
+    nodes: dict[str, set[str]] = {}
+    for change in changes:
         if change.kind == Task.kind:
             node_id = Task(change.object).spec.node_id
             if node_id:

@@ -37,9 +37,9 @@ from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, 
 from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, AssignmentSet, Heartbeat, HeartbeatAck,
                                   Hello, Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate, ProtocolError,
                                   Redirect, Status, UnknownMessage, Welcome, pack, unpack)
-from swarmlet.manager.dispatcher.assignments import (accepted_status, assignment_digest, node_assignment,
-                                                     plain_secret_value, task_changes,
-                                                     tasks_touched)
+from swarmlet.manager.dispatcher.assignments import (FILE_KINDS, accepted_status, assigned_entry, assignment_digest,
+                                                     files_named, files_touched, node_assignment, plain_secret_value,
+                                                     task_changes, tasks_touched, uses_any)
 from swarmlet.manager.dispatcher.planes import PlaneIndex
 from swarmlet.manager.leaderloop import LeaderLoop, drain, run_together
 from swarmlet.manager.retry import commit_each_on_conflict
@@ -343,33 +343,53 @@ class Dispatcher(LeaderLoop):
             except (ConnectionError, RuntimeError) as err:  # the session is ending; the next one gets it all
                 log.info("assignments for node %s not sent: %s", node_id, err)
 
+    def _files(self, entries) -> tuple[list[Secret], list[Config]]:
+        """The secrets and configs that task entries name, found by name: never every one
+        of the cluster's (listing them for each node at each config write made a write
+        cost O(configs), and 30,000 configs kept the leader's loop busy for good)."""
+        names = files_named(entries)
+        found = {kind: [obj for name in sorted(names[kind]) for obj in self.store.select(view, name=name)]
+                 for kind, view in zip(FILE_KINDS, (Secret, Config))}
+        return found["secrets"], found["configs"]
+
     def _assignment_message(self, node_id: str, task_ids: set[str] | None):
         """(message, what to note once it is sent), or None when the node has it all."""
-        secrets, configs = self.store.list(Secret), self.store.list(Config)
+        held = self._held.get(node_id)
+        if self._protocols.get(node_id, 1) < 2 or held is None or task_ids is None:
+            tasks = self.store.select(Task, node_id=node_id)
+            secrets, configs = self._files(assigned_entry(t) for t in tasks)
         if self._protocols.get(node_id, 1) < 2:  # an older agent: whole sets, each sent once
-            message = node_assignment(node_id, self.store.select(Task, node_id=node_id), secrets, configs,
-                                      open_secret=self._open_secret)
+            message = node_assignment(node_id, tasks, secrets, configs, open_secret=self._open_secret)
             digest = assignment_digest(message)
             if self._sent.get(node_id) == digest:
                 return None
             return message, lambda: self._sent.__setitem__(node_id, digest)
-        held = self._held.get(node_id)
         if held is None:  # the session's first: the whole set
-            message = node_assignment(node_id, self.store.select(Task, node_id=node_id), secrets, configs,
-                                      sequence=1, open_secret=self._open_secret)
+            message = node_assignment(node_id, tasks, secrets, configs, sequence=1, open_secret=self._open_secret)
             return message, lambda: self._held.__setitem__(node_id, AssignmentSet.of(message))
         if task_ids is None:
-            changes = held.changes_to(node_assignment(node_id, self.store.select(Task, node_id=node_id), secrets,
-                                                      configs, open_secret=self._open_secret))
+            changes = held.changes_to(node_assignment(node_id, tasks, secrets, configs,
+                                                      open_secret=self._open_secret))
         else:
-            changes = task_changes(node_id, held, {t: self.store.get(Task, t) for t in task_ids}, secrets, configs,
-                                   self._open_secret)
+            touched = {t: self.store.get(Task, t) for t in task_ids}
+            secrets, configs = self._files([*held.tasks.values(),
+                                            *(assigned_entry(t) for t in touched.values() if t is not None)])
+            changes = task_changes(node_id, held, touched, secrets, configs, self._open_secret)
         return (changes, lambda: held.apply(changes)) if changes else None
+
+    def _nodes_using(self, names: dict[str, set[str]]) -> list[str]:
+        """The nodes with a session to which a change of these secrets or configs may
+        matter: those whose tasks use one, and any whose set is not tracked (older agents,
+        sets not sent yet), which are compared whole."""
+        return [node_id for node_id in self._sessions
+                if self._protocols.get(node_id, 1) < 2 or node_id not in self._held
+                or uses_any(self._held[node_id], names)]
 
     async def _push_assignments(self, queue: asyncio.Queue) -> None:
         while self.store.is_leader:
             events = [await queue.get(), *drain(queue)]
             touched: dict[str, set[str]] | None = {}
+            files = {kind: set() for kind in FILE_KINDS}
             for event in events:
                 tasks = None if event.reset else tasks_touched(event.changes)
                 if tasks is None or touched is None:
@@ -377,14 +397,19 @@ class Dispatcher(LeaderLoop):
                 else:
                     for node_id, task_ids in tasks.items():
                         touched.setdefault(node_id, set()).update(task_ids)
+                    for kind, names in files_touched(event.changes).items():
+                        files[kind] |= names
                 if event.reset or any(c.kind in PLANE_KINDS for c in event.changes):
                     self._planes_dirty.set()
             if touched is None:
                 for node_id in list(self._sessions):
                     await self._send_assignment(node_id)
-            else:
-                for node_id in sorted(touched.keys() & self._sessions.keys()):
-                    await self._send_assignment(node_id, touched[node_id])
+                continue
+            whole = set(self._nodes_using(files)) if any(files.values()) else set()
+            for node_id in sorted(whole):  # their files changed: compared whole (a node's tasks and files)
+                await self._send_assignment(node_id)
+            for node_id in sorted((touched.keys() & self._sessions.keys()) - whole):
+                await self._send_assignment(node_id, touched[node_id])
 
     def _take_statuses(self, node_id: str, status: Status) -> None:
         for update in status.updates:
