@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ class Client:
                                    f"the context directory ({context_dir})")
         self.hosts = hosts
         self.timeout = timeout
+        self._kept = threading.local()  # host -> connection, per thread (http.client's are not thread-safe)
         directory = Path(context_dir)
         try:
             self._ssl = client_context_from_files(directory / CA_CERT_FILE, directory / NODE_CERT_FILE,
@@ -77,21 +79,15 @@ class Client:
         ``attempts``, one :class:`Attempt` per manager tried is appended to it: the
         chaos checker reports where a write went and what each manager said."""
         errors = []
+        payload = json.dumps(body).encode() if body is not None else None
         for host in self.hosts:
-            ip, port = split_address(host, DEFAULT_API_PORT)
-            connection = http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout or self.timeout)
             began = time.monotonic()
             try:
-                payload = json.dumps(body).encode() if body is not None else None
-                connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
-                response = connection.getresponse()
-                payload_bytes = response.read()
+                response, payload_bytes = self._exchange(host, method, path, payload, timeout or self.timeout)
             except (OSError, socket.timeout, ssl.SSLError, http.client.HTTPException) as err:
                 errors.append(f"{host}: {err}")
                 _note(attempts, host, began, None, str(err) or type(err).__name__)
                 continue
-            finally:
-                connection.close()
             if raw and response.status < 400:
                 _note(attempts, host, began, response.status, "")
                 return payload_bytes
@@ -106,6 +102,45 @@ class Client:
             _note(attempts, host, began, response.status, "", data)
             return data
         raise ClusterUnreachable("no manager answered: " + "; ".join(errors))
+
+    def _exchange(self, host: str, method: str, path: str, payload: bytes | None, timeout: float):
+        """One request to one manager over this thread's kept connection to it (a TLS
+        handshake per request was two thirds of a leader's loop under an API-heavy
+        load), or a new one. A kept connection the manager closed meanwhile (its
+        keep-alive timeout, a restart) is replaced once; any other failure closes it."""
+        kept = self._kept.__dict__.setdefault("connections", {})
+        connection = kept.pop(host, None)
+        for fresh in ((False, True) if connection is not None else (True,)):
+            if fresh:
+                ip, port = split_address(host, DEFAULT_API_PORT)
+                connection = http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout)
+            else:
+                connection.timeout = timeout
+                if connection.sock is not None:
+                    connection.sock.settimeout(timeout)
+            try:
+                connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+                response = connection.getresponse()
+                payload_bytes = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                connection.close()
+                if fresh:
+                    raise
+                continue
+            except BaseException:
+                connection.close()
+                raise
+            if response.will_close:
+                connection.close()
+            else:
+                kept[host] = connection
+            return response, payload_bytes
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close this thread's kept connections (others close when their threads end)."""
+        for connection in self._kept.__dict__.pop("connections", {}).values():
+            connection.close()
 
     def list_all(self, path: str, timeout: float | None = None) -> list[dict]:
         """Every object of a paged listing (``/v1/tasks``, ``/v1/nodes``, ``/v1/services``),
