@@ -192,8 +192,10 @@ def run_containers(bench: Bench, replicas: int, network: bool, threads_per_engin
     made: dict[str, list[str]] = {name: [] for name in names}
     nets: dict[str, str] = {}
     if network:
+        import docker.types
+
         for name in names:
-            ipam = docker_types().IPAMConfig(pool_configs=[docker_types().IPAMPool(subnet="10.251.0.0/24")])
+            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.251.0.0/24")])
             nets[name] = bench.engine(name).create_network("swe-bench-net", driver="bridge", ipam=ipam,
                                                              labels={"swe.bench": "1"})["Id"]
 
@@ -258,12 +260,6 @@ def cpu_seconds_by_kind() -> dict[str, float]:
 def cpu_used(before: dict[str, float]) -> dict[str, float]:
     after = cpu_seconds_by_kind()
     return {kind: after.get(kind, 0.0) - before.get(kind, 0.0) for kind in after}
-
-
-def docker_types():
-    import docker
-
-    return docker.types
 
 
 def deploy_vs_engines(bench: Bench, replicas: int) -> tuple[dict[str, float], dict[str, dict], list[list]]:

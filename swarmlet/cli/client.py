@@ -110,32 +110,33 @@ class Client:
         keep-alive timeout, a restart) is replaced once; any other failure closes it."""
         kept = self._kept.__dict__.setdefault("connections", {})
         connection = kept.pop(host, None)
-        for fresh in ((False, True) if connection is not None else (True,)):
-            if fresh:
-                ip, port = split_address(host, DEFAULT_API_PORT)
-                connection = http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout)
-            else:
-                connection.timeout = timeout
-                if connection.sock is not None:
-                    connection.sock.settimeout(timeout)
+        if connection is not None:
+            connection.timeout = timeout
+            if connection.sock is not None:
+                connection.sock.settimeout(timeout)
             try:
-                connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
-                response = connection.getresponse()
-                payload_bytes = response.read()
+                return self._request(kept, host, connection, method, path, payload)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                connection.close()
-                if fresh:
-                    raise
-                continue
-            except BaseException:
-                connection.close()
-                raise
-            if response.will_close:
-                connection.close()
-            else:
-                kept[host] = connection
-            return response, payload_bytes
-        raise AssertionError("unreachable")
+                pass  # closed by the manager while kept: once more on a new connection
+        ip, port = split_address(host, DEFAULT_API_PORT)
+        connection = http.client.HTTPSConnection(ip, port, context=self._ssl, timeout=timeout)
+        return self._request(kept, host, connection, method, path, payload)
+
+    @staticmethod
+    def _request(kept: dict, host: str, connection, method: str, path: str, payload: bytes | None):
+        """(response, its body); the connection kept for ``host`` if it stays open, else closed."""
+        try:
+            connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            payload_bytes = response.read()
+        except BaseException:
+            connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            kept[host] = connection
+        return response, payload_bytes
 
     def close(self) -> None:
         """Close this thread's kept connections (others close when their threads end)."""

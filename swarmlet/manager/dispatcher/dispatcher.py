@@ -352,24 +352,25 @@ class Dispatcher(LeaderLoop):
                  for kind, view in zip(FILE_KINDS, (Secret, Config))}
         return found["secrets"], found["configs"]
 
+    def _whole_set(self, node_id: str, sequence: int = 0):
+        tasks = self.store.select(Task, node_id=node_id)
+        secrets, configs = self._files(assigned_entry(t) for t in tasks)
+        return node_assignment(node_id, tasks, secrets, configs, sequence=sequence, open_secret=self._open_secret)
+
     def _assignment_message(self, node_id: str, task_ids: set[str] | None):
         """(message, what to note once it is sent), or None when the node has it all."""
         held = self._held.get(node_id)
-        if self._protocols.get(node_id, 1) < 2 or held is None or task_ids is None:
-            tasks = self.store.select(Task, node_id=node_id)
-            secrets, configs = self._files(assigned_entry(t) for t in tasks)
         if self._protocols.get(node_id, 1) < 2:  # an older agent: whole sets, each sent once
-            message = node_assignment(node_id, tasks, secrets, configs, open_secret=self._open_secret)
+            message = self._whole_set(node_id)
             digest = assignment_digest(message)
             if self._sent.get(node_id) == digest:
                 return None
             return message, lambda: self._sent.__setitem__(node_id, digest)
         if held is None:  # the session's first: the whole set
-            message = node_assignment(node_id, tasks, secrets, configs, sequence=1, open_secret=self._open_secret)
+            message = self._whole_set(node_id, sequence=1)
             return message, lambda: self._held.__setitem__(node_id, AssignmentSet.of(message))
         if task_ids is None:
-            changes = held.changes_to(node_assignment(node_id, tasks, secrets, configs,
-                                                      open_secret=self._open_secret))
+            changes = held.changes_to(self._whole_set(node_id))
         else:
             touched = {t: self.store.get(Task, t) for t in task_ids}
             secrets, configs = self._files([*held.tasks.values(),
