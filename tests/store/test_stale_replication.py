@@ -16,72 +16,13 @@ of its message handler (no peer, no timing), and reads the replies it sends.
 from __future__ import annotations
 
 import logging
-import socket
-import struct
 import time
 
 import pytest
 
-from swarmlet.store.raft import AtRestSealers, RaftSettings, ReplicatedStore, pack_in_pieces
-from swarmlet.store.transport import TlsPolicy
+from swarmlet.store.raft import AtRestSealers, pack_in_pieces, raft_clock
 
-CLUSTER_KEY = "test-cluster-key"
-ADDRESS = "127.0.239.2"
-PEER = "127.0.239.3"  # never listened on; a larger address, so this manager never dials it
-NO_OP = struct.pack("B", 1)  # pysyncobj's no-op entry (applies to nothing)
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
-
-
-def no_tls():
-    raise AssertionError("no connection is ever opened")
-
-
-class Manager:
-    """A ReplicatedStore with one peer that never connects; the test delivers the
-    peer's messages and collects what the manager sends it."""
-
-    def __init__(self, data_dir):
-        # Elections only when the test starts one: nothing here depends on timing.
-        settings = RaftSettings(election_timeout_min=600.0, election_timeout_max=601.0,
-                                leader_fallback_timeout=600.0, connection_timeout=602.0,
-                                snapshot_every_entries=1_000_000,
-                                snapshot_min_interval=3600.0, extra={"autoTick": False})
-        self.raft = ReplicatedStore(f"{ADDRESS}:{free_port(ADDRESS)}", [f"{PEER}:{free_port(PEER)}"],
-                                    str(data_dir), CLUSTER_KEY, TlsPolicy(no_tls, no_tls, lambda der: "none"),
-                                    settings, on_applied=lambda applied: None, on_reset=lambda: None,
-                                    on_view=lambda view: None)
-        self.peer = next(iter(self.raft.otherNodes))
-        self.sent: list[dict] = []
-        transport = self.raft._SyncObj__transport
-        transport.send = lambda node, message: self.sent.append(message) or True
-        self.raft.doTick(0.0)  # loads nothing, binds the (unused) Raft port
-
-    @property
-    def log(self) -> list[tuple]:
-        raft_log = self.raft._SyncObj__raftLog
-        return [raft_log[i] for i in range(len(raft_log))]
-
-    def indices(self) -> list[int]:
-        return [entry[1] for entry in self.log]
-
-    def receive(self, message: dict) -> list[dict]:
-        self.sent.clear()
-        self.raft._SyncObj__onMessageReceived(self.peer, message)
-        return [m for m in self.sent if m["type"] == "next_node_idx"]
-
-    def apply_committed(self) -> None:
-        deadline = time.monotonic() + 10
-        while self.raft.raftLastApplied < self.raft.raftCommitIndex:
-            assert time.monotonic() < deadline
-            self.raft.doTick(0.0)
-
-    def close(self) -> None:
-        self.raft._doDestroy()
+from tests.store.raft_harness import CLUSTER_KEY, NO_OP, Manager, stand_and_win
 
 
 @pytest.fixture
@@ -185,12 +126,7 @@ def test_installing_a_snapshot_of_another_history_replaces_the_log(follower):
 @pytest.fixture
 def leader(manager):
     raft = manager.raft
-    raft._SyncObj__connectedNodes.add(manager.peer)  # as if connected, so it stands for election
-    raft._SyncObj__raftElectionDeadline = 0
-    raft.doTick(0.0)
-    vote = [m for m in manager.sent if m["type"] == "request_vote"][-1]
-    manager.receive({"type": "response_vote", "term": vote["term"]})
-    assert raft._isLeader()
+    vote = stand_and_win(manager)
     for i in range(10):
         raft._SyncObj__raftLog.add(entry(100 + i, vote["term"])[0], raft._SyncObj__raftLog[-1][1] + 1, vote["term"])
     return manager
@@ -208,7 +144,7 @@ def test_a_stale_step_back_does_not_move_the_next_index_below_what_the_follower_
     # The follower's answer to a heartbeat it had before it took those entries.
     leader.receive({"type": "next_node_idx", "next_node_idx": 2, "reset": True, "success": False})
     assert next_index(leader) == end + 1
-    assert raft._SyncObj__lastResponseTime[leader.peer] > time.monotonic() - 5  # still a response
+    assert raft._SyncObj__lastResponseTime[leader.peer] > raft_clock() - 5  # still a response
     leader.sent.clear()
     raft._SyncObj__sendAppendEntries()
     assert [m["prevLogIdx"] for m in leader.sent if m["type"] == "append_entries"] == [end]
