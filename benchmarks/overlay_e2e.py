@@ -23,6 +23,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,18 @@ class Bench:
         engine = self.engine(self.nodes[task["node_id"]].name)
         (found,) = engine.containers(filters={"label": f"{LABEL_TASK_ID}={task['id']}"})
         return engine.inspect_container(found["Id"])
+
+    def profile_nodes(self, directory: Path) -> list[subprocess.Popen]:
+        directory.mkdir(parents=True, exist_ok=True)
+        recorders = []
+        for row in self.local.status():
+            if row.get("pid"):
+                recorders.append(subprocess.Popen(
+                    ["py-spy", "record", "--threads", "--full-filenames", "--format", "raw", "--rate", "100",
+                     "--nonblocking", "--pid", str(row["pid"]), "--output", str(directory / f"{row['name']}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)  # py-spy attaches before the deploy begins (not a synchronisation of the system measured)
+        return recorders
 
     def down(self) -> None:
         if self.local.state_path.exists():
@@ -262,16 +275,24 @@ def cpu_used(before: dict[str, float]) -> dict[str, float]:
     return {kind: after.get(kind, 0.0) - before.get(kind, 0.0) for kind in after}
 
 
-def deploy_vs_engines(bench: Bench, replicas: int) -> tuple[dict[str, float], dict[str, dict], list[list]]:
+def deploy_vs_engines(bench: Bench, replicas: int, profile: Path | None = None
+                      ) -> tuple[dict[str, float], dict[str, dict], list[list]]:
     """(seconds, CPU seconds by process kind, the deploy's phases) of swarmlet's deploy
-    and of the engines' own runs of the same containers."""
+    and of the engines' own runs of the same containers. With ``profile``, py-spy records
+    every node process during swarmlet's deploy, one raw stack file per node there
+    (split them with benchmarks/profile_split.py)."""
     head = bench.api.call("GET", "/v1/events?limit=0")["cursor"]
     cpu = {}
+    recorders = bench.profile_nodes(profile) if profile else []
     before = cpu_seconds_by_kind()
     began = time.time()
     bench.deploy("fifty", SLEEPERS.format(replicas=replicas))
     running = bench.wait(lambda: (lambda r: r if len(r) == replicas else None)(bench.running("fifty_sleeper")), 600,
                          f"{replicas} running", poll=DEPLOY_POLL_S)
+    for recorder in recorders:  # py-spy writes its stacks on SIGINT
+        recorder.send_signal(signal.SIGINT)
+    for recorder in recorders:
+        recorder.wait(60)
     timeline = task_timeline(bench, head)
     # the last task's own "running" report (the agent's clock; one machine, one clock)
     times = {"swarmlet": max(t["timestamp"] for t in running) - began}
@@ -293,6 +314,7 @@ def main() -> None:
     parser.add_argument("--deploys", type=int, default=1, help="deploy runs (each against both engine figures)")
     parser.add_argument("--name-prefix", default="swe")
     parser.add_argument("--dir")
+    parser.add_argument("--profile", type=Path, help="py-spy every node during swarmlet's deploy; stacks go here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="swe-bench-", dir=args.dir) as directory:
         bench = Bench(Path(directory))
@@ -315,7 +337,7 @@ def main() -> None:
             bench.api.call("DELETE", "/v1/stacks/app")
             bench.wait(lambda: not bench.running("app_web") and not bench.running("app_client"), 120, "app gone")
             for run in range(args.deploys):
-                times, cpu, phases = deploy_vs_engines(bench, args.replicas)
+                times, cpu, phases = deploy_vs_engines(bench, args.replicas, args.profile)
                 mine = times["swarmlet"]
                 kinds = sorted({kind for used in cpu.values() for kind in used})
                 rows = [[label, f"{times[key]:.2f}", f"{mine / times[key]:.2f}x" if key != "swarmlet" else "",
