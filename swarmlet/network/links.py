@@ -61,12 +61,11 @@ class Links:
         return (await self.ipr.link("get", index=index))[0]
 
     async def our_vnis(self) -> set[int]:
-        vnis = set()
-        async for link in await self.ipr.link("dump"):
-            match = _VXLAN_NAME.match(link.get("IFLA_IFNAME") or "")
-            if match:
-                vnis.add(int(match.group(1)))
-        return vnis
+        """The VNIs of our VXLAN devices, by name. From ``if_nameindex`` (libc, this
+        process's namespace as pyroute2's socket is): names only, where a netlink dump
+        parsed every device in Python, each container's veth too, at every plane (most
+        of an agent's CPU during a 50-replica deploy)."""
+        return {int(match.group(1)) for _, name in socket.if_nameindex() if (match := _VXLAN_NAME.match(name))}
 
     async def ensure_vxlan(self, network: OverlayNetwork, local: str) -> int:
         """The network's VXLAN device, right, enslaved to its bridge and up; its index."""
