@@ -83,26 +83,6 @@ class NetworkPlane:
         """Whether ``other`` asks the same of the node (the store version aside)."""
         return other is not None and replace(other, version=self.version) == self
 
-    def only_gains_backends(self, before: "NetworkPlane | None") -> bool:
-        """Whether this plane asks of the node what ``before`` did plus backends (tasks
-        that began to serve), and nothing else: no backend gone, nothing else changed."""
-        if before is None or self.without_backends() != before.without_backends():
-            return False
-        now = self.backend_sets()
-        return any(now[key] != held for key, held in before.backend_sets().items()) \
-            and all(held <= now[key] for key, held in before.backend_sets().items())
-
-    def without_backends(self) -> "NetworkPlane":
-        return replace(self, version=0, ingress=tuple(replace(p, backends=()) for p in self.ingress),
-                       networks=tuple(replace(n, services=tuple(replace(s, backends=()) for s in n.services))
-                                      for n in self.networks))
-
-    def backend_sets(self) -> dict[tuple, frozenset[Backend]]:
-        """Each service endpoint's and published port's backends, by (kind, where, which)."""
-        sets = {("service", n.id, s.service_id): frozenset(s.backends) for n in self.networks for s in n.services}
-        sets.update({("port", p.published, p.protocol): frozenset(p.backends) for p in self.ingress})
-        return sets
-
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from swarmlet.api.views import Node, Service, Task
+from swarmlet.api.views import Node, Task
 from swarmlet.store.state import freeze
 from swarmlet.api.objects import NODE_DOWN, NODE_READY, TAKEOVER_GRACE_FACTOR
 from swarmlet.api.session import (SESSION_PATH, SESSION_PROTOCOL, AssignmentChanges, Assignments, AssignmentSet,
@@ -377,47 +377,6 @@ async def test_an_overlay_node_gets_its_plane_before_its_assignments_and_again_w
                          "status": current.status.replace(state="failed")}])
     plane = await receive_plane(ws)
     assert not any(s.backends for n in plane.networks for s in n.services)
-
-
-async def test_new_backends_wait_for_the_gains_interval_and_a_lost_one_goes_at_once(
-        store, dispatcher, client, monkeypatch):
-    """During a deploy every task that starts would make a new plane for every node: gains
-    are held (PLANE_GAINS_INTERVAL), and sent with the next plane that cannot wait."""
-    from swarmlet.manager.dispatcher import dispatcher as module
-    tasks = await overlay_cluster(store)
-    await dispatcher.leadership_changed(True)
-    ws = await connect(client, "n1", {"hostname": "n1", "data_plane": "overlay"})
-    assert isinstance(await receive(ws), Welcome)
-    await receive_plane(ws)
-    assert isinstance(await receive(ws), Assignments)
-    web = [t for t in tasks if t.spec.service_id == next(s.id for s in store.list(Service) if s.name == "app_web")]
-    first, second = web
-
-    def backends(plane) -> set[str]:
-        return {b.task_id for n in plane.networks for s in n.services for b in s.backends}
-
-    async def next_plane():  # (n1's own tasks changing send it assignment sets too)
-        from swarmlet.api.netplane import NetworkPlane
-        from swarmlet.api.session import NetworkPlaneUpdate
-        while not isinstance(message := await receive(ws), NetworkPlaneUpdate):
-            pass
-        return NetworkPlane.from_wire(message.plane)
-
-    async def set_state(task, state):
-        current = store.get(Task, task.id)
-        await store.commit([{"op": "update", "kind": "task", "id": task.id, "version": current.version,
-                             "status": current.status.replace(state=state)}])
-
-    await set_state(first, "running")
-    assert backends(await next_plane()) == {first.id}  # held for at most the interval (0.5 s)
-    monkeypatch.setattr(module, "PLANE_GAINS_INTERVAL", 3600.0)
-    await set_state(second, "running")  # a gain: held now
-    deadline = time.monotonic() + 5
-    while "n1" not in dispatcher._planes_due:  # the pusher saw it, and holds it
-        assert time.monotonic() < deadline, "the gain was not held"
-        await asyncio.sleep(0.01)
-    await set_state(first, "failed")  # a loss: at once, with the held gain in it
-    assert backends(await next_plane()) == {second.id}  # not {first, second}: the gain alone was held
 
 
 async def test_a_node_without_the_data_plane_gets_no_plane(store, dispatcher, client):

@@ -126,32 +126,6 @@ async def test_the_plane_survives_the_wire_and_equal_planes_are_the_same(store):
     assert not index_of(store).plane("node-1").same_as(plane)
 
 
-async def test_a_plane_only_gains_backends_when_tasks_began_to_serve_and_nothing_else_changed(store):
-    """What the dispatcher may hold back (PLANE_GAINS_INTERVAL): new backends only."""
-    await add_node(store, "node-1", addr="10.99.0.1")
-    await add_node(store, "node-2", addr="10.99.0.2")
-    await StackApi(store).deploy("app", stack(replicas=2, ports=[{"target": 80, "published": 8080}]), {}, prune=False)
-    tasks = await converge(store)
-    web = [t for t in tasks if t.spec.service_id == service(store, "app_web").id]
-    before = index_of(store).plane("node-1")
-    assert not before.only_gains_backends(before)  # nothing new
-    assert not before.only_gains_backends(None)  # a first plane is never held
-    await set_state(store, web[0], "running")
-    gained = index_of(store).plane("node-1")
-    assert gained.only_gains_backends(before)  # one backend more, on the VIP and the published port
-    await set_state(store, web[1], "running")
-    both = index_of(store).plane("node-1")
-    assert both.only_gains_backends(before) and both.only_gains_backends(gained)
-    await set_state(store, web[0], "failed")
-    lost = index_of(store).plane("node-1")
-    assert not lost.only_gains_backends(both)  # a removal goes at once
-    assert not lost.only_gains_backends(gained)  # one in, one out: a removal too
-    node = store.get(Node, "node-2")
-    await store.commit([{"op": "update", "kind": "node", "id": "node-2", "version": node.version,
-                         "status": node.status.replace(addr="10.99.0.22")}])
-    assert not index_of(store).plane("node-1").only_gains_backends(lost)  # a peer moved: not backends only
-
-
 async def test_a_blue_green_update_keeps_its_new_set_out_of_traffic_until_promoted_and_switches_in_one_write(store):
     """VIP backends, DNS answers (the same backends) and the mesh's follow the one traffic
     rule through the real stack API, orchestrator and scheduler: only the old set before

@@ -22,7 +22,6 @@ easier unit-testing: the store, and a function naming the leader's API address.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -53,13 +52,6 @@ STATUS_BATCH_WINDOW = 0.05
 # rollout of many tasks rebuilds them once, and a stopped task still leaves its
 # backends well within a second (status write + this + the node's apply).
 PLANE_DEBOUNCE = 0.05
-# A plane that only adds backends (tasks that began to serve) goes to a node at most this
-# often: during a deploy every task that starts changed every node's plane, and each
-# apply is two nft runs and netlink dumps on the node (≈ 4 CPU s of a 50-replica deploy
-# on 5 nodes, issue 9). kube-proxy's --iptables-min-sync-period (1 s) does the same. A plane
-# that removes a backend or changes anything else (networks, names, VIPs, ports) goes at
-# once, so a dead task still leaves the backends within the debounce.
-PLANE_GAINS_INTERVAL = 0.5
 # What can change a plane: tasks (backends, members), services (names, VIPs, ports),
 # networks (allocation) and nodes (addresses, down, data plane).
 PLANE_KINDS = frozenset((Task.kind, Service.kind, Network.kind, Node.kind))
@@ -103,8 +95,6 @@ class Dispatcher(LeaderLoop):
         # Where the nodes' usage reports go (the autoscaler's window); soft state, never written.
         self.usage_sink: Callable[[str, list[dict]], None] | None = None
         self._planes: dict[str, NetworkPlane] = {}  # node -> the plane it last received
-        self._plane_sent_at: dict[str, float] = {}  # node -> when (time.monotonic) it received it
-        self._planes_due: dict[str, float] = {}  # node -> when a held plane (PLANE_GAINS_INTERVAL) may go
         self._plane_locks: dict[str, asyncio.Lock] = {}  # build and send of one node's plane, in order
         self._planes_dirty = asyncio.Event()
 
@@ -217,7 +207,6 @@ class Dispatcher(LeaderLoop):
         self._held.pop(node_id, None)
         self._protocols[node_id] = hello.protocol
         self._planes.pop(node_id, None)
-        self._planes_due.pop(node_id, None)
         self._last_seen[node_id] = self.clock()
         self._unheard.discard(node_id)
         try:
@@ -251,7 +240,6 @@ class Dispatcher(LeaderLoop):
                 self._sent.pop(node_id, None)
                 self._held.pop(node_id, None)
                 self._planes.pop(node_id, None)
-                self._planes_due.pop(node_id, None)
             for request_id, (queue, nodes) in self._log_streams.items():
                 for task_id in [t for t, n in nodes.items() if n == node_id]:
                     queue.put_nowait(LogEnd(request_id, task_id, error="the node's session ended"))
@@ -313,35 +301,18 @@ class Dispatcher(LeaderLoop):
             # receives an older plane after a newer one.
             plane = (index if index is not None and index.version == self.store.index
                      else self._plane_index()).plane(node_id)
-            sent = self._planes.get(node_id)
-            if plane is None or plane.same_as(sent):
-                self._planes_due.pop(node_id, None)
-                return
-            now = time.monotonic()
-            due = self._plane_sent_at.get(node_id, 0.0) + PLANE_GAINS_INTERVAL
-            if now < due and plane.only_gains_backends(sent):
-                # _push_planes sends it then, or with a later change that cannot wait. (It
-                # is awake: the store change behind this plane marked the planes dirty.)
-                self._planes_due[node_id] = due
+            if plane is None or plane.same_as(self._planes.get(node_id)):
                 return
             try:
                 await self._send(node_id, ws, NetworkPlaneUpdate(plane=plane.to_wire()))
                 self._planes[node_id] = plane
-                self._plane_sent_at[node_id] = now
-                self._planes_due.pop(node_id, None)
             except (ConnectionError, RuntimeError) as err:
                 log.info("network plane for node %s not sent: %s", node_id, err)
 
     async def _push_planes(self) -> None:
         while self.store.is_leader:
-            due = min(self._planes_due.values(), default=None)
-            if due is None:
-                await self._planes_dirty.wait()
-                await asyncio.sleep(PLANE_DEBOUNCE)
-            else:  # a held plane: at its time, or earlier for a change (debounced, as always)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._planes_dirty.wait(), max(0.0, due - time.monotonic()))
-                await asyncio.sleep(min(PLANE_DEBOUNCE, max(0.0, due - time.monotonic())))
+            await self._planes_dirty.wait()
+            await asyncio.sleep(PLANE_DEBOUNCE)
             self._planes_dirty.clear()
             if not self.store.is_leader:
                 break
