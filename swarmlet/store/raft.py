@@ -375,12 +375,11 @@ class ReplicatedStore(SyncObj):
         if kind == PRE_VOTE_REPLY:
             self._count_pre_vote(node, message)
             return
-        if kind == "append_entries" and message["term"] >= self.raftCurrentTerm:
-            self._leader_heard_at = raft_clock()
-            self._pre_vote = None  # there is a leader: no election to stand in
         if kind == "next_node_idx" and self._isLeader():
             message = self._without_stale_step_back(node, message)
         elif kind == "append_entries" and message["term"] >= self.raftCurrentTerm:
+            self._leader_heard_at = raft_clock()
+            self._pre_vote = None  # there is a leader: no election to stand in
             if "prevLogIdx" not in message and "serialized" in message:  # None: the leader's snapshot is not ready
                 self._install_snapshot(node, message)
                 return
@@ -511,6 +510,10 @@ class ReplicatedStore(SyncObj):
     # another follower: it forced elections. Now the deadline, when due, starts a pre-vote
     # round instead (the term unchanged), and pysyncobj's election is let through only once
     # a majority said yes. A leadership transfer (``timeout_now``) is not held back.
+    @property
+    def _voters(self) -> int:
+        return len(self._SyncObj__otherNodes) + 1
+
     def _hold_election_for_pre_vote(self) -> None:
         if self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE) \
                 or self._SyncObj__selfNode is None or self._SyncObj__transferInProgress \
@@ -520,8 +523,7 @@ class ReplicatedStore(SyncObj):
         if self._SyncObj__raftElectionDeadline >= now or not self._SyncObj__connectedToAnyone():
             return  # not due, or pysyncobj would not stand anyway
         term = self.raftCurrentTerm + 1
-        if self._pre_vote is not None and self._pre_vote.term == term \
-                and self._pre_vote.won(len(self._SyncObj__otherNodes) + 1):
+        if self._pre_vote is not None and self._pre_vote.term == term and self._pre_vote.won(self._voters):
             self._pre_vote = None
             log.info("raft: no leader heard for %.2fs and a majority would vote for this manager: "
                      "standing for election in term %d", now - self._leader_heard_at, term)
@@ -554,7 +556,7 @@ class ReplicatedStore(SyncObj):
             return
         round_.granted.add(node.id)
         log.debug("raft: %s would vote for this manager in term %d", node.id, round_.term)
-        if round_.won(len(self._SyncObj__otherNodes) + 1):
+        if round_.won(self._voters):
             self._SyncObj__raftElectionDeadline = 0  # stand at the next tick (not from within a message)
 
     # -- the single replicated entry point ----------------------------------------------

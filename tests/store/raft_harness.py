@@ -55,9 +55,8 @@ class Manager:
         return [entry[1] for entry in self.log]
 
     def receive(self, message: dict) -> list[dict]:
-        self.sent.clear()
-        self.raft._SyncObj__onMessageReceived(self.peer, message)
-        return [m for m in self.sent if m["type"] == "next_node_idx"]
+        """The replication replies (``next_node_idx``) the manager sent in answer."""
+        return [m for m in self.deliver(message) if m["type"] == "next_node_idx"]
 
     def deliver(self, message: dict) -> list[dict]:
         """Every message the manager sent in answer to ``message`` from the peer."""

@@ -17,7 +17,6 @@ single-manager ReplicatedStore, ticked by hand so that nothing depends on timing
 """
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
@@ -31,18 +30,10 @@ from swarmlet.store.recovery import read_journal, read_snapshot_file
 from swarmlet.store.state import encode_transaction
 from swarmlet.store.transport import TlsPolicy
 
+from tests.store.raft_harness import free_port, no_tls
+
 CLUSTER_KEY = "test-cluster-key"
 ADDRESS = "127.0.237.2"  # no peer ever connects: a one-manager group
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((ADDRESS, 0))
-        return probe.getsockname()[1]
-
-
-def no_tls():
-    raise AssertionError("a one-manager group opens no connection")
 
 
 class OneManager:
@@ -90,7 +81,7 @@ WRITE_SNAPSHOT = SnapshotJob.run  # (a test below slows SnapshotJob.run down)
 
 @pytest.fixture
 def port():
-    return free_port()
+    return free_port(ADDRESS)
 
 
 def write_snapshot_now(manager: OneManager) -> None:
