@@ -5,7 +5,7 @@ one service of R replicas placed on the hollow nodes.
 Run: python benchmarks/hollow_deploy.py [--hollow 200] [--replicas 10000] [--managers 3]
                                         [--per-host 250] [--start-delay 0.1]
                                         [--first-address 127.0.232.2] [--dir D] [--timeout 600] [--keep]
-                                        [--profile OUT.txt]
+                                        [--profile OUT.txt] [--profile-follower OUT.txt]
 
 Measured, from `POST /v1/stacks/<name>` (what `swarmlet stack deploy` sends):
 - time until every task runs (a follower's count of the service's running tasks, every 1 s; with
@@ -183,7 +183,8 @@ class Bench:
         cpu_before = {name: cpu_seconds(pids) for name, pids in
                       (("leader", [leader_pid]), ("followers", followers), ("hosts", hosts))}
         loop_before = thread_cpu_seconds(leader_pid, leader_pid)
-        profiler = self.profiler(leader_pid)
+        profiler = self.profiler(leader_pid, self.args.profile)
+        follower_profiler = self.profiler(followers[0], self.args.profile_follower) if followers else None
         started = time.monotonic()
         self.client.call("POST", f"/v1/stacks/{STACK}", body, timeout=120)
         accepted = time.monotonic() - started
@@ -218,9 +219,10 @@ class Bench:
         cpu = {name: cpu_seconds(pids) - cpu_before[name] for name, pids in
                (("leader", [leader_pid]), ("followers", followers), ("hosts", hosts))}
         cpu["leader_loop"] = thread_cpu_seconds(leader_pid, leader_pid) - loop_before
-        if profiler is not None:
-            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            profiler.wait(timeout=60)
+        for each in (profiler, follower_profiler):
+            if each is not None:
+                each.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                each.wait(timeout=60)
         for probe in probes:
             probe.halt.set()
             probe.join()
@@ -228,14 +230,14 @@ class Bench:
                 "counts": counts, "latencies": latencies, "failures": failures, "rss_before": rss[0],
                 "rss_peak": max(rss), "rss_end": rss[-1], "leader_changes": len(leaders) - 1, "cpu": cpu}
 
-    def profiler(self, pid: int) -> subprocess.Popen | None:
-        if not self.args.profile:
+    def profiler(self, pid: int, output: str | None) -> subprocess.Popen | None:
+        if not output:
             return None
         py_spy = shutil.which("py-spy")
         if py_spy is None:
             sys.exit("--profile needs py-spy (pip install py-spy)")
         return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--threads", "--full-filenames", "--format", "raw",
-                                 "--rate", str(PROFILE_RATE), "--output", self.args.profile],
+                                 "--rate", str(PROFILE_RATE), "--output", output],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def down(self) -> None:
@@ -264,6 +266,7 @@ def main() -> None:
                              "assigned'); by default the service's running count from a follower, which costs the "
                              "leader nothing (the task listing was half of its loop: docs/performance.md)")
     parser.add_argument("--profile", help="py-spy the leader during the deploy; raw stacks to this file")
+    parser.add_argument("--profile-follower", help="py-spy one follower during the deploy; raw stacks to this file")
     args = parser.parse_args()
     # A SIGTERM (`timeout`, CI) still takes the cluster down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -297,9 +300,11 @@ def main() -> None:
     print(table(["measure", "value"], rows,
                 title=f"{args.managers} managers + {args.hollow} hollow workers, {args.replicas} replicas "
                       f"(load {load_average()})"))
-    if args.profile:
-        from profile_split import render, split
-        print(render(split(Path(args.profile).read_text(), PROFILE_RATE)))
+    for title, path in (("leader", args.profile), ("a follower", args.profile_follower)):
+        if path:
+            from profile_split import render, split
+            print(f"py-spy of {title}:")
+            print(render(split(Path(path).read_text(), PROFILE_RATE)))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ specs), so no reader invents its own.
 """
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar, overload
 
 from swarmlet.api.ipam import DEFAULT_DATA_PLANE, OVERLAY_DRIVER, AddressPool
@@ -24,8 +25,6 @@ from swarmlet.api.specs import (DEFAULT_NETWORK_DRIVER, ContainerSpec, NetworkAt
 
 T = TypeVar("T")
 
-_MISSING = object()
-
 
 class Field(Generic[T]):
     """One field of a view: ``Field(default)`` or ``Field(default, convert)``; the value
@@ -34,7 +33,7 @@ class Field(Generic[T]):
 
     def __init__(self, default: Any = None, convert: Callable[[Any], T] | None = None, *, key: str | None = None):
         self.default = default
-        self.convert = convert
+        self.convert = _fast_enum(convert) if isinstance(convert, type) and issubclass(convert, Enum) else convert
         self.key = key
 
     def __set_name__(self, owner, name: str) -> None:
@@ -49,12 +48,25 @@ class Field(Generic[T]):
     def __get__(self, view, owner):
         if view is None:
             return self
-        value = view.raw.get(self.key, _MISSING)
-        if value is _MISSING or value is None:
+        value = view.raw.get(self.key)
+        if value is None:
             value = self.default
             if value is None:
                 return None
-        return self.convert(value) if self.convert is not None else value
+        convert = self.convert
+        return value if convert is None else convert(value)
+
+
+def _fast_enum(enum: type[Enum]) -> Callable[[Any], Enum]:
+    """``enum(value)`` as one dict lookup: the orchestrator reads a task's states a few
+    times per task per pass, and ``EnumType.__call__`` was a third of a 10,000-task
+    reconcile. Values that are not members still go through the enum (its error)."""
+    members = enum._value2member_map_
+
+    def convert(value):
+        member = members.get(value)
+        return member if member is not None else enum(value)
+    return convert
 
 
 class View:

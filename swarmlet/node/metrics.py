@@ -68,6 +68,35 @@ class _AgentCollector:
         for state, count in sorted(counts.items()):
             tasks.add_metric([state], count)
         yield tasks
+        yield from _gc_metrics()
+
+
+def _gc_metrics():
+    """The garbage collector of this process (swarmlet/node/gcwatch.py)."""
+    import gc
+
+    from swarmlet.node import gcwatch
+
+    watch = gcwatch.installed()
+    if watch is not None:
+        times = watch.times
+        count = GaugeMetricFamily("swarmlet_gc_collections_total", "Collections by generation.",
+                                  labels=["generation"])
+        seconds = GaugeMetricFamily("swarmlet_gc_pause_seconds_total",
+                                    "Time collections held the interpreter, by generation.", labels=["generation"])
+        longest = GaugeMetricFamily("swarmlet_gc_longest_pause_seconds",
+                                    "The longest collection, by generation.", labels=["generation"])
+        for generation in range(3):
+            count.add_metric([str(generation)], times.count[generation])
+            seconds.add_metric([str(generation)], times.total[generation])
+            longest.add_metric([str(generation)], times.longest[generation])
+        yield count
+        yield seconds
+        yield longest
+    frozen = GaugeMetricFamily("swarmlet_gc_frozen_objects",
+                               "Objects in the permanent generation (survivors of full collections).")
+    frozen.add_metric([], gc.get_freeze_count())
+    yield frozen
 
 
 async def serve_metrics(address: str, exposition) -> web.AppRunner:

@@ -20,6 +20,7 @@ from swarmlet.api.views import Cluster
 from swarmlet.ca import ROLE_MANAGER, ROLE_WORKER
 from swarmlet.ca.tls import bound_tls_read_buffers
 from swarmlet.node.bootstrap import bootstrap_done, take_bootstrap_spec
+from swarmlet.node import gcwatch
 from swarmlet.node.config import DataDir
 from swarmlet.node.identity import NodeTls
 from swarmlet.node.metrics import NodeMetrics, serve_metrics
@@ -178,6 +179,7 @@ def serve(data_dir: DataDir, log_level: str = "INFO") -> None:
     os.umask(OWNER_ONLY_UMASK)
     configure_logging(log_level)
     bound_tls_read_buffers()
+    gcwatch.install()
     try:
         new_role = asyncio.run(run_node(data_dir))
     except NodeExpelled as err:

@@ -321,6 +321,9 @@ class ReplicatedStore(SyncObj):
         # begun before the last one must not replace it.
         self._snapshots_loaded = 0
         self._leader_heard_at = float("-inf")  # when an AppendEntries of a current leader last came
+        self._tick_started_at: float | None = None
+        self._stall_warned_at = float("-inf")
+        self.longest_tick_gap = 0.0  # the longest time between the starts of two ticks (read by tests)
         self._pre_vote: PreVoteRound | None = None
         self._dump_file = os.path.join(data_dir, "raft.snapshot")
         make_private_dir(data_dir)
@@ -494,13 +497,36 @@ class ReplicatedStore(SyncObj):
     # end: after a long apply or snapshot load, the leader's heartbeats are waiting
     # unread, and without this the follower would stand for election at once.
     def _onTick(self, timeToWait=0.0):
-        self._hold_election_for_pre_vote()
         started = raft_clock()
+        self._note_stall(started, timeToWait)
+        self._hold_election_for_pre_vote()
         super()._onTick(timeToWait)
         now = raft_clock()
         if now - started - timeToWait > self._settings.election_timeout_min / 2:
             fresh = now + random.uniform(self._settings.election_timeout_min, self._settings.election_timeout_max)
             self._SyncObj__raftElectionDeadline = max(self._SyncObj__raftElectionDeadline, fresh)
+
+    def _note_stall(self, started: float, time_to_wait: float) -> None:
+        """Say when this Raft thread went longer than the shortest election timeout
+        without a tick (as etcd's "leader failed to send out heartbeat on time"): a
+        leader's heartbeats were late, a follower read its leader late. The manager
+        is overloaded (CPU, the GIL held by long work on the event loop, swapping)."""
+        previous, self._tick_started_at = self._tick_started_at, started
+        if previous is None:
+            return
+        gap = started - previous
+        self.longest_tick_gap = max(self.longest_tick_gap, gap)
+        if gap - time_to_wait <= self._settings.election_timeout_min or started - self._stall_warned_at < 5.0:
+            return
+        self._stall_warned_at = started
+        # A leader's stall can cost the cluster its leader; a follower's costs nothing
+        # (the others still make a majority, and pre-vote keeps it from deposing anyone).
+        leader = self._isLeader()
+        log.log(logging.WARNING if leader else logging.INFO,
+                "raft: no tick for %.2fs (the election timeout is %.2f-%.2fs): this %s were late; "
+                "the manager is overloaded", gap, self._settings.election_timeout_min,
+                self._settings.election_timeout_max,
+                "leader's heartbeats" if leader else "follower's reads of its leader")
 
     # -- pre-vote (Raft thesis §9.6) -------------------------------------------------------
     # pysyncobj stands for election as soon as its deadline passes: it raises its term,
