@@ -263,8 +263,9 @@ class LocalCluster:
             spec.save(Path(host))
             write_private(Path(host) / TOKEN_FILE, token.encode())
         started = [(members, _spawn_host(host)) for host, members in hosts.items()]
+        joining = sum(len(members) for members in hosts.values())
         for members, process in started:
-            _wait_hollow_ready(members, process)
+            _wait_hollow_ready(members, process, joining=joining)
         for node in nodes:
             node.id = DataDir(node.data_dir).load().node_id
         return nodes
@@ -539,9 +540,18 @@ def _spawn_host(host: str) -> subprocess.Popen:
                                 stderr=log_file, start_new_session=True)
 
 
-def _wait_hollow_ready(nodes: list[LocalNode], process: subprocess.Popen) -> None:
-    """Until every node of the host has its session up; a host that dies or is late fails."""
-    deadline = time.monotonic() + HOLLOW_READY_TIMEOUT + HOLLOW_READY_PER_NODE * len(nodes)
+def hollow_ready_seconds(own: int, joining: int) -> float:
+    """How long a hollow host has to get its ``own`` nodes ready while ``joining`` nodes
+    join the cluster at once."""
+    return HOLLOW_READY_TIMEOUT + HOLLOW_READY_PER_NODE * max(own, joining)
+
+
+def _wait_hollow_ready(nodes: list[LocalNode], process: subprocess.Popen, joining: int | None = None) -> None:
+    """Until every node of the host has its session up; a host that dies or is late fails.
+    ``joining``: how many nodes join at the same time, this host's among them (every
+    host's joins queue at the same leader: with 5,000 nodes one host's 250 missed a
+    deadline that counted only them)."""
+    deadline = time.monotonic() + hollow_ready_seconds(len(nodes), joining or 0)
     host = Path(nodes[0].host)
     while not all(DataDir(n.data_dir).ready_path.exists() for n in nodes):
         if process.poll() is not None:

@@ -70,7 +70,8 @@ class CAService:
                                                 api_address, raft_address, serial_of(cert))])
         log.info("admitted %s %s (%s) at %s", admission.role, node_id, hostname, advertise_addr)
         answer = {"node_id": node_id, "role": admission.role, "cert": cert.decode(),
-                  "cluster_id": self.config.cluster_id, "managers": manager_api_addresses(self.store.list(Node))}
+                  "cluster_id": self.config.cluster_id,
+                  "managers": manager_api_addresses(self.store.select(Node, role=ROLE_MANAGER))}
         if is_manager:
             answer.update(cluster_key=self._read_cluster_key(), raft_members=self.store.members,
                           raft_settings=self.config.raft_settings)

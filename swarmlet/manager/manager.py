@@ -162,5 +162,6 @@ class Manager:
 
     def _persist_members(self, members: list[str]) -> None:
         self.config.raft_members = members
-        self.config.managers = sorted(set(self.config.managers) | set(manager_api_addresses(self.store.list(Node))))
+        self.config.managers = sorted(set(self.config.managers)
+                                      | set(manager_api_addresses(self.store.select(Node, role=ROLE_MANAGER))))
         self.data_dir.save(self.config)

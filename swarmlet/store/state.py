@@ -196,6 +196,9 @@ INDEXES: dict[tuple[str, str], Callable[[dict], Any]] = {
     # tasks name their secrets and configs (the dispatcher sends a node only those)
     ("secret", "name"): lambda obj: obj["spec"].get("name"),
     ("config", "name"): lambda obj: obj["spec"].get("name"),
+    # the managers among the nodes: every join's answer and every session's welcome
+    # lists them (a scan of all nodes per join made joining 5,000 nodes quadratic)
+    ("node", "role"): lambda obj: obj["spec"].get("role"),
 }
 
 

@@ -37,6 +37,7 @@ from swarmlet.api.views import Cluster, Config, Network, Node, Secret, Service, 
 from swarmlet.api.session import (HANDSHAKE_TIMEOUT, MAX_MESSAGE_SIZE, AssignmentSet, Heartbeat, HeartbeatAck,
                                   Hello, Log, LogEnd, Logs, LogsCancel, Message, NetworkPlaneUpdate, ProtocolError,
                                   Redirect, Status, UnknownMessage, Welcome, pack, unpack)
+from swarmlet.ca import ROLE_MANAGER
 from swarmlet.manager.dispatcher.assignments import (FILE_KINDS, accepted_status, assigned_entry, assignment_digest,
                                                      files_named, files_touched, node_assignment, plain_secret_value,
                                                      task_changes, tasks_touched, uses_any)
@@ -277,7 +278,7 @@ class Dispatcher(LeaderLoop):
         them, and a list of every node per heartbeat costs a leader of N nodes N² a period."""
         index = self.store.index
         if self._managers[0] != index:
-            self._managers = (index, manager_api_addresses(self.store.list(Node)))
+            self._managers = (index, manager_api_addresses(self.store.select(Node, role=ROLE_MANAGER)))
         return self._managers[1]
 
     # -- assignments and statuses ---------------------------------------------------------------------
