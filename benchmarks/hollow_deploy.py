@@ -244,6 +244,8 @@ class Bench:
         if self.local.state_path.exists():
             run(sys.executable, "-m", "swarmlet.cli.main", "local", "down", "--dir", str(self.local.directory),
                 check=False)
+        if not self.args.dir:  # the temporary directory this run made
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def seconds(value: float | None) -> str:
