@@ -8,11 +8,14 @@ scraped; nothing is counted twice. The names are documented in docs/operations.m
 """
 from __future__ import annotations
 
+import gc
 import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+
+from swarmlet.node import gcwatch
 
 log = logging.getLogger("swarmlet.metrics")
 
@@ -73,10 +76,6 @@ class _AgentCollector:
 
 def _gc_metrics():
     """The garbage collector of this process (swarmlet/node/gcwatch.py)."""
-    import gc
-
-    from swarmlet.node import gcwatch
-
     watch = gcwatch.installed()
     if watch is not None:
         times = watch.times
