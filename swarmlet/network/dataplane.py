@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from swarmlet.api.netplane import NetworkPlane, vxlan_device_name
+from swarmlet.api.netplane import NetworkPlane, OverlayNetwork, vxlan_device_name
 from swarmlet.network import discovery, netfilter
 from swarmlet.network.bridges import BridgeNetworks, PlainBridges
 from swarmlet.network.links import Links
 from swarmlet.network.resolver import DNS_PORT, Resolver
-from swarmlet.network.ruleset import Ruleset, render_ruleset, vips_of
+from swarmlet.network.ruleset import Ruleset, RulesetSummary, render_ruleset, vips_of
 from swarmlet.network.validation import check_plane
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,24 @@ FORWARDING_SYSCTL = Path("/proc/sys/net/ipv4/ip_forward")
 # network can come before the stop of its containers (a `stack rm`): they are gone a few
 # seconds later (BACKEND_DRAIN, the stop grace), and nothing else would come to retry.
 LINGER_RETRY = 1.0
+# What the kernel was last found to hold (or was given) is taken on trust for this long:
+# during a deploy every task that starts anywhere makes a new plane for every node, yet
+# only its backends change. Reading everything back each time (netlink dumps of every
+# link and forwarding entry, every veth's too, and an `nft -j list ruleset` run) held
+# each agent's event loop for most of a second per 50-replica deploy, on engines that
+# needed the CPU. So a network's devices (bridge, VXLAN device, flood entries, VIP
+# addresses) found as wanted are not read again while planes ask the same of them, nor is
+# the ruleset this agent wrote; a change is applied at once, the sweep for networks that
+# left runs whenever the set of networks changes, and an agent that starts reads
+# everything back.
+RECHECK_S = 5.0
+
+
+def device_shape(network: OverlayNetwork, node_address: str) -> tuple:
+    """What a network's devices are made from; pure. Two planes with the same shape need
+    the same devices."""
+    return (network.vni, network.subnet, network.gateway, network.mtu, node_address, tuple(network.peers),
+            tuple(vips_of(network)))
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,12 @@ class OverlayDataPlane:
         self._lock = asyncio.Lock()
         self._retry: asyncio.Task | None = None  # removes the networks that linger (LINGER_RETRY)
         self.applied: NetworkPlane | None = None
+        # VNI -> (device_shape, when its devices were last read back and found so)
+        self._devices_checked: dict[int, tuple[tuple, float]] = {}
+        # (the VNIs wanted, when) of the last sweep that found nothing else of ours
+        self._swept: tuple[frozenset[int], float] | None = None
+        # (the ruleset's summary, when) as this agent last read or wrote it
+        self._ruleset_known: tuple[RulesetSummary, float] | None = None
 
     async def apply(self, plane: NetworkPlane) -> ApplyResult:
         """Make this node match `plane`. A bad plane raises `PlaneError` and changes nothing."""
@@ -76,12 +101,9 @@ class OverlayDataPlane:
             # getting traffic before the (slower, with many VIPs) device pass.
             written, forgotten = await self._sync_ruleset(render_ruleset(plane))
             for network in plane.networks:
-                await self._bridges.ensure(network)
-                index = await self._links.ensure_vxlan(network, plane.node_address)
-                await self._links.sync_fdb(index, network.peers)
-                await self._links.sync_addresses(network, set(vips_of(network)), self._bridges.sets_gateway)
+                await self._sync_devices(network, plane.node_address)
             await self._resolver.sync({n.id: n.gateway for n in plane.networks})
-            removed, lingering = await self._remove_networks_except({n.vni for n in plane.networks})
+            removed, lingering = await self._sweep({n.vni for n in plane.networks})
             self.applied = plane
             if written or forgotten or removed or lingering:
                 log.info("network plane %d applied: ruleset %s, flows of %s dropped, networks %s removed%s",
@@ -94,21 +116,54 @@ class OverlayDataPlane:
             return ApplyResult(plane.version, written, forgotten, removed, lingering)
 
     async def _sync_ruleset(self, desired: Ruleset) -> tuple[bool, tuple[str, ...]]:
-        actual = await netfilter.read_ruleset()
-        written = actual != desired.summary()
+        known = self._ruleset_known
+        if known is not None and time.monotonic() - known[1] < RECHECK_S:
+            actual = known[0]
+        else:
+            self._ruleset_known = None
+            actual = await netfilter.read_ruleset()
+            self._ruleset_known = (actual, time.monotonic())
+        summary = desired.summary()
+        written = actual != summary
         if written:
+            self._ruleset_known = None  # unknown should the write fail
             await netfilter.apply_ruleset(desired)
+            self._ruleset_known = (summary, time.monotonic())
         # Read from the kernel's own set, so that backends removed while no agent ran go too.
         gone = tuple(sorted(actual.backends - desired.backends))
         for address in gone:
             await netfilter.forget_flows_to(address)
         return written, gone
 
+    async def _sync_devices(self, network: OverlayNetwork, node_address: str) -> None:
+        shape = device_shape(network, node_address)
+        checked = self._devices_checked.get(network.vni)
+        if checked is not None and checked[0] == shape and time.monotonic() - checked[1] < RECHECK_S:
+            return
+        self._devices_checked.pop(network.vni, None)  # half-made until this pass ends
+        await self._bridges.ensure(network)
+        index = await self._links.ensure_vxlan(network, node_address)
+        await self._links.sync_fdb(index, network.peers)
+        await self._links.sync_addresses(network, set(vips_of(network)), self._bridges.sets_gateway)
+        self._devices_checked[network.vni] = (shape, time.monotonic())
+
+    async def _sweep(self, wanted: set[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """`_remove_networks_except`, unless the last sweep, less than RECHECK_S
+        ago, wanted the same networks and found nothing else."""
+        if self._swept is not None and self._swept[0] == wanted and time.monotonic() - self._swept[1] < RECHECK_S:
+            return (), ()
+        self._swept = None
+        removed, lingering = await self._remove_networks_except(wanted)
+        if not lingering:
+            self._swept = (frozenset(wanted), time.monotonic())
+        return removed, lingering
+
     async def _remove_networks_except(self, wanted: set[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(the VNIs removed, those that stay for now: their bridge still has endpoints)."""
         present = await self._links.our_vnis() | await self._bridges.ours()
         removed, lingering = [], []
         for vni in sorted(present - wanted):
+            self._devices_checked.pop(vni, None)
             await self._links.remove_link(vxlan_device_name(vni))
             (removed if await self._bridges.remove(vni) else lingering).append(vni)
         return tuple(removed), tuple(lingering)
@@ -140,6 +195,7 @@ class OverlayDataPlane:
         self._stop_retrying()
         async with self._lock:
             await self._resolver.close()
+            self._ruleset_known = self._swept = None  # read everything back
             await self._sync_ruleset(Ruleset())
             await self._remove_networks_except(set())
             self.applied = None

@@ -54,17 +54,21 @@ class Links:
             self._ipr = None
 
     async def index(self, name: str) -> int | None:
-        found = await self.ipr.link_lookup(ifname=name)
-        return found[0] if found else None
+        """The device's index, from ``if_nametoindex`` (libc, this process's namespace as
+        pyroute2's socket is): pyroute2's ``link_lookup`` dumps every device and parses
+        each in Python (each container's veth too), three times a network at every
+        plane; that was most of an agent's CPU during a 50-replica deploy."""
+        try:
+            return socket.if_nametoindex(name)
+        except OSError:  # no such device
+            return None
 
     async def link(self, index: int):
         return (await self.ipr.link("get", index=index))[0]
 
     async def our_vnis(self) -> set[int]:
-        """The VNIs of our VXLAN devices, by name. From ``if_nameindex`` (libc, this
-        process's namespace as pyroute2's socket is): names only, where a netlink dump
-        parsed every device in Python, each container's veth too, at every plane (most
-        of an agent's CPU during a 50-replica deploy)."""
+        """The VNIs of our VXLAN devices, by name, from ``if_nameindex`` (names only; see
+        ``index``)."""
         return {int(match.group(1)) for _, name in socket.if_nameindex() if (match := _VXLAN_NAME.match(name))}
 
     async def ensure_vxlan(self, network: OverlayNetwork, local: str) -> int:

@@ -263,6 +263,41 @@ async def test_missing_image_is_refused_with_a_clear_error(docker_runtime, docke
     assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_TASK_ID}={config.task_id}"}) == []
 
 
+async def test_tasks_that_arrive_together_ask_the_engine_for_their_image_once(
+    docker_runtime, node_id, make_config, monkeypatch
+):
+    api = docker_runtime.engine.api
+    asked = []
+    inspect_image = api.inspect_image
+    monkeypatch.setattr(api, "inspect_image", lambda image: asked.append(image) or inspect_image(image))
+    configs = [make_config(node_id, command=["true"]) for _ in range(5)]
+
+    await asyncio.gather(*(docker_runtime.prepare(config) for config in configs))
+
+    assert asked == [configs[0].image]
+    for config in configs:
+        assert (await docker_runtime.inspect(config.task_id)).state is ContainerState.CREATED
+
+
+async def test_an_image_removed_after_it_was_found_is_looked_for_again(
+    docker_runtime, docker_client, node_id, make_config
+):
+    tag = f"swarmlet-test/vanishing:{uuid.uuid4().hex[:12]}"
+    base = make_config(node_id, command=["true"]).image
+    docker_client.images.get(base).tag(tag)
+    try:
+        await docker_runtime.prepare(make_config(node_id, image=tag, command=["true"]))  # found, taken on trust
+    finally:
+        docker_client.images.remove(tag)  # only the tag goes
+    config = make_config(node_id, image=tag, command=["true"])
+
+    with pytest.raises(ImageNotFoundError) as raised:
+        await docker_runtime.prepare(config)
+
+    assert f'image "{tag}" not found on this node and could not be pulled' in str(raised.value)
+    assert docker_client.containers.list(all=True, filters={"label": f"{LABEL_TASK_ID}={config.task_id}"}) == []
+
+
 async def test_secrets_and_configs_are_mounted_read_only_from_tmpfs(
     docker_runtime, docker_client, node_id, make_config
 ):

@@ -162,12 +162,15 @@ class Networks:
         than starting it): a caller that finds it gone calls `forget`."""
         if name in self._ids:
             return self._ids[name]
-        found = await self._engine.call(self._named, name)
-        if not found:
-            raise TaskRuntimeError(f"network {name} is not on this node's engine: the overlay data plane has not "
-                                   "made it (is the node's network plane applied?)")
-        self._ids[name] = found[0]["Id"]
-        return self._ids[name]
+        async with self._name_locks.setdefault(name, asyncio.Lock()):  # one look for the tasks that ask together
+            if name in self._ids:
+                return self._ids[name]
+            found = await self._engine.call(self._named, name)
+            if not found:
+                raise TaskRuntimeError(f"network {name} is not on this node's engine: the overlay data plane has not "
+                                       "made it (is the node's network plane applied?)")
+            self._ids[name] = found[0]["Id"]
+            return self._ids[name]
 
     async def all_exist(self, network_ids: list[str]) -> bool:
         return all([await self._exists(network_id) for network_id in network_ids])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,7 +47,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PULL_TIMEOUT = 300.0  # seconds
 _SIGKILL_DEADLINE = 30.0  # seconds to wait for the engine to report a SIGKILLed container dead
 _NETWORK_ATTEMPTS = 3  # a task's networks made again after another node removed them
-
+# An image found on the engine is taken on trust for this long: the tasks of a deploy
+# arrive together, and each asked the engine for the same image. A create that finds
+# it gone after all looks again (and pulls).
+IMAGE_RECHECK_S = 5.0
 
 
 def usage_from_stats(stats: dict) -> TaskUsage | None:
@@ -64,6 +68,10 @@ def usage_from_stats(stats: dict) -> TaskUsage | None:
 
 class _NameTaken(Exception):
     """A container with the task's name exists already."""
+
+
+class _ImageVanished(Exception):
+    """The image taken on trust was removed before the task's container was created."""
 
 
 class _NetworkVanished(Exception):
@@ -94,6 +102,8 @@ class DockerRuntime(Runtime):
         self._task_files = TaskFileStore(node_id, task_files_root)
         self._pull_timeout = pull_timeout
         self._container_ids: dict[str, str] = {}
+        self._images_found: dict[str, float] = {}  # image -> when the engine last had it
+        self._image_locks: dict[str, asyncio.Lock] = {}
         self._networks = Networks(self._engine, network_lock or ProcessNetworkLock())
         self._events = TaskEvents(self._engine, node_id, self._inspect_raw)
 
@@ -114,10 +124,6 @@ class DockerRuntime(Runtime):
     def engine(self) -> Engine:
         """The node's engine (the overlay data plane makes its networks' bridges there)."""
         return self._engine
-
-    @property
-    def network_lock(self):
-        return self._networks.lock
 
     async def _find_container(self, task_id: str) -> str | None:
         if task_id in self._container_ids:
@@ -171,7 +177,15 @@ class DockerRuntime(Runtime):
         try:
             # Not listed first (a filtered list scans every container of the engine, once
             # per task): the container's name is the task's, so an earlier one shows as a conflict.
-            container_id = await self._create_on_networks(config, task_files)
+            try:
+                container_id = await self._create_on_networks(config, task_files)
+            except _ImageVanished:
+                self._images_found.pop(config.image, None)
+                await self._ensure_image(config.image)
+                container_id = await self._create_on_networks(config, task_files)
+        except _ImageVanished:
+            self._task_files.remove(config.task_id)
+            raise ImageNotFoundError(f'image "{config.image}" vanished from this node while the task was created') from None
         except _NameTaken:
             if await self._find_container(config.task_id) is None:
                 raise TaskRuntimeError(f"a container not of this node is named {container_name(config)}") from None
@@ -203,6 +217,16 @@ class DockerRuntime(Runtime):
         raise TaskRuntimeError(f"the networks of task {config.task_id} keep disappearing")
 
     async def _ensure_image(self, image: str) -> None:
+        """Found or pulled, once for the tasks that ask together (IMAGE_RECHECK_S)."""
+        async with self._image_locks.setdefault(image, asyncio.Lock()):
+            found = self._images_found.get(image)
+            if found is not None and time.monotonic() - found < IMAGE_RECHECK_S:
+                return
+            self._images_found.pop(image, None)
+            await self._find_or_pull(image)
+            self._images_found[image] = time.monotonic()
+
+    async def _find_or_pull(self, image: str) -> None:
         try:
             await self._call(self._api.inspect_image, image)
             return
@@ -226,6 +250,8 @@ class DockerRuntime(Runtime):
                 raise _NetworkVanished() from exc
             if exc.status_code == 409:
                 raise _NameTaken() from exc
+            if exc.status_code == 404 and "image" in str(exc.explanation or exc).lower():
+                raise _ImageVanished() from exc
             raise TaskRuntimeError(f"cannot create container for task {config.task_id}: {exc.explanation or exc}") from exc
         container_id = created["Id"]
         try:
