@@ -114,6 +114,21 @@ class Bench:
         time.sleep(1.0)  # py-spy attaches before the deploy begins (not a synchronisation of the system measured)
         return recorders
 
+    def keep_evidence(self, service: str) -> None:
+        """A deploy that did not converge: its tasks' states and every node's log, kept."""
+        kept = Path(tempfile.mkdtemp(prefix="swe-bench-failed-"))
+        tasks = [t for t in self.api.call("GET", "/v1/tasks") if t["service_name"] == service]
+        (kept / "tasks.json").write_text(json.dumps(tasks, indent=1))
+        for row in self.local.status():
+            log = Path(row["data_dir"]) / "node.log"
+            if log.exists():
+                (kept / f"{row['name']}.log").write_bytes(log.read_bytes())
+        states: dict[str, int] = {}
+        for task in tasks:
+            key = f"{task['state']} (desired {task['desired_state']}): {task.get('err') or task.get('message') or ''}"
+            states[key] = states.get(key, 0) + 1
+        print(f"the deploy did not converge; tasks by state: {states}; tasks and node logs kept in {kept}")
+
     def down(self) -> None:
         if self.local.state_path.exists():
             swarmlet("local", "down", "--dir", str(self.directory))
@@ -199,18 +214,18 @@ def run_containers(bench: Bench, replicas: int, network: bool, threads_per_engin
     spread over the five engines, ``threads_per_engine`` threads per engine, each
     container created and started as `docker run -d` does; with ``network``, each on a
     bridge network of its engine at a fixed address, as swarmlet attaches a task to its
-    overlay."""
+    overlay, the networks made first (one thread per engine) and timed with the rest."""
     names = [n.name for n in bench.nodes.values()]
     per_engine = {name: replicas // len(names) + (1 if i < replicas % len(names) else 0) for i, name in enumerate(names)}
     made: dict[str, list[str]] = {name: [] for name in names}
     nets: dict[str, str] = {}
-    if network:
+
+    def make_network(name: str) -> None:
         import docker.types
 
-        for name in names:
-            ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.251.0.0/24")])
-            nets[name] = bench.engine(name).create_network("swe-bench-net", driver="bridge", ipam=ipam,
-                                                             labels={"swe.bench": "1"})["Id"]
+        ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.251.0.0/24")])
+        nets[name] = bench.engine(name).create_network("swe-bench-net", driver="bridge", ipam=ipam,
+                                                         labels={"swe.bench": "1"})["Id"]
 
     def run_on(name: str, share: range) -> None:
         engine = bench.engine(name)
@@ -225,6 +240,12 @@ def run_containers(bench: Bench, replicas: int, network: bool, threads_per_engin
             made[name].append(container["Id"])
 
     started = time.monotonic()
+    if network:  # timed too: swarmlet's figure includes making the stack's network on every node
+        makers = [threading.Thread(target=make_network, args=(name,)) for name in names]
+        for thread in makers:
+            thread.start()
+        for thread in makers:
+            thread.join()
     threads = [threading.Thread(target=run_on, args=(name, range(k, per_engine[name], threads_per_engine)))
                for name in names for k in range(threads_per_engine)]
     for thread in threads:
@@ -287,13 +308,25 @@ def deploy_vs_engines(bench: Bench, replicas: int, profile: Path | None = None
     before = cpu_seconds_by_kind()
     began = time.time()
     bench.deploy("fifty", SLEEPERS.format(replicas=replicas))
-    running = bench.wait(lambda: (lambda r: r if len(r) == replicas else None)(bench.running("fifty_sleeper")), 600,
-                         f"{replicas} running", poll=DEPLOY_POLL_S)
+    try:
+        running = bench.wait(lambda: (lambda r: r if len(r) == replicas else None)(bench.running("fifty_sleeper")),
+                             300, f"{replicas} running", poll=DEPLOY_POLL_S)
+    except SystemExit:
+        bench.keep_evidence("fifty_sleeper")
+        raise
     for recorder in recorders:  # py-spy writes its stacks on SIGINT
         recorder.send_signal(signal.SIGINT)
     for recorder in recorders:
         recorder.wait(60)
     timeline = task_timeline(bench, head)
+    others = [t for t in bench.api.call("GET", "/v1/tasks") if t["service_name"] == "fifty_sleeper"
+              and t["state"] != "running"]
+    if others:  # tasks replaced during the deploy: the figure is not the deploy's alone
+        reasons = {}
+        for task in others:
+            reason = f"{task['state']}: {task.get('err') or task.get('message') or ''}"
+            reasons[reason] = reasons.get(reason, 0) + 1
+        print(f"{len(others)} task(s) of the deploy did not run:", reasons)
     # the last task's own "running" report (the agent's clock; one machine, one clock)
     times = {"swarmlet": max(t["timestamp"] for t in running) - began}
     cpu["swarmlet"] = cpu_used(before)
