@@ -40,6 +40,12 @@ DESCRIBE_TIMEOUT = 5.0
 # (an engine network of a removed stack that still has endpoints keeps a new one from
 # being made, until the old containers are gone), and the leader sends nothing new then.
 PLANE_RETRY_DELAY = 1.0
+# A plane apply still not done after this long is stuck (a netlink, nft or engine call that
+# never answered): it is given up and tried again, for the assignments queued behind it
+# must not wait forever. A slow legitimate apply takes well under a second (1,000 VIPs:
+# ~0.3 s; docs/performance.md); each engine call has its own 60 s timeout, so an apply
+# stuck on one is cut short here first.
+PLANE_APPLY_TIMEOUT = 30.0
 
 
 def describe_node(config: NodeConfig, described: NodeDescription, data_plane: str = DATA_PLANE_NONE) -> dict:
@@ -303,7 +309,12 @@ class Agent:
             return  # an older one than this session already sent
         if self.data_plane is not None:
             try:
-                await self.data_plane.apply(plane)
+                await asyncio.wait_for(self.data_plane.apply(plane), PLANE_APPLY_TIMEOUT)
+            except TimeoutError:
+                log.error("network plane %d not applied: still not done after %.0fs; giving it up and trying again",
+                          plane.version, PLANE_APPLY_TIMEOUT)
+                self._retry_plane(message, plane.version)
+                return
             except Exception as err:  # the data plane refused it or failed: keep the last good one
                 log.error("network plane %d not applied: %s", plane.version, err)
                 if not isinstance(err, ValueError):  # a refused plane stays refused; a failure may pass

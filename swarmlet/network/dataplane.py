@@ -94,6 +94,17 @@ class OverlayDataPlane:
         """Make this node match `plane`. A bad plane raises `PlaneError` and changes nothing."""
         check_plane(plane)
         self._stop_retrying()  # this apply tries again itself
+        try:
+            return await self._apply(plane)
+        except asyncio.CancelledError:
+            # Given up (the agent's PLANE_APPLY_TIMEOUT): a netlink request may be what never
+            # answered, so the next apply opens a new socket and reads everything back.
+            self._links.close()
+            self._devices_checked.clear()
+            self._ruleset_known = self._swept = None
+            raise
+
+    async def _apply(self, plane: NetworkPlane) -> ApplyResult:
         async with self._lock:
             self._resolver.set_names(discovery.plane_names(plane))
             enable_forwarding()

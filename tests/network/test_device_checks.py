@@ -54,7 +54,7 @@ class FakeLinks:
         self.vnis.discard(int(name.removeprefix("swvx")))
 
     def close(self):
-        pass
+        self.calls.append("close")
 
 
 class FakeBridges:
@@ -152,3 +152,30 @@ async def test_a_change_of_peers_vips_or_networks_is_applied_to_the_devices_at_o
     await data_plane.apply(plane(5, NETWORK, other))  # a network removed here is not taken on trust
     assert links.calls[:4] == ["ensure_bridge", "ensure_vxlan", "sync_fdb", "sync_addresses"]
     assert links.vnis == {4301, 4302}
+
+
+async def test_an_apply_given_up_midway_reads_everything_back_on_a_new_socket(world):
+    import asyncio
+
+    data_plane, links, written, clock, kernel = world
+    await data_plane.apply(plane(1, NETWORK))
+    stuck = asyncio.Event()
+
+    async def never_answers(index, peers):
+        stuck.set()
+        await asyncio.Event().wait()
+
+    links.sync_fdb = never_answers
+    moved = replace(NETWORK, peers=("198.18.0.13",))
+    attempt = asyncio.ensure_future(data_plane.apply(plane(2, moved)))
+    await asyncio.wait_for(stuck.wait(), 5)
+    attempt.cancel()  # the agent's PLANE_APPLY_TIMEOUT
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    assert links.calls[-1] == "close"  # the netlink socket that never answered is dropped
+    del links.sync_fdb
+    links.calls.clear()
+    reads = kernel["reads"]
+    await data_plane.apply(plane(3, with_backends(NETWORK, 1)))  # the same shape as before the give-up
+    assert links.calls == ["ensure_bridge", "ensure_vxlan", "sync_fdb", "sync_addresses", "our_vnis"]
+    assert kernel["reads"] == reads + 1

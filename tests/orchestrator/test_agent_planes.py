@@ -161,6 +161,42 @@ async def test_a_plane_whose_apply_failed_is_applied_again_without_a_new_one(mon
     await agent.stop()
 
 
+async def test_a_plane_apply_that_never_ends_is_given_up_and_does_not_hold_back_what_came_after(monkeypatch):
+    """A netlink, nft or engine call that never answers must not leave the agent's inbox
+    stuck behind the apply: the assignments after it are handed on, and the plane is
+    tried again."""
+    monkeypatch.setattr("swarmlet.agent.agent.PLANE_APPLY_TIMEOUT", 0.05)
+    monkeypatch.setattr("swarmlet.agent.agent.PLANE_RETRY_DELAY", 0.01)
+
+    class HangsOnce:
+        def __init__(self):
+            self.tried, self.given_up = [], 0
+
+        async def apply(self, applied):
+            self.tried.append(applied.version)
+            if len(self.tried) == 1:
+                try:
+                    await asyncio.Event().wait()  # the reply that never comes
+                except asyncio.CancelledError:
+                    self.given_up += 1
+                    raise
+
+        async def close(self):
+            pass
+
+    log: list = []
+    data_plane, executor = HangsOnce(), RecordingExecutor(log)
+    agent = Agent(None, config(), None, on_role_change=print, on_expelled=print, executor=executor,
+                  data_plane=data_plane)
+    agent._handle(NetworkPlaneUpdate(plane=plane(3, BACK).to_wire()))
+    agent._handle(Assignments(tasks=[{"id": "t1", "spec": {}, "phase": "new"}]))
+    await until(lambda: agent.plane is not None and log)
+    assert log == [("assigned", ["t1"], -1)]  # handed on after the give-up, with the plane it had
+    assert data_plane.given_up == 1 and data_plane.tried == [3, 3]
+    assert agent.plane.version == 3 and executor.network_plane.version == 3
+    await agent.stop()
+
+
 def test_the_hello_says_which_data_plane_runs_and_a_missing_one_is_none():
     assert describe_node(config(), host_description(), "overlay")["data_plane"] == "overlay"
     assert load_data_plane(config("none")) is None
