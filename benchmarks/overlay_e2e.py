@@ -20,6 +20,7 @@ serving its hostname, exiting at once on SIGTERM; client global; port 18080 publ
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -123,15 +124,17 @@ class Bench:
             log = Path(row["data_dir"]) / "node.log"
             if log.exists():
                 (kept / f"{row['name']}.log").write_bytes(log.read_bytes())
-        states: dict[str, int] = {}
-        for task in tasks:
-            key = f"{task['state']} (desired {task['desired_state']}): {task.get('err') or task.get('message') or ''}"
-            states[key] = states.get(key, 0) + 1
-        print(f"the deploy did not converge; tasks by state: {states}; tasks and node logs kept in {kept}")
+        print(f"the deploy did not converge; tasks by state: {task_reasons(tasks)}; tasks and node logs kept in {kept}")
 
     def down(self) -> None:
         if self.local.state_path.exists():
             swarmlet("local", "down", "--dir", str(self.directory))
+
+
+def task_reasons(tasks: list[dict]) -> dict[str, int]:
+    """How many tasks are in each state (desired state), and why."""
+    return dict(collections.Counter(f"{t['state']} (desired {t['desired_state']}): {t.get('err') or t.get('message') or ''}"
+                                    for t in tasks))
 
 
 def started_at(inspected: dict) -> float:
@@ -322,11 +325,7 @@ def deploy_vs_engines(bench: Bench, replicas: int, profile: Path | None = None
     others = [t for t in bench.api.call("GET", "/v1/tasks") if t["service_name"] == "fifty_sleeper"
               and t["state"] != "running"]
     if others:  # tasks replaced during the deploy: the figure is not the deploy's alone
-        reasons = {}
-        for task in others:
-            reason = f"{task['state']}: {task.get('err') or task.get('message') or ''}"
-            reasons[reason] = reasons.get(reason, 0) + 1
-        print(f"{len(others)} task(s) of the deploy did not run:", reasons)
+        print(f"{len(others)} task(s) of the deploy did not run:", task_reasons(others))
     # the last task's own "running" report (the agent's clock; one machine, one clock)
     times = {"swarmlet": max(t["timestamp"] for t in running) - began}
     cpu["swarmlet"] = cpu_used(before)

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import time
 from typing import Protocol
 
 from swarmlet.api.netplane import OverlayNetwork, bridge_device_name, docker_network_name
 from swarmlet.network import netfilter
 from swarmlet.network.links import IFF_UP, Links
+from swarmlet.trust import Trusted
 
 LABEL_OVERLAY_ID = "swarmlet.overlay.id"
 LABEL_OVERLAY_VNI = "swarmlet.overlay.vni"
@@ -96,7 +96,7 @@ class DockerBridges:
         it meanwhile (the engine is not atomic there)."""
         self._engine = engine
         self._lock = lock
-        self._checked: dict[str, tuple[dict, float]] = {}  # engine network name -> (as wanted, when seen so)
+        self._checked: Trusted[str, dict] = Trusted(BRIDGE_RECHECK_S)  # engine network name -> as wanted
 
     def _exclusive(self):
         return self._lock.exclusive() if self._lock is not None else contextlib.nullcontext()
@@ -134,16 +134,15 @@ class DockerBridges:
         import docker.types
 
         api, name, wanted = self._engine.api, docker_network_name(network), self._wanted(network)
-        checked = self._checked.get(name)
-        if checked is not None and checked[0] == wanted and time.monotonic() - checked[1] < BRIDGE_RECHECK_S:
+        if self._checked.holds(name, wanted):
             return
-        self._checked.pop(name, None)
+        self._checked.forget(name)
         existing = await self._find(name)
         if existing is not None:
             info = await self._engine.call(api.inspect_network, existing["Id"])
             if self._actual(info) == wanted:
                 await self._let_mesh_in(network)
-                self._checked[name] = (wanted, time.monotonic())
+                self._checked.note(name, wanted)
                 return
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=network.subnet,
                                                                            gateway=network.gateway)])
@@ -158,7 +157,7 @@ class DockerBridges:
                          "com.docker.network.driver.mtu": str(network.mtu)},
                 labels={LABEL_OVERLAY_ID: network.id, LABEL_OVERLAY_VNI: str(network.vni)})
         await self._let_mesh_in(network)
-        self._checked[name] = (wanted, time.monotonic())
+        self._checked.note(name, wanted)
 
     @staticmethod
     async def _let_mesh_in(network: OverlayNetwork) -> None:
@@ -192,7 +191,7 @@ class DockerBridges:
         """Remove one engine network (inspected); False while it has endpoints."""
         import docker.errors
 
-        self._checked.pop(info.get("Name"), None)
+        self._checked.forget(info.get("Name"))
         if info.get("Containers"):
             return False
         try:

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Sequence, Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from swarmlet.network.links import Links
 from swarmlet.network.resolver import DNS_PORT, Resolver
 from swarmlet.network.ruleset import Ruleset, RulesetSummary, render_ruleset, vips_of
 from swarmlet.network.validation import check_plane
+from swarmlet.trust import Trusted
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,7 @@ LINGER_RETRY = 1.0
 # left runs whenever the set of networks changes, and an agent that starts reads
 # everything back.
 RECHECK_S = 5.0
+_RULESET, _SWEEP = "ruleset", "sweep"  # the keys of the node-wide things trusted
 
 
 def device_shape(network: OverlayNetwork, node_address: str) -> tuple:
@@ -83,12 +84,12 @@ class OverlayDataPlane:
         self._lock = asyncio.Lock()
         self._retry: asyncio.Task | None = None  # removes the networks that linger (LINGER_RETRY)
         self.applied: NetworkPlane | None = None
-        # VNI -> (device_shape, when its devices were last read back and found so)
-        self._devices_checked: dict[int, tuple[tuple, float]] = {}
-        # (the VNIs wanted, when) of the last sweep that found nothing else of ours
-        self._swept: tuple[frozenset[int], float] | None = None
-        # (the ruleset's summary, when) as this agent last read or wrote it
-        self._ruleset_known: tuple[RulesetSummary, float] | None = None
+        # What the kernel was found (or made) to hold, trusted for RECHECK_S: per VNI the
+        # device_shape its devices were found in; the VNIs of the last sweep that found
+        # nothing else of ours; the ruleset's summary as last read or written.
+        self._trusted_devices: Trusted[int, tuple] = Trusted(RECHECK_S)
+        self._trusted_sweep: Trusted[str, frozenset[int]] = Trusted(RECHECK_S)
+        self._trusted_ruleset: Trusted[str, RulesetSummary] = Trusted(RECHECK_S)
 
     async def apply(self, plane: NetworkPlane) -> ApplyResult:
         """Make this node match `plane`. A bad plane raises `PlaneError` and changes nothing."""
@@ -100,9 +101,13 @@ class OverlayDataPlane:
             # Given up (the agent's PLANE_APPLY_TIMEOUT): a netlink request may be what never
             # answered, so the next apply opens a new socket and reads everything back.
             self._links.close()
-            self._devices_checked.clear()
-            self._ruleset_known = self._swept = None
+            self._distrust()
             raise
+
+    def _distrust(self) -> None:
+        """Read everything back at the next apply."""
+        for trusted in (self._trusted_devices, self._trusted_sweep, self._trusted_ruleset):
+            trusted.forget()
 
     async def _apply(self, plane: NetworkPlane) -> ApplyResult:
         async with self._lock:
@@ -114,7 +119,7 @@ class OverlayDataPlane:
             for network in plane.networks:
                 await self._sync_devices(network, plane.node_address)
             await self._resolver.sync({n.id: n.gateway for n in plane.networks})
-            removed, lingering = await self._sweep({n.vni for n in plane.networks})
+            removed, lingering = await self._sweep(frozenset(n.vni for n in plane.networks))
             self.applied = plane
             if written or forgotten or removed or lingering:
                 log.info("network plane %d applied: ruleset %s, flows of %s dropped, networks %s removed%s",
@@ -127,19 +132,16 @@ class OverlayDataPlane:
             return ApplyResult(plane.version, written, forgotten, removed, lingering)
 
     async def _sync_ruleset(self, desired: Ruleset) -> tuple[bool, tuple[str, ...]]:
-        known = self._ruleset_known
-        if known is not None and time.monotonic() - known[1] < RECHECK_S:
-            actual = known[0]
-        else:
-            self._ruleset_known = None
+        actual = self._trusted_ruleset.get(_RULESET)
+        if actual is None:
             actual = await netfilter.read_ruleset()
-            self._ruleset_known = (actual, time.monotonic())
+            self._trusted_ruleset.note(_RULESET, actual)
         summary = desired.summary()
         written = actual != summary
         if written:
-            self._ruleset_known = None  # unknown should the write fail
+            self._trusted_ruleset.forget(_RULESET)  # unknown should the write fail
             await netfilter.apply_ruleset(desired)
-            self._ruleset_known = (summary, time.monotonic())
+            self._trusted_ruleset.note(_RULESET, summary)
         # Read from the kernel's own set, so that backends removed while no agent ran go too.
         gone = tuple(sorted(actual.backends - desired.backends))
         for address in gone:
@@ -148,33 +150,32 @@ class OverlayDataPlane:
 
     async def _sync_devices(self, network: OverlayNetwork, node_address: str) -> None:
         shape = device_shape(network, node_address)
-        checked = self._devices_checked.get(network.vni)
-        if checked is not None and checked[0] == shape and time.monotonic() - checked[1] < RECHECK_S:
+        if self._trusted_devices.holds(network.vni, shape):
             return
-        self._devices_checked.pop(network.vni, None)  # half-made until this pass ends
+        self._trusted_devices.forget(network.vni)  # half-made until this pass ends
         await self._bridges.ensure(network)
         index = await self._links.ensure_vxlan(network, node_address)
         await self._links.sync_fdb(index, network.peers)
         await self._links.sync_addresses(network, set(vips_of(network)), self._bridges.sets_gateway)
-        self._devices_checked[network.vni] = (shape, time.monotonic())
+        self._trusted_devices.note(network.vni, shape)
 
-    async def _sweep(self, wanted: set[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    async def _sweep(self, wanted: frozenset[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """`_remove_networks_except`, unless the last sweep, less than RECHECK_S
         ago, wanted the same networks and found nothing else."""
-        if self._swept is not None and self._swept[0] == wanted and time.monotonic() - self._swept[1] < RECHECK_S:
+        if self._trusted_sweep.holds(_SWEEP, wanted):
             return (), ()
-        self._swept = None
+        self._trusted_sweep.forget(_SWEEP)
         removed, lingering = await self._remove_networks_except(wanted)
         if not lingering:
-            self._swept = (frozenset(wanted), time.monotonic())
+            self._trusted_sweep.note(_SWEEP, wanted)
         return removed, lingering
 
-    async def _remove_networks_except(self, wanted: set[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    async def _remove_networks_except(self, wanted: AbstractSet[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(the VNIs removed, those that stay for now: their bridge still has endpoints)."""
         present = await self._links.our_vnis() | await self._bridges.ours()
         removed, lingering = [], []
         for vni in sorted(present - wanted):
-            self._devices_checked.pop(vni, None)
+            self._trusted_devices.forget(vni)
             await self._links.remove_link(vxlan_device_name(vni))
             (removed if await self._bridges.remove(vni) else lingering).append(vni)
         return tuple(removed), tuple(lingering)
@@ -206,7 +207,7 @@ class OverlayDataPlane:
         self._stop_retrying()
         async with self._lock:
             await self._resolver.close()
-            self._ruleset_known = self._swept = None  # read everything back
+            self._distrust()
             await self._sync_ruleset(Ruleset())
             await self._remove_networks_except(set())
             self.applied = None

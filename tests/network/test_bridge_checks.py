@@ -1,11 +1,12 @@
 """DockerBridges takes a network it found as wanted on trust for BRIDGE_RECHECK_S: a
 deploy makes a new plane for every node at each task start, and checking each network
 again for each (engine calls and iptables runs) cost the engines more than the starts.
-Pure: a fake engine counts the calls; the clock is the module's, moved by the test."""
+Pure: a fake engine counts the calls; the clock is swarmlet.trust's, moved by the test."""
 from __future__ import annotations
 
 import pytest
 
+from swarmlet import trust
 from swarmlet.api.netplane import OverlayNetwork, docker_network_name
 from swarmlet.network import bridges as bridges_module
 from swarmlet.network.bridges import BRIDGE_RECHECK_S, LABEL_OVERLAY_VNI, DockerBridges
@@ -63,7 +64,7 @@ def bridges(monkeypatch):
     monkeypatch.setattr(bridges_module.netfilter, "let_mesh_into_docker_bridge", no_iptables)
     monkeypatch.setattr(bridges_module.netfilter, "forget_docker_bridge", no_iptables)
     clock = [1000.0]
-    monkeypatch.setattr(bridges_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(trust.time, "monotonic", lambda: clock[0])
     engine = FakeEngine()
     return DockerBridges(engine), engine.api, clock
 

@@ -3,13 +3,14 @@ RECHECK_S while planes ask the same of them: during a deploy every task that
 starts makes a new plane for every node, and only the backends change. Reading every
 device back at each of them held the agent's event loop for most of a second per
 50-replica deploy. The ruleset is written at every plane that changes it, read back only as often.
-Pure: fakes count the reads; the clock is the module's, moved by the test."""
+Pure: fakes count the reads; the clock is swarmlet.trust's, moved by the test."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 import pytest
 
+from swarmlet import trust
 from swarmlet.api.netplane import Backend, NetworkPlane, OverlayNetwork, ServiceEndpoint
 from swarmlet.network import dataplane as dataplane_module
 from swarmlet.network.dataplane import RECHECK_S, OverlayDataPlane
@@ -105,7 +106,7 @@ def world(monkeypatch):
     monkeypatch.setattr(dataplane_module.netfilter, "forget_flows_to", forget_flows_to)
     monkeypatch.setattr(dataplane_module, "enable_forwarding", lambda: None)
     clock = [1000.0]
-    monkeypatch.setattr(dataplane_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(trust.time, "monotonic", lambda: clock[0])
     links = FakeLinks()
     data_plane = OverlayDataPlane(FakeBridges(links))
     data_plane._links = links

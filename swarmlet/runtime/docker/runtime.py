@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from swarmlet.runtime.docker.networks import NetworkLock, Networks, ProcessNetwo
 from swarmlet.runtime.docker.state import exit_status_from_state, node_description, owned_task, runtime_state
 from swarmlet.runtime.events import EventSubscription
 from swarmlet.runtime.taskfiles import DEFAULT_TASK_FILES_ROOT, TaskFileStore
+from swarmlet.trust import Trusted
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class DockerRuntime(Runtime):
         self._task_files = TaskFileStore(node_id, task_files_root)
         self._pull_timeout = pull_timeout
         self._container_ids: dict[str, str] = {}
-        self._images_found: dict[str, float] = {}  # image -> when the engine last had it
+        self._images_found: Trusted[str, bool] = Trusted(IMAGE_RECHECK_S)  # image -> the engine has it
         self._image_locks: dict[str, asyncio.Lock] = {}
         self._networks = Networks(self._engine, network_lock or ProcessNetworkLock())
         self._events = TaskEvents(self._engine, node_id, self._inspect_raw)
@@ -177,15 +177,7 @@ class DockerRuntime(Runtime):
         try:
             # Not listed first (a filtered list scans every container of the engine, once
             # per task): the container's name is the task's, so an earlier one shows as a conflict.
-            try:
-                container_id = await self._create_on_networks(config, task_files)
-            except _ImageVanished:
-                self._images_found.pop(config.image, None)
-                await self._ensure_image(config.image)
-                container_id = await self._create_on_networks(config, task_files)
-        except _ImageVanished:
-            self._task_files.remove(config.task_id)
-            raise ImageNotFoundError(f'image "{config.image}" vanished from this node while the task was created') from None
+            container_id = await self._create_with_image(config, task_files)
         except _NameTaken:
             if await self._find_container(config.task_id) is None:
                 raise TaskRuntimeError(f"a container not of this node is named {container_name(config)}") from None
@@ -194,6 +186,17 @@ class DockerRuntime(Runtime):
             self._task_files.remove(config.task_id)
             raise
         self._container_ids[config.task_id] = container_id
+
+    async def _create_with_image(self, config: ContainerConfig, task_files) -> str:
+        try:
+            return await self._create_on_networks(config, task_files)
+        except _ImageVanished:  # taken on trust, removed since: look again (and pull)
+            self._images_found.forget(config.image)
+            await self._ensure_image(config.image)
+        try:
+            return await self._create_on_networks(config, task_files)
+        except _ImageVanished:
+            raise ImageNotFoundError(f'image "{config.image}" vanished from this node while the task was created') from None
 
     async def _create_on_networks(self, config: ContainerConfig, task_files) -> str:
         if not config.networks:
@@ -219,12 +222,11 @@ class DockerRuntime(Runtime):
     async def _ensure_image(self, image: str) -> None:
         """Found or pulled, once for the tasks that ask together (IMAGE_RECHECK_S)."""
         async with self._image_locks.setdefault(image, asyncio.Lock()):
-            found = self._images_found.get(image)
-            if found is not None and time.monotonic() - found < IMAGE_RECHECK_S:
+            if self._images_found.holds(image, True):
                 return
-            self._images_found.pop(image, None)
+            self._images_found.forget(image)
             await self._find_or_pull(image)
-            self._images_found[image] = time.monotonic()
+            self._images_found.note(image, True)
 
     async def _find_or_pull(self, image: str) -> None:
         try:
