@@ -83,11 +83,13 @@ def dashboard_cluster(tmp_path_factory):
 
 
 def cells(driver, selector: str) -> list[list[str]]:
-    """The visible text of each table row that matches, cell by cell."""
-    from selenium.webdriver.common.by import By
-
-    return [[td.text for td in row.find_elements(By.TAG_NAME, "td")]
-            for row in driver.find_elements(By.CSS_SELECTOR, selector)]
+    """The visible text of each table row that matches, cell by cell, read in one script
+    run: the page redraws every second, and reading cell by cell over WebDriver (a round
+    trip each) outlasted a redraw of the 26-row events table on a loaded machine, so
+    every read of it ended on a stale element."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]),"
+        " tr => Array.from(tr.querySelectorAll('td'), td => td.innerText));", selector)
 
 
 def seen(driver, what: str, predicate):
@@ -99,7 +101,35 @@ def seen(driver, what: str, predicate):
             return predicate()
         except StaleElementReferenceException:  # redrawn while read: look again
             return None
-    return wait_until(look, PAGE_TIMEOUT, f"the dashboard to show {what}", interval=0.25)
+    try:
+        return wait_until(look, PAGE_TIMEOUT, f"the dashboard to show {what}", interval=0.25)
+    except AssertionError as err:
+        raise AssertionError(f"{err}; the page said: {page_state(driver)}") from None
+
+
+def page_state(driver) -> dict:
+    """What a failed wait saw: the page's notes, and the events answer as the page gets it."""
+    state = {}
+    for element_id in ("problem", "events-note", "updated"):
+        try:
+            state[element_id] = driver.find_element("id", element_id).get_attribute("textContent")
+        except Exception as err:  # noqa: BLE001: evidence only
+            state[element_id] = f"<{err}>"
+    try:
+        state["page"] = driver.execute_script(
+            "return {now: new Date().toLocaleTimeString(), event_rows: document.querySelectorAll('#events tr').length,"
+            " task_rows: document.querySelectorAll('#tasks tr').length, ready: document.readyState};")
+    except Exception as err:  # noqa: BLE001: evidence only
+        state["page"] = f"<{err}>"
+    try:
+        state["events answer"] = driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch('/v1/events?follow=0&limit=50', {credentials: 'same-origin', cache: 'no-store'})"
+            ".then(r => r.text().then(t => done(r.status + ' ' + t.slice(0, 2000))))"
+            ".catch(e => done('fetch failed: ' + e));")
+    except Exception as err:  # noqa: BLE001: evidence only
+        state["events answer"] = f"<{err}>"
+    return state
 
 
 def test_the_dashboard_shows_a_deploy_and_a_node_going_down(dashboard_cluster, browser, tmp_path):
