@@ -30,11 +30,13 @@ install_packages() {
     # The overlay data plane (tests/network/): nft rulesets, conntrack flushes, ip/bridge.
     command -v nft >/dev/null 2>&1 || missing+=(nftables)
     command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+    # libnftables' Python binding: the agents apply rulesets in-process with it (network/netfilter.py).
+    [ -f /usr/lib/python3/dist-packages/nftables/nftables.py ] || missing+=(python3-nftables)
     # `local up --isolated`: network namespaces, veths, a bridge (ip, bridge), nodes inside them (nsenter).
     { command -v ip >/dev/null 2>&1 && command -v bridge >/dev/null 2>&1; } || missing+=(iproute2)
     command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
     if [ ${#missing[@]} -eq 0 ]; then
-        log "packages already installed (docker.io, busybox-static, iptables, nftables, conntrack, iproute2, util-linux)"
+        log "packages already installed (docker.io, busybox-static, iptables, nftables, python3-nftables, conntrack, iproute2, util-linux)"
         return
     fi
     log "installing ${missing[*]}"
