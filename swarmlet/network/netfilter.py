@@ -13,6 +13,7 @@ deploy starts; docs/performance.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import json
 import logging
@@ -101,24 +102,19 @@ class InProcessNft:
             raise NetfilterError(f"libnftables did not finish within {NFT_TIMEOUT}s") from None
 
 
-_NOT_LOADED = object()
-_in_process = _NOT_LOADED
-
-
+@functools.cache
 def in_process_nft() -> InProcessNft | None:
     """This process's libnftables, loaded on first use; None: `nft` processes instead."""
-    global _in_process
-    if _in_process is _NOT_LOADED:
-        context = None
-        try:
-            context = load_nftables_binding()
-        except Exception as err:  # noqa: BLE001: a broken binding leaves the nft tool
-            log.warning("Debian's nftables module did not load (%s): rulesets go through the nft tool", err)
-        if context is None:
-            log.info("libnftables' Python binding is not installed (Debian package python3-nftables): "
-                     "rulesets go through the nft tool")
-        _in_process = InProcessNft(context) if context is not None else None
-    return _in_process
+    try:
+        context = load_nftables_binding()
+    except Exception as err:  # noqa: BLE001: a broken binding leaves the nft tool
+        log.warning("Debian's nftables module did not load (%s): rulesets go through the nft tool", err)
+        return None
+    if context is None:
+        log.info("libnftables' Python binding is not installed (Debian package python3-nftables): "
+                 "rulesets go through the nft tool")
+        return None
+    return InProcessNft(context)
 
 
 async def read_ruleset() -> RulesetSummary:

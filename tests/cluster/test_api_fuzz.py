@@ -138,8 +138,8 @@ def constrain(case, service_id: str) -> None:
                 case.path_parameters["ref"] = SERVICE
         elif ref == SERVICE or (ref and service_id.startswith(ref)):
             # A reference is also any unique ID prefix, and the service's ID is new each
-            # run: a generated "k" removed the service the last test looks for in one
-            # CI run of five. A reference no ID starts with is still fuzzed.
+            # run: a generated prefix of it removed the service the last test looks for
+            # in one CI run of five. A reference no ID starts with is still fuzzed.
             case.path_parameters["ref"] = "~" + ref
 
 

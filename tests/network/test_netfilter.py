@@ -35,16 +35,17 @@ ruleset = render_ruleset(plane)
 
 async def main():
     if sys.argv[1] == "tool":
-        netfilter._in_process = None  # as when the binding is not installed
+        netfilter.in_process_nft = lambda: None  # as when the binding is not installed
+    nft = netfilter.in_process_nft()
     await netfilter.apply_ruleset(ruleset)
     read = await netfilter.read_ruleset()
     refusal = None
     try:
-        await (netfilter._in_process.run("add rule ip nosuch chain drop") if netfilter._in_process
+        await (nft.run("add rule ip nosuch chain drop") if nft is not None
                else netfilter._run("nft", "-f", "-", stdin=b"add rule ip nosuch chain drop"))
     except netfilter.NetfilterError as err:
         refusal = str(err)
-    print(json.dumps({"in_process": netfilter._in_process is not None, "matches": read == ruleset.summary(),
+    print(json.dumps({"in_process": nft is not None, "matches": read == ruleset.summary(),
                       "backends": sorted(read.backends), "refusal": refusal}))
 
 asyncio.run(main())
