@@ -185,7 +185,7 @@ class Bench:
         loop_before = thread_cpu_seconds(leader_pid, leader_pid)
         profiler = self.profiler(leader_pid, self.args.profile)
         follower_profiler = self.profiler(followers[0], self.args.profile_follower) if followers else None
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         self.client.call("POST", f"/v1/stacks/{STACK}", body, timeout=120)
         accepted = time.monotonic() - started
         assigned = running = None
@@ -226,7 +226,8 @@ class Bench:
         for probe in probes:
             probe.halt.set()
             probe.join()
-        return {"accepted": accepted, "assigned": assigned, "running": running, "elapsed": elapsed,
+        phases = deploy_phases(follower_client.call("GET", f"/v1/stacks/{STACK}/tasks", timeout=120), started_wall)
+        return {"phases": phases, "accepted": accepted, "assigned": assigned, "running": running, "elapsed": elapsed,
                 "counts": counts, "latencies": latencies, "failures": failures, "rss_before": rss[0],
                 "rss_peak": max(rss), "rss_end": rss[-1], "leader_changes": len(leaders) - 1, "cpu": cpu}
 
@@ -246,6 +247,24 @@ class Bench:
                 check=False)
         if not self.args.dir:  # the temporary directory this run made
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def deploy_phases(tasks: list[dict], began: float) -> dict[str, float]:
+    """When the deploy's tasks were created (the store's clock) and reported running
+    (their nodes'; one machine, one clock), from one listing after the measurement."""
+    created = sorted(t["created_at"] - began for t in tasks)
+    running = sorted(t["timestamp"] - began for t in tasks if t["state"] == "running")
+    phases = {}
+    for name, moments in (("created", created), ("running", running)):
+        if moments:
+            phases.update({f"first {name}": moments[0], f"median {name}": moments[len(moments) // 2],
+                           f"last {name}": moments[-1]})
+    return phases
+
+
+def phase_moments(phases: dict[str, float], name: str) -> str:
+    return " / ".join(f"{phases[f'{which} {name}']:.2f}" if f"{which} {name}" in phases else "-"
+                      for which in ("first", "median", "last"))
 
 
 def seconds(value: float | None) -> str:
@@ -288,6 +307,8 @@ def main() -> None:
         ["deploy accepted (POST returned)", f"{result['accepted']:.2f} s"],
         ["all tasks assigned", f"{seconds(result['assigned'])} s"],
         ["all tasks running", f"{seconds(result['running'])} s"],
+        ["tasks created: first / median / last (s)", phase_moments(result["phases"], "created")],
+        ["tasks reported running: first / median / last (s)", phase_moments(result["phases"], "running")],
         ["task states at the end", ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items()))],
         ["GET /v1/nodes p50 / p99 / max (ms)", f"{median(latencies) * 1000:.0f} / "
                                                f"{percentile(latencies, 99) * 1000:.0f} / {max(latencies) * 1000:.0f}"

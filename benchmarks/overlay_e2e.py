@@ -41,6 +41,7 @@ from _common import load_average, median, percentile, table  # noqa: E402
 from swarmlet.cli.stack import deploy_body  # noqa: E402
 from swarmlet.compose import load_stack  # noqa: E402
 from swarmlet.local.cluster import LocalCluster  # noqa: E402
+from swarmlet.network.bridges import LABEL_OVERLAY_ID  # noqa: E402
 from swarmlet.runtime.base import LABEL_TASK_ID  # noqa: E402
 from tests.cluster.test_overlay import APP, EMBEDDED_RESOLVER, PROBE  # noqa: E402
 
@@ -97,6 +98,17 @@ class Bench:
                 return value
             time.sleep(poll)
         raise SystemExit(f"timed out waiting for {what}")
+
+    def engines_clear(self) -> bool:
+        """No engine holds a task container or a network of swarmlet's (a stack's
+        removal has finished on every node, not only in the store)."""
+        for node in self.nodes.values():
+            engine = self.engine(node.name)
+            if engine.containers(all=True, filters={"label": LABEL_TASK_ID}):
+                return False
+            if engine.networks(filters={"label": LABEL_OVERLAY_ID}):
+                return False
+        return True
 
     def container(self, task: dict) -> dict:
         engine = self.engine(self.nodes[task["node_id"]].name)
@@ -305,6 +317,11 @@ def deploy_vs_engines(bench: Bench, replicas: int, profile: Path | None = None
     and of the engines' own runs of the same containers. With ``profile``, py-spy records
     every node process during swarmlet's deploy, one raw stack file per node there
     (split them with benchmarks/profile_split.py)."""
+    # Each figure starts from engines with nothing of the last one left: a stack's
+    # removal ends in the store before it ends on the nodes (containers stopped out of
+    # their grace period, removed; networks removed), and the engines' own runs below
+    # remove theirs before they return.
+    bench.wait(bench.engines_clear, 120, "the engines cleared of the last stack", poll=DEPLOY_POLL_S)
     head = bench.api.call("GET", "/v1/events?limit=0")["cursor"]
     cpu = {}
     recorders = bench.profile_nodes(profile) if profile else []
@@ -332,6 +349,7 @@ def deploy_vs_engines(bench: Bench, replicas: int, profile: Path | None = None
     bench.api.call("DELETE", "/v1/stacks/fifty")
     bench.wait(lambda: not [t for t in bench.api.call("GET", "/v1/tasks") if t["service_name"] == "fifty_sleeper"],
                300, "the stack gone", poll=DEPLOY_POLL_S)
+    bench.wait(bench.engines_clear, 120, "the engines cleared of the stack", poll=DEPLOY_POLL_S)
     for name, network, threads in (("plain", False, 1), ("networked", True, 1), ("networked, 10 threads", True, 10)):
         before = cpu_seconds_by_kind()
         times[name] = run_containers(bench, replicas, network=network, threads_per_engine=threads)

@@ -139,14 +139,28 @@ class Applied:
 def encode_transaction(request_id: str, timestamp: float, ops: list[dict]) -> bytes:
     """Build the command bytes for a transaction. Each op is a dict:
 
-    ``{"op": "create", "kind", "id", "spec", "status"}``,
+    ``{"op": "create", "kind", "id", "spec", "status", "parts_from"?}`` (``parts_from``: for a
+    task, the ID of one of the same service spec version whose shared parts it takes,
+    ``TASK_SHARED_FIELDS``, left out of ``spec``),
     ``{"op": "update", "kind", "id", "version", "spec"?, "status"?, "previous_spec"?}`` (a
-    field left out keeps its value; ``previous_spec: None`` drops it),
+    field left out keeps its value; ``previous_spec: None`` drops it); instead of ``spec``,
+    ``spec_fields``: the top-level keys of the spec to set, the others kept (what
+    ``update_op`` writes when that is smaller: a task's assignment names its node, not
+    its whole spec again),
     ``{"op": "delete", "kind", "id", "version"}``, or
     ``{"op": "expect", "kind", "id", "version"}``: a precondition that writes nothing
     (the whole transaction is refused, ``conflict``, unless the object is at that version).
     """
     return msgpack.packb({"rid": request_id, "ts": timestamp, "ops": ops}, use_bin_type=True)
+
+
+def spec_update(old_spec: dict, new_spec: dict) -> dict:
+    """The fields of an update op that turn ``old_spec`` into ``new_spec``: the top-level
+    keys that changed, as ``spec_fields``, unless one was dropped (then the whole spec)."""
+    if any(key not in new_spec for key in old_spec):
+        return {"spec": new_spec}
+    return {"spec_fields": {key: value for key, value in new_spec.items()
+                            if old_spec.get(key, _ABSENT) is not value and old_spec.get(key, _ABSENT) != value}}
 
 
 def cut_transaction(ops: list[dict], max_ops: int, max_bytes: int) -> list[list[dict]]:
@@ -202,6 +216,55 @@ INDEXES: dict[tuple[str, str], Callable[[dict], Any]] = {
 }
 
 
+# The parts of a task's spec copied from its service's spec (api/objects.py,
+# task_object_spec): the same in every task made from one version of that spec.
+TASK_SHARED_FIELDS = ("container", "resources", "restart_policy", "placement", "networks", "ports")
+# Service spec versions whose parts are remembered (the least recently used go first).
+SHARED_SPEC_VERSIONS = 4096
+_ABSENT = object()
+
+
+class SharedTaskParts:
+    """Stores the service-derived parts of task specs once, not once per task.
+
+    Every task of a service carries its container spec, resources, restart policy,
+    placement, networks and ports (so that a node needs nothing but its tasks), and
+    each arrives in its own transaction as a new copy: at 100,000 tasks, ~30 objects
+    and 5 KB per task, most of it these parts again and again. A task's part that
+    equals the one last seen for the same service spec version (``service_id``,
+    ``spec_digest``) is replaced by that one, so tasks of one version share it. The
+    state's value is unchanged (only which equal object holds it), so managers need
+    not agree on what is shared; stored objects are frozen, so sharing is safe."""
+
+    def __init__(self, versions: int = SHARED_SPEC_VERSIONS):
+        self._versions = versions
+        self._parts: collections.OrderedDict[tuple[str, str], dict[str, Any]] = collections.OrderedDict()
+
+    def task_spec(self, spec: FrozenDict) -> FrozenDict:
+        """``spec``, or an equal spec whose shared parts are the ones already stored."""
+        service_id, digest = spec.get("service_id"), spec.get("spec_digest")
+        if not (isinstance(service_id, str) and isinstance(digest, str)):
+            return spec
+        key = (service_id, digest)
+        known = self._parts.get(key)
+        if known is None:
+            self._parts[key] = {name: spec[name] for name in TASK_SHARED_FIELDS if name in spec}
+            if len(self._parts) > self._versions:
+                self._parts.popitem(last=False)
+            return spec
+        self._parts.move_to_end(key)
+        reused = {}
+        for name in TASK_SHARED_FIELDS:
+            value, kept = spec.get(name, _ABSENT), known.get(name, _ABSENT)
+            if value is kept or value is _ABSENT:
+                continue
+            if kept is not _ABSENT and value == kept:
+                reused[name] = kept
+            else:  # the first of its kind for this version, or a task spec built otherwise
+                known[name] = value
+        return FrozenDict(spec, **reused) if reused else spec
+
+
 class StoreState:
     """All objects of the cluster, by kind and ID, plus the applied index."""
 
@@ -211,6 +274,7 @@ class StoreState:
         self.requests: collections.OrderedDict[str, dict] = collections.OrderedDict()
         # (kind, name) -> indexed value -> the IDs having it (a dict: ordered, O(1) removal)
         self.indexes: dict[tuple[str, str], dict[Any, dict[str, None]]] = {key: {} for key in INDEXES}
+        self.shared = SharedTaskParts()
 
     # -- reads ---------------------------------------------------------------
     def get(self, kind: str, object_id: str) -> dict | None:
@@ -293,8 +357,12 @@ class StoreState:
             if action == "create":
                 if existing is not None:
                     raise TransactionError("exists", f"{kind} {object_id} already exists")
+                spec = freeze(op.get("spec") or {})
+                if "parts_from" in op:
+                    spec = self._with_parts_from(kind, spec, op["parts_from"], current, position)
                 obj = FrozenDict(id=object_id, kind=kind, version=self.index, created_at=timestamp,
-                                 updated_at=timestamp, spec=freeze(op.get("spec") or {}),
+                                 updated_at=timestamp,
+                                 spec=self.shared.task_spec(spec) if kind == "task" else spec,
                                  status=freeze(op.get("status") or {}),
                                  **({PREVIOUS_SPEC: freeze(op[PREVIOUS_SPEC])} if op.get(PREVIOUS_SPEC) else {}))
             else:
@@ -311,8 +379,17 @@ class StoreState:
                     changes.append(Change("delete", kind, object_id, existing))
                     continue
                 obj = dict(existing, version=self.index, updated_at=timestamp)
+                if "spec" in op and "spec_fields" in op:
+                    raise TransactionError("invalid", f"operation {position}: spec and spec_fields are exclusive")
                 if "spec" in op:
                     obj["spec"] = freeze(op["spec"])
+                elif "spec_fields" in op:
+                    fields = op["spec_fields"]
+                    if not isinstance(fields, dict):
+                        raise TransactionError("invalid", f"operation {position}: spec_fields must be a map")
+                    obj["spec"] = FrozenDict({**existing["spec"], **freeze(fields)})
+                if kind == "task":
+                    obj["spec"] = self.shared.task_spec(obj["spec"])
                 if "status" in op:
                     obj["status"] = freeze(op["status"])
                 if PREVIOUS_SPEC in op:  # None drops it (an automatic rollback uses it up)
@@ -333,6 +410,23 @@ class StoreState:
             self._reindex(kind, object_id, old, obj)
         return changes
 
+    @staticmethod
+    def _with_parts_from(kind: str, spec: FrozenDict, source_id: Any, current: Callable, position: int) -> FrozenDict:
+        """A task create's ``spec`` with the shared parts (TASK_SHARED_FIELDS) of the task
+        ``source_id`` (stored, or created earlier in the transaction), which must be of
+        the same service spec version: the orchestrator sends a service's container spec
+        and the rest once per transaction, not once per task (most of a create's bytes)."""
+        source = current(kind, source_id) if kind == "task" and isinstance(source_id, str) else None
+        if source is None:
+            raise TransactionError("not_found" if kind == "task" else "invalid",
+                                   f"operation {position}: parts_from names no task ({source_id!r})")
+        theirs = source["spec"]
+        if any(spec.get(key) != theirs.get(key) for key in ("service_id", "spec_digest")) or any(
+                name in spec for name in TASK_SHARED_FIELDS):
+            raise TransactionError("invalid", f"operation {position}: parts_from names task {source_id} of another "
+                                              f"service spec, or the spec carries its own parts")
+        return FrozenDict(spec, **{name: theirs[name] for name in TASK_SHARED_FIELDS if name in theirs})
+
     # -- snapshots -----------------------------------------------------------------
     def snapshot(self) -> dict:
         return {"index": self.index, "objects": self.objects, "requests": list(self.requests.items())}
@@ -349,6 +443,11 @@ class StoreState:
         state.index = data["index"]
         for kind in KINDS:
             state.objects[kind] = {object_id: freeze(obj) for object_id, obj in data["objects"].get(kind, {}).items()}
+            if kind == "task":
+                for object_id, obj in state.objects[kind].items():
+                    spec = obj.get("spec")
+                    if isinstance(spec, dict):
+                        state.objects[kind][object_id] = FrozenDict(obj, spec=state.shared.task_spec(spec))
             for object_id, obj in state.objects[kind].items():
                 state._reindex(kind, object_id, None, obj)
         state.requests = collections.OrderedDict((k, v) for k, v in data["requests"])

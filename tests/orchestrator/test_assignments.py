@@ -93,13 +93,20 @@ def test_changes_for_the_touched_tasks_only_and_the_secrets_follow_them():
     tasks = task_views(w.tasks.values())
     mine = next(t for t in tasks if t.spec.node_id == "n1")
     held = AssignmentSet.of(node_assignment("n1", tasks, secrets, [], sequence=1))
-    # A status change that leaves the entry as it was (assigned -> accepted is a phase change; running
-    # after accepted is not): nothing to send.
+    # A status change that leaves the entry as it was (running after accepted), or changes only its
+    # phase because the node took the task up (assigned -> accepted: the node's own report): nothing
+    # to send. A whole set, as a new session gets it, has the phase as it is.
     accepted = _with(mine, status={"state": "accepted"})
-    changes = task_changes("n1", held, {mine.id: accepted}, secrets, [])
+    assert not task_changes("n1", held, {mine.id: accepted}, secrets, [])
+    assert not task_changes("n1", held, {mine.id: _with(accepted, status={"state": "running"})}, secrets, [])
+    assert [t["phase"] for t in node_assignment("n1", [accepted], secrets, []).tasks] == ["active"]
+    # ... but a task that ended, or one whose spec changed too, is sent, with its phase as it is now
+    failed = task_changes("n1", held, {mine.id: _with(accepted, status={"state": "failed"})}, secrets, [])
+    assert [t["phase"] for t in failed.tasks] == ["ended"]
+    changes = task_changes("n1", held, {mine.id: _with(accepted, spec={"env_note": 1})}, secrets, [])
     assert [t["phase"] for t in changes.tasks] == ["active"] and not changes.secrets and changes.applies_to == 1
     held.apply(changes)
-    assert not task_changes("n1", held, {mine.id: _with(accepted, status={"state": "running"})}, secrets, [])
+    accepted = _with(accepted, spec={"env_note": 1})
     # Another node's task, and one that does not exist and never did: nothing.
     theirs = next(t for t in tasks if t.spec.node_id == "n2")
     assert not task_changes("n1", held, {theirs.id: theirs, "ghost": None}, secrets, [])

@@ -24,7 +24,9 @@ def test_a_pass_assigns_every_pending_task_in_one_batch_spread_over_nodes():
     w = _world(make_service(replicas=4), [make_node("n1"), make_node("n2")])
     ops = assignment_ops(w.node_views(), task_views(w.tasks.values()), now=5.0)
     assert len(ops) == 4 and {op["status"]["state"] for op in ops} == {"assigned"}
-    assert sorted(op["spec"]["node_id"] for op in ops) == ["n1", "n1", "n2", "n2"]
+    # only what placing changed goes through Raft, not the whole spec again
+    assert [set(op["spec_fields"]) for op in ops] == [{"node_id"}] * 4 and all("spec" not in op for op in ops)
+    assert sorted(op["spec_fields"]["node_id"] for op in ops) == ["n1", "n1", "n2", "n2"]
     assert all(op["version"] == w.tasks[op["id"]]["version"] for op in ops)
 
 
@@ -32,7 +34,7 @@ def test_unplaceable_tasks_get_the_explanation_once():
     huge = specs.ResourceRequirements(reservations=specs.Resources(memory=1 << 50))
     w = _world(make_service(replicas=1, resources=huge), [make_node("n1"), make_node("n2", state="down")])
     (op,) = assignment_ops(w.node_views(), task_views(w.tasks.values()), now=5.0)
-    assert "spec" not in op and op["status"]["state"] == "pending"
+    assert "spec" not in op and "spec_fields" not in op and op["status"]["state"] == "pending"
     assert "insufficient memory on 1 node" in op["status"]["message"]
     assert "node not ready on 1 node" in op["status"]["message"]
     (task,) = w.tasks.values()
@@ -47,16 +49,16 @@ def test_running_tasks_hold_their_reservations_and_host_ports():
     first["spec"]["node_id"] = "n1"
     first["status"]["state"] = "running"
     (op,) = assignment_ops(w.node_views(), task_views([first, second]), now=5.0)
-    assert op["id"] == second["id"] and op["spec"]["node_id"] == "n2"  # port 8080 is taken on n1
+    assert op["id"] == second["id"] and op["spec_fields"]["node_id"] == "n2"  # port 8080 is taken on n1
     first["status"]["state"] = "failed"  # a stopped task frees it
     (op,) = assignment_ops(w.node_views(), task_views([first, second]), now=5.0)
-    assert op["spec"]["node_id"] in ("n1", "n2")
+    assert op["spec_fields"]["node_id"] in ("n1", "n2")
 
 
 def test_global_tasks_go_only_to_their_node():
     w = _world(make_service(mode="global"), [make_node("n1"), make_node("n2")])
     ops = assignment_ops(w.node_views(), task_views(w.tasks.values()), now=5.0)
-    assert sorted((w.tasks[op["id"]]["spec"]["node_id"], op["spec"]["node_id"]) for op in ops) == [
+    assert sorted((w.tasks[op["id"]]["spec"]["node_id"], op["spec_fields"]["node_id"]) for op in ops) == [
         ("n1", "n1"), ("n2", "n2")]
 
 
@@ -66,7 +68,7 @@ def test_decision_ops_form_one_transaction():
     w.service["spec"]["replicas"] = 1
     decision = w.decide()
     ops = decision_ops(w.service_view(), decision)
-    assert [op["op"] for op in ops] == ["update"] and ops[0]["spec"]["desired_state"] == "remove"
+    assert [op["op"] for op in ops] == ["update"] and ops[0]["spec_fields"] == {"desired_state": "remove"}
     w.service = None
     decision = w.decide()
     ops = decision_ops(None, decision)
@@ -83,3 +85,20 @@ def test_replicas_of_one_spec_share_their_requirements_converted_once():
     for task in others:
         assert task_request(task, like) == task_request(task)  # the same request, only cheaper
     assert task_request(others[0], like).task_id == others[0].id
+
+
+def test_the_creates_of_a_decision_carry_the_service_parts_once_and_store_whole_tasks():
+    from swarmlet.store.state import TASK_SHARED_FIELDS, StoreState, encode_transaction
+    w = World(make_service(replicas=5), [make_node("n1")])
+    decision = w.decide()
+    ops = decision_ops(w.service_view(), decision)
+    assert [op["op"] for op in ops] == ["create"] * 5
+    first, *rest = ops
+    assert all(name in first["spec"] for name in TASK_SHARED_FIELDS) and "parts_from" not in first
+    assert all(op["parts_from"] == first["id"] and not set(op["spec"]) & set(TASK_SHARED_FIELDS) for op in rest)
+    # committed in parts, as commit_batched may cut them, the tasks are the decision's own, whole
+    state = StoreState()
+    for part in (ops[:2], ops[2:]):
+        assert state.apply(encode_transaction("", 1.0, part)).result["ok"]
+    stored = sorted((t["spec"] for t in state.list("task")), key=lambda spec: spec["slot"])
+    assert stored == sorted((c["spec"] for c in decision.creates), key=lambda spec: spec["slot"])

@@ -314,3 +314,141 @@ def test_nodes_are_indexed_by_role_through_promotion_and_demotion():
     apply(state, [update("node", "n5", 1, spec={"role": "manager"}), update("node", "n0", 1, spec={"role": "worker"})])
     assert _ids(state.select("node", "role", "manager")) == ["n1", "n2", "n5"]
     assert len(state.select("node", "role", "worker")) == 7
+
+
+# -- partial spec updates and shared task parts (issue 8: bytes through Raft, memory per task) ---------
+from swarmlet.api.objects import task_object_spec  # noqa: E402
+from swarmlet.api.specs import ContainerSpec, ServiceSpec  # noqa: E402
+from swarmlet.store.state import TASK_SHARED_FIELDS, spec_update  # noqa: E402
+
+
+def _service(command=("sleep", "600"), service_id="svc"):
+    spec = ServiceSpec(name="web", replicas=3, container=ContainerSpec(image="busybox", command=list(command))).to_dict()
+    return {"id": service_id, "spec": spec}
+
+
+def _task_create(object_id, service, slot):
+    return {"op": "create", "kind": "task", "id": object_id,
+            "spec": task_object_spec(service, slot=slot, node_id=None), "status": {"state": "pending"}}
+
+
+def test_spec_fields_set_the_keys_named_and_keep_the_rest():
+    state = StoreState()
+    apply(state, [{"op": "create", "kind": "task", "id": "t", "spec": {"node_id": None, "slot": 1, "x": {"a": 1}}}])
+    applied = apply(state, [update("task", "t", 1, spec_fields={"node_id": "n1", "new": [1]})])
+    assert applied.result["ok"]
+    assert state.get("task", "t")["spec"] == {"node_id": "n1", "slot": 1, "x": {"a": 1}, "new": [1]}
+    assert _ids(state.select("task", "node_id", "n1")) == ["t"]  # indexes follow a partial update too
+    assert applied.changes[0].previous["spec"]["node_id"] is None
+
+
+@pytest.mark.parametrize("fields, error", [
+    ({"spec": {"node_id": "n2"}, "spec_fields": {"node_id": "n2"}}, "spec and spec_fields are exclusive"),
+    ({"spec_fields": ["node_id", "n2"]}, "spec_fields must be a map"),
+])
+def test_a_malformed_partial_update_is_refused_and_changes_nothing(fields, error):
+    state = StoreState()
+    apply(state, [{"op": "create", "kind": "task", "id": "t", "spec": {"node_id": "n1"}}])
+    refused = apply(state, [create("config", "c"), update("task", "t", 1, **fields)])
+    assert refused.result["code"] == "invalid" and error in refused.result["error"]
+    assert state.get("task", "t")["spec"] == {"node_id": "n1"} and state.get("config", "c") is None
+
+
+def test_spec_update_names_only_what_changed_unless_a_key_goes():
+    old = {"node_id": None, "desired_state": "running", "container": {"image": "a"}}
+    assert spec_update(old, dict(old, desired_state="shutdown")) == {"spec_fields": {"desired_state": "shutdown"}}
+    assert spec_update(old, dict(old, container={"image": "b"})) == {"spec_fields": {"container": {"image": "b"}}}
+    assert spec_update(old, dict(old)) == {"spec_fields": {}}
+    dropped = {k: v for k, v in old.items() if k != "node_id"}
+    assert spec_update(old, dropped) == {"spec": dropped}  # spec_fields cannot drop a key
+    # what the state machine makes of either form is the new spec
+    for new in (dict(old, desired_state="shutdown"), dropped):
+        state = StoreState()
+        apply(state, [{"op": "create", "kind": "task", "id": "t", "spec": old}])
+        apply(state, [update("task", "t", 1, **spec_update(old, new))])
+        assert state.get("task", "t")["spec"] == new
+
+
+def test_tasks_of_one_service_version_share_its_parts_and_keep_their_value():
+    state = StoreState()
+    service, changed = _service(), _service(command=("sleep", "1"))
+    apply(state, [_task_create("t1", service, 1)])
+    apply(state, [_task_create("t2", service, 2), _task_create("t3", changed, 3)])  # each its own copy on the wire
+    t1, t2, t3 = (state.get("task", t) for t in ("t1", "t2", "t3"))
+    for name in TASK_SHARED_FIELDS:
+        assert t1["spec"][name] is t2["spec"][name], name  # one object for both
+        assert t1["spec"][name] == task_object_spec(service, slot=1, node_id=None)[name]
+    assert t3["spec"]["container"] is not t1["spec"]["container"]  # another version of the spec
+    assert t3["spec"]["container"]["command"] == ["sleep", "1"]
+    # a part that differs under the same version is kept as sent, not replaced by the shared one
+    odd = _task_create("t4", service, 4)
+    odd["spec"]["container"] = dict(odd["spec"]["container"], image="other")
+    apply(state, [odd])
+    assert state.get("task", "t4")["spec"]["container"]["image"] == "other"
+    # a partial update (an assignment) and a whole-spec one keep sharing
+    apply(state, [update("task", "t1", 1, spec_fields={"node_id": "n1"}),
+                  update("task", "t2", 2, spec=task_object_spec(service, slot=2, node_id="n2"))])
+    t1, t2 = state.get("task", "t1"), state.get("task", "t2")
+    assert t1["spec"]["node_id"] == "n1" and t2["spec"]["node_id"] == "n2"
+    assert t1["spec"]["container"] is t2["spec"]["container"]
+    with pytest.raises(TypeError):  # shared, so frozen like everything stored
+        t1["spec"]["container"]["image"] = "changed"
+
+
+def test_tasks_restored_from_a_snapshot_share_their_parts_and_equal_the_original():
+    state = StoreState()
+    service = _service()
+    apply(state, [_task_create(f"t{i}", service, i) for i in range(20)])
+    # msgpack writes each task's parts out in full (raft.py's snapshots): restoring shares them again
+    restored = StoreState.from_snapshot(msgpack.unpackb(msgpack.packb(state.snapshot()), raw=False))
+    assert restored.objects == state.objects
+    assert len({id(t["spec"]["container"]) for t in restored.list("task")}) == 1
+
+
+def test_the_shared_parts_remembered_are_bounded():
+    from swarmlet.store.state import SharedTaskParts
+    shared = SharedTaskParts(versions=2)
+    specs = [freeze_spec(_service(service_id=f"s{i}"), 1) for i in range(3)]
+    for spec in specs:
+        shared.task_spec(spec)
+    assert len(shared._parts) == 2  # the least recently used version was forgotten
+    again = freeze_spec(_service(service_id="s0"), 2)
+    assert shared.task_spec(again)["container"] is again["container"]  # not shared any more: its own
+    assert shared.task_spec(freeze_spec(_service(service_id="s2"), 2))["container"] is specs[2]["container"]
+
+
+def freeze_spec(service, slot):
+    from swarmlet.store.state import freeze
+    return freeze(task_object_spec(service, slot=slot, node_id=None))
+
+
+def test_a_create_takes_the_shared_parts_of_the_task_it_names_and_equals_a_whole_one():
+    service = _service()
+    whole = [_task_create(f"t{i}", service, i) for i in range(3)]
+    lean = [whole[0]] + [dict(op, spec={k: v for k, v in op["spec"].items() if k not in TASK_SHARED_FIELDS},
+                              parts_from="t0") for op in whole[1:]]
+    a, b = StoreState(), StoreState()
+    apply(a, whole)
+    apply(b, lean[:2])  # t1 names t0 in the same transaction
+    apply(b, lean[2:])  # t2 names t0, stored by then
+    assert {t["id"]: t["spec"] for t in b.list("task")} == {t["id"]: t["spec"] for t in a.list("task")}
+    assert b.get("task", "t2")["spec"]["container"] is b.get("task", "t0")["spec"]["container"]
+    assert len(encode_transaction("", 0.0, lean[1:])) * 3 < len(encode_transaction("", 0.0, whole[1:]))
+
+
+def test_a_create_naming_a_missing_or_unlike_task_is_refused_and_changes_nothing():
+    state = StoreState()
+    service, other = _service(), _service(command=("sleep", "1"))
+    apply(state, [_task_create("t0", service, 0), _task_create("o0", other, 0)])
+
+    def lean(object_id, source, keep=()):
+        op = _task_create(object_id, service, 1)
+        op["spec"] = {k: v for k, v in op["spec"].items() if k not in TASK_SHARED_FIELDS or k in keep}
+        return dict(op, parts_from=source)
+
+    for op, code in ((lean("t1", "nothing"), "not_found"), (lean("t1", "o0"), "invalid"),
+                     (lean("t1", "t0", keep=("container",)), "invalid"),
+                     (dict(lean("t1", "t0"), kind="config"), "invalid")):
+        refused = apply(state, [create("config", "c"), op])
+        assert refused.result["code"] == code, (op, refused.result)
+        assert state.get("task", "t1") is None and state.get("config", "c") is None

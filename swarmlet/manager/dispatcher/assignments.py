@@ -88,7 +88,7 @@ def task_changes(node_id: str, held: AssignmentSet, tasks: dict[str, Task | None
         task = tasks[task_id]
         entry = assigned_entry(task) if task is not None and is_assigned(node_id, task) else None
         before = held.tasks.get(task_id)
-        if entry == before:
+        if entry == before or (entry is not None and before is not None and taken_up(before, entry)):
             continue
         files_touched = files_touched or bool((entry and files_used(entry)) or (before and files_used(before)))
         if entry is None:
@@ -109,6 +109,16 @@ def task_changes(node_id: str, held: AssignmentSet, tasks: dict[str, Task | None
     return AssignmentChanges(sequence=held.sequence + 1, applies_to=held.sequence, tasks=updated, removed=removed,
                              secrets=files["secrets"], removed_secrets=gone["secrets"],
                              configs=files["configs"], removed_configs=gone["configs"])
+
+
+def taken_up(before: AssignedTask, entry: AssignedTask) -> bool:
+    """Whether the only change from ``before`` to ``entry`` is the node taking the task
+    up (phase new -> active). The node's own report did that (only the task's node moves
+    it to accepted and on), and a running agent reads the phase only when the task first
+    arrives, so sending the entry again would tell the session nothing: it was half of
+    all assignment messages in a large deploy, each a whole task spec. Whole sets, as a
+    new session gets them, carry the phase as it is."""
+    return before["phase"] == PHASE_NEW and entry["phase"] == PHASE_ACTIVE and before["spec"] == entry["spec"]
 
 
 def task_phase(task: Task) -> str:

@@ -25,6 +25,7 @@ from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiti
 from swarmlet.manager.retry import WRITE_BATCH
 from swarmlet.node.config import new_id
 from swarmlet.store import StoreError
+from swarmlet.store.state import TASK_SHARED_FIELDS, spec_update
 
 log = logging.getLogger("swarmlet.orchestrator")
 
@@ -34,13 +35,32 @@ ORCHESTRATOR_SHARE = 0.25  # of the leader's event loop, at most, spent deciding
 MAX_PAUSE = 2.0  # seconds: the longest the orchestrator lets events gather
 
 
+def creates_sharing_parts(creates: list[dict]) -> list[dict]:
+    """Task creates in which only the first of each service spec version carries the
+    parts every such task has (container spec, resources, ...: TASK_SHARED_FIELDS); the
+    others name it (``parts_from``, store/state.py) and carry a fifth of the bytes. The
+    ops are committed in order, so the one named is stored first or in the same
+    transaction; if it is not, the transaction is refused and the next pass decides again."""
+    first: dict[tuple, str] = {}
+    ops = []
+    for op in creates:
+        spec = op["spec"]
+        key = (spec.get("service_id"), spec.get("spec_digest"))
+        if key in first:
+            op = dict(op, spec={k: v for k, v in spec.items() if k not in TASK_SHARED_FIELDS}, parts_from=first[key])
+        else:
+            first[key] = op["id"]
+        ops.append(op)
+    return ops
+
+
 def decision_ops(service: Service | None, decision: Decision) -> list[dict]:
     """The transaction that carries out a decision (task IDs are picked here)."""
     deleted = {t.id for t in decision.deletes}
     updates = {t.id: (t, spec) for t, spec in decision.updates if t.id not in deleted}
-    ops = [{"op": "create", "kind": "task", "id": new_id(), "spec": c["spec"], "status": c["status"]}
-           for c in decision.creates]
-    ops += [{"op": "update", "kind": "task", "id": task_id, "version": t.version, "spec": spec}
+    ops = creates_sharing_parts([{"op": "create", "kind": "task", "id": new_id(), "spec": c["spec"],
+                                  "status": c["status"]} for c in decision.creates])
+    ops += [{"op": "update", "kind": "task", "id": task_id, "version": t.version, **spec_update(t.raw["spec"], spec)}
             for task_id, (t, spec) in updates.items()]
     ops += [{"op": "delete", "kind": "task", "id": t.id, "version": t.version} for t in decision.deletes]
     if decision.service_status is not None and service is not None:

@@ -93,7 +93,8 @@ def placement_ops(pending: list[Task], infos: list[NodeInfo], names: dict[str, s
         if placement.node_id is None:
             ops.append(_status_op(task, placement.explanation, now))
             continue
-        spec = task.spec.replace(node_id=placement.node_id)
+        # Only what placing changes (not the whole spec again: it goes through Raft to every manager).
+        fields = {"node_id": placement.node_id}
         if book is not None and placement.node_id in overlay_nodes:
             try:
                 addresses = book.allocate_task(task, placement.node_id)
@@ -101,8 +102,8 @@ def placement_ops(pending: list[Task], infos: list[NodeInfo], names: dict[str, s
                 ops.append(_status_op(task, f"no network address: {err}", now))
                 continue
             if addresses:
-                spec["network_addresses"] = addresses
-        ops.append({"op": "update", "kind": "task", "id": task.id, "version": task.version, "spec": spec,
+                fields["network_addresses"] = addresses
+        ops.append({"op": "update", "kind": "task", "id": task.id, "version": task.version, "spec_fields": fields,
                     "status": task.status.replace(state=TaskState.ASSIGNED, timestamp=now,
                                    message=f"scheduled on {names.get(placement.node_id, placement.node_id)}")})
     return [op for op in ops if op is not None]
@@ -203,7 +204,7 @@ class SchedulerLoop(LeaderLoop):
             if not (ops or guards) or not self.store.is_leader:
                 return
             # The nodes this pass places on are rebuilt next time, from what was committed.
-            placed_on = {op["spec"]["node_id"] for op in ops if "spec" in op}
+            placed_on = {op["spec_fields"]["node_id"] for op in ops if "spec_fields" in op}
             self._infos = {node_id: info for node_id, info in self._infos.items() if node_id not in placed_on}
             try:
                 if not guards:  # no address taken: each raced task on its own, the rest goes on
