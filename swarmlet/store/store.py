@@ -191,26 +191,47 @@ def check_bounds(ops: list[dict], command: bytes) -> None:
 
 
 async def commit_in_batches(commit: Callable[[list[dict], str], Awaitable[dict]], ops: list[dict],
-                            request_id: str, proceed: Callable[[], bool] | None, index: int) -> dict:
+                            request_id: str, proceed: Callable[[], bool] | None, index: int,
+                            in_flight: int = 1, batch_ops: int = MAX_TRANSACTION_OPS) -> dict:
     """``ClusterStore.commit_batched`` over any ``commit(ops, request_id)`` (the
     manager's tests use it with an in-memory store)."""
     try:
         room = (FENCE_OPS, FENCE_BYTES) if _leader_fence.get() is not None else (0, 0)  # what commit adds
-        batches = cut_transaction(ops, MAX_TRANSACTION_OPS - room[0], MAX_TRANSACTION_BYTES - room[1])
+        batches = cut_transaction(ops, min(batch_ops, MAX_TRANSACTION_OPS - room[0]), MAX_TRANSACTION_BYTES - room[1])
     except TransactionError as err:
         raise TransactionTooLarge(str(err)) from None
     committed, transactions, result = 0, 0, {"index": index}
-    for position, batch in enumerate(batches):
-        if position and proceed is not None and not proceed():
-            break
-        try:
-            result = await commit(batch, f"{request_id}.{position}")
-        except StoreError as err:
-            err.committed_operations = committed
-            raise
-        committed, transactions = committed + len(batch), transactions + 1
+    flying: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+    failure: StoreError | None = None
+    proposed = 0
+    try:
+        while proposed < len(batches) or flying:
+            while failure is None and proposed < len(batches) and len(flying) < in_flight:
+                if proposed and proceed is not None and not proceed():
+                    proposed = len(batches)  # the rest is left out
+                    break
+                flying.append((proposed, asyncio.ensure_future(
+                    commit(batches[proposed], f"{request_id}.{proposed}"))))
+                proposed += 1
+            if not flying:
+                break
+            position, done = flying.popleft()
+            try:
+                result = await done
+            except StoreError as err:  # none is proposed after it; those in flight are counted
+                failure = failure or err
+                continue
+            committed, transactions = committed + len(batches[position]), transactions + 1
+    finally:
+        for _position, done in flying:  # only when cancelled: the caller is gone
+            done.cancel()
+    if failure is not None:
+        failure.committed_operations = committed
+        raise failure
     return {"ok": True, "index": result.get("index"), "operations": committed, "transactions": transactions,
             "complete": committed == len(ops)}
+
+
 _RETRYABLE = {FAIL_REASON.MISSING_LEADER, FAIL_REASON.NOT_LEADER, FAIL_REASON.LEADER_CHANGED,
               FAIL_REASON.DISCARDED, FAIL_REASON.QUEUE_FULL, FAIL_REASON.REQUEST_DENIED}
 
@@ -374,18 +395,25 @@ class ClusterStore:
 
     async def commit_batched(self, ops: list[dict], request_id: str | None = None,
                              timeout: float = DEFAULT_WRITE_TIMEOUT,
-                             proceed: Callable[[], bool] | None = None) -> dict:
+                             proceed: Callable[[], bool] | None = None, in_flight: int = 1,
+                             batch_ops: int = MAX_TRANSACTION_OPS) -> dict:
         """Commit independent ``ops`` as consecutive bounded transactions, in order (see
         the module's docstring: each is atomic, the whole is not).
 
         ``timeout`` applies to each transaction. ``proceed`` is asked before each one
         after the first; when it says no, the rest is left out (``complete`` is False).
+        ``in_flight``: how many transactions are proposed before the first is confirmed
+        (``WRITE_WINDOW`` for the leader's large changes). With more than one, Raft
+        replicates the next while the loop handles the last, a commit is no longer a
+        round trip each, and a transaction may commit after one before it failed (it was
+        in flight already), so the ops must be independent; ``committed_operations``
+        counts every one that did. ``batch_ops``: at most this many ops a transaction.
         Batch ``i`` has request ID ``{request_id}.{i}``: retrying the same ``ops`` with
         the same request ID does not apply a batch twice. An error is that of the
         failing transaction, with ``committed_operations`` set on it.
         """
         return await commit_in_batches(lambda batch, rid: self.commit(batch, rid, timeout), ops,
-                                       request_id or new_request_id(), proceed, self.index)
+                                       request_id or new_request_id(), proceed, self.index, in_flight, batch_ops)
 
     async def add_member(self, address: str, timeout: float = 10.0) -> None:
         """Add a manager to the Raft configuration (it should be running already)."""

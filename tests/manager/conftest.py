@@ -11,6 +11,7 @@ import pytest
 
 from swarmlet.api.objects import CLUSTER_ID, node_object_spec, node_object_status
 from swarmlet.store import AlreadyExists, Conflict, InvalidTransaction, NotFound, StoreError, StoreEvent, new_request_id
+from swarmlet.store import MAX_TRANSACTION_OPS
 from swarmlet.store.state import StoreState, encode_transaction
 from swarmlet.store.store import LEADERSHIP, LeadershipClaims, check_bounds, claim_leadership, commit_in_batches, fenced
 
@@ -58,8 +59,10 @@ class MemoryStore:
                 queue.put_nowait(StoreEvent(applied.index, applied.changes, timestamp=applied.timestamp))
         return applied.result
 
-    async def commit_batched(self, ops: list[dict], request_id: str | None = None, proceed=None) -> dict:
-        return await commit_in_batches(self.commit, ops, request_id or new_request_id(), proceed, self.index)
+    async def commit_batched(self, ops: list[dict], request_id: str | None = None, proceed=None, in_flight=1,
+                             batch_ops=MAX_TRANSACTION_OPS) -> dict:
+        return await commit_in_batches(self.commit, ops, request_id or new_request_id(), proceed, self.index,
+                                       in_flight, batch_ops)
 
     async def leadership_fence(self, stale: int | None = None) -> int:
         """As the real store: one claim per leadership, shared by every leader loop."""

@@ -14,7 +14,7 @@ from swarmlet.api.limits import DEFAULT_REPLICAS_PER_SERVICE, Limits, limits_fro
 from swarmlet.api.objects import CLUSTER_ID, cluster_object_spec
 from swarmlet.api.views import Cluster, Task
 from swarmlet.manager.orchestrator.loop import ALL, Orchestrator
-from swarmlet.manager.retry import WRITE_BATCH
+from swarmlet.manager.retry import WRITE_BATCH, WRITE_WINDOW
 from swarmlet.manager.settings import ClusterSettings
 from swarmlet.manager.stacks import StackApi
 
@@ -194,5 +194,6 @@ async def test_a_large_scale_is_reconciled_in_parts_while_the_loop_keeps_running
     transactions = store.commits[commits_before:]
     assert len(store.list(Task)) == 5000
     assert len(transactions) == 5000 // WRITE_BATCH and all(len(t) <= WRITE_BATCH + 1 for t in transactions)
-    # Each part is one pure decision plus one commit (~0.1 s on 2 busy cores): within the API's 1 s.
-    assert len(gaps) >= len(transactions) and max(gaps) < 1.0, max(gaps)
+    # Each part is one pure decision plus its commits, WRITE_WINDOW transactions in flight at once
+    # (~0.1 s on 2 busy cores): the loop runs between, within the API's 1 s.
+    assert len(gaps) >= len(transactions) // WRITE_WINDOW and max(gaps) < 1.0, max(gaps)

@@ -70,7 +70,7 @@ async def loops(store):
 
 async def test_a_task_no_node_takes_is_placed_once_a_node_changes_to_take_it(store, loops):
     await store.add("service", "web", service_spec("web", 3, "a"))
-    await until(lambda: sorted(placed(store, "web").values()) == ["n1"] * 3, "3 tasks on n1")
+    await until(lambda: sorted(placed(store, "web").values(), key=str) == ["n1"] * 3, "3 tasks on n1")
     await store.add("service", "db", service_spec("db", 1, "b"))
     await until(lambda: any("no suitable node" in (t.status.message or "") for t in store.select(Task, service_id="db")),
                 "db pending with the scheduler's explanation")
@@ -84,7 +84,7 @@ async def test_a_task_no_node_takes_is_placed_once_a_node_changes_to_take_it(sto
 
 async def test_a_new_pending_task_is_placed_without_reading_every_task_or_unchanged_nodes(store, loops, monkeypatch):
     await store.add("service", "web", service_spec("web", 5, "a"))
-    await until(lambda: sorted(placed(store, "web").values()) == ["n1"] * 5, "5 tasks on n1")
+    await until(lambda: sorted(placed(store, "web").values(), key=str) == ["n1"] * 5, "5 tasks on n1")
     reads = Reads(store, monkeypatch)
     await store.add("service", "api", service_spec("api", 1, "a"))
     await until(lambda: list(placed(store, "api").values()) == ["n1"], "api placed on n1")

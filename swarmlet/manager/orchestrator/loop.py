@@ -22,7 +22,7 @@ from swarmlet.api.objects import TaskState, is_terminal
 from swarmlet.api.views import Node, Service, Task
 from swarmlet.manager.leaderloop import LeaderLoop, drain
 from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
-from swarmlet.manager.retry import WRITE_BATCH
+from swarmlet.manager.retry import WRITE_BATCH, WRITE_WINDOW
 from swarmlet.node.config import new_id
 from swarmlet.store import StoreError
 from swarmlet.store.state import TASK_SHARED_FIELDS, spec_update
@@ -196,12 +196,12 @@ class Orchestrator(LeaderLoop):
                 return None, set()
             ops = decision_ops(service, decision)
             try:
-                for start in range(0, len(ops), WRITE_BATCH):
-                    if start and not self.store.is_leader:
-                        return None, set()
-                    await self.store.commit_batched(ops[start:start + WRITE_BATCH],
-                                                    proceed=lambda: self.store.is_leader)
-                    await asyncio.sleep(0)  # let the API (and the rest of the leader) run between transactions
+                # WRITE_BATCH ops a transaction, WRITE_WINDOW of them in flight; the loop (the
+                # API, the rest of the leader) runs while they commit
+                await self.store.commit_batched(ops, proceed=lambda: self.store.is_leader, in_flight=WRITE_WINDOW,
+                                                batch_ops=WRITE_BATCH)
+                if not self.store.is_leader:
+                    return None, set()
             except StoreError as err:
                 log.debug("reconciling service %s: %s; again", service_id, err)
                 redo.add(service_id)
