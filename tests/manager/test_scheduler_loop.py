@@ -90,3 +90,51 @@ async def test_a_new_pending_task_is_placed_without_reading_every_task_or_unchan
     await until(lambda: list(placed(store, "api").values()) == ["n1"], "api placed on n1")
     assert reads.full_task_lists == 0
     assert "n2" not in reads.node_task_reads  # n2 changed in no way: its NodeInfo was kept
+
+
+async def test_a_pending_task_is_not_held_back_by_status_reports_that_bring_no_work(store, loops, monkeypatch):
+    """During a deploy the status reports of placed tasks come every few ms. The loop
+    waited for a quiet BATCH_QUIET after *any* event, so it always waited out BATCH_MAX
+    (a 10,000-task deploy's tasks were ~2 s pending on average). With BATCH_MAX made
+    longer than this test's deadline, the task must be placed while reports still flow."""
+    from swarmlet.manager.scheduler import service as scheduling
+    monkeypatch.setattr(scheduling, "BATCH_MAX", 60.0)
+    await store.add("service", "web", service_spec("web", 1, "a"))
+    await until(lambda: list(placed(store, "web").values()) == ["n1"], "web placed")
+    (busy,) = store.select(Task, service_id="web")
+    await store.add("service", "api", service_spec("api", 1, "a"))  # pending from now on
+    reports = 0
+    deadline = time.monotonic() + DEADLINE
+    while list(placed(store, "api").values()) != ["n1"]:
+        assert time.monotonic() < deadline, f"api still pending after {reports} status reports of another task"
+        task = store.get(Task, busy.id)  # a placed task's report: moves nothing the scheduler uses
+        await store.commit([{"op": "update", "kind": "task", "id": task.id, "version": task.version,
+                             "status": dict(task.status.raw, state="running", message=f"report {reports}")}])
+        reports += 1
+        await asyncio.sleep(0.005)  # the pace of the reports (a load generator, not a wait on the system)
+
+
+def test_only_changes_that_can_move_a_placement_count_as_work():
+    from swarmlet.manager.scheduler.service import Changed, can_change_placement
+    from swarmlet.store import StoreEvent
+    from swarmlet.store.state import Change
+
+    def task(state, node="n1", **spec):
+        return {"id": "t", "spec": {"node_id": node, "service_id": "s", **spec}, "status": {"state": state}}
+
+    def update(before, after):
+        return Change("update", "task", "t", task(*after), task(*before))
+
+    table = [(("assigned",), ("accepted",), False), (("accepted",), ("running",), False),
+             (("running",), ("running",), False), (("pending", None), ("assigned",), True),
+             (("running",), ("failed",), True), (("assigned",), ("pending",), True)]
+    for before, after, moves in table:
+        assert can_change_placement(update(before, after)) is moves, (before, after)
+    assert can_change_placement(Change("update", "task", "t", task("running", desired_state="shutdown"),
+                                       task("running")))  # a spec change
+    assert can_change_placement(Change("create", "task", "t", task("pending", None)))
+    changed = Changed(everything=False)
+    assert not changed.note(StoreEvent(1, [update(("assigned",), ("running",))])) and not changed.any
+    assert not changed.nodes  # n1's NodeInfo is kept
+    assert changed.note(StoreEvent(2, [Change("create", "task", "t2", task("pending", None))]))
+    assert changed.tasks == {"t2"}
