@@ -197,3 +197,34 @@ async def test_a_large_scale_is_reconciled_in_parts_while_the_loop_keeps_running
     # Each part is one pure decision plus its commits, WRITE_WINDOW transactions in flight at once
     # (~0.1 s on 2 busy cores): the loop runs between, within the API's 1 s.
     assert len(gaps) >= len(transactions) // WRITE_WINDOW and max(gaps) < 1.0, max(gaps)
+
+
+def test_a_big_service_gets_a_budget_that_bounds_its_passes():
+    from swarmlet.api.views import Service
+    from swarmlet.manager.orchestrator.loop import DECISION_BUDGET, SERVICE_PASSES, decision_budget
+    from swarmlet.store.state import freeze
+
+    def service(replicas):
+        return Service(freeze({"id": "s", "spec": {"name": "s", "mode": "replicated", "replicas": replicas}}))
+
+    assert decision_budget(service(10), 0) == decision_budget(None, 10) == DECISION_BUDGET
+    assert decision_budget(service(100_000), 0) == 100_000 // SERVICE_PASSES  # sized by what it is to have
+    assert decision_budget(service(10), 100_000) == 100_000 // SERVICE_PASSES  # or by what it has (scaling down)
+    global_service = Service(freeze({"id": "g", "spec": {"name": "g", "mode": "global"}}))
+    assert decision_budget(global_service, 30_001) == 7_501
+
+
+async def test_a_service_of_30000_replicas_is_created_in_about_service_passes(store):
+    """With a fixed 5,000 a pass, six passes, each reading every task made so far (a
+    100,000-replica deploy: twenty, 73 s until the last task existed)."""
+    from swarmlet.manager.orchestrator.loop import SERVICE_PASSES
+    await store.add_node("n1", state="ready")
+    api = StackApi(store, limits=lambda: Limits(replicas_per_service=30_000, tasks_per_cluster=40_000))
+    await api.deploy("big", stack(replicas=30_000), {}, prune=False)
+    orchestrator = Orchestrator(store)
+    passes, dirty = 0, {ALL}
+    while dirty:
+        _, dirty = await orchestrator.reconcile(dirty)
+        passes += 1
+    # SERVICE_PASSES that create, and one that finds the service whole (the last used up its budget)
+    assert len(store.list(Task)) == 30_000 and passes == SERVICE_PASSES + 1

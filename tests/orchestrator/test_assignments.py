@@ -20,6 +20,11 @@ def _tasks_with_secrets():
     return w
 
 
+def files(secrets):
+    """What the dispatcher's lookup of a node's secrets and configs would find."""
+    return lambda entries: (secrets, [])
+
+
 def _secret(name, data):
     return Secret(freeze({"id": name, "spec": {"name": name, "data": data, "labels": {}}}))
 
@@ -97,25 +102,25 @@ def test_changes_for_the_touched_tasks_only_and_the_secrets_follow_them():
     # phase because the node took the task up (assigned -> accepted: the node's own report): nothing
     # to send. A whole set, as a new session gets it, has the phase as it is.
     accepted = _with(mine, status={"state": "accepted"})
-    assert not task_changes("n1", held, {mine.id: accepted}, secrets, [])
-    assert not task_changes("n1", held, {mine.id: _with(accepted, status={"state": "running"})}, secrets, [])
+    assert not task_changes("n1", held, {mine.id: accepted}, files(secrets))
+    assert not task_changes("n1", held, {mine.id: _with(accepted, status={"state": "running"})}, files(secrets))
     assert [t["phase"] for t in node_assignment("n1", [accepted], secrets, []).tasks] == ["active"]
     # ... but a task that ended, or one whose spec changed too, is sent, with its phase as it is now
-    failed = task_changes("n1", held, {mine.id: _with(accepted, status={"state": "failed"})}, secrets, [])
+    failed = task_changes("n1", held, {mine.id: _with(accepted, status={"state": "failed"})}, files(secrets))
     assert [t["phase"] for t in failed.tasks] == ["ended"]
-    changes = task_changes("n1", held, {mine.id: _with(accepted, spec={"env_note": 1})}, secrets, [])
+    changes = task_changes("n1", held, {mine.id: _with(accepted, spec={"env_note": 1})}, files(secrets))
     assert [t["phase"] for t in changes.tasks] == ["active"] and not changes.secrets and changes.applies_to == 1
     held.apply(changes)
     accepted = _with(accepted, spec={"env_note": 1})
     # Another node's task, and one that does not exist and never did: nothing.
     theirs = next(t for t in tasks if t.spec.node_id == "n2")
-    assert not task_changes("n1", held, {theirs.id: theirs, "ghost": None}, secrets, [])
+    assert not task_changes("n1", held, {theirs.id: theirs, "ghost": None}, files(secrets))
     # Shut down: the task stays in the set (its node reports it stopped), its secret goes.
-    stopped = task_changes("n1", held, {mine.id: _with(accepted, spec={"desired_state": "shutdown"})}, secrets, [])
+    stopped = task_changes("n1", held, {mine.id: _with(accepted, spec={"desired_state": "shutdown"})}, files(secrets))
     assert [t["spec"]["desired_state"] for t in stopped.tasks] == ["shutdown"] and stopped.removed_secrets == ["app_db"]
     held.apply(stopped)
     # Deleted: removed from the set.
-    gone = task_changes("n1", held, {mine.id: None}, secrets, [])
+    gone = task_changes("n1", held, {mine.id: None}, files(secrets))
     assert gone.removed == [mine.id] and not gone.tasks and (gone.sequence, gone.applies_to) == (held.sequence + 1, 3)
 
 
@@ -125,7 +130,27 @@ def test_changes_add_a_secret_once_a_new_task_needs_it():
     tasks = task_views(w.tasks.values())
     mine = next(t for t in tasks if t.spec.node_id == "n1")
     held = AssignmentSet.of(node_assignment("n1", [], secrets, [], sequence=1))  # the node had nothing
-    changes = task_changes("n1", held, {mine.id: mine}, secrets, [])
+    changes = task_changes("n1", held, {mine.id: mine}, files(secrets))
     assert [t["id"] for t in changes.tasks] == [mine.id] and changes.secrets == {"app_db": {"data": b"pw", "id": "app_db"}}
     held.apply(changes)
     assert held.whole() == node_assignment("n1", [mine], secrets, [], sequence=2)  # the same as a whole set
+
+
+def test_files_are_looked_up_only_for_changes_that_touch_a_secret_or_config():
+    w = World(make_service("plain", replicas=2), [make_node("n1")])
+    w.step()
+    w.place(["n1", "n1"])
+    tasks = task_views(w.tasks.values())
+    held = AssignmentSet.of(node_assignment("n1", tasks[:1], [], [], sequence=1))
+    looked_up = []
+
+    def files_of(entries):
+        looked_up.append(len(entries))
+        return [], []
+
+    added = task_changes("n1", held, {tasks[1].id: tasks[1]}, files_of)
+    assert [t["id"] for t in added.tasks] == [tasks[1].id] and looked_up == []  # no task of it uses a file
+    w2 = _tasks_with_secrets()
+    mine = next(t for t in task_views(w2.tasks.values()) if t.spec.node_id == "n1")
+    task_changes("n1", AssignmentSet.of(node_assignment("n1", [], [], [], sequence=1)), {mine.id: mine}, files_of)
+    assert looked_up == [1]  # one that uses a secret: the node's entries, once

@@ -68,4 +68,6 @@ def test_the_pause_keeps_deciding_within_its_share_of_the_loop():
     assert pause_after(0.001) == pytest.approx(0.001 * (1 / ORCHESTRATOR_SHARE - 1))
     deciding = 0.3  # a pass over 10,000 tasks
     assert deciding / (deciding + pause_after(deciding)) == pytest.approx(ORCHESTRATOR_SHARE)
+    deciding = 3.0  # a pass over 100,000 tasks: still a quarter of the loop (at a 2 s cap, 60 %)
+    assert deciding / (deciding + pause_after(deciding)) == pytest.approx(ORCHESTRATOR_SHARE)
     assert pause_after(60.0) == MAX_PAUSE

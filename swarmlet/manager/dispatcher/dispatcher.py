@@ -374,9 +374,7 @@ class Dispatcher(LeaderLoop):
             changes = held.changes_to(self._whole_set(node_id))
         else:
             touched = {t: self.store.get(Task, t) for t in task_ids}
-            secrets, configs = self._files([*held.tasks.values(),
-                                            *(assigned_entry(t) for t in touched.values() if t is not None)])
-            changes = task_changes(node_id, held, touched, secrets, configs, self._open_secret)
+            changes = task_changes(node_id, held, touched, self._files, self._open_secret)
         return (changes, lambda: held.apply(changes)) if changes else None
 
     def _nodes_using(self, names: dict[str, set[str]]) -> list[str]:

@@ -11,7 +11,11 @@ most ``WRITE_BATCH`` (retry.py): a service scaled to thousands of replicas is re
 in parts, the event loop running between transactions (and between services), so the
 API keeps answering meanwhile. The budget is ten transactions, not one, because each
 pass reads the whole service (~30 µs a task): deciding 500 tasks a pass made a
-10,000-replica deploy twenty passes over 10,000 tasks (6 s of the leader's loop)."""
+10,000-replica deploy twenty passes over 10,000 tasks (6 s of the leader's loop). For
+the same reason a big service gets a bigger budget, a ``SERVICE_PASSES``-th of the
+tasks it has or is to have (``decision_budget``): with 5,000 a pass, a 100,000-replica
+deploy read the service twenty times, each read longer than the last (73 s until the
+last task was created)."""
 from __future__ import annotations
 
 import asyncio
@@ -30,9 +34,23 @@ from swarmlet.store.state import TASK_SHARED_FIELDS, spec_update
 log = logging.getLogger("swarmlet.orchestrator")
 
 ALL = "*"
-DECISION_BUDGET = 10 * WRITE_BATCH  # task changes one pass decides (see the module's docstring)
+DECISION_BUDGET = 10 * WRITE_BATCH  # task changes one pass decides, at least (see the module's docstring)
+SERVICE_PASSES = 4  # a service of any size is reconciled in at most about this many passes
+
+
+def decision_budget(service: Service | None, tasks: int) -> int:
+    """How many task changes one pass over a service may decide: ``DECISION_BUDGET``, or
+    for a big service a ``SERVICE_PASSES``-th of its tasks (those it has, or the replicas
+    it is to have, whichever is more)."""
+    replicas = service.raw_spec.get("replicas") if service is not None else None
+    size = max(tasks, replicas if isinstance(replicas, int) else 0)
+    return max(DECISION_BUDGET, -(-size // SERVICE_PASSES))
 ORCHESTRATOR_SHARE = 0.25  # of the leader's event loop, at most, spent deciding (pause_after)
-MAX_PAUSE = 2.0  # seconds: the longest the orchestrator lets events gather
+# Seconds: the longest the orchestrator lets events gather. At 2 s a service of 100,000
+# tasks (a 3 s pass) took 60 % of the loop, not a quarter, while its tasks came up (45 s of
+# a 130 s deploy); a reaction within 10 s at that size is what a restart delay (5 s by
+# default) nearly costs anyway.
+MAX_PAUSE = 10.0
 
 
 def creates_sharing_parts(creates: list[dict]) -> list[dict]:
@@ -132,7 +150,8 @@ def pause_after(deciding_seconds: float) -> float:
     what deciding the last one took on the event loop: at most ``ORCHESTRATOR_SHARE``
     of the loop goes to deciding. Nothing for small services (a pass of 1 ms waits 3 ms);
     for a service of 10,000 tasks (0.3 s a pass) about a second, instead of a pass after
-    every 50 ms batch of status reports (each of its tasks turning running is one)."""
+    every 50 ms batch of status reports (each of its tasks turning running is one); for
+    one of 100,000 (3 s) nine."""
     return min(MAX_PAUSE, deciding_seconds * (1 / ORCHESTRATOR_SHARE - 1))
 
 
@@ -184,7 +203,8 @@ class Orchestrator(LeaderLoop):
             if service is not None and not tasks and service.raw_spec.get("depends_on"):
                 waiting = dependencies_waiting(service, list(services.values()), tasks_by_service)
             began = time.perf_counter()
-            decision = reconcile_service(service, tasks, nodes, now, waiting, budget=DECISION_BUDGET)
+            decision = reconcile_service(service, tasks, nodes, now, waiting,
+                                         budget=decision_budget(service, len(tasks)))
             self.last_deciding_seconds += time.perf_counter() - began
             if decision.wake_at is not None:
                 wake_at = decision.wake_at if wake_at is None else min(wake_at, decision.wake_at)
