@@ -724,7 +724,8 @@ class ReplicatedStore(SyncObj):
             peers[node.address] = {
                 "connected": status.get(f"partner_node_status_server_{node.id}") == 2,
                 "match_index": status.get(f"match_idx_server_{node.id}"),
-                "responding": raft_now - responses.get(node, 0.0) < self._settings.stalled_follower_timeout,
+                "responding": raft_now - responses.get(node, 0.0) < self._settings.stalled_follower_timeout
+                * RESPONDING_SHARE,
                 "snapshot": node in next_index and next_index[node] <= first_index,
             }
         view = RaftView(
@@ -745,6 +746,15 @@ class ReplicatedStore(SyncObj):
             log.warning("raft: followers %s stuck behind commit index %d; compacting the log so they get a "
                         "snapshot", ", ".join(stalled), view.commit_index)
             self.forceLogCompaction()
+
+
+# A follower is "responding" when it answered within this share of the stalled-follower
+# timeout. With the whole timeout, a follower frozen (SIGSTOP) just after the commit index
+# moved past it still counted as answering for up to a watchdog tick after its match
+# index had been still for the timeout, and the leader compacted its log for it (a
+# warning in one clean-clone CI run of tests/store/test_big_writes.py, 2 in 5 runs on a
+# loaded machine). A livelocked follower answers every append period (50 ms).
+RESPONDING_SHARE = 0.25
 
 
 class SnapshotJob:

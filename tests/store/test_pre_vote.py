@@ -176,5 +176,13 @@ def test_a_follower_that_just_answered_is_responding_in_the_view(far_clock, tmp_
         manager.raft._last_view_at = 0.0
         manager.raft.doTick(0.0)
         assert views[-1].peers[manager.peer.address]["responding"] is True
+        # one that answered last a third of the stalled-follower timeout ago (frozen since,
+        # as SIGSTOP leaves its connection up) no longer is: the watchdog must not take it
+        # for a livelocked one
+        timeout = manager.raft._settings.stalled_follower_timeout
+        manager.raft._SyncObj__lastResponseTime[manager.peer] = pysyncobj.syncobj.monotonicTime() - timeout / 3
+        manager.raft._last_view_at = 0.0
+        manager.raft.doTick(0.0)
+        assert views[-1].peers[manager.peer.address]["responding"] is False
     finally:
         manager.close()
