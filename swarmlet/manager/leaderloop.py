@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 from swarmlet.api.views import Leadership
 from swarmlet.store import ClusterStore
@@ -158,6 +159,20 @@ async def run_together(*coroutines) -> None:
     for task in done:
         if not task.cancelled():
             task.result()
+
+
+def status_moved_across(change, state_class: Callable[[str | None], str]) -> bool:
+    """Whether a store change may matter to a loop that tells task states apart only by
+    ``state_class``: anything but a task update that kept its spec and moved its status
+    between two states of one class (the orchestrator's and the scheduler's filters on
+    the status reports of a deploy, a few per task)."""
+    if change.action != "update" or change.previous is None:
+        return True
+    before, after = change.previous, change.object
+    if before.get("spec") != after.get("spec"):
+        return True
+    return (state_class((before.get("status") or {}).get("state"))
+            != state_class((after.get("status") or {}).get("state")))
 
 
 def drain(queue: asyncio.Queue) -> list:

@@ -388,7 +388,7 @@ class StoreState:
                     if not isinstance(fields, dict):
                         raise TransactionError("invalid", f"operation {position}: spec_fields must be a map")
                     obj["spec"] = FrozenDict({**existing["spec"], **freeze(fields)})
-                if kind == "task":
+                if kind == "task" and obj["spec"] is not existing["spec"]:  # (not for every status report)
                     obj["spec"] = self.shared.task_spec(obj["spec"])
                 if "status" in op:
                     obj["status"] = freeze(op["status"])

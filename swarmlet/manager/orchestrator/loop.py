@@ -24,7 +24,7 @@ import time
 
 from swarmlet.api.objects import TaskState, is_terminal
 from swarmlet.api.views import Node, Service, Task
-from swarmlet.manager.leaderloop import LeaderLoop, drain
+from swarmlet.manager.leaderloop import LeaderLoop, drain, status_moved_across
 from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
 from swarmlet.manager.retry import WRITE_BATCH, WRITE_WINDOW
 from swarmlet.node.config import new_id
@@ -36,6 +36,12 @@ log = logging.getLogger("swarmlet.orchestrator")
 ALL = "*"
 DECISION_BUDGET = 10 * WRITE_BATCH  # task changes one pass decides, at least (see the module's docstring)
 SERVICE_PASSES = 4  # a service of any size is reconciled in at most about this many passes
+ORCHESTRATOR_SHARE = 0.25  # of the leader's event loop, at most, spent deciding (pause_after)
+# Seconds: the longest the orchestrator lets events gather. At 2 s a service of 100,000
+# tasks (a 3 s pass) took 60 % of the loop, not a quarter, while its tasks came up (45 s of
+# a 130 s deploy); a reaction within 10 s at that size is what a restart delay (5 s by
+# default) nearly costs anyway.
+MAX_PAUSE = 10.0
 
 
 def decision_budget(service: Service | None, tasks: int) -> int:
@@ -45,12 +51,6 @@ def decision_budget(service: Service | None, tasks: int) -> int:
     replicas = service.raw_spec.get("replicas") if service is not None else None
     size = max(tasks, replicas if isinstance(replicas, int) else 0)
     return max(DECISION_BUDGET, -(-size // SERVICE_PASSES))
-ORCHESTRATOR_SHARE = 0.25  # of the leader's event loop, at most, spent deciding (pause_after)
-# Seconds: the longest the orchestrator lets events gather. At 2 s a service of 100,000
-# tasks (a 3 s pass) took 60 % of the loop, not a quarter, while its tasks came up (45 s of
-# a 130 s deploy); a reaction within 10 s at that size is what a restart delay (5 s by
-# default) nearly costs anyway.
-MAX_PAUSE = 10.0
 
 
 def creates_sharing_parts(creates: list[dict]) -> list[dict]:
@@ -90,10 +90,10 @@ def decision_ops(service: Service | None, decision: Decision) -> list[dict]:
     return ops
 
 
-def _decisive_state(task: dict) -> str:
+def _decisive_state(state: str | None) -> str:
     """What of a task's state a reconcile can tell apart: every state before running is
     one ("starting"); running and each end state are their own."""
-    state = (task.get("status") or {}).get("state", TaskState.NEW)
+    state = state or TaskState.NEW
     return state if state == TaskState.RUNNING or is_terminal(state) else "starting"
 
 
@@ -104,10 +104,7 @@ def can_change_a_decision(change) -> bool:
     everything before). A 10,000-task deploy writes each task's status four times or
     so, in 50 ms batches, and each batch used to cost a reconcile of all 10,000 tasks
     (0.3-0.4 s on the leader's loop)."""
-    if change.kind != Task.kind or change.action != "update" or change.previous is None:
-        return True
-    before, after = change.previous, change.object
-    return before.get("spec") != after.get("spec") or _decisive_state(before) != _decisive_state(after)
+    return change.kind != Task.kind or status_moved_across(change, _decisive_state)
 
 
 def touched_services(event) -> set[str]:

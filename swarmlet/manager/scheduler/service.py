@@ -33,7 +33,7 @@ from swarmlet.api.objects import ACTIVE_DESIRED_STATES, TaskState, is_terminal
 from swarmlet.api.views import Network, Node, Service, Task
 from swarmlet.api.ipam import DATA_PLANE_OVERLAY
 from swarmlet.manager.allocator import AddressBook, AllocationError, mesh_gateways
-from swarmlet.manager.leaderloop import LeaderLoop, drain
+from swarmlet.manager.leaderloop import LeaderLoop, drain, status_moved_across
 from swarmlet.api.constraints import PlacementSpecError
 from swarmlet.manager.scheduler.scheduler import schedule
 from swarmlet.manager.scheduler.storemap import holds_resources, node_info, node_infos, task_request
@@ -166,18 +166,19 @@ class Changed:
         return work
 
 
+def _placement_state(state: str | None) -> str:
+    """What of a task's state placing tells apart: pending, ended, and placed (every
+    state between, which holds the same resources and ports: ``holds_resources``)."""
+    return state if state == TaskState.PENDING else "ended" if is_terminal(state) else "placed"
+
+
 def can_change_placement(change) -> bool:
     """False for a task update that only moved its status between two states of a task
-    placed and not ended (assigned → accepted → … → running): it holds the same
-    resources and ports on the same node before and after (``holds_resources``), so its
-    node's NodeInfo need not be rebuilt. Every task of a deploy makes four or so."""
-    if change.action != "update" or change.previous is None:
-        return True
-    before, after = change.previous, change.object
-    if before.get("spec") != after.get("spec"):
-        return True
-    was, now = (before.get("status") or {}).get("state"), (after.get("status") or {}).get("state")
-    return was == TaskState.PENDING or now == TaskState.PENDING or is_terminal(was) != is_terminal(now)
+    placed and not ended (assigned → accepted → … → running): its node's NodeInfo need
+    not be rebuilt, and it is no work. Every task of a deploy makes four or so. A task
+    still pending is always looked at again."""
+    return (status_moved_across(change, _placement_state)
+            or (change.object.get("status") or {}).get("state") == TaskState.PENDING)
 
 
 class SchedulerLoop(LeaderLoop):
