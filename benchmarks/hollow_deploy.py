@@ -257,7 +257,7 @@ def deploy_phases(tasks: list[dict], began: float) -> dict[str, float]:
     phases = {}
     for name, moments in (("created", created), ("running", running)):
         if moments:
-            phases.update({f"first {name}": moments[0], f"median {name}": moments[len(moments) // 2],
+            phases.update({f"first {name}": moments[0], f"median {name}": median(moments),
                            f"last {name}": moments[-1]})
     return phases
 
