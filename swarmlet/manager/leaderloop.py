@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable
 
 from swarmlet.api.views import Leadership
@@ -34,6 +35,9 @@ from swarmlet.store.store import LEADERSHIP, hold_fence
 log = logging.getLogger("swarmlet.manager")
 
 RESTART_DELAY = 0.2  # seconds between two passes of one loop (after a failure, a superseded claim, a lapse)
+# The longest a leader loop runs on the event loop before it lets the rest of the manager
+# (the API, sessions, heartbeats, other loops) have a turn.
+LOOP_TURN_S = 0.01
 LEADING_RECHECK = 1.0  # the longest one wait for leadership to return lasts before it is asked again
 
 
@@ -173,6 +177,38 @@ def status_moved_across(change, state_class: Callable[[str | None], str]) -> boo
         return True
     return (state_class((before.get("status") or {}).get("state"))
             != state_class((after.get("status") or {}).get("state")))
+
+
+async def off_loop(fn: Callable, *args):
+    """``fn(*args)`` on a worker thread: (its result, the CPU seconds it took there).
+
+    For a pure computation over many objects (a reconcile or a scheduling pass over
+    10,000 tasks takes 0.2-0.5 s): on the event loop, every API request and node
+    message waited that long (docs/performance.md, "A loop that is never held"). On a
+    thread the loop keeps its turns at the GIL's switch interval. The store's reads are
+    safe from any thread (under its state lock), and reading on a thread adds no new
+    kind of staleness: the Raft thread applies other writes beside the loop's reads
+    already, which is why every write a pass makes is versioned or fenced."""
+    def timed():
+        began = time.thread_time()
+        result = fn(*args)
+        return result, time.thread_time() - began
+    return await asyncio.to_thread(timed)
+
+
+class LoopTurns:
+    """Gives the event loop back every ``turn`` seconds of a long run of work that does
+    not await anything that blocks (a send that only fills a buffer does not yield):
+    ``await turns.take()`` between items."""
+
+    def __init__(self, turn: float = LOOP_TURN_S):
+        self.turn = turn
+        self._since = time.monotonic()
+
+    async def take(self) -> None:
+        if time.monotonic() - self._since >= self.turn:
+            await asyncio.sleep(0)
+            self._since = time.monotonic()
 
 
 def drain(queue: asyncio.Queue) -> list:

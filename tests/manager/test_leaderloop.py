@@ -325,3 +325,53 @@ async def test_a_claim_in_flight_when_leadership_is_lost_and_regained_gives_way_
     results = await asyncio.gather(old, return_exceptions=True)
     assert isinstance(results[0], Conflict)
     assert store.raw(LEADERSHIP, LEADERSHIP)["version"] == new == await claims.fence()
+
+
+async def test_off_loop_keeps_the_loop_answering_while_it_computes():
+    """A pure pass over many tasks (0.2-0.5 s) held every API request and node message
+    for as long when it ran on the loop; on a worker thread the loop gets its turns."""
+    from swarmlet.manager.leaderloop import off_loop
+    import threading
+
+    release = threading.Event()
+    ticks = []
+
+    def compute(n):
+        release.wait(2)  # held until the loop has shown that it ran meanwhile (on the loop: never)
+        return n * 2, len(ticks)
+
+    async def ticker():
+        for _ in range(3):
+            ticks.append(asyncio.get_running_loop().time())
+            await asyncio.sleep(0.001)
+        release.set()
+
+    ticking = asyncio.ensure_future(ticker())
+    (result, ticks_meanwhile), cpu_seconds = await off_loop(compute, 21)
+    await ticking
+    assert result == 42 and ticks_meanwhile == 3
+    assert 0 <= cpu_seconds < 1  # the thread's own CPU, not the time it waited
+
+
+async def test_loop_turns_let_others_run_during_a_long_run_of_work():
+    import time as clock
+    from swarmlet.manager.leaderloop import LoopTurns
+
+    others = []
+    asyncio.get_running_loop().call_soon(others.append, "ran")
+    turns = LoopTurns(turn=0.005)
+    seen_during = None
+    for item in range(1000):
+        busy_until = clock.monotonic() + 0.0002
+        while clock.monotonic() < busy_until:  # a send that fills a buffer: no await that yields
+            pass
+        await turns.take()
+        if others and seen_during is None:
+            seen_during = item
+    assert seen_during is not None and seen_during < 999  # the callback ran before the work ended
+
+    none_due = LoopTurns(turn=60.0)
+    asyncio.get_running_loop().call_soon(others.append, "late")
+    for _ in range(100):
+        await none_due.take()
+    assert others == ["ran"]  # no turn was due: nothing else ran

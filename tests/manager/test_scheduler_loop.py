@@ -138,3 +138,25 @@ def test_only_changes_that_can_move_a_placement_count_as_work():
     assert not changed.nodes  # n1's NodeInfo is kept
     assert changed.note(StoreEvent(2, [Change("create", "task", "t2", task("pending", None))]))
     assert changed.tasks == {"t2"}
+
+
+async def test_planning_on_its_thread_changes_nothing_the_loop_keeps(store, loops):
+    """The plan runs on a worker thread (leaderloop.off_loop), which a lost leadership
+    cancels without stopping: it must hand its NodeInfos back, not keep them itself, or
+    a cancelled pass finishing late would leave them to the next leader's pass."""
+    from swarmlet.manager.scheduler.service import Changed
+    scheduler = loops[1]
+    await store.add("service", "web", service_spec("web", 2, "a"))
+    await until(lambda: sorted(placed(store, "web").values(), key=str) == ["n1"] * 2, "2 tasks on n1")
+    await store.add("service", "db", service_spec("db", 1, "b"))  # pending: no node is in zone b
+    await until(lambda: any("no suitable node" in (t.status.message or "") for t in store.select(Task, service_id="db")),
+                "db pending with the scheduler's explanation")
+    await store.add("node", "n3", node_object_spec("worker", "active", {"zone": "a"}), {"state": "ready", "hostname": "n3"})
+    before = scheduler._infos
+    kept = {node_id: info for node_id, info in before.items() if node_id != "n3"}  # as before n3 joined
+    kept_copy = dict(kept)
+    ops, guards, infos = scheduler._plan(Changed(), kept)  # (synchronous: no pass of the loop runs meanwhile)
+    assert scheduler._infos is before and kept == kept_copy  # nothing of the loop's was changed
+    assert {"n1", "n2", "n3"} <= set(infos)  # what the plan used comes back with it
+    (db_task,) = store.select(Task, service_id="db")
+    assert {op["id"] for op in ops} <= {db_task.id} and guards == []  # (at most db's explanation again)

@@ -42,7 +42,7 @@ from swarmlet.manager.dispatcher.assignments import (FILE_KINDS, accepted_status
                                                      files_named, files_touched, node_assignment, plain_secret_value,
                                                      task_changes, tasks_touched, uses_any)
 from swarmlet.manager.dispatcher.planes import PlaneIndex
-from swarmlet.manager.leaderloop import LeaderLoop, drain, run_together
+from swarmlet.manager.leaderloop import LeaderLoop, LoopTurns, drain, run_together
 from swarmlet.manager.retry import commit_each_on_conflict
 from swarmlet.store import ClusterStore, StoreError
 
@@ -401,15 +401,21 @@ class Dispatcher(LeaderLoop):
                         files[kind] |= names
                 if event.reset or any(c.kind in PLANE_KINDS for c in event.changes):
                     self._planes_dirty.set()
+            # A send that fits the socket's buffer does not yield: 1,000 nodes' changes
+            # held the loop 0.1-0.3 s each time, with heartbeats and the API waiting.
+            turns = LoopTurns()
             if touched is None:
                 for node_id in list(self._sessions):
                     await self._send_assignment(node_id)
+                    await turns.take()
                 continue
             whole = set(self._nodes_using(files)) if any(files.values()) else set()
             for node_id in sorted(whole):  # their files changed: compared whole (a node's tasks and files)
                 await self._send_assignment(node_id)
+                await turns.take()
             for node_id in sorted((touched.keys() & self._sessions.keys()) - whole):
                 await self._send_assignment(node_id, touched[node_id])
+                await turns.take()
 
     def _take_statuses(self, node_id: str, status: Status) -> None:
         for update in status.updates:

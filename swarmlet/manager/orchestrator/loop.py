@@ -24,7 +24,7 @@ import time
 
 from swarmlet.api.objects import TaskState, is_terminal
 from swarmlet.api.views import Node, Service, Task
-from swarmlet.manager.leaderloop import LeaderLoop, drain, status_moved_across
+from swarmlet.manager.leaderloop import LeaderLoop, drain, off_loop, status_moved_across
 from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
 from swarmlet.manager.retry import WRITE_BATCH, WRITE_WINDOW
 from swarmlet.node.config import new_id
@@ -37,6 +37,9 @@ ALL = "*"
 DECISION_BUDGET = 10 * WRITE_BATCH  # task changes one pass decides, at least (see the module's docstring)
 SERVICE_PASSES = 4  # a service of any size is reconciled in at most about this many passes
 ORCHESTRATOR_SHARE = 0.25  # of the leader's event loop, at most, spent deciding (pause_after)
+# A service with this many tasks is decided on a worker thread (leaderloop.off_loop), not
+# on the event loop; a smaller one is quicker to decide than to hand to a thread.
+OFF_LOOP_TASKS = 1000
 # Seconds: the longest the orchestrator lets events gather. At 2 s a service of 100,000
 # tasks (a 3 s pass) took 60 % of the loop, not a quarter, while its tasks came up (45 s of
 # a 130 s deploy); a reaction within 10 s at that size is what a restart delay (5 s by
@@ -88,6 +91,14 @@ def decision_ops(service: Service | None, decision: Decision) -> list[dict]:
             op.update(spec=decision.rollback.spec, previous_spec=None)
         ops.append(op)
     return ops
+
+
+def decide(service: Service | None, tasks: list[Task], nodes: dict[str, Node], now: float, waiting,
+           budget: int) -> tuple[Decision, list[dict]]:
+    """A service's decision and the operations that carry it out (pure but for the new
+    task IDs)."""
+    decision = reconcile_service(service, tasks, nodes, now, waiting, budget=budget)
+    return decision, ([] if decision.empty else decision_ops(service, decision))
 
 
 def _decisive_state(state: str | None) -> str:
@@ -186,7 +197,7 @@ class Orchestrator(LeaderLoop):
         nodes = {n.id: n for n in self.store.list(Node)}
         tasks_by_service = TasksByService(self.store)
         if ALL in dirty:
-            tasks_by_service.read_all()
+            await off_loop(tasks_by_service.read_all)  # every task of the cluster
             dirty = set(services) | set(tasks_by_service.read)
         # A service held back by depends_on is looked at again whenever anything moves.
         dirty |= {s.id for s in services.values() if s.raw_spec.get("depends_on") and not tasks_by_service.get(s.id)}
@@ -199,10 +210,14 @@ class Orchestrator(LeaderLoop):
             waiting = None
             if service is not None and not tasks and service.raw_spec.get("depends_on"):
                 waiting = dependencies_waiting(service, list(services.values()), tasks_by_service)
-            began = time.perf_counter()
-            decision = reconcile_service(service, tasks, nodes, now, waiting,
-                                         budget=decision_budget(service, len(tasks)))
-            self.last_deciding_seconds += time.perf_counter() - began
+            budget = decision_budget(service, len(tasks))
+            if len(tasks) >= OFF_LOOP_TASKS:
+                (decision, ops), took = await off_loop(decide, service, tasks, nodes, now, waiting, budget)
+            else:
+                began = time.thread_time()
+                decision, ops = decide(service, tasks, nodes, now, waiting, budget)
+                took = time.thread_time() - began
+            self.last_deciding_seconds += took
             if decision.wake_at is not None:
                 wake_at = decision.wake_at if wake_at is None else min(wake_at, decision.wake_at)
             if decision.truncated:
@@ -211,7 +226,6 @@ class Orchestrator(LeaderLoop):
                 continue
             if not self.store.is_leader:
                 return None, set()
-            ops = decision_ops(service, decision)
             try:
                 # WRITE_BATCH ops a transaction, WRITE_WINDOW of them in flight; the loop (the
                 # API, the rest of the leader) runs while they commit
