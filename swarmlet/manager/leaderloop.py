@@ -179,21 +179,24 @@ def status_moved_across(change, state_class: Callable[[str | None], str]) -> boo
             != state_class((after.get("status") or {}).get("state")))
 
 
+def timed_call(fn: Callable, *args):
+    """(``fn(*args)``, the CPU seconds the calling thread spent in it)."""
+    began = time.thread_time()
+    result = fn(*args)
+    return result, time.thread_time() - began
+
+
 async def off_loop(fn: Callable, *args):
-    """``fn(*args)`` on a worker thread: (its result, the CPU seconds it took there).
+    """``timed_call(fn, *args)`` on a worker thread: (its result, the CPU seconds it took there).
 
     For a pure computation over many objects (a reconcile or a scheduling pass over
     10,000 tasks takes 0.2-0.5 s): on the event loop, every API request and node
-    message waited that long (docs/performance.md, "A loop that is never held"). On a
+    message waited that long (docs/performance.md, "Tenth session: a loop that is never held long"). On a
     thread the loop keeps its turns at the GIL's switch interval. The store's reads are
     safe from any thread (under its state lock), and reading on a thread adds no new
     kind of staleness: the Raft thread applies other writes beside the loop's reads
     already, which is why every write a pass makes is versioned or fenced."""
-    def timed():
-        began = time.thread_time()
-        result = fn(*args)
-        return result, time.thread_time() - began
-    return await asyncio.to_thread(timed)
+    return await asyncio.to_thread(timed_call, fn, *args)
 
 
 class LoopTurns:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
-from swarmlet.manager.leaderloop import LeaderLoop
+from swarmlet.manager.leaderloop import LeaderLoop, LoopTurns, off_loop
 
 
 class Recorder(LeaderLoop):
@@ -330,9 +332,6 @@ async def test_a_claim_in_flight_when_leadership_is_lost_and_regained_gives_way_
 async def test_off_loop_keeps_the_loop_answering_while_it_computes():
     """A pure pass over many tasks (0.2-0.5 s) held every API request and node message
     for as long when it ran on the loop; on a worker thread the loop gets its turns."""
-    from swarmlet.manager.leaderloop import off_loop
-    import threading
-
     release = threading.Event()
     ticks = []
 
@@ -354,16 +353,13 @@ async def test_off_loop_keeps_the_loop_answering_while_it_computes():
 
 
 async def test_loop_turns_let_others_run_during_a_long_run_of_work():
-    import time as clock
-    from swarmlet.manager.leaderloop import LoopTurns
-
     others = []
     asyncio.get_running_loop().call_soon(others.append, "ran")
     turns = LoopTurns(turn=0.005)
     seen_during = None
     for item in range(1000):
-        busy_until = clock.monotonic() + 0.0002
-        while clock.monotonic() < busy_until:  # a send that fills a buffer: no await that yields
+        busy_until = time.monotonic() + 0.0002
+        while time.monotonic() < busy_until:  # a send that fills a buffer: no await that yields
             pass
         await turns.take()
         if others and seen_during is None:

@@ -80,8 +80,11 @@ def json_default(value):
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
+dumps = functools.partial(json.dumps, default=json_default)  # every JSON answer's encoding
+
+
 def reply(data, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=functools.partial(json.dumps, default=json_default))
+    return web.json_response(data, status=status, dumps=dumps)
 
 
 async def reply_listing(build: Callable, *args, **kwargs) -> web.Response:
@@ -91,7 +94,7 @@ async def reply_listing(build: Callable, *args, **kwargs) -> web.Response:
     60-110 ms. The store's reads are safe from any thread; a refusal (an unknown
     service) is raised here as on the loop."""
     def encoded() -> bytes:
-        return json.dumps(build(*args, **kwargs), default=json_default).encode()
+        return dumps(build(*args, **kwargs)).encode()
     return web.Response(body=await asyncio.to_thread(encoded), content_type="application/json")
 
 

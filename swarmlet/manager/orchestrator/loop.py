@@ -24,7 +24,7 @@ import time
 
 from swarmlet.api.objects import TaskState, is_terminal
 from swarmlet.api.views import Node, Service, Task
-from swarmlet.manager.leaderloop import LeaderLoop, drain, off_loop, status_moved_across
+from swarmlet.manager.leaderloop import LeaderLoop, drain, off_loop, status_moved_across, timed_call
 from swarmlet.manager.orchestrator.reconcile import Decision, dependencies_waiting, reconcile_service
 from swarmlet.manager.retry import WRITE_BATCH, WRITE_WINDOW
 from swarmlet.node.config import new_id
@@ -211,12 +211,9 @@ class Orchestrator(LeaderLoop):
             if service is not None and not tasks and service.raw_spec.get("depends_on"):
                 waiting = dependencies_waiting(service, list(services.values()), tasks_by_service)
             budget = decision_budget(service, len(tasks))
-            if len(tasks) >= OFF_LOOP_TASKS:
-                (decision, ops), took = await off_loop(decide, service, tasks, nodes, now, waiting, budget)
-            else:
-                began = time.thread_time()
-                decision, ops = decide(service, tasks, nodes, now, waiting, budget)
-                took = time.thread_time() - began
+            arguments = (decide, service, tasks, nodes, now, waiting, budget)
+            (decision, ops), took = (await off_loop(*arguments) if len(tasks) >= OFF_LOOP_TASKS
+                                     else timed_call(*arguments))
             self.last_deciding_seconds += took
             if decision.wake_at is not None:
                 wake_at = decision.wake_at if wake_at is None else min(wake_at, decision.wake_at)
